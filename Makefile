@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test`. Every set-up step lives here.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+HOST   ?= 127.0.0.1
+SIM_PORT ?= 8081
+
+.PHONY: setup run simulator check test test-fast bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "twofa needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP)
+
+# Until the gateway lands (issue 3), `make run` starts the bundled Duo simulator and its phone page.
+run: setup
+	$(BIN)/twofa simulator serve --host $(HOST) --port $(SIM_PORT)
+
+simulator: run
+
+check: setup
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: check
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -x -m "not integration"
+
+bench: setup
+	$(BIN)/python bench/duo_push_capacity.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis src/*.egg-info

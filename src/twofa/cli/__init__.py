@@ -1,0 +1,1 @@
+"""The `twofa` command."""
