@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twofa.simulator.faults import FaultPlan
-from twofa.simulator.transactions import TransactionBook
+from twofa.simulator.transactions import Transaction, TransactionBook
 from twofa.simulator.users import UserDirectory
 
 
@@ -41,7 +41,9 @@ class SimulatorState:
 
     def __post_init__(self) -> None:
         self.users = UserDirectory(self.clock)
-        self.transactions = TransactionBook(self.clock, self.settings.push_timeout_s)
+        self.transactions = TransactionBook(
+            self.clock, self.settings.push_timeout_s, on_allow=self._remember_device
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -52,6 +54,12 @@ class SimulatorState:
         self.integrations = {
             self.settings.ikey: Integration(self.settings.ikey, self.settings.skey)
         }
+
+    def _remember_device(self, transaction: Transaction) -> None:
+        """An approved login hands out a token that lets preauth answer `allow` next time."""
+        user = self.users.by_name(transaction.username)
+        if user is not None and transaction.trusted_device_token:
+            user.trusted_device_tokens.add(transaction.trusted_device_token)
 
     def secrets_by_ikey(self) -> dict[str, str]:
         return {ikey: integration.skey for ikey, integration in self.integrations.items()}

@@ -92,9 +92,15 @@ class Transaction:
 class TransactionBook:
     """Every transaction by txid; the only place their status changes."""
 
-    def __init__(self, clock: Callable[[], float], push_timeout_s: float) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        push_timeout_s: float,
+        on_allow: Callable[[Transaction], None] = lambda transaction: None,
+    ) -> None:
         self._clock = clock
         self.push_timeout_s = push_timeout_s
+        self._on_allow = on_allow
         self._by_txid: dict[str, Transaction] = {}
 
     def clear(self) -> None:
@@ -152,6 +158,7 @@ class TransactionBook:
         self._change(transaction, status)
         if status is TransactionStatus.ALLOW:
             transaction.trusted_device_token = secrets.token_urlsafe(24)
+            self._on_allow(transaction)
         return True
 
     async def next_change(self, transaction: Transaction, hold_s: float) -> Transaction:
