@@ -43,9 +43,11 @@ class RunningSimulator:
 @pytest.fixture(scope="session")
 def simulator_server() -> Iterator[RunningSimulator]:
     settings = SimulatorSettings(ikey=IKEY, skey=SKEY, push_timeout_s=60.0, long_poll_hold_s=2.0)
-    with serve_in_thread(create_simulator_app(settings)) as base_url:
-        with httpx.Client(base_url=base_url, timeout=10) as control:
-            yield RunningSimulator(base_url, int(base_url.rsplit(":", 1)[1]), control)
+    with (
+        serve_in_thread(create_simulator_app(settings)) as base_url,
+        httpx.Client(base_url=base_url, timeout=10) as control,
+    ):
+        yield RunningSimulator(base_url, int(base_url.rsplit(":", 1)[1]), control)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from twofa.cli.runtime import tune_garbage_collector
 from twofa.simulator import SimulatorSettings, create_simulator_app
 
 simulator_app = typer.Typer(help="The bundled Duo Auth API simulator.", no_args_is_help=True)
@@ -54,6 +55,7 @@ def serve(
         push_timeout_s=push_timeout,
         long_poll_hold_s=long_poll_hold,
     )
+    tune_garbage_collector()
     typer.echo(f"Duo simulator on http://{host}:{port}  (phone: http://{host}:{port}/_sim/phone)")
     uvicorn.run(
         create_simulator_app(settings),

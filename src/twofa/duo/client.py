@@ -289,7 +289,7 @@ class DuoAuthClient:
         stat = envelope.get("stat") if isinstance(envelope, dict) else None
         if response.status_code == 200 and stat == "OK" and "response" in envelope:
             return envelope["response"]
-        if response.status_code == 200 and stat != "FAIL":
+        if response.status_code == 200:  # Duo never sends FAIL with 200: not its protocol
             raise DuoMalformedResponse(f"unexpected answer: {response.text[:200]!r}")
         raise _api_error(response, envelope)
 

@@ -16,6 +16,8 @@ from typing import Final
 
 import httpx
 
+from twofa.duo.transport import PooledTransport
+
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
@@ -77,7 +79,10 @@ class DuoEndpoint:
             raise InvalidEndpoint(
                 "plain http is only allowed to a simulator on this machine (127.0.0.1 or localhost)"
             )
-        netloc = f"{host}:{port}" if port else host
+        if port == 0:
+            raise InvalidEndpoint("the port is not a number between 1 and 65535")
+        bracketed = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+        netloc = f"{bracketed}:{port}" if port is not None else bracketed
         return cls(signed_host=netloc, base_url=f"{parsed.scheme}://{netloc}")
 
 
@@ -86,15 +91,12 @@ def make_http_client(
 ) -> httpx.AsyncClient:
     """An HTTP client for one Duo endpoint: certificate and host-name checks always on for TLS.
 
-    `max_connections` bounds concurrent requests, and each pending push holds one long-poll,
-    so size it for the number of pushes a node should keep open at once.
+    Each pending push holds one long-poll connection, so size `max_connections` for the
+    number of pushes a node should keep open at once; the pooled transport stays fast there.
     """
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
     return httpx.AsyncClient(
-        verify=True,
-        limits=limits,
+        base_url=endpoint.base_url,
+        transport=PooledTransport(max_connections=max_connections),
         timeout=httpx.Timeout(connect_timeout, read=15.0),
         follow_redirects=False,
     )

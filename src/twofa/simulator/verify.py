@@ -15,6 +15,7 @@ import json
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 
 from twofa.duo.signing import (
     JSON_CONTENT_TYPE,
@@ -51,7 +52,10 @@ class ReceivedRequest:
         params: dict[str, list[str]] = {}
         sources = [self.query]
         if self.body and not self.is_json:
-            sources.append(self.body.decode("utf-8", errors="strict"))
+            try:
+                sources.append(self.body.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise invalid_parameter("the form body is not UTF-8") from None
         for source in sources:
             for key, value in urllib.parse.parse_qsl(source, keep_blank_values=True):
                 params.setdefault(key, []).append(value)
@@ -112,9 +116,11 @@ def check_date(headers: Mapping[str, str], now: float, window_s: float) -> str:
     if not date:
         raise missing_credentials("Missing request timestamp")
     try:
-        sent_at = email.utils.parsedate_to_datetime(date).timestamp()
+        parsed = email.utils.parsedate_to_datetime(date)
     except (TypeError, ValueError):
         raise invalid_signature(f"unreadable request date {date!r}") from None
+    # RFC 2822 reads "-0000" as "UTC, source zone unknown", which Python returns naive.
+    sent_at = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     if abs(sent_at - now) > window_s:
         raise invalid_signature(
             f"request date is {sent_at - now:+.0f} s from the server clock "
