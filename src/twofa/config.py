@@ -1,0 +1,173 @@
+"""Validated settings: defaults, then an optional TOML file, then `TWOFA_*` environment variables
+(`__` nests: `TWOFA_DUO__IKEY`), then `*_FILE` variables for secrets (`TWOFA_SECRET_KEY_FILE`).
+
+Unknown keys are refused and every problem is reported at once. A placeholder secret is only
+accepted in dev and demo modes. Settings are built once at start-up and passed in.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from twofa.errors import ConfigurationError
+
+PLACEHOLDER_SECRET: Final = "change-me-dev-only-secret-key-0000000000"  # noqa: S105 (refused in production)
+ENV_PREFIX: Final = "TWOFA_"
+
+
+class Mode(Enum):
+    PRODUCTION = "production"
+    DEV = "dev"
+    DEMO = "demo"
+
+
+class FailMode(Enum):
+    SECURE = "secure"
+    SAFE = "safe"
+
+
+class DuoSettings(BaseModel):
+    """The Duo Auth API application; empty keys mean Duo Push is not configured yet."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ikey: str = ""
+    skey: SecretStr = SecretStr("")
+    api_hostname: str = ""
+    failmode: FailMode = FailMode.SECURE
+    autopush: bool = True
+    push_type: str = "Login request"
+    application_name: str = "twofa"
+    pushes_per_minute: int = Field(default=3, ge=1, le=60)
+    timeout_s: float = Field(default=10.0, gt=0)
+    long_poll_s: float = Field(default=25.0, gt=0)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.ikey and self.skey.get_secret_value() and self.api_hostname)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    mode: Mode = Mode.PRODUCTION
+    secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+    database_url: str = "sqlite+aiosqlite:///var/twofa.db"
+    public_url: str = "http://127.0.0.1:8000"
+    allowed_redirect_hosts: tuple[str, ...] = ()
+    session_idle_minutes: int = Field(default=30, ge=1)
+    session_absolute_hours: int = Field(default=12, ge=1)
+    pending_login_minutes: int = Field(default=15, ge=1)
+    login_failures_per_user: int = Field(default=5, ge=1)
+    login_failures_per_ip: int = Field(default=20, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1)
+    duo: DuoSettings = DuoSettings()
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        secret = self.secret_key.get_secret_value()
+        if self.mode is Mode.PRODUCTION and secret == PLACEHOLDER_SECRET:
+            raise ValueError("secret_key is the development placeholder; set TWOFA_SECRET_KEY_FILE")
+        if len(secret) < 32:
+            raise ValueError("secret_key must be at least 32 characters")
+        return self
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def is_demo(self) -> bool:
+        return self.mode is Mode.DEMO
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings merges file, environment and secret files itself (in that order of
+        # precedence, lowest first) so that unknown keys from any of them are refused alike.
+        return (init_settings,)
+
+
+def _secret_files(environ: dict[str, str]) -> dict[str, Any]:
+    """`TWOFA_SECRET_KEY_FILE=/run/secrets/k` and `TWOFA_DUO__SKEY_FILE=…` read the secret."""
+    found: dict[str, Any] = {}
+    for name, path in environ.items():
+        if not (name.startswith(ENV_PREFIX) and name.endswith("_FILE")):
+            continue
+        keys = name.removeprefix(ENV_PREFIX).removesuffix("_FILE").lower().split("__")
+        try:
+            value = Path(path).read_text("utf-8").strip()
+        except OSError as exc:
+            raise ConfigurationError(f"{name}: cannot read {path}: {exc.strerror}") from None
+        target = found
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        target[keys[-1]] = value
+    return found
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config_file: Path | None = None, environ: dict[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Builds the settings or raises `ConfigurationError` listing every problem."""
+    environ = dict(os.environ if environ is None else environ)
+    file_values: dict[str, Any] = {}
+    path = config_file or (Path(environ["TWOFA_CONFIG"]) if "TWOFA_CONFIG" in environ else None)
+    if path is not None:
+        try:
+            file_values = tomllib.loads(path.read_text("utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read settings file {path}: {exc}") from None
+    env_only = {k: v for k, v in environ.items() if not k.endswith("_FILE") and k != "TWOFA_CONFIG"}
+    init = _merge(_merge(file_values, _env_as_dict(env_only)), _secret_files(environ))
+    init = _merge(init, overrides)
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None
+
+
+def _env_as_dict(environ: dict[str, str]) -> dict[str, Any]:
+    """`TWOFA_DUO__IKEY=x` becomes `{"duo": {"ikey": "x"}}`; lists are comma-separated."""
+    values: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = name.removeprefix(ENV_PREFIX).lower().split("__")
+        target = values
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        value: Any = raw
+        if keys[-1] == "allowed_redirect_hosts":
+            value = tuple(part.strip() for part in raw.split(",") if part.strip())
+        target[keys[-1]] = value
+    return values

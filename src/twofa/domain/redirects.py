@@ -1,0 +1,22 @@
+"""Where a user may be sent after signing in: a path on this gateway, or a URL on a host the
+admin allowed. Everything else (other hosts, scheme tricks, `//evil`, backslashes) goes home."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterable
+
+HOME = "/"
+
+
+def safe_redirect(target: str | None, own_host: str, allowed_hosts: Iterable[str]) -> str:
+    if not target or any(ch in target for ch in ("\\", "\r", "\n", "\t")) or len(target) > 2000:
+        return HOME
+    parsed = urllib.parse.urlsplit(target)
+    if not parsed.scheme and not parsed.netloc:
+        return target if target.startswith("/") and not target.startswith("//") else HOME
+    if parsed.scheme not in ("http", "https") or parsed.username or parsed.password:
+        return HOME
+    host = (parsed.hostname or "").lower()
+    allowed = {own_host.lower(), *(h.lower() for h in allowed_hosts)}
+    return target if host in allowed else HOME

@@ -1,0 +1,42 @@
+"""Every decision is written to the audit log in the same transaction as the change it records,
+and to the application log (failmode decisions at WARNING, so they are seen)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twofa.clock import Clock
+from twofa.domain.client import NO_CLIENT, ClientInfo
+from twofa.storage.repositories import AuditLog
+from twofa.storage.tables import AuditRow
+
+log = logging.getLogger("twofa.audit")
+_LOUD_KINDS = frozenset({"failmode", "duo_error", "lockout"})
+
+
+def record(
+    db: AsyncSession,
+    clock: Clock,
+    kind: str,
+    outcome: str,
+    *,
+    username: str = "",
+    client: ClientInfo = NO_CLIENT,
+    **detail: Any,
+) -> None:
+    AuditLog(db).add(
+        AuditRow(
+            at=clock.now(),
+            kind=kind,
+            outcome=outcome,
+            username=username,
+            client_ip=client.ip,
+            user_agent=client.user_agent[:300],
+            detail=detail,
+        )
+    )
+    level = logging.WARNING if kind in _LOUD_KINDS else logging.INFO
+    log.log(level, "%s %s user=%s ip=%s %s", kind, outcome, username, client.ip, detail)

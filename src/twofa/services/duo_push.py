@@ -1,0 +1,429 @@
+"""The Duo Push use cases: first-login set-up, sending a push, following it to an answer, Duo
+passcodes, and failmode when Duo cannot be asked.
+
+The server owns each challenge: a row bound to the user, the session and Duo's txid. A push
+answer is accepted only for that row, and only once (a conditional UPDATE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from twofa.clock import Clock
+from twofa.config import DuoSettings, FailMode
+from twofa.domain.client import ClientInfo
+from twofa.duo import DuoApiError, DuoError, DuoUnavailable
+from twofa.duo.models import AuthResult, Device, EnrollmentStatus, PreauthOutcome, TransactionStatus
+from twofa.errors import TwofaError
+from twofa.methods.duo_push import CODE, DuoPushMethod, PushContext
+from twofa.security.tokens import new_token
+from twofa.services import audit, throttle
+from twofa.services.sessions import Level, SessionService, SessionView
+from twofa.storage.repositories import Challenges, DuoEnrolments, Users
+from twofa.storage.tables import ChallengeRow, UserRow
+
+T = TypeVar("T")
+PUSH_LIFETIME = timedelta(seconds=75)  # Duo's own push timeout is about 60 s
+PASSCODE_RULE = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
+
+
+class SecondFactorError(TwofaError):
+    """A second-factor step refused; `message` is what the user is told."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class DuoDown(SecondFactorError):
+    """Duo could not be asked and failmode is secure."""
+
+
+class SetupKind(Enum):
+    ACTIVATE = "activate"  # scan the QR code, then push
+    READY = "ready"  # already has a push-capable device in Duo
+    BYPASS = "bypass"  # Duo says allow without a second factor
+    DENIED = "denied"  # Duo's policy refuses this user
+
+
+@dataclass(frozen=True)
+class SetupView:
+    kind: SetupKind
+    activation_code: str | None = None
+    expires_at: datetime | None = None
+    devices: tuple[Device, ...] = ()
+    preferred_device: str | None = None
+
+
+class PushState(Enum):
+    PENDING = "pending"
+    ALLOW = "allow"
+    DENY = "deny"
+    FRAUD = "fraud"
+    TIMEOUT = "timeout"
+
+
+MESSAGES = {
+    PushState.PENDING: "Push sent. Approve it in Duo Mobile.",
+    PushState.ALLOW: "Approved. Signing you in…",
+    PushState.DENY: "Login request denied.",
+    PushState.FRAUD: "Login request reported as fraudulent. Your administrator has been told.",
+    PushState.TIMEOUT: "The login request expired before it was answered.",
+}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A signed-in session replacing the pending one: set `token` as the new cookie."""
+
+    token: str
+    session: SessionView
+
+
+@dataclass(frozen=True)
+class PollResult:
+    state: PushState
+    message: str
+    completion: Completion | None = None
+
+
+def _push_state(status: TransactionStatus, result: AuthResult) -> PushState:
+    if result is AuthResult.WAITING:
+        return PushState.PENDING
+    if result is AuthResult.ALLOW:
+        return PushState.ALLOW
+    return {
+        TransactionStatus.FRAUD: PushState.FRAUD,
+        TransactionStatus.TIMEOUT: PushState.TIMEOUT,
+    }.get(status, PushState.DENY)
+
+
+class DuoPushService:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        method: DuoPushMethod,
+        sessions: SessionService,
+        clock: Clock,
+        settings: DuoSettings,
+    ) -> None:
+        self._db = db
+        self._method = method
+        self._sessions = sessions
+        self._clock = clock
+        self._settings = settings
+
+    async def setup(self, session: SessionView, client: ClientInfo) -> SetupView:
+        """What the user must do next; starts (or resumes) a Duo enrolment if needed."""
+        user = await self._user(session)
+        preauth = await self._ask_duo(self._method.preauth(user.username, client.ip), user, client)
+        async with self._db.begin() as db:
+            enrolment = await DuoEnrolments(db).get_or_create(user.id)
+            preferred = enrolment.preferred_device
+            if preauth.outcome is PreauthOutcome.AUTH and preauth.push_devices:
+                return SetupView(
+                    SetupKind.READY, devices=preauth.push_devices, preferred_device=preferred
+                )
+            if preauth.outcome in (PreauthOutcome.ALLOW, PreauthOutcome.DENY):
+                kind = (
+                    SetupKind.BYPASS
+                    if preauth.outcome is PreauthOutcome.ALLOW
+                    else SetupKind.DENIED
+                )
+                audit.record(
+                    db,
+                    self._clock,
+                    "duo_preauth",
+                    kind.value,
+                    username=user.username,
+                    client=client,
+                )
+                return SetupView(kind)
+            now = self._clock.now()
+            if (
+                enrolment.activation_code
+                and enrolment.activation_expires_at
+                and enrolment.activation_expires_at > now
+            ):
+                return SetupView(
+                    SetupKind.ACTIVATE, enrolment.activation_code, enrolment.activation_expires_at
+                )
+        enrollment = await self._ask_duo(self._method.begin_enrollment(user.username), user, client)
+        async with self._db.begin() as db:
+            enrolment = await DuoEnrolments(db).get_or_create(user.id)
+            enrolment.duo_user_id = enrollment.user_id
+            enrolment.activation_code = enrollment.activation_code
+            enrolment.activation_barcode = enrollment.activation_barcode
+            enrolment.activation_expires_at = datetime.fromtimestamp(enrollment.expires_at, UTC)
+            audit.record(
+                db, self._clock, "duo_enrol", "started", username=user.username, client=client
+            )
+            return SetupView(
+                SetupKind.ACTIVATE, enrollment.activation_code, enrolment.activation_expires_at
+            )
+
+    async def activation_status(self, session: SessionView, client: ClientInfo) -> EnrollmentStatus:
+        user = await self._user(session)
+        async with self._db.begin() as db:
+            enrolment = await DuoEnrolments(db).get(user.id)
+        if enrolment is None or not enrolment.duo_user_id or not enrolment.activation_code:
+            return EnrollmentStatus.INVALID
+        check = self._method.enrollment_status(enrolment.duo_user_id, enrolment.activation_code)
+        return await self._ask_duo(check, user, client)
+
+    async def send_push(
+        self, session: SessionView, client: ClientInfo, device: str = "auto"
+    ) -> str:
+        """Starts a push and returns the challenge id the page polls. Rate-limited per user."""
+        user = await self._user(session)
+        now = self._clock.now()
+        async with self._db.begin() as db:
+            recent = await Challenges(db).count_since(user.id, CODE, now - timedelta(minutes=1))
+            if recent >= self._settings.pushes_per_minute:
+                audit.record(
+                    db,
+                    self._clock,
+                    "duo_push",
+                    "rate_limited",
+                    username=user.username,
+                    client=client,
+                )
+                raise SecondFactorError("Too many push requests. Wait a minute, then try again.")
+        context = PushContext(user.username, user.display_name, client.ip, device or "auto")
+        txid = await self._ask_duo(self._method.start(context), user, client)
+        challenge_id = new_token()
+        async with self._db.begin() as db:
+            purpose = "enrol" if not await self._configured(db, user.id) else "validate"
+            Challenges(db).add(
+                ChallengeRow(
+                    id=challenge_id,
+                    user_id=user.id,
+                    session_id=session.id,
+                    method=CODE,
+                    purpose=purpose,
+                    external_id=txid,
+                    status="pending",
+                    created_at=now,
+                    expires_at=now + PUSH_LIFETIME,
+                )
+            )
+            audit.record(
+                db,
+                self._clock,
+                "duo_push",
+                "sent",
+                username=user.username,
+                client=client,
+                device=context.device,
+                purpose=purpose,
+            )
+        return challenge_id
+
+    async def poll(
+        self, session: SessionView, challenge_id: str, client: ClientInfo, device: str | None = None
+    ) -> PollResult:
+        """One long-poll of Duo for this challenge; on approval, the signed-in session."""
+        user = await self._user(session)
+        async with self._db.begin() as db:
+            challenge = await Challenges(db).get(challenge_id)
+        if (
+            challenge is None
+            or challenge.user_id != user.id
+            or challenge.session_id != session.id
+            or challenge.consumed_at is not None
+        ):
+            raise SecondFactorError("This login request is no longer valid. Start again.")
+        if challenge.expires_at <= self._clock.now():
+            return PollResult(PushState.TIMEOUT, MESSAGES[PushState.TIMEOUT])
+        if challenge.status != "pending":
+            state = PushState(challenge.status)
+            return PollResult(state, MESSAGES[state])
+        outcome = await self._ask_duo(self._method.poll(str(challenge.external_id)), user, client)
+        state = _push_state(outcome.status, outcome.result)
+        if state is PushState.PENDING:
+            return PollResult(state, MESSAGES[state])
+        if state is not PushState.ALLOW:
+            async with self._db.begin() as db:
+                await Challenges(db).set_status(challenge.id, state.value)
+                kind = "fraud" if state is PushState.FRAUD else state.value
+                audit.record(
+                    db, self._clock, "duo_push", kind, username=user.username, client=client
+                )
+            return PollResult(state, MESSAGES[state])
+        completion = await self._complete(session, challenge, user, client, device)
+        return PollResult(PushState.ALLOW, MESSAGES[PushState.ALLOW], completion)
+
+    async def verify_passcode(
+        self, session: SessionView, passcode: str, client: ClientInfo
+    ) -> Completion:
+        user = await self._user(session)
+        key, now = f"duo-passcode:{user.username}", self._clock.now()
+        passcode = passcode.strip()
+        async with self._db.begin() as db:
+            if await throttle.locked_until(db, key, now):
+                raise SecondFactorError("Too many wrong passcodes. Try again in 15 minutes.")
+        if not passcode.isdigit() or not 6 <= len(passcode) <= 10:
+            outcome_ok = False
+        else:
+            outcome = await self._ask_duo(
+                self._method.verify_passcode(user.username, passcode, client.ip), user, client
+            )
+            outcome_ok = outcome.result is AuthResult.ALLOW
+        async with self._db.begin() as db:
+            if not outcome_ok:
+                await throttle.record_failure(db, key, PASSCODE_RULE, now)
+                audit.record(
+                    db,
+                    self._clock,
+                    "duo_passcode",
+                    "refused",
+                    username=user.username,
+                    client=client,
+                )
+        if not outcome_ok:
+            raise SecondFactorError("That passcode is not valid.")
+        async with self._db.begin() as db:
+            await throttle.reset(db, key)
+            await self._mark_configured(db, user.id, None)
+            token, view = await self._sessions.promote(
+                db, session, user.id, Level.SIGNED_IN, client
+            )
+            audit.record(
+                db, self._clock, "duo_passcode", "allow", username=user.username, client=client
+            )
+        return Completion(token, view)
+
+    async def bypass(self, session: SessionView, client: ClientInfo, reason: str) -> Completion:
+        """Signs in without a second factor: Duo said allow, or failmode safe."""
+        user = await self._user(session)
+        async with self._db.begin() as db:
+            token, view = await self._sessions.promote(
+                db, session, user.id, Level.SIGNED_IN, client
+            )
+            audit.record(
+                db,
+                self._clock,
+                "second_factor",
+                "bypassed",
+                username=user.username,
+                client=client,
+                reason=reason,
+            )
+        return Completion(token, view)
+
+    async def is_configured(self, session: SessionView) -> bool:
+        user = await self._user(session)
+        async with self._db.begin() as db:
+            return await self._configured(db, user.id)
+
+    async def _complete(
+        self,
+        session: SessionView,
+        challenge: ChallengeRow,
+        user: UserRow,
+        client: ClientInfo,
+        device: str | None,
+    ) -> Completion:
+        async with self._db.begin() as db:
+            if not await Challenges(db).consume(
+                challenge.id, user.id, session.id, self._clock.now()
+            ):
+                raise SecondFactorError("This login request was already used. Start again.")
+            await self._mark_configured(db, user.id, device)
+            token, view = await self._sessions.promote(
+                db, session, user.id, Level.SIGNED_IN, client
+            )
+            audit.record(
+                db,
+                self._clock,
+                "duo_push",
+                "allow",
+                username=user.username,
+                client=client,
+                purpose=challenge.purpose,
+            )
+        return Completion(token, view)
+
+    async def _mark_configured(self, db: AsyncSession, user_id: int, device: str | None) -> None:
+        enrolment = await DuoEnrolments(db).get_or_create(user_id)
+        if enrolment.configured_at is None:
+            enrolment.configured_at = self._clock.now()
+            enrolment.activation_code = None
+        if device and device != "auto":
+            enrolment.preferred_device = device
+
+    async def _configured(self, db: AsyncSession, user_id: int) -> bool:
+        enrolment = await DuoEnrolments(db).get(user_id)
+        return enrolment is not None and enrolment.configured_at is not None
+
+    async def _user(self, session: SessionView) -> UserRow:
+        if session.user_id is None or session.level is not Level.PASSWORD:
+            raise SecondFactorError("Your sign-in has expired. Please sign in again.")
+        async with self._db.begin() as db:
+            user = await Users(db).by_id(session.user_id)
+        if user is None or not user.enabled:
+            raise SecondFactorError("Your sign-in has expired. Please sign in again.")
+        return user
+
+    async def _ask_duo(self, call: Awaitable[T], user: UserRow, client: ClientInfo) -> T:
+        """Awaits a Duo call and turns Duo's failures into failmode or a plain message."""
+        try:
+            return await call
+        except (DuoUnavailable, DuoApiError) as exc:
+            if (
+                isinstance(exc, DuoApiError)
+                and not isinstance(exc, DuoUnavailable)
+                and not exc.is_bad_credentials
+            ):
+                await self._audit_duo_error(user, client, exc)
+                raise SecondFactorError(_refusal_message(exc)) from exc
+            await self._audit_failmode(user, client, exc)
+            if self._settings.failmode is FailMode.SAFE:
+                raise FailOpen(str(exc)) from exc
+            raise DuoDown(
+                "Duo Security cannot be reached, so sign-in is refused for now "
+                "(failmode: secure). Try again in a few minutes or contact your administrator."
+            ) from exc
+
+    async def _audit_failmode(self, user: UserRow, client: ClientInfo, exc: DuoError) -> None:
+        async with self._db.begin() as db:
+            audit.record(
+                db,
+                self._clock,
+                "failmode",
+                self._settings.failmode.value,
+                username=user.username,
+                client=client,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    async def _audit_duo_error(self, user: UserRow, client: ClientInfo, exc: DuoApiError) -> None:
+        async with self._db.begin() as db:
+            audit.record(
+                db,
+                self._clock,
+                "duo_error",
+                str(exc.code),
+                username=user.username,
+                client=client,
+                error=str(exc),
+            )
+
+
+class FailOpen(SecondFactorError):
+    """Duo could not be asked and failmode is safe: sign in on the password alone."""
+
+
+def _refusal_message(exc: DuoApiError) -> str:
+    if exc.code == 40002 and exc.detail and "username" in exc.detail:
+        return (
+            "Your username already exists in Duo without an activated phone. Ask your "
+            "administrator to remove or activate it in Duo, then try again."
+        )
+    return "Duo refused the request. Your administrator can see the details in the audit log."

@@ -1,0 +1,196 @@
+"""Queries over the tables, one small class per aggregate. Repositories never commit: the
+service that uses them owns the transaction (`async with sessions.begin()`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twofa.storage.tables import (
+    AuditRow,
+    ChallengeRow,
+    DuoEnrolmentRow,
+    GroupRow,
+    MembershipRow,
+    SessionRow,
+    ThrottleRow,
+    UserRow,
+)
+
+
+class Users:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def by_name(self, username: str) -> UserRow | None:
+        return await self._db.scalar(select(UserRow).where(UserRow.username == username))
+
+    async def by_id(self, user_id: int) -> UserRow | None:
+        return await self._db.get(UserRow, user_id)
+
+    async def all(self) -> Sequence[UserRow]:
+        return (await self._db.scalars(select(UserRow).order_by(UserRow.username))).all()
+
+    def add(self, user: UserRow) -> None:
+        self._db.add(user)
+
+    async def group_names(self, user_id: int, *, twofa_only: bool = False) -> list[str]:
+        query = (
+            select(GroupRow.name)
+            .join(MembershipRow, MembershipRow.group_id == GroupRow.id)
+            .where(MembershipRow.user_id == user_id)
+            .order_by(GroupRow.name)
+        )
+        if twofa_only:
+            query = query.where(GroupRow.twofa_enabled.is_(True))
+        return list((await self._db.scalars(query)).all())
+
+
+class Groups:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def by_name(self, name: str) -> GroupRow | None:
+        return await self._db.scalar(select(GroupRow).where(GroupRow.name == name))
+
+    async def all(self) -> Sequence[GroupRow]:
+        return (await self._db.scalars(select(GroupRow).order_by(GroupRow.name))).all()
+
+    def add(self, group: GroupRow) -> None:
+        self._db.add(group)
+
+    async def members(self, group_id: int) -> list[str]:
+        query = (
+            select(UserRow.username)
+            .join(MembershipRow, MembershipRow.user_id == UserRow.id)
+            .where(MembershipRow.group_id == group_id)
+            .order_by(UserRow.username)
+        )
+        return list((await self._db.scalars(query)).all())
+
+    async def add_member(self, group_id: int, user_id: int) -> bool:
+        if await self._db.get(MembershipRow, (user_id, group_id)) is not None:
+            return False
+        self._db.add(MembershipRow(user_id=user_id, group_id=group_id))
+        return True
+
+    async def remove_member(self, group_id: int, user_id: int) -> bool:
+        result = await self._db.execute(
+            delete(MembershipRow).where(
+                MembershipRow.group_id == group_id, MembershipRow.user_id == user_id
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class DuoEnrolments:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def get(self, user_id: int) -> DuoEnrolmentRow | None:
+        return await self._db.get(DuoEnrolmentRow, user_id)
+
+    async def get_or_create(self, user_id: int) -> DuoEnrolmentRow:
+        row = await self.get(user_id)
+        if row is None:
+            row = DuoEnrolmentRow(user_id=user_id)
+            self._db.add(row)
+        return row
+
+    async def remove(self, user_id: int) -> None:
+        await self._db.execute(delete(DuoEnrolmentRow).where(DuoEnrolmentRow.user_id == user_id))
+
+
+class Sessions:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def get(self, session_id: str) -> SessionRow | None:
+        return await self._db.get(SessionRow, session_id)
+
+    def add(self, row: SessionRow) -> None:
+        self._db.add(row)
+
+    async def remove(self, session_id: str) -> None:
+        await self._db.execute(delete(SessionRow).where(SessionRow.id == session_id))
+
+    async def remove_for_user(self, user_id: int) -> None:
+        await self._db.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
+
+    async def remove_expired(self, now: datetime) -> int:
+        result = await self._db.execute(delete(SessionRow).where(SessionRow.expires_at < now))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class Challenges:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    def add(self, row: ChallengeRow) -> None:
+        self._db.add(row)
+
+    async def get(self, challenge_id: str) -> ChallengeRow | None:
+        return await self._db.get(ChallengeRow, challenge_id)
+
+    async def count_since(self, user_id: int, method: str, since: datetime) -> int:
+        query = select(func.count()).where(
+            ChallengeRow.user_id == user_id,
+            ChallengeRow.method == method,
+            ChallengeRow.created_at >= since,
+        )
+        return int(await self._db.scalar(query) or 0)
+
+    async def set_status(self, challenge_id: str, status: str) -> None:
+        await self._db.execute(
+            update(ChallengeRow)
+            .where(ChallengeRow.id == challenge_id, ChallengeRow.consumed_at.is_(None))
+            .values(status=status)
+        )
+
+    async def consume(
+        self, challenge_id: str, user_id: int, session_id: str, now: datetime
+    ) -> bool:
+        """Marks the challenge used; True for exactly one caller, however many race."""
+        result = await self._db.execute(
+            update(ChallengeRow)
+            .where(
+                ChallengeRow.id == challenge_id,
+                ChallengeRow.user_id == user_id,
+                ChallengeRow.session_id == session_id,
+                ChallengeRow.consumed_at.is_(None),
+                ChallengeRow.expires_at > now,
+            )
+            .values(consumed_at=now, status="allow")
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+class Throttles:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def get(self, key: str) -> ThrottleRow | None:
+        return await self._db.get(ThrottleRow, key)
+
+    def add(self, row: ThrottleRow) -> None:
+        self._db.add(row)
+
+    async def remove(self, key: str) -> None:
+        await self._db.execute(delete(ThrottleRow).where(ThrottleRow.key == key))
+
+
+class AuditLog:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    def add(self, row: AuditRow) -> None:
+        self._db.add(row)
+
+    async def recent(self, limit: int = 100, username: str | None = None) -> Sequence[AuditRow]:
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if username is not None:
+            query = query.where(AuditRow.username == username)
+        return (await self._db.scalars(query)).all()
