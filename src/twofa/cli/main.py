@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from twofa import __version__
+from twofa.cli.serve import demo, serve
 from twofa.cli.simulator import simulator_app
 
 app = typer.Typer(
@@ -17,6 +18,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(simulator_app, name="simulator")
+app.command()(serve)
+app.command()(demo)
 
 
 @app.command()

@@ -1,0 +1,132 @@
+"""`twofa serve` runs the gateway; `twofa demo` runs the whole product on one machine with no
+Duo account: the gateway, the bundled Duo simulator, a SQLite database and demo users."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from starlette.applications import Starlette
+
+from twofa.cli.runtime import tune_garbage_collector
+from twofa.config import Mode, Settings, load_settings
+from twofa.errors import TwofaError
+from twofa.services.accounts import AccountError
+from twofa.services.runtime import Gateway
+from twofa.simulator import SimulatorSettings, create_simulator_app
+from twofa.storage.database import create_engine, upgrade
+from twofa.web.app import create_app
+
+DEMO_SECRET = "twofa-demo-mode-secret-key-not-for-production"  # noqa: S105 (demo mode only)
+DEMO_IKEY = "DIDEMOINTEGRATION001"
+DEMO_SKEY = "demo-duo-secret-key-demo-duo-secret-key0"
+DEMO_USERS = (
+    ("alice", "Alice Liddell", "alice@example.com", "demo-alice", False),
+    ("bob", "Bob Builder", "bob@example.com", "demo-bob", False),
+    ("admin", "Demo Admin", "admin@example.com", "demo-admin", True),
+)
+
+
+def _uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="info", proxy_headers=False, timeout_keep_alive=75
+    )
+
+
+async def _serve_gateway(settings: Settings, host: str, port: int) -> None:
+    gateway = await Gateway.start(settings)  # fail fast, with a clear message, before binding
+    await gateway.close()
+    tune_garbage_collector()
+    await uvicorn.Server(_uvicorn_config(create_app(settings), host, port)).serve()
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    config: Annotated[Path | None, typer.Option(help="TOML settings file.", exists=True)] = None,
+) -> None:
+    """Run the twofa gateway."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings(config)
+        asyncio.run(_serve_gateway(settings, host, port))
+    except TwofaError as exc:
+        typer.secho(f"twofa: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+async def seed_demo(gateway: Gateway) -> None:
+    accounts = gateway.accounts
+    for username, name, email, password, is_admin in DEMO_USERS:
+        with contextlib.suppress(AccountError):  # already seeded by an earlier run
+            await accounts.add_user(
+                username, password, display_name=name, email=email, is_admin=is_admin
+            )
+    with contextlib.suppress(AccountError):
+        await accounts.add_group("engineering")
+    await accounts.set_membership("engineering", "alice", True)
+    await accounts.set_group_policy("engineering", True)
+
+
+async def _run_demo(port: int, database: Path) -> None:
+    sim_port = port + 1
+    simulator = create_simulator_app(SimulatorSettings(ikey=DEMO_IKEY, skey=DEMO_SKEY))
+    settings = load_settings(
+        environ={},
+        mode=Mode.DEMO.value,
+        secret_key=DEMO_SECRET,
+        database_url=f"sqlite+aiosqlite:///{database}",
+        public_url=f"http://127.0.0.1:{port}",
+        duo={
+            "ikey": DEMO_IKEY,
+            "skey": DEMO_SKEY,
+            "api_hostname": f"http://127.0.0.1:{sim_port}",
+            "application_name": "twofa demo",
+        },
+    )
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    gateway = await Gateway.start(settings)
+    try:
+        await seed_demo(gateway)
+    finally:
+        await gateway.close()
+    tune_garbage_collector()
+    servers = [
+        uvicorn.Server(_uvicorn_config(create_app(settings), "127.0.0.1", port)),
+        uvicorn.Server(_uvicorn_config(simulator, "127.0.0.1", sim_port)),
+    ]
+    print(
+        f"\n  twofa demo (demo mode, 127.0.0.1 only)\n"
+        f"  sign in:       http://127.0.0.1:{port}/login\n"
+        f"                 alice / demo-alice (2FA via group engineering)\n"
+        f"                 bob / demo-bob (no 2FA)\n"
+        f"  phone page:    http://127.0.0.1:{sim_port}/_sim/phone  (the simulated Duo Mobile)\n"
+        f"  Duo simulator: http://127.0.0.1:{sim_port}/auth/v2/…  control plane: /_sim/\n"
+        f"  demo app:      http://127.0.0.1:{port}/app\n",
+        flush=True,
+    )
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
+def demo(
+    port: Annotated[
+        int, typer.Option(help="Gateway port; the simulator takes the next one.")
+    ] = 8000,
+    database: Annotated[Path, typer.Option(help="SQLite file for the demo.")] = Path("var/demo.db"),
+) -> None:
+    """Run twofa with the bundled Duo simulator and demo users (alice, bob, admin)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        asyncio.run(_run_demo(port, database.resolve()))
+    except TwofaError as exc:
+        typer.secho(f"twofa: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None

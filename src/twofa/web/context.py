@@ -1,0 +1,78 @@
+"""Per-request helpers shared by the routes: the gateway, the client, the session cookie and
+CSRF. Kept free of route logic so every page checks these the same way."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from fastapi import Request
+from starlette.responses import Response
+
+from twofa.domain.client import ClientInfo
+from twofa.errors import TwofaError
+from twofa.security.tokens import same_token
+from twofa.services.runtime import Gateway
+from twofa.services.sessions import Level, SessionView
+
+SESSION_COOKIE: Final = "twofa_session"
+CSRF_HEADER: Final = "x-csrf-token"
+
+
+class CsrfError(TwofaError):
+    """A state-changing request without the session's CSRF token."""
+
+
+class SignInRequired(TwofaError):
+    """No session at the level this page needs; the user is sent to sign in."""
+
+    def __init__(self, next_url: str = "/") -> None:
+        self.next_url = next_url
+        super().__init__("sign-in required")
+
+
+def gateway_of(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def client_of(request: Request) -> ClientInfo:
+    ip = request.client.host if request.client else ""
+    return ClientInfo(ip=ip, user_agent=request.headers.get("user-agent", "")[:300])
+
+
+async def current_session(request: Request) -> SessionView | None:
+    return await gateway_of(request).sessions.load(request.cookies.get(SESSION_COOKIE))
+
+
+async def session_at(request: Request, level: Level) -> SessionView:
+    session = await current_session(request)
+    if session is None or session.level is not level:
+        raise SignInRequired(request.url.path)
+    return session
+
+
+async def check_csrf(request: Request, session: SessionView) -> None:
+    given = request.headers.get(CSRF_HEADER)
+    if given is None:
+        form = await request.form()
+        field = form.get("csrf_token")
+        given = field if isinstance(field, str) else None
+    if not given or not same_token(session.csrf_token, given):
+        raise CsrfError("missing or wrong CSRF token")
+
+
+def set_session_cookie(request: Request, response: Response, token: str) -> None:
+    settings = gateway_of(request).settings
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
+        path="/",
+        max_age=settings.session_absolute_hours * 3600,
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/")

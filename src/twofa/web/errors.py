@@ -1,0 +1,64 @@
+"""The one place where errors become responses. The user sees one plain message per kind of
+failure; the log gets the cause."""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from twofa.services.duo_push import DuoDown, SecondFactorError
+from twofa.web.context import CsrfError, SignInRequired
+from twofa.web.templating import render
+
+log = logging.getLogger("twofa.web")
+SESSION_EXPIRED = "Your sign-in has expired. Please sign in again."
+
+
+def wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def problem(request: Request, status: int, message: str, **extra: str) -> Response:
+    if wants_json(request):
+        return JSONResponse({"state": "error", "message": message, **extra}, status_code=status)
+    return render(
+        request, "error.html", status_code=status, title="Sign-in problem", message=message
+    )
+
+
+async def sign_in_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInRequired)
+    target = "/login?" + urllib.parse.urlencode({"next": exc.next_url})
+    if wants_json(request):
+        return JSONResponse({"state": "error", "message": SESSION_EXPIRED, "redirect": target}, 401)
+    return RedirectResponse(target, status_code=303)
+
+
+async def csrf_failed(request: Request, exc: Exception) -> Response:
+    log.warning("CSRF check failed for %s %s", request.method, request.url.path)
+    return problem(
+        request,
+        403,
+        "This form has expired or did not come from this site. Reload the page and try again.",
+    )
+
+
+async def second_factor_refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SecondFactorError)
+    status = 503 if isinstance(exc, DuoDown) else 400
+    return problem(request, status, exc.message)
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem(request, 500, "Something went wrong on our side. Please try again.")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(SignInRequired, sign_in_required)
+    app.add_exception_handler(CsrfError, csrf_failed)
+    app.add_exception_handler(SecondFactorError, second_factor_refused)
+    app.add_exception_handler(Exception, unexpected)

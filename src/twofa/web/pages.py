@@ -1,0 +1,124 @@
+"""Sign-in, sign-out, the home page and the demo application behind the gateway."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+
+from twofa.domain.redirects import safe_redirect
+from twofa.services.login import LoginResult
+from twofa.services.sessions import Level
+from twofa.storage.repositories import Users
+from twofa.web.context import (
+    check_csrf,
+    clear_session_cookie,
+    client_of,
+    current_session,
+    gateway_of,
+    session_at,
+    set_session_cookie,
+)
+from twofa.web.templating import render
+
+router = APIRouter()
+
+LOGIN_REFUSED = "Invalid username or password."
+LOGIN_LOCKED = "Too many failed sign-in attempts. Try again in a few minutes."
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def checked_next(request: Request, target: str | None) -> str:
+    gateway = gateway_of(request)
+    own_host = urllib.parse.urlsplit(gateway.settings.public_url).hostname or ""
+    return safe_redirect(target, own_host, gateway.settings.allowed_redirect_hosts)
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    gateway = gateway_of(request)
+    session = await current_session(request)
+    landing = "/app" if gateway.settings.is_demo else None  # the demo lands in its demo app
+    next_url = checked_next(request, next or landing)
+    if session is not None and session.level is Level.SIGNED_IN:
+        return redirect(next_url)
+    if session is not None and session.level is Level.PASSWORD:
+        return redirect("/2fa")
+    token = None
+    if session is None:
+        token, session = await gateway.sessions.open(client_of(request), next_url)
+    elif next is not None:
+        await gateway.sessions.set_next_url(session, next_url)
+    notice = "You have been signed out." if request.query_params.get("signed_out") else None
+    response = render(request, "login.html", csrf_token=session.csrf_token, notice=notice)
+    if token is not None:
+        set_session_cookie(request, response, token)
+    return response
+
+
+@router.post("/login")
+async def login_submit(request: Request) -> Response:
+    gateway = gateway_of(request)
+    session = await current_session(request)
+    if session is None or session.level is not Level.ANONYMOUS:
+        return redirect("/login")
+    await check_csrf(request, session)
+    form = await request.form()
+    username, password = str(form.get("username", "")), str(form.get("password", ""))
+    outcome = await gateway.login.sign_in(session, username, password, client_of(request))
+    if outcome.token is None or outcome.session is None:
+        message = LOGIN_LOCKED if outcome.result is LoginResult.LOCKED else LOGIN_REFUSED
+        return render(
+            request,
+            "login.html",
+            status_code=401 if outcome.result is LoginResult.REFUSED else 429,
+            csrf_token=session.csrf_token,
+            error=message,
+            username=username,
+        )
+    target = outcome.session.next_url if outcome.result is LoginResult.SIGNED_IN else "/2fa"
+    response = redirect(target)
+    set_session_cookie(request, response, outcome.token)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    session = await current_session(request)
+    response = redirect("/login?signed_out=1")
+    if session is not None:
+        await check_csrf(request, session)
+        await gateway_of(request).sessions.end(session)
+    clear_session_cookie(response)
+    return response
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    session = await session_at(request, Level.SIGNED_IN)
+    return await _signed_in_page(
+        request, session.user_id, session.csrf_token, "home.html", "Signed in"
+    )
+
+
+@router.get("/app")
+@router.get("/app/{rest:path}")
+async def demo_app(request: Request, rest: str = "") -> Response:
+    """A stand-in for the application twofa protects (Jira, a dashboard …) in the demo."""
+    session = await session_at(request, Level.SIGNED_IN)
+    return await _signed_in_page(
+        request, session.user_id, session.csrf_token, "demo_app.html", "Demo app"
+    )
+
+
+async def _signed_in_page(
+    request: Request, user_id: int | None, csrf_token: str, template: str, title: str
+) -> Response:
+    async with gateway_of(request).db.begin() as db:
+        user = await Users(db).by_id(user_id) if user_id is not None else None
+    name = (user.display_name or user.username) if user else "unknown"
+    return render(request, template, title=title, display_name=name, csrf_token=csrf_token)

@@ -1,0 +1,203 @@
+"""The second-factor pages: the first-login set-up (intro → Duo Push set-up → push) and the
+validation page of every later sign-in, plus the small JSON endpoints their script polls.
+
+All of them need a session that passed the password (`Level.PASSWORD`). Decisions live in
+`DuoPushService`; these handlers only translate them into pages, JSON and cookies.
+"""
+
+from __future__ import annotations
+
+import io
+
+import segno
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from twofa.services.duo_push import (
+    Completion,
+    DuoPushService,
+    FailOpen,
+    SecondFactorError,
+    SetupKind,
+    SetupView,
+)
+from twofa.services.sessions import Level, SessionView
+from twofa.web.context import check_csrf, client_of, gateway_of, session_at, set_session_cookie
+from twofa.web.templating import render
+
+router = APIRouter(prefix="/2fa")
+
+
+class MethodUnavailable(SecondFactorError):
+    """2FA is required but no method is configured: fail closed and say so."""
+
+
+def duo_of(request: Request) -> DuoPushService:
+    duo = gateway_of(request).duo
+    if duo is None:
+        raise MethodUnavailable(
+            "Two-factor authentication is required for your account, but Duo Push is not "
+            "configured yet. Ask your administrator to set it up."
+        )
+    return duo
+
+
+def completed(request: Request, completion: Completion) -> RedirectResponse:
+    response = RedirectResponse(completion.session.next_url, status_code=303)
+    set_session_cookie(request, response, completion.token)
+    return response
+
+
+async def fail_open(request: Request, session: SessionView) -> Completion:
+    """failmode safe: Duo could not be asked, so the password alone signs the user in."""
+    return await duo_of(request).bypass(session, client_of(request), "failmode safe")
+
+
+def activation_qr_svg(activation_code: str) -> str:
+    """The activation QR as inline SVG, drawn here so it works without reaching Duo."""
+    out = io.BytesIO()
+    segno.make(activation_code, error="m").save(
+        out, kind="svg", scale=5, border=2, xmldecl=False, svgns=True
+    )
+    return out.getvalue().decode("utf-8")
+
+
+@router.get("")
+async def second_factor_start(request: Request) -> Response:
+    session = await session_at(request, Level.PASSWORD)
+    if await duo_of(request).is_configured(session):
+        return RedirectResponse("/2fa/validate", status_code=303)
+    return render(request, "setup_intro.html", title="Set up two-factor authentication")
+
+
+async def _setup_or_complete(request: Request, session: SessionView) -> SetupView | Response:
+    try:
+        setup = await duo_of(request).setup(session, client_of(request))
+    except FailOpen:
+        return completed(request, await fail_open(request, session))
+    if setup.kind is SetupKind.BYPASS:
+        completion = await duo_of(request).bypass(session, client_of(request), "Duo bypass")
+        return completed(request, completion)
+    if setup.kind is SetupKind.DENIED:
+        raise SecondFactorError(
+            "Duo's policy does not allow you to sign in. Contact your administrator."
+        )
+    return setup
+
+
+@router.get("/duo/setup")
+async def duo_setup(request: Request) -> Response:
+    session = await session_at(request, Level.PASSWORD)
+    setup = await _setup_or_complete(request, session)
+    if isinstance(setup, Response):
+        return setup
+    qr = activation_qr_svg(setup.activation_code) if setup.activation_code else None
+    return render(
+        request,
+        "duo_setup.html",
+        title="Set up Duo Push",
+        setup=setup,
+        qr_svg=qr,
+        csrf_token=session.csrf_token,
+        activated=setup.kind is SetupKind.READY,
+    )
+
+
+@router.get("/validate")
+async def validate(request: Request) -> Response:
+    session = await session_at(request, Level.PASSWORD)
+    setup = await _setup_or_complete(request, session)
+    if isinstance(setup, Response):
+        return setup
+    if setup.kind is SetupKind.ACTIVATE:  # Duo no longer knows a device: set up again
+        return RedirectResponse("/2fa/duo/setup", status_code=303)
+    return render(
+        request,
+        "validate.html",
+        title="Verify it's you",
+        setup=setup,
+        csrf_token=session.csrf_token,
+        autopush=gateway_of(request).settings.duo.autopush,
+        activated=True,
+    )
+
+
+@router.get("/duo/activation")
+async def activation_status(request: Request) -> Response:
+    session = await session_at(request, Level.PASSWORD)
+    try:
+        status = await duo_of(request).activation_status(session, client_of(request))
+    except FailOpen:
+        return JSONResponse({"status": "error", "message": "Duo cannot be reached."}, 503)
+    return JSONResponse({"status": status.value})
+
+
+@router.post("/duo/push")
+async def send_push(request: Request) -> Response:
+    session = await session_at(request, Level.PASSWORD)
+    await check_csrf(request, session)
+    form = await request.form()
+    device = str(form.get("device") or "auto")
+    try:
+        challenge = await duo_of(request).send_push(session, client_of(request), device)
+    except FailOpen:
+        completion = await fail_open(request, session)
+        response = JSONResponse({"state": "allow", "redirect": completion.session.next_url})
+        set_session_cookie(request, response, completion.token)
+        return response
+    return JSONResponse(
+        {
+            "challenge": challenge,
+            "state": "pending",
+            "message": "Push sent. Approve it in Duo Mobile.",
+        }
+    )
+
+
+@router.get("/duo/push/{challenge}")
+async def push_status(request: Request, challenge: str, device: str | None = None) -> Response:
+    session = await session_at(request, Level.PASSWORD)
+    try:
+        result = await duo_of(request).poll(session, challenge, client_of(request), device)
+    except FailOpen:
+        completion = await fail_open(request, session)
+        result_state, message = "allow", "Duo cannot be reached; signed in (failmode safe)."
+        response = JSONResponse(
+            {"state": result_state, "message": message, "redirect": completion.session.next_url}
+        )
+        set_session_cookie(request, response, completion.token)
+        return response
+    body: dict[str, str] = {"state": result.state.value, "message": result.message}
+    response = JSONResponse(body)
+    if result.completion is not None:
+        body["redirect"] = result.completion.session.next_url
+        response = JSONResponse(body)
+        set_session_cookie(request, response, result.completion.token)
+    return response
+
+
+@router.post("/duo/passcode")
+async def passcode(request: Request) -> Response:
+    session = await session_at(request, Level.PASSWORD)
+    await check_csrf(request, session)
+    form = await request.form()
+    try:
+        completion = await duo_of(request).verify_passcode(
+            session, str(form.get("passcode", "")), client_of(request)
+        )
+    except FailOpen:
+        completion = await fail_open(request, session)
+    except SecondFactorError as exc:
+        setup = await duo_of(request).setup(session, client_of(request))
+        return render(
+            request,
+            "validate.html",
+            status_code=401,
+            title="Verify it's you",
+            setup=setup,
+            csrf_token=session.csrf_token,
+            autopush=False,
+            activated=True,
+            passcode_error=exc.message,
+        )
+    return completed(request, completion)

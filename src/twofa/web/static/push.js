@@ -1,0 +1,93 @@
+// Duo Push on the set-up and validation pages: waits for activation, sends a push when asked
+// (or once on load, with autopush), then polls twofa, which long-polls Duo. After a denial or
+// a timeout it stops and waits for the person to ask again: it never re-sends by itself.
+"use strict";
+(function () {
+  const flow = document.getElementById("duo-flow");
+  if (!flow) return;
+  const csrf = flow.dataset.csrf;
+  const sendButton = document.getElementById("send-push");
+  const status = document.getElementById("push-status");
+  const activation = document.getElementById("activation-progress");
+  const deviceSelect = document.getElementById("device");
+  let waitingSince = 0;
+  let ticker = null;
+
+  function show(element, text, kind) {
+    if (!element) return;
+    element.textContent = text;
+    element.className = "progress" + (kind ? " " + kind : "");
+  }
+
+  async function getJson(url, options) {
+    const response = await fetch(url, Object.assign({ headers: { Accept: "application/json" }, credentials: "same-origin" }, options || {}));
+    let body = {};
+    try { body = await response.json(); } catch (error) { body = { state: "error", message: "Unexpected answer from the server." }; }
+    if (response.status === 401 && body.redirect) { window.location.assign(body.redirect); }
+    return body;
+  }
+
+  function startTicker(message) {
+    waitingSince = Date.now();
+    stopTicker();
+    ticker = setInterval(function () {
+      const seconds = Math.round((Date.now() - waitingSince) / 1000);
+      show(status, message + " (" + seconds + " s)");
+    }, 1000);
+  }
+
+  function stopTicker() { if (ticker) { clearInterval(ticker); ticker = null; } }
+
+  function finish(body, kind) {
+    stopTicker();
+    show(status, body.message || "Something went wrong.", kind);
+    sendButton.disabled = false;
+    sendButton.textContent = "Send another push";
+  }
+
+  async function follow(challenge) {
+    const device = deviceSelect ? deviceSelect.value : "";
+    const url = "/2fa/duo/push/" + encodeURIComponent(challenge) + (device ? "?device=" + encodeURIComponent(device) : "");
+    for (;;) {
+      const body = await getJson(url);
+      if (body.state === "pending") { continue; }
+      if (body.state === "allow") { stopTicker(); show(status, body.message || "Approved.", "good"); window.location.assign(body.redirect || "/"); return; }
+      finish(body, "bad");
+      return;
+    }
+  }
+
+  async function sendPush() {
+    sendButton.disabled = true;
+    show(status, "Sending a push to your phone…");
+    const form = new FormData();
+    form.append("device", deviceSelect ? deviceSelect.value : "auto");
+    try {
+      const body = await getJson("/2fa/duo/push", { method: "POST", body: form, headers: { Accept: "application/json", "X-CSRF-Token": csrf } });
+      if (body.state === "allow") { window.location.assign(body.redirect || "/"); return; }
+      if (!body.challenge) { finish(body, "bad"); return; }
+      startTicker("Push sent. Approve it in Duo Mobile. Waiting");
+      await follow(body.challenge);
+    } catch (error) {
+      finish({ message: "Lost contact with the server. Check your connection and try again." }, "bad");
+    }
+  }
+
+  async function waitForActivation() {
+    for (;;) {
+      const body = await getJson("/2fa/duo/activation");
+      if (body.status === "success") {
+        show(activation, "Your phone is activated. Now send yourself a push.", "good");
+        sendButton.disabled = false;
+        return;
+      }
+      if (body.status === "invalid") { show(activation, "The activation code has expired. Reload this page for a new one.", "bad"); return; }
+      if (body.status === "error") { show(activation, body.message, "bad"); }
+      await new Promise(function (resolve) { setTimeout(resolve, 2000); });
+    }
+  }
+
+  sendButton.addEventListener("click", sendPush);
+  if (flow.dataset.activated !== "true") { waitForActivation(); }
+  if (flow.dataset.mode === "validate" && flow.dataset.autopush === "true") { sendPush(); }
+})();
