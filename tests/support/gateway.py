@@ -21,11 +21,11 @@ PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-1"}
 
 
 def gateway_settings(
-    database_url: str, simulator: RunningSimulator, port: int, **duo: Any
+    database_url: str, simulator: RunningSimulator, port: int, mode: str = "dev", **duo: Any
 ) -> Settings:
     return load_settings(
         environ={},
-        mode="dev",
+        mode=mode,
         secret_key=SECRET,
         database_url=database_url,
         public_url=f"http://127.0.0.1:{port}",
@@ -54,10 +54,10 @@ async def seed_users(settings: Settings) -> None:
 
 @asynccontextmanager
 async def running_gateway(
-    database_url: str, simulator: RunningSimulator, **duo: Any
+    database_url: str, simulator: RunningSimulator, mode: str = "dev", **duo: Any
 ) -> AsyncIterator[tuple[str, Settings]]:
     port = free_port()
-    settings = gateway_settings(database_url, simulator, port, **duo)
+    settings = gateway_settings(database_url, simulator, port, mode, **duo)
     await seed_users(settings)
     with serve_in_thread(create_app(settings), port=port) as base_url:
         yield base_url, settings
