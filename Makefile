@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+PORT   ?= 8000
 HOST   ?= 127.0.0.1
 SIM_PORT ?= 8081
 
@@ -16,11 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# Until the gateway lands (issue 3), `make run` starts the bundled Duo simulator and its phone page.
+# The embedded demo: SQLite under var/, the gateway on PORT, the Duo simulator on PORT+1, demo users.
 run: setup
-	$(BIN)/twofa simulator serve --host $(HOST) --port $(SIM_PORT)
+	$(BIN)/twofa demo --port $(PORT) --database var/demo.db
 
-simulator: run
+# The Duo simulator on its own.
+simulator: setup
+	$(BIN)/twofa simulator serve --host $(HOST) --port $(SIM_PORT)
 
 check: setup
 	$(BIN)/ruff format --check src tests bench

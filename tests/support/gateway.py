@@ -54,11 +54,17 @@ async def seed_users(settings: Settings) -> None:
 
 @asynccontextmanager
 async def running_gateway(
-    database_url: str, simulator: RunningSimulator, mode: str = "dev", **duo: Any
+    database_url: str,
+    simulator: RunningSimulator,
+    mode: str = "dev",
+    *,
+    seed: bool = True,
+    **duo: Any,
 ) -> AsyncIterator[tuple[str, Settings]]:
     port = free_port()
     settings = gateway_settings(database_url, simulator, port, mode, **duo)
-    await seed_users(settings)
+    if seed:
+        await seed_users(settings)
     with serve_in_thread(create_app(settings), port=port) as base_url:
         yield base_url, settings
 

@@ -80,10 +80,13 @@ MESSAGES = {
 
 @dataclass(frozen=True)
 class Completion:
-    """A signed-in session replacing the pending one: set `token` as the new cookie."""
+    """A signed-in session replacing the pending one: set `token` as the new cookie.
+    `enrolled_now` marks the sign-in that finished Duo Push set-up (the backup-method step
+    hooks in there)."""
 
     token: str
     session: SessionView
+    enrolled_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -350,13 +353,16 @@ class DuoPushService:
             )
         return Completion(token, view)
 
-    async def _mark_configured(self, db: AsyncSession, user_id: int, device: str | None) -> None:
+    async def _mark_configured(self, db: AsyncSession, user_id: int, device: str | None) -> bool:
+        """Records Duo Push as set up (True if this call did it) and the device that worked."""
         enrolment = await DuoEnrolments(db).get_or_create(user_id)
-        if enrolment.configured_at is None:
+        enrolled_now = enrolment.configured_at is None
+        if enrolled_now:
             enrolment.configured_at = self._clock.now()
             enrolment.activation_code = None
         if device and device != "auto":
             enrolment.preferred_device = device
+        return enrolled_now
 
     async def _configured(self, db: AsyncSession, user_id: int) -> bool:
         enrolment = await DuoEnrolments(db).get(user_id)

@@ -42,8 +42,14 @@ def duo_of(request: Request) -> DuoPushService:
     return duo
 
 
+def landing_after(completion: Completion) -> str:
+    """Where a finished second factor leads. The backup-method step (issue 5) goes here: after
+    `completion.enrolled_now`, a required backup method is set up before the user goes on."""
+    return completion.session.next_url
+
+
 def completed(request: Request, completion: Completion) -> RedirectResponse:
-    response = RedirectResponse(completion.session.next_url, status_code=303)
+    response = RedirectResponse(landing_after(completion), status_code=303)
     set_session_cookie(request, response, completion.token)
     return response
 
@@ -142,7 +148,7 @@ async def send_push(request: Request) -> Response:
         challenge = await duo_of(request).send_push(session, client_of(request), device)
     except FailOpen:
         completion = await fail_open(request, session)
-        response = JSONResponse({"state": "allow", "redirect": completion.session.next_url})
+        response = JSONResponse({"state": "allow", "redirect": landing_after(completion)})
         set_session_cookie(request, response, completion.token)
         return response
     return JSONResponse(
@@ -163,14 +169,14 @@ async def push_status(request: Request, challenge: str, device: str | None = Non
         completion = await fail_open(request, session)
         result_state, message = "allow", "Duo cannot be reached; signed in (failmode safe)."
         response = JSONResponse(
-            {"state": result_state, "message": message, "redirect": completion.session.next_url}
+            {"state": result_state, "message": message, "redirect": landing_after(completion)}
         )
         set_session_cookie(request, response, completion.token)
         return response
     body: dict[str, str] = {"state": result.state.value, "message": result.message}
     response = JSONResponse(body)
     if result.completion is not None:
-        body["redirect"] = result.completion.session.next_url
+        body["redirect"] = landing_after(result.completion)
         response = JSONResponse(body)
         set_session_cookie(request, response, result.completion.token)
     return response
