@@ -13,9 +13,18 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from twofa.duo.endpoint import DuoEndpoint
 from twofa.errors import ConfigurationError
 
 PLACEHOLDER_SECRET: Final = "change-me-dev-only-secret-key-0000000000"  # noqa: S105 (refused in production)
@@ -48,6 +57,13 @@ class DuoSettings(BaseModel):
     pushes_per_minute: int = Field(default=3, ge=1, le=60)
     timeout_s: float = Field(default=10.0, gt=0)
     long_poll_s: float = Field(default=25.0, gt=0)
+
+    @field_validator("api_hostname")
+    @classmethod
+    def _usable_hostname(cls, value: str) -> str:
+        if value:
+            DuoEndpoint.parse(value)  # raises InvalidEndpoint (a ValueError) with the reason
+        return value
 
     @property
     def configured(self) -> bool:
@@ -103,8 +119,9 @@ class Settings(BaseSettings):
         return (init_settings,)
 
 
-def _secret_files(environ: dict[str, str]) -> dict[str, Any]:
-    """`TWOFA_SECRET_KEY_FILE=/run/secrets/k` and `TWOFA_DUO__SKEY_FILE=…` read the secret."""
+def _secret_files(environ: dict[str, str], problems: list[str]) -> dict[str, Any]:
+    """`TWOFA_SECRET_KEY_FILE=/run/secrets/k` and `TWOFA_DUO__SKEY_FILE=…` read the secret;
+    an unreadable file is added to `problems`."""
     found: dict[str, Any] = {}
     for name, path in environ.items():
         if not (name.startswith(ENV_PREFIX) and name.endswith("_FILE")):
@@ -113,7 +130,8 @@ def _secret_files(environ: dict[str, str]) -> dict[str, Any]:
         try:
             value = Path(path).read_text("utf-8").strip()
         except OSError as exc:
-            raise ConfigurationError(f"{name}: cannot read {path}: {exc.strerror}") from None
+            problems.append(f"{name}: cannot read {path}: {exc.strerror}")
+            continue
         target = found
         for key in keys[:-1]:
             target = target.setdefault(key, {})
@@ -144,16 +162,19 @@ def load_settings(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigurationError(f"cannot read settings file {path}: {exc}") from None
     env_only = {k: v for k, v in environ.items() if not k.endswith("_FILE") and k != "TWOFA_CONFIG"}
-    init = _merge(_merge(file_values, _env_as_dict(env_only)), _secret_files(environ))
+    problems: list[str] = []
+    init = _merge(_merge(file_values, _env_as_dict(env_only)), _secret_files(environ, problems))
     init = _merge(init, overrides)
     try:
-        return Settings(**init)
+        settings = Settings(**init)
     except ValidationError as exc:
-        problems = "; ".join(
+        problems.extend(
             f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
             for error in exc.errors()
         )
-        raise ConfigurationError(f"invalid settings: {problems}") from None
+    if problems:
+        raise ConfigurationError(f"invalid settings: {'; '.join(problems)}")
+    return settings
 
 
 def _env_as_dict(environ: dict[str, str]) -> dict[str, Any]:

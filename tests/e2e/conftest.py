@@ -11,7 +11,7 @@ from playwright.async_api import Browser, BrowserContext, async_playwright
 
 from tests.support.databases import require_or_skip
 
-CHROMIUM = os.environ.get("TWOFA_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
 # Chromium reaches for Google's services at start; this machine's network refuses them.
 CHROMIUM_ARGS = [
     "--no-sandbox",

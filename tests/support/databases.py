@@ -1,6 +1,6 @@
 """Fresh, migrated databases for tests: a SQLite file, or a new PostgreSQL database on the
 server at 127.0.0.1:5432 (dropped afterwards). Without PostgreSQL the test skips, except in CI
-(`TWOFA_REQUIRE_ALL_SERVICES=1`), where a missing server is a failure."""
+(`CI_REQUIRE_ALL_SERVICES=1`), where a missing server is a failure."""
 
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ import pytest
 
 from twofa.storage.database import create_engine, upgrade
 
-POSTGRES_DSN = os.environ.get(
-    "TWOFA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def require_or_skip(reason: str) -> None:
-    if os.environ.get("TWOFA_REQUIRE_ALL_SERVICES") == "1":
-        pytest.fail(f"{reason} (required in CI: TWOFA_REQUIRE_ALL_SERVICES=1)")
+    if os.environ.get("CI_REQUIRE_ALL_SERVICES") == "1":
+        pytest.fail(f"{reason} (required in CI: CI_REQUIRE_ALL_SERVICES=1)")
     pytest.skip(reason)
 
 

@@ -8,8 +8,13 @@ from __future__ import annotations
 import typer
 
 from twofa import __version__
+from twofa.cli.common import ConfigFileOption, remember_global_options
+from twofa.cli.db import db_app
+from twofa.cli.groups import group_app
+from twofa.cli.policy import policy_app
 from twofa.cli.serve import demo, serve
 from twofa.cli.simulator import simulator_app
+from twofa.cli.users import user_app
 
 app = typer.Typer(
     name="twofa",
@@ -17,9 +22,18 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")
+app.add_typer(group_app, name="group")
+app.add_typer(policy_app, name="policy")
 app.add_typer(simulator_app, name="simulator")
 app.command()(serve)
 app.command()(demo)
+
+
+@app.callback()
+def global_options(ctx: typer.Context, config: ConfigFileOption = None) -> None:
+    remember_global_options(ctx, config)
 
 
 @app.command()

@@ -13,9 +13,9 @@ import typer
 import uvicorn
 from starlette.applications import Starlette
 
+from twofa.cli.common import expected_errors_reported, settings_for
 from twofa.cli.runtime import tune_garbage_collector
 from twofa.config import Mode, Settings, load_settings
-from twofa.errors import TwofaError
 from twofa.services.accounts import AccountError
 from twofa.services.runtime import Gateway
 from twofa.simulator import SimulatorSettings, create_simulator_app
@@ -46,18 +46,14 @@ async def _serve_gateway(settings: Settings, host: str, port: int) -> None:
 
 
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    config: Annotated[Path | None, typer.Option(help="TOML settings file.", exists=True)] = None,
 ) -> None:
-    """Run the twofa gateway."""
+    """Run the twofa gateway (settings from `twofa --config FILE`, TWOFA_CONFIG or TWOFA_*)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        settings = load_settings(config)
-        asyncio.run(_serve_gateway(settings, host, port))
-    except TwofaError as exc:
-        typer.secho(f"twofa: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
+    with expected_errors_reported():
+        asyncio.run(_serve_gateway(settings_for(ctx), host, port))
 
 
 async def seed_demo(gateway: Gateway) -> None:
@@ -125,8 +121,5 @@ def demo(
 ) -> None:
     """Run twofa with the bundled Duo simulator and demo users (alice, bob, admin)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
+    with expected_errors_reported():
         asyncio.run(_run_demo(port, database.resolve()))
-    except TwofaError as exc:
-        typer.secho(f"twofa: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None

@@ -12,11 +12,14 @@ HOME = "/"
 def safe_redirect(target: str | None, own_host: str, allowed_hosts: Iterable[str]) -> str:
     if not target or any(ch in target for ch in ("\\", "\r", "\n", "\t")) or len(target) > 2000:
         return HOME
-    parsed = urllib.parse.urlsplit(target)
+    try:
+        parsed = urllib.parse.urlsplit(target)
+        host = (parsed.hostname or "").lower()
+    except ValueError:  # a malformed host part ("http://[evil") is nowhere to go
+        return HOME
     if not parsed.scheme and not parsed.netloc:
         return target if target.startswith("/") and not target.startswith("//") else HOME
     if parsed.scheme not in ("http", "https") or parsed.username or parsed.password:
         return HOME
-    host = (parsed.hostname or "").lower()
     allowed = {own_host.lower(), *(h.lower() for h in allowed_hosts)}
     return target if host in allowed else HOME

@@ -4,6 +4,7 @@ The CLI calls these today; the admin console and REST API call the same function
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +22,66 @@ from twofa.storage.tables import GroupRow, UserRow
 
 class AccountError(TwofaError):
     """An admin action that cannot be done as asked (unknown user, duplicate name …)."""
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """One user of a bulk import; an empty password leaves the account without one."""
+
+    username: str
+    display_name: str = ""
+    email: str = ""
+    password: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportProblem:
+    """Why one entry of a bulk import was refused; `position` indexes the list given."""
+
+    position: int
+    message: str
+
+
+class ImportRejected(AccountError):
+    """A bulk import had problems, so none of it was written; `problems` lists all of them."""
+
+    def __init__(self, problems: Sequence[ImportProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(f"entry {p.position + 1}: {p.message}" for p in self.problems))
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    users_created: int
+    groups_created: tuple[str, ...]
+
+
+MAX_NAME_LENGTH = 150
+MAX_DISPLAY_NAME_LENGTH = 200
+MAX_EMAIL_LENGTH = 320
+
+
+def username_problem(username: str) -> str | None:
+    if not username or len(username) > MAX_NAME_LENGTH or any(c.isspace() for c in username):
+        return f"invalid username {username!r}: 1-150 characters, no spaces"
+    return None
+
+
+def group_name_problem(name: str) -> str | None:
+    if not name or len(name) > MAX_NAME_LENGTH:
+        return f"invalid group name {name!r}"
+    return None
+
+
+def new_user_problems(new: NewUser) -> list[str]:
+    """What is wrong with one user of an import on its own, before looking at the database."""
+    problems = [username_problem(new.username), *map(group_name_problem, new.groups)]
+    if len(new.display_name) > MAX_DISPLAY_NAME_LENGTH:
+        problems.append(f"display name longer than {MAX_DISPLAY_NAME_LENGTH} characters")
+    if len(new.email) > MAX_EMAIL_LENGTH:
+        problems.append(f"email longer than {MAX_EMAIL_LENGTH} characters")
+    return [problem for problem in problems if problem]
 
 
 @dataclass(frozen=True)
@@ -61,8 +122,9 @@ class AccountService:
         client: ClientInfo = CLI,
     ) -> None:
         username = username.strip()
-        if not username or len(username) > 150 or any(c.isspace() for c in username):
-            raise AccountError(f"invalid username {username!r}: 1-150 characters, no spaces")
+        problems = new_user_problems(NewUser(username, display_name, email, password, ()))
+        if problems:
+            raise AccountError("; ".join(problems))
         try:
             async with self._db.begin() as db:
                 if await Users(db).by_name(username) is not None:
@@ -84,6 +146,8 @@ class AccountService:
             raise AccountError(f"user {username!r} already exists") from None
 
     async def set_password(self, username: str, password: str, client: ClientInfo = CLI) -> None:
+        if not password:
+            raise AccountError("the new password is empty")
         async with self._db.begin() as db:
             user = await self._user(db, username)
             user.password_hash = hash_password(password)
@@ -115,13 +179,16 @@ class AccountService:
 
     async def add_group(self, name: str, client: ClientInfo = CLI) -> None:
         name = name.strip()
-        if not name or len(name) > 150:
-            raise AccountError(f"invalid group name {name!r}")
-        async with self._db.begin() as db:
-            if await Groups(db).by_name(name) is not None:
-                raise AccountError(f"group {name!r} already exists")
-            Groups(db).add(GroupRow(name=name, twofa_enabled=False))
-            self._audit(db, "group_add", "", client, group=name)
+        if problem := group_name_problem(name):
+            raise AccountError(problem)
+        try:
+            async with self._db.begin() as db:
+                if await Groups(db).by_name(name) is not None:
+                    raise AccountError(f"group {name!r} already exists")
+                Groups(db).add(GroupRow(name=name, twofa_enabled=False))
+                self._audit(db, "group_add", "", client, group=name)
+        except IntegrityError:  # created by someone else between the check and the insert
+            raise AccountError(f"group {name!r} already exists") from None
 
     async def set_membership(
         self, group: str, username: str, member: bool, client: ClientInfo = CLI
@@ -159,6 +226,91 @@ class AccountService:
             group = await self._group(db, name)
             before, group.twofa_enabled = group.twofa_enabled, enabled
             self._audit(db, "policy_group", "", client, group=name, before=before, after=enabled)
+
+    async def check_import(self, users: Sequence[NewUser]) -> list[ImportProblem]:
+        """Every reason `import_users` would refuse these users, without writing anything."""
+        async with self._db.begin() as db:
+            return await self._import_problems(db, users)
+
+    async def import_users(
+        self, users: Sequence[NewUser], client: ClientInfo = CLI
+    ) -> ImportSummary:
+        """All or nothing, in one transaction: creates the users, any missing groups and the
+        memberships, with an audit record per change. Any problem raises `ImportRejected`."""
+        try:
+            async with self._db.begin() as db:
+                if problems := await self._import_problems(db, users):
+                    raise ImportRejected(problems)
+                # argon2 is slow on purpose: hash before the first write takes the write lock
+                hashes = {
+                    new.username: hash_password(new.password) for new in users if new.password
+                }
+                groups, created = await self._groups_for_import(db, users, client)
+                for new in users:
+                    await self._add_imported_user(db, new, hashes.get(new.username), groups, client)
+                return ImportSummary(users_created=len(users), groups_created=created)
+        except IntegrityError:
+            raise AccountError(
+                "the same users or groups were changed while importing; nothing was imported"
+            ) from None
+
+    async def _import_problems(
+        self, db: AsyncSession, users: Sequence[NewUser]
+    ) -> list[ImportProblem]:
+        problems: list[ImportProblem] = []
+        seen: set[str] = set()
+        for position, new in enumerate(users):
+            messages = new_user_problems(new)
+            if new.username in seen:
+                messages.append(f"user {new.username!r} is listed more than once")
+            elif await Users(db).by_name(new.username) is not None:
+                messages.append(f"user {new.username!r} already exists")
+            seen.add(new.username)
+            problems.extend(ImportProblem(position, message) for message in messages)
+        return problems
+
+    async def _groups_for_import(
+        self, db: AsyncSession, users: Sequence[NewUser], client: ClientInfo
+    ) -> tuple[dict[str, GroupRow], tuple[str, ...]]:
+        """Every group the import names, and the names of those it had to create."""
+        repository = Groups(db)
+        found: dict[str, GroupRow] = {}
+        created: list[str] = []
+        for name in sorted({group for new in users for group in new.groups}):
+            row = await repository.by_name(name)
+            if row is None:
+                row = GroupRow(name=name, twofa_enabled=False)
+                repository.add(row)
+                created.append(name)
+                self._audit(db, "group_add", "", client, group=name, source="import")
+            found[name] = row
+        await db.flush()  # gives the new groups their ids
+        return found, tuple(created)
+
+    async def _add_imported_user(
+        self,
+        db: AsyncSession,
+        new: NewUser,
+        password_hash: str | None,
+        groups: dict[str, GroupRow],
+        client: ClientInfo,
+    ) -> None:
+        user = UserRow(
+            username=new.username,
+            display_name=new.display_name or new.username,
+            email=new.email,
+            password_hash=password_hash,
+            enabled=True,
+            is_admin=False,
+            twofa_enabled=False,
+            created_at=self._clock.now(),
+        )
+        Users(db).add(user)
+        await db.flush()  # gives the user its id for the memberships
+        self._audit(db, "user_add", new.username, client, is_admin=False, source="import")
+        for name in dict.fromkeys(new.groups):  # each group once, in the order given
+            await Groups(db).add_member(groups[name].id, user.id)
+            self._audit(db, "group_add_member", new.username, client, group=name)
 
     async def _user(self, db: AsyncSession, username: str) -> UserRow:
         user = await Users(db).by_name(username)

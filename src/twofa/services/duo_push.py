@@ -188,7 +188,8 @@ class DuoPushService:
         now = self._clock.now()
         async with self._db.begin() as db:
             recent = await Challenges(db).count_since(user.id, CODE, now - timedelta(minutes=1))
-            if recent >= self._settings.pushes_per_minute:
+            limited = recent >= self._settings.pushes_per_minute
+            if limited:
                 audit.record(
                     db,
                     self._clock,
@@ -197,7 +198,8 @@ class DuoPushService:
                     username=user.username,
                     client=client,
                 )
-                raise SecondFactorError("Too many push requests. Wait a minute, then try again.")
+        if limited:  # raised after the commit, so the audit record stays
+            raise SecondFactorError("Too many push requests. Wait a minute, then try again.")
         context = PushContext(user.username, user.display_name, client.ip, device or "auto")
         txid = await self._ask_duo(self._method.start(context), user, client)
         challenge_id = new_token()

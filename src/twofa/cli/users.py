@@ -1,0 +1,204 @@
+"""`twofa user`: local accounts from the command line: create (one by one or from a CSV file),
+change password, disable and enable, inspect, and reset a user's second factor. Every change
+goes through `AccountService`, so it is one transaction with its audit record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from twofa.cli.common import (
+    PasswordFileOption,
+    PasswordStdinOption,
+    echo_json,
+    read_new_password,
+    render_table,
+    run_with_gateway,
+    yes_no,
+)
+from twofa.cli.user_csv import read_user_csv, rejected_rows
+from twofa.services.accounts import ImportRejected, ImportSummary, UserSummary
+from twofa.services.runtime import Gateway
+
+user_app = typer.Typer(
+    help="Local users: accounts, passwords, second factor.", no_args_is_help=True
+)
+
+UsernameArgument = Annotated[str, typer.Argument(help="The user's login name.", show_default=False)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@user_app.command("add")
+def add_user(
+    ctx: typer.Context,
+    username: UsernameArgument,
+    display_name: Annotated[str, typer.Option(help="Full name (default: the username).")] = "",
+    email: Annotated[str, typer.Option(help="E-mail address.")] = "",
+    admin: Annotated[bool, typer.Option("--admin", help="May use the admin console.")] = False,
+    password_file: PasswordFileOption = None,
+    password_stdin: PasswordStdinOption = False,
+    no_password: Annotated[
+        bool, typer.Option("--no-password", help="Create without a password (set one later).")
+    ] = False,
+) -> None:
+    """Create a local user; asks for the password unless told where to read it."""
+    if no_password and (password_file is not None or password_stdin):
+        raise typer.BadParameter(
+            "no password and a password source at once", param_hint="'--no-password'"
+        )
+    password = None if no_password else read_new_password(password_file, password_stdin)
+
+    async def add(gateway: Gateway) -> None:
+        await gateway.accounts.add_user(
+            username, password, display_name=display_name, email=email, is_admin=admin
+        )
+
+    run_with_gateway(ctx, add)
+    typer.echo(f"added user {username.strip()}")
+
+
+@user_app.command("passwd")
+def change_password(
+    ctx: typer.Context,
+    username: UsernameArgument,
+    password_file: PasswordFileOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Set a new password; the user's open sessions end."""
+    password = read_new_password(password_file, password_stdin)
+
+    async def set_password(gateway: Gateway) -> None:
+        await gateway.accounts.set_password(username, password)
+
+    run_with_gateway(ctx, set_password)
+    typer.echo(f"password changed for {username}; their sessions were ended")
+
+
+@user_app.command("disable")
+def disable_user(ctx: typer.Context, username: UsernameArgument) -> None:
+    """Refuse every sign-in for the user and end their sessions."""
+    _set_enabled(ctx, username, enabled=False)
+    typer.echo(f"disabled {username}")
+
+
+@user_app.command("enable")
+def enable_user(ctx: typer.Context, username: UsernameArgument) -> None:
+    """Let a disabled user sign in again."""
+    _set_enabled(ctx, username, enabled=True)
+    typer.echo(f"enabled {username}")
+
+
+def _set_enabled(ctx: typer.Context, username: str, *, enabled: bool) -> None:
+    async def set_enabled(gateway: Gateway) -> None:
+        await gateway.accounts.set_enabled(username, enabled)
+
+    run_with_gateway(ctx, set_enabled)
+
+
+@user_app.command("list")
+def list_users(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Every user with groups, whether 2FA is required (and why) and Duo Push status."""
+
+    async def users(gateway: Gateway) -> list[UserSummary]:
+        return await gateway.accounts.users()
+
+    summaries = run_with_gateway(ctx, users)
+    if as_json:
+        echo_json([dataclasses.asdict(summary) for summary in summaries])
+    elif not summaries:
+        typer.echo("no users yet: add one with `twofa user add USERNAME`")
+    else:
+        typer.echo(render_table(USER_COLUMNS, [_user_row(summary) for summary in summaries]))
+
+
+USER_COLUMNS = ("USERNAME", "NAME", "ENABLED", "ADMIN", "GROUPS", "2FA", "REASON", "DUO PUSH")
+
+
+def _user_row(summary: UserSummary) -> tuple[str, ...]:
+    return (
+        summary.username,
+        summary.display_name,
+        yes_no(summary.enabled),
+        yes_no(summary.is_admin),
+        ", ".join(summary.groups) or "-",
+        "required" if summary.policy.required else "no",
+        summary.policy.reason,
+        "configured" if summary.duo_configured else "not set up",
+    )
+
+
+@user_app.command("show")
+def show_user(ctx: typer.Context, username: UsernameArgument, as_json: JsonOption = False) -> None:
+    """One user in detail."""
+
+    async def user(gateway: Gateway) -> UserSummary:
+        return await gateway.accounts.user(username)
+
+    summary = run_with_gateway(ctx, user)
+    if as_json:
+        echo_json(dataclasses.asdict(summary))
+        return
+    required = "required" if summary.policy.required else "not required"
+    details = {
+        "username": summary.username,
+        "name": summary.display_name,
+        "email": summary.email or "-",
+        "enabled": yes_no(summary.enabled),
+        "admin": yes_no(summary.is_admin),
+        "groups": ", ".join(summary.groups) or "-",
+        "2FA": f"{required} ({summary.policy.reason})",
+        "Duo Push": "configured" if summary.duo_configured else "not set up",
+    }
+    width = max(map(len, details)) + 1
+    for label, value in details.items():
+        typer.echo(f"{label + ':':<{width}} {value}")
+
+
+@user_app.command("reset-2fa")
+def reset_second_factor(ctx: typer.Context, username: UsernameArgument) -> None:
+    """Forget the user's Duo Push set-up and end their sessions: they enrol again at the next
+    sign-in (for a lost or replaced phone)."""
+
+    async def reset(gateway: Gateway) -> None:
+        await gateway.accounts.reset_second_factor(username)
+
+    run_with_gateway(ctx, reset)
+    typer.echo(f"second factor reset for {username}; they will set it up at the next sign-in")
+
+
+@user_app.command("import")
+def import_users(
+    ctx: typer.Context,
+    csv_file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with the header username,display_name,email,password,groups "
+            "(groups separated by ';', password may be empty).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Create many users at once. The whole file is checked first: if any row is bad, every
+    bad row is reported and nothing is written. Missing groups are created."""
+
+    async def import_file(gateway: Gateway) -> ImportSummary:
+        parsed = read_user_csv(csv_file)
+        if parsed.malformed:
+            problems = await gateway.accounts.check_import(parsed.users)
+            raise rejected_rows(csv_file, [*parsed.malformed, *parsed.at_lines(problems)])
+        try:
+            return await gateway.accounts.import_users(parsed.users)
+        except ImportRejected as exc:
+            raise rejected_rows(csv_file, parsed.at_lines(exc.problems)) from None
+
+    summary = run_with_gateway(ctx, import_file)
+    typer.echo(
+        f"imported {summary.users_created} users, created {len(summary.groups_created)} groups"
+    )
