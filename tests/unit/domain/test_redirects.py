@@ -100,8 +100,7 @@ def allowed_result(target: str, result: str) -> bool:
 
 
 # Printable ASCII without brackets (malformed hosts have their own test above), plus the
-# control characters that
-# browsers strip or that split headers.
+# control characters that browsers strip or that split headers.
 URL_CHARS = st.sampled_from(
     [chr(c) for c in range(32, 127) if chr(c) not in "[]"] + ["\t", "\r", "\n", "\x00", "\x01"]
 )
