@@ -127,3 +127,35 @@ async def test_unapproved_push_does_not_sign_in(
     assert words in result["message"]
     assert (await browser.get("/")).status_code == 303
     assert simulator.pending("alice") == []  # nothing was re-sent by itself
+
+
+async def test_user_with_two_phones_picks_one_and_twofa_remembers_it(
+    browser: httpx.AsyncClient, simulator: RunningSimulator
+) -> None:
+    phones = [{"type": "phone", "name": "Work phone"}, {"type": "phone", "name": "Home phone"}]
+    created = simulator.add_user("alice", devices=phones)
+    home_phone = str(created["devices"][1]["device"])  # type: ignore[index]
+    await sign_in(browser, "alice")
+    page = await browser.get("/2fa/duo/setup")
+    assert "Work phone" in page.text
+    assert "Home phone" in page.text
+    answer = await browser.post(
+        "/2fa/duo/push",
+        data={"device": home_phone},
+        headers={"X-CSRF-Token": csrf_from(page.text), "Accept": "application/json"},
+    )
+    challenge = answer.json()["challenge"]
+    [pending] = simulator.pending("alice")
+    assert pending["device"] == home_phone
+    simulator.settle(str(pending["txid"]), "approve")
+    status = await browser.get(
+        f"/2fa/duo/push/{challenge}",
+        params={"device": home_phone},
+        headers={"Accept": "application/json"},
+    )
+    assert status.json()["state"] == "allow"
+    logout_page = await browser.get("/")
+    await browser.post("/logout", data={"csrf_token": csrf_from(logout_page.text)})
+    await sign_in(browser, "alice")
+    validate = await browser.get("/2fa/validate")
+    assert f'<option value="{home_phone}" selected>' in validate.text
