@@ -295,32 +295,18 @@ class DuoPushService:
             raise SecondFactorError("That passcode is not valid.")
         async with self._db.begin() as db:
             await throttle.reset(db, key)
-            await self._mark_configured(db, user.id, None)
-            token, view = await self._sessions.promote(
-                db, session, user.id, Level.SIGNED_IN, client
+            enrolled_now = await self._mark_configured(db, user.id, None)
+            return await self._sign_in(
+                db, session, user, client, ("duo_passcode", "allow"), enrolled_now
             )
-            audit.record(
-                db, self._clock, "duo_passcode", "allow", username=user.username, client=client
-            )
-        return Completion(token, view)
 
     async def bypass(self, session: SessionView, client: ClientInfo, reason: str) -> Completion:
         """Signs in without a second factor: Duo said allow, or failmode safe."""
         user = await self._user(session)
         async with self._db.begin() as db:
-            token, view = await self._sessions.promote(
-                db, session, user.id, Level.SIGNED_IN, client
+            return await self._sign_in(
+                db, session, user, client, ("second_factor", "bypassed"), False, reason=reason
             )
-            audit.record(
-                db,
-                self._clock,
-                "second_factor",
-                "bypassed",
-                username=user.username,
-                client=client,
-                reason=reason,
-            )
-        return Completion(token, view)
 
     async def is_configured(self, session: SessionView) -> bool:
         user = await self._user(session)
@@ -340,20 +326,35 @@ class DuoPushService:
                 challenge.id, user.id, session.id, self._clock.now()
             ):
                 raise SecondFactorError("This login request was already used. Start again.")
-            await self._mark_configured(db, user.id, device)
-            token, view = await self._sessions.promote(
-                db, session, user.id, Level.SIGNED_IN, client
-            )
-            audit.record(
+            enrolled_now = await self._mark_configured(db, user.id, device)
+            return await self._sign_in(
                 db,
-                self._clock,
-                "duo_push",
-                "allow",
-                username=user.username,
-                client=client,
+                session,
+                user,
+                client,
+                ("duo_push", "allow"),
+                enrolled_now,
                 purpose=challenge.purpose,
             )
-        return Completion(token, view)
+
+    async def _sign_in(
+        self,
+        db: AsyncSession,
+        session: SessionView,
+        user: UserRow,
+        client: ClientInfo,
+        event: tuple[str, str],
+        enrolled_now: bool,
+        **detail: object,
+    ) -> Completion:
+        """Replaces the pending session by a signed-in one and audits why, in `db`'s
+        transaction (the same one that consumed the challenge, if any)."""
+        token, view = await self._sessions.promote(db, session, user.id, Level.SIGNED_IN, client)
+        kind, outcome = event
+        audit.record(
+            db, self._clock, kind, outcome, username=user.username, client=client, **detail
+        )
+        return Completion(token, view, enrolled_now)
 
     async def _mark_configured(self, db: AsyncSession, user_id: int, device: str | None) -> bool:
         """Records Duo Push as set up (True if this call did it) and the device that worked."""

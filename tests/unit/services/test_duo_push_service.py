@@ -214,6 +214,7 @@ async def test_enrolment_is_configured_after_the_first_approved_push(
     device = (await duo.setup(session, BROWSER)).devices[0].device_id
     result = await duo.poll(session, challenge, BROWSER, device=device)
     assert result.completion is not None
+    assert result.completion.enrolled_now  # where the backup-method step will hook in
     assert (await duo_gateway.accounts.user("alice")).duo_configured
     rows = await audit_rows(duo_gateway, "duo_push", "alice")
     assert [(row.outcome, row.detail["purpose"]) for row in rows] == [
@@ -224,9 +225,13 @@ async def test_enrolment_is_configured_after_the_first_approved_push(
     later = await duo.setup(next_login, BROWSER)
     assert later.kind is SetupKind.READY
     assert later.preferred_device == device
-    await duo.send_push(next_login, BROWSER, device=device)
+    second = await duo.send_push(next_login, BROWSER, device=device)
     rows = await audit_rows(duo_gateway, "duo_push", "alice")
     assert (rows[-1].outcome, rows[-1].detail["purpose"]) == ("sent", "validate")
+    simulator.settle(await pushed_txid(simulator, "alice"), "approve").raise_for_status()
+    again = await duo.poll(next_login, second, BROWSER, device=device)
+    assert again.completion is not None
+    assert not again.completion.enrolled_now
 
 
 async def test_concurrent_polls_of_an_approved_push_complete_once(
