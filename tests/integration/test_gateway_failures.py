@@ -1,5 +1,6 @@
 """Bad input and failure at the gateway: forged cookies, missing CSRF, open redirects, Duo down
-or refusing, replayed challenges, a restart in the middle of a push. Real HTTP, SQLite."""
+or refusing, replayed challenges, a restart in the middle of a push. Real HTTP, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
-from tests.support.databases import sqlite_database
+from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import csrf_from, running_gateway, sign_in
 from twofa.services.runtime import Gateway
 from twofa.storage.tables import AuditRow
@@ -21,9 +22,10 @@ from twofa.web.context import SESSION_COOKIE
 JSON = {"Accept": "application/json"}
 
 
-@pytest.fixture
-async def database_url(tmp_path: Path) -> AsyncIterator[str]:
-    async with sqlite_database(tmp_path) as url:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
+    async with factory as url:
         yield url
 
 
@@ -249,3 +251,16 @@ async def test_a_restart_during_a_push_loses_nothing(
             )
         assert states[-1] == "allow"
         assert (await after.get("/")).status_code == 200
+
+
+async def test_slow_duo_keeps_the_page_waiting_not_failing(
+    gateway_factory: Any, simulator: RunningSimulator
+) -> None:
+    client = await gateway_factory()
+    simulator.add_user("alice")
+    await sign_in(client, "alice")
+    challenge = (await push(client)).json()["challenge"]
+    simulator.control.post("/_sim/faults", json={"endpoints": ["auth_status"], "latency_ms": 1500})
+    simulator.settle(str(simulator.pending("alice")[0]["txid"]), "approve")
+    answer = await client.get(f"/2fa/duo/push/{challenge}", headers=JSON)
+    assert answer.json()["state"] == "allow"
