@@ -14,7 +14,7 @@ from twofa.simulator import SimulatorSettings, create_simulator_app
 simulator_app = typer.Typer(help="The bundled Duo Auth API simulator.", no_args_is_help=True)
 
 DEMO_IKEY = "DISIMULATORDEMO00001"
-DEMO_SKEY = "simulator-demo-secret-key-not-for-production"
+DEMO_SKEY = "simulator-demo-secret-key-not-for-prod00"
 
 
 def read_secret(value: str | None, path: Path | None) -> str | None:

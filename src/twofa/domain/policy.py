@@ -13,7 +13,12 @@ class PolicyDecision:
     reason: str
 
 
-def second_factor_policy(user_enabled: bool, enabled_groups: Iterable[str]) -> PolicyDecision:
+def second_factor_policy(
+    user_enabled: bool, enabled_groups: Iterable[str], everyone: bool = False
+) -> PolicyDecision:
+    """`everyone` is the console's enforcement scope "everyone"."""
+    if everyone:
+        return PolicyDecision(True, "required for everyone")
     if user_enabled:
         return PolicyDecision(True, "enabled for the user")
     groups = sorted(enabled_groups)

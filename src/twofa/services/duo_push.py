@@ -122,6 +122,10 @@ class DuoPushService:
         self._clock = clock
         self._settings = settings
 
+    @property
+    def settings(self) -> DuoSettings:
+        return self._settings
+
     async def setup(self, session: SessionView, client: ClientInfo) -> SetupView:
         """What the user must do next; starts (or resumes) a Duo enrolment if needed."""
         user = await self._user(session)

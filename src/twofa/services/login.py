@@ -15,6 +15,7 @@ from twofa.directories.base import Directory
 from twofa.domain.client import ClientInfo
 from twofa.domain.policy import second_factor_policy
 from twofa.services import audit, throttle
+from twofa.services.console import ConsoleSettingsService, Enforcement
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.repositories import Users
 
@@ -41,8 +42,10 @@ class LoginService:
         directory: Directory,
         clock: Clock,
         settings: Settings,
+        console: ConsoleSettingsService,
     ) -> None:
         self._db = sessions
+        self._console = console
         self._session_service = session_service
         self._directory = directory
         self._clock = clock
@@ -55,6 +58,7 @@ class LoginService:
     ) -> LoginOutcome:
         username = username.strip()
         now = self._clock.now()
+        everyone = (await self._console.two_factor()).enforcement is Enforcement.EVERYONE
         user_key, ip_key = f"login-user:{username.lower()}", f"login-ip:{client.ip}"
         async with self._db.begin() as db:
             for key in (user_key, ip_key):
@@ -71,7 +75,7 @@ class LoginService:
             user = await Users(db).by_id(identity.user_id)
             assert user is not None
             enabled_groups = await Users(db).group_names(user.id, twofa_only=True)
-            decision = second_factor_policy(user.twofa_enabled, enabled_groups)
+            decision = second_factor_policy(user.twofa_enabled, enabled_groups, everyone)
             level = Level.PASSWORD if decision.required else Level.SIGNED_IN
             token, view = await self._session_service.promote(db, session, user.id, level, client)
             audit.record(

@@ -1,27 +1,55 @@
 """Builds the gateway's object graph from settings, once, at start-up (and for each CLI call).
 
-Nothing here is global: the web app and the CLI each hold one `Gateway` and pass it on.
+Nothing here is global: the web app and the CLI each hold one `Gateway` and pass it on. The
+Duo service is rebuilt when an admin saves new Duo settings in the console: each node notices
+within a second (it compares the console's version at most once a second).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock, SystemClock
-from twofa.config import Settings
+from twofa.config import DuoSettings, Settings
 from twofa.directories.local import LocalDirectory
 from twofa.duo import DuoAuthClient, DuoCredentials, DuoEndpoint, DuoTimeouts, make_http_client
 from twofa.methods.duo_push import DuoPushMethod
+from twofa.security.sealing import Sealer
 from twofa.services.accounts import AccountService
+from twofa.services.console import ConsoleSettingsService
 from twofa.services.duo_push import DuoPushService
 from twofa.services.login import LoginService
 from twofa.services.sessions import SessionService
 from twofa.storage.database import check_schema, create_engine, session_factory
 
 DUO_CONNECTIONS = 2000  # pending pushes one process may follow at once
+CONFIG_RECHECK_S = 1.0
+
+
+def build_duo_service(
+    duo: DuoSettings,
+    http: httpx.AsyncClient,
+    db: async_sessionmaker[AsyncSession],
+    sessions: SessionService,
+    clock: Clock,
+) -> DuoPushService | None:
+    if not duo.configured:
+        return None
+    client = DuoAuthClient(
+        http,
+        credentials=DuoCredentials(duo.ikey, duo.skey.get_secret_value()),
+        endpoint=DuoEndpoint.parse(duo.api_hostname),
+        timeouts=DuoTimeouts(
+            connect=duo.timeout_s,
+            read=duo.timeout_s,
+            long_poll_read=duo.long_poll_s + duo.timeout_s,
+        ),
+    )
+    return DuoPushService(db, DuoPushMethod(client, duo), sessions, clock, duo)
 
 
 @dataclass
@@ -33,8 +61,11 @@ class Gateway:
     sessions: SessionService
     login: LoginService
     accounts: AccountService
-    duo: DuoPushService | None
-    _http: httpx.AsyncClient | None
+    console: ConsoleSettingsService
+    http: httpx.AsyncClient
+    duo: DuoPushService | None = None
+    _duo_version: int = -1
+    _duo_checked_at: float = field(default=float("-inf"))
 
     @classmethod
     async def start(
@@ -56,28 +87,32 @@ class Gateway:
                 raise
         db = session_factory(engine)
         sessions = SessionService(db, clock, settings)
-        login = LoginService(db, sessions, LocalDirectory(), clock, settings)
-        duo, http = None, duo_http
-        if settings.duo.configured:
-            endpoint = DuoEndpoint.parse(settings.duo.api_hostname)
-            http = http or make_http_client(endpoint, max_connections=DUO_CONNECTIONS)
-            client = DuoAuthClient(
-                http,
-                credentials=DuoCredentials(settings.duo.ikey, settings.duo.skey.get_secret_value()),
-                endpoint=endpoint,
-                timeouts=DuoTimeouts(
-                    connect=settings.duo.timeout_s,
-                    read=settings.duo.timeout_s,
-                    long_poll_read=settings.duo.long_poll_s + settings.duo.timeout_s,
-                ),
-            )
-            method = DuoPushMethod(client, settings.duo)
-            duo = DuoPushService(db, method, sessions, clock, settings.duo)
-        return cls(
-            settings, clock, engine, db, sessions, login, AccountService(db, clock), duo, http
+        # Absolute URLs on one pooled client: it serves whichever Duo host is configured.
+        http = duo_http or make_http_client(
+            DuoEndpoint.parse("api-placeholder.duosecurity.com"), max_connections=DUO_CONNECTIONS
         )
+        sealer = Sealer(settings.secret_key.get_secret_value())
+        console = ConsoleSettingsService(db, clock, sealer, http, settings.duo)
+        login = LoginService(db, sessions, LocalDirectory(), clock, settings, console)
+        gateway = cls(
+            settings, clock, engine, db, sessions, login, AccountService(db, clock), console, http
+        )
+        gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
+        return gateway
+
+    async def current_duo(self) -> DuoPushService | None:
+        """The Duo service for the settings in force now (console first, then the file)."""
+        now = time.monotonic()
+        if now - self._duo_checked_at < CONFIG_RECHECK_S:
+            return self.duo
+        self._duo_checked_at = now
+        version = await self.console.version()
+        if version != self._duo_version:
+            effective = await self.console.effective_duo()
+            self.duo = build_duo_service(effective, self.http, self.db, self.sessions, self.clock)
+            self._duo_version = version
+        return self.duo
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
+        await self.http.aclose()
         await self.engine.dispose()

@@ -10,8 +10,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.storage.tables import (
+    ApiTokenRow,
     AuditRow,
     ChallengeRow,
+    ConsoleSettingRow,
     DuoEnrolmentRow,
     GroupRow,
     MembershipRow,
@@ -194,3 +196,42 @@ class AuditLog:
         if username is not None:
             query = query.where(AuditRow.username == username)
         return (await self._db.scalars(query)).all()
+
+
+class ConsoleSettings:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def get(self, key: str, *, for_update: bool = False) -> ConsoleSettingRow | None:
+        query = select(ConsoleSettingRow).where(ConsoleSettingRow.key == key)
+        if for_update:
+            query = query.with_for_update()
+        return await self._db.scalar(query)
+
+    def add(self, row: ConsoleSettingRow) -> None:
+        self._db.add(row)
+
+    async def version_sum(self) -> int:
+        return int(
+            await self._db.scalar(select(func.coalesce(func.sum(ConsoleSettingRow.version), 0)))
+            or 0
+        )
+
+
+class ApiTokens:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    def add(self, row: ApiTokenRow) -> None:
+        self._db.add(row)
+
+    async def by_hash(self, token_hash: str) -> ApiTokenRow | None:
+        return await self._db.scalar(
+            select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash)
+        )
+
+    async def get(self, token_id: str) -> ApiTokenRow | None:
+        return await self._db.get(ApiTokenRow, token_id)
+
+    async def all(self) -> Sequence[ApiTokenRow]:
+        return (await self._db.scalars(select(ApiTokenRow).order_by(ApiTokenRow.created_at))).all()

@@ -45,6 +45,8 @@ class UserRow(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     twofa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    enrolment_postponements: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    grace_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class GroupRow(Base):
@@ -141,3 +143,31 @@ class AuditRow(Base):
     client_ip: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(300), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ConsoleSettingRow(Base):
+    """Settings an admin edits in the console, one JSON document per section (`duo`,
+    `two_factor`); secrets inside are sealed (security.sealing)."""
+
+    __tablename__ = "console_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_by: Mapped[str] = mapped_column(String(150), default="")
+
+
+class ApiTokenRow(Base):
+    """A bearer token for /api/v1: shown once, stored as a SHA-256, revocable, expiring."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(150))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(150))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -32,8 +32,8 @@ class MethodUnavailable(SecondFactorError):
     """2FA is required but no method is configured: fail closed and say so."""
 
 
-def duo_of(request: Request) -> DuoPushService:
-    duo = gateway_of(request).duo
+async def duo_of(request: Request) -> DuoPushService:
+    duo = await gateway_of(request).current_duo()
     if duo is None:
         raise MethodUnavailable(
             "Two-factor authentication is required for your account, but Duo Push is not "
@@ -56,7 +56,8 @@ def completed(request: Request, completion: Completion) -> RedirectResponse:
 
 async def fail_open(request: Request, session: SessionView) -> Completion:
     """failmode safe: Duo could not be asked, so the password alone signs the user in."""
-    return await duo_of(request).bypass(session, client_of(request), "failmode safe")
+    duo = await duo_of(request)
+    return await duo.bypass(session, client_of(request), "failmode safe")
 
 
 def activation_qr_svg(activation_code: str) -> str:
@@ -71,18 +72,20 @@ def activation_qr_svg(activation_code: str) -> str:
 @router.get("")
 async def second_factor_start(request: Request) -> Response:
     session = await session_at(request, Level.PASSWORD)
-    if await duo_of(request).is_configured(session):
+    duo = await duo_of(request)
+    if await duo.is_configured(session):
         return RedirectResponse("/2fa/validate", status_code=303)
     return render(request, "setup_intro.html", title="Set up two-factor authentication")
 
 
 async def _setup_or_complete(request: Request, session: SessionView) -> SetupView | Response:
+    duo = await duo_of(request)
     try:
-        setup = await duo_of(request).setup(session, client_of(request))
+        setup = await duo.setup(session, client_of(request))
     except FailOpen:
         return completed(request, await fail_open(request, session))
     if setup.kind is SetupKind.BYPASS:
-        completion = await duo_of(request).bypass(session, client_of(request), "Duo bypass")
+        completion = await duo.bypass(session, client_of(request), "Duo bypass")
         return completed(request, completion)
     if setup.kind is SetupKind.DENIED:
         raise SecondFactorError(
@@ -123,7 +126,7 @@ async def validate(request: Request) -> Response:
         title="Verify it's you",
         setup=setup,
         csrf_token=session.csrf_token,
-        autopush=gateway_of(request).settings.duo.autopush,
+        autopush=(await duo_of(request)).settings.autopush,
         activated=True,
     )
 
@@ -131,8 +134,9 @@ async def validate(request: Request) -> Response:
 @router.get("/duo/activation")
 async def activation_status(request: Request) -> Response:
     session = await session_at(request, Level.PASSWORD)
+    duo = await duo_of(request)
     try:
-        status = await duo_of(request).activation_status(session, client_of(request))
+        status = await duo.activation_status(session, client_of(request))
     except FailOpen:
         return JSONResponse({"status": "error", "message": "Duo cannot be reached."}, 503)
     return JSONResponse({"status": status.value})
@@ -141,11 +145,12 @@ async def activation_status(request: Request) -> Response:
 @router.post("/duo/push")
 async def send_push(request: Request) -> Response:
     session = await session_at(request, Level.PASSWORD)
+    duo = await duo_of(request)
     await check_csrf(request, session)
     form = await request.form()
     device = str(form.get("device") or "auto")
     try:
-        challenge = await duo_of(request).send_push(session, client_of(request), device)
+        challenge = await duo.send_push(session, client_of(request), device)
     except FailOpen:
         completion = await fail_open(request, session)
         response = JSONResponse({"state": "allow", "redirect": landing_after(completion)})
@@ -163,8 +168,9 @@ async def send_push(request: Request) -> Response:
 @router.get("/duo/push/{challenge}")
 async def push_status(request: Request, challenge: str, device: str | None = None) -> Response:
     session = await session_at(request, Level.PASSWORD)
+    duo = await duo_of(request)
     try:
-        result = await duo_of(request).poll(session, challenge, client_of(request), device)
+        result = await duo.poll(session, challenge, client_of(request), device)
     except FailOpen:
         completion = await fail_open(request, session)
         result_state, message = "allow", "Duo cannot be reached; signed in (failmode safe)."
@@ -185,16 +191,17 @@ async def push_status(request: Request, challenge: str, device: str | None = Non
 @router.post("/duo/passcode")
 async def passcode(request: Request) -> Response:
     session = await session_at(request, Level.PASSWORD)
+    duo = await duo_of(request)
     await check_csrf(request, session)
     form = await request.form()
     try:
-        completion = await duo_of(request).verify_passcode(
+        completion = await duo.verify_passcode(
             session, str(form.get("passcode", "")), client_of(request)
         )
     except FailOpen:
         completion = await fail_open(request, session)
     except SecondFactorError as exc:
-        setup = await duo_of(request).setup(session, client_of(request))
+        setup = await duo.setup(session, client_of(request))
         return render(
             request,
             "validate.html",

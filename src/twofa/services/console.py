@@ -1,0 +1,358 @@
+"""Settings an admin edits in the console: the Duo application (Advanced Settings) and the
+2FA rules (Two Factor Settings). They live in the database so every gateway node sees them;
+the Duo secret key is sealed at rest and never shown again.
+
+Saving Duo keys first proves them against Duo (`ping` for reachability and clock skew,
+`check` for the keys); if anything is wrong nothing is saved and each problem names its field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any, Final
+
+import httpx
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from twofa.clock import Clock
+from twofa.config import DuoSettings, FailMode
+from twofa.domain.client import ClientInfo
+from twofa.duo import (
+    DuoApiError,
+    DuoAuthClient,
+    DuoCredentials,
+    DuoEndpoint,
+    DuoError,
+    DuoMalformedResponse,
+    DuoTimeouts,
+    DuoTransportError,
+    InvalidEndpoint,
+)
+from twofa.errors import TwofaError
+from twofa.security.sealing import Sealer
+from twofa.services import audit
+from twofa.storage.repositories import ConsoleSettings as ConsoleSettingsRepo
+from twofa.storage.tables import ConsoleSettingRow
+
+DUO_KEY: Final = "duo"
+TWO_FACTOR_KEY: Final = "two_factor"
+SKEY_PURPOSE: Final = "duo.skey"
+MAX_CLOCK_SKEW_S: Final = 60
+_IKEY = re.compile(r"^DI[A-Z0-9]{18}$")
+KNOWN_METHODS: Final = ("duo_push",)  # grows as the methods of issue 5 land
+
+
+class SettingsRejected(TwofaError):
+    """The edit was not saved; `problems` maps each field to what is wrong with it."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{name}: {why}" for name, why in problems.items()))
+
+
+class BackupPolicy(Enum):
+    NONE = "none"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+class Enforcement(Enum):
+    SELECTED = "selected"  # only users and groups with 2FA switched on
+    EVERYONE = "everyone"
+
+
+@dataclass(frozen=True)
+class DuoConsoleConfig:
+    ikey: str = ""
+    skey_sealed: str = ""
+    api_hostname: str = ""
+    failmode: FailMode = FailMode.SECURE
+    autopush: bool = True
+    push_type: str = "Login request"
+    application_name: str = "twofa"
+    pushes_per_minute: int = 3
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.skey_sealed)
+
+
+@dataclass(frozen=True)
+class DuoEdit:
+    """What the admin typed. An empty `skey` keeps the stored one."""
+
+    ikey: str
+    api_hostname: str
+    skey: str = ""
+    failmode: FailMode = FailMode.SECURE
+    autopush: bool = True
+    push_type: str = "Login request"
+    application_name: str = "twofa"
+    pushes_per_minute: int = 3
+
+
+@dataclass(frozen=True)
+class TwoFactorConfig:
+    methods: tuple[str, ...] = ("duo_push",)
+    first_method: str = "duo_push"
+    backup: BackupPolicy = BackupPolicy.NONE
+    backup_methods: tuple[str, ...] = field(default_factory=tuple)
+    enforcement: Enforcement = Enforcement.SELECTED
+    grace_postponements: int = 0
+    grace_days: int = 0
+    remember_device_days: int = 0
+
+
+def _duo_from_json(value: dict[str, Any]) -> DuoConsoleConfig:
+    return DuoConsoleConfig(**{**value, "failmode": FailMode(value.get("failmode", "secure"))})
+
+
+def _duo_to_json(config: DuoConsoleConfig) -> dict[str, Any]:
+    return {**asdict(config), "failmode": config.failmode.value}
+
+
+def _two_factor_from_json(value: dict[str, Any]) -> TwoFactorConfig:
+    return TwoFactorConfig(
+        methods=tuple(value.get("methods", ("duo_push",))),
+        first_method=value.get("first_method", "duo_push"),
+        backup=BackupPolicy(value.get("backup", "none")),
+        backup_methods=tuple(value.get("backup_methods", ())),
+        enforcement=Enforcement(value.get("enforcement", "selected")),
+        grace_postponements=int(value.get("grace_postponements", 0)),
+        grace_days=int(value.get("grace_days", 0)),
+        remember_device_days=int(value.get("remember_device_days", 0)),
+    )
+
+
+def _two_factor_to_json(config: TwoFactorConfig) -> dict[str, Any]:
+    return {
+        **asdict(config),
+        "methods": list(config.methods),
+        "backup_methods": list(config.backup_methods),
+        "backup": config.backup.value,
+        "enforcement": config.enforcement.value,
+    }
+
+
+def duo_field_problems(edit: DuoEdit, keeps_secret: bool) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    if not _IKEY.match(edit.ikey.strip()):
+        problems["ikey"] = (
+            "an integration key is 20 characters: DI followed by 18 letters or digits"
+        )
+    skey = edit.skey.strip()
+    if not skey and not keeps_secret:
+        problems["skey"] = "the secret key is required"
+    elif skey and len(skey) != 40:
+        problems["skey"] = f"a secret key is 40 characters, this one has {len(skey)}"
+    try:
+        DuoEndpoint.parse(edit.api_hostname)
+    except InvalidEndpoint as exc:
+        problems["api_hostname"] = str(exc)
+    if not 1 <= edit.pushes_per_minute <= 60:
+        problems["pushes_per_minute"] = "between 1 and 60"
+    if not edit.push_type.strip() or len(edit.push_type) > 100:
+        problems["push_type"] = "1 to 100 characters"
+    if not edit.application_name.strip() or len(edit.application_name) > 100:
+        problems["application_name"] = "1 to 100 characters"
+    return problems
+
+
+async def prove_duo_keys(
+    http: httpx.AsyncClient, ikey: str, skey: str, api_hostname: str, now_s: float
+) -> dict[str, str]:
+    """Asks Duo whether these keys work; the problems found, by field (empty: all good)."""
+    endpoint = DuoEndpoint.parse(api_hostname)
+    client = DuoAuthClient(
+        http,
+        credentials=DuoCredentials(ikey, skey),
+        endpoint=endpoint,
+        timeouts=DuoTimeouts(connect=5, read=10, long_poll_read=10),
+    )
+    try:
+        duo_time = await client.ping()
+    except DuoMalformedResponse:
+        return {"api_hostname": f"{endpoint.signed_host} answered, but not like a Duo API host"}
+    except (DuoTransportError, DuoApiError) as exc:
+        return {"api_hostname": f"cannot reach {endpoint.signed_host}: {exc}"}
+    if abs(duo_time - now_s) > MAX_CLOCK_SKEW_S:
+        return {
+            "api_hostname": f"this server's clock is {now_s - duo_time:+.0f} s off Duo's; "
+            "fix the time (NTP) first"
+        }
+    try:
+        await client.check()
+    except DuoApiError as exc:
+        if exc.code == 40102:
+            return {"ikey": "Duo does not know this integration key"}
+        if exc.code == 40103:
+            return {"skey": "Duo refused the signature: the secret key is wrong"}
+        return {"api_hostname": f"Duo refused the check: {exc.message}"}
+    except DuoError as exc:
+        return {"api_hostname": f"the check failed: {exc}"}
+    return {}
+
+
+class ConsoleSettingsService:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        sealer: Sealer,
+        http: httpx.AsyncClient,
+        file_duo: DuoSettings,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._sealer = sealer
+        self._http = http
+        self._file_duo = file_duo
+
+    async def duo(self) -> DuoConsoleConfig | None:
+        """The console's Duo settings, or None while the admin has never saved any."""
+        async with self._db.begin() as db:
+            row = await ConsoleSettingsRepo(db).get(DUO_KEY)
+        return _duo_from_json(row.value) if row else None
+
+    async def effective_duo(self) -> DuoSettings:
+        """What the gateway uses: the console's settings once saved, else the settings file."""
+        config = await self.duo()
+        if config is None:
+            return self._file_duo
+        return self._file_duo.model_copy(
+            update={
+                "ikey": config.ikey,
+                "skey": SecretStr(self._sealer.open(config.skey_sealed, SKEY_PURPOSE)),
+                "api_hostname": config.api_hostname,
+                "failmode": config.failmode,
+                "autopush": config.autopush,
+                "push_type": config.push_type,
+                "application_name": config.application_name,
+                "pushes_per_minute": config.pushes_per_minute,
+            }
+        )
+
+    async def version(self) -> int:
+        """Changes whenever any console setting is saved; nodes compare it to reload."""
+        async with self._db.begin() as db:
+            return await ConsoleSettingsRepo(db).version_sum()
+
+    async def save_duo(self, edit: DuoEdit, actor: str, client: ClientInfo) -> DuoConsoleConfig:
+        before = await self.duo()
+        problems = duo_field_problems(edit, keeps_secret=bool(before and before.has_secret))
+        if problems:
+            raise SettingsRejected(problems)
+        skey = edit.skey.strip() or (
+            self._sealer.open(before.skey_sealed, SKEY_PURPOSE) if before else ""
+        )
+        proof = await prove_duo_keys(
+            self._http, edit.ikey.strip(), skey, edit.api_hostname, self._clock.now().timestamp()
+        )
+        if proof:
+            await self._audit_rejected(actor, client, proof)
+            raise SettingsRejected(proof)
+        config = DuoConsoleConfig(
+            ikey=edit.ikey.strip(),
+            skey_sealed=self._sealer.seal(skey, SKEY_PURPOSE),
+            api_hostname=edit.api_hostname.strip(),
+            failmode=edit.failmode,
+            autopush=edit.autopush,
+            push_type=edit.push_type.strip(),
+            application_name=edit.application_name.strip(),
+            pushes_per_minute=edit.pushes_per_minute,
+        )
+        await self._put(
+            DUO_KEY, _duo_to_json(config), actor, client, _duo_to_json(before) if before else None
+        )
+        return config
+
+    async def two_factor(self) -> TwoFactorConfig:
+        async with self._db.begin() as db:
+            row = await ConsoleSettingsRepo(db).get(TWO_FACTOR_KEY)
+        return _two_factor_from_json(row.value) if row else TwoFactorConfig()
+
+    async def save_two_factor(
+        self, config: TwoFactorConfig, actor: str, client: ClientInfo
+    ) -> TwoFactorConfig:
+        problems: dict[str, str] = {}
+        unknown = [m for m in (*config.methods, *config.backup_methods) if m not in KNOWN_METHODS]
+        if unknown:
+            problems["methods"] = f"unknown methods: {', '.join(unknown)}"
+        if not config.methods:
+            problems["methods"] = "choose at least one method"
+        if config.first_method not in config.methods:
+            problems["first_method"] = "must be one of the allowed methods"
+        if config.backup is not BackupPolicy.NONE and not config.backup_methods:
+            problems["backup_methods"] = "choose the backup method users set up"
+        for name in ("grace_postponements", "grace_days", "remember_device_days"):
+            if not 0 <= getattr(config, name) <= 365:
+                problems[name] = "between 0 and 365"
+        if problems:
+            raise SettingsRejected(problems)
+        before = await self.two_factor()
+        await self._put(
+            TWO_FACTOR_KEY, _two_factor_to_json(config), actor, client, _two_factor_to_json(before)
+        )
+        return config
+
+    async def _put(
+        self,
+        key: str,
+        value: dict[str, Any],
+        actor: str,
+        client: ClientInfo,
+        before: dict[str, Any] | None,
+    ) -> None:
+        """Last write wins per section; both writes are audited with before and after."""
+        async with self._db.begin() as db:
+            row = await ConsoleSettingsRepo(db).get(key, for_update=True)
+            now = self._clock.now()
+            if row is None:
+                ConsoleSettingsRepo(db).add(
+                    ConsoleSettingRow(
+                        key=key, value=value, version=1, updated_at=now, updated_by=actor
+                    )
+                )
+            else:
+                row.value, row.version, row.updated_at, row.updated_by = (
+                    value,
+                    row.version + 1,
+                    now,
+                    actor,
+                )
+            audit.record(
+                db,
+                self._clock,
+                f"settings_{key}",
+                "saved",
+                username=actor,
+                client=client,
+                before=_redacted(before),
+                after=_redacted(value),
+            )
+
+    async def _audit_rejected(
+        self, actor: str, client: ClientInfo, problems: dict[str, str]
+    ) -> None:
+        async with self._db.begin() as db:
+            audit.record(
+                db,
+                self._clock,
+                "settings_duo",
+                "rejected",
+                username=actor,
+                client=client,
+                problems=problems,
+            )
+
+
+def _redacted(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Audit shows whether a secret changed, never the secret."""
+    if value is None:
+        return None
+    return {
+        k: ("(set)" if v else "(not set)") if k == "skey_sealed" else v for k, v in value.items()
+    }
