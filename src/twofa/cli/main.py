@@ -8,12 +8,15 @@ from __future__ import annotations
 import typer
 
 from twofa import __version__
+from twofa.cli.audit import audit_app
 from twofa.cli.common import ConfigFileOption, remember_global_options
 from twofa.cli.db import db_app
+from twofa.cli.duo import duo_app
 from twofa.cli.groups import group_app
 from twofa.cli.policy import policy_app
 from twofa.cli.serve import demo, serve
 from twofa.cli.simulator import simulator_app
+from twofa.cli.tokens import token_app
 from twofa.cli.users import user_app
 
 app = typer.Typer(
@@ -26,6 +29,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(group_app, name="group")
 app.add_typer(policy_app, name="policy")
+app.add_typer(duo_app, name="duo")
+app.add_typer(audit_app, name="audit")
+app.add_typer(token_app, name="token")
 app.add_typer(simulator_app, name="simulator")
 app.command()(serve)
 app.command()(demo)

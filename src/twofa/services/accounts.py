@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,9 +16,14 @@ from twofa.domain.client import CLI, ClientInfo
 from twofa.domain.policy import PolicyDecision, second_factor_policy
 from twofa.errors import TwofaError
 from twofa.security.passwords import hash_password
-from twofa.services import audit
+from twofa.services import audit, throttle
 from twofa.storage.repositories import DuoEnrolments, Groups, Sessions, Users
 from twofa.storage.tables import GroupRow, UserRow
+
+
+def lockout_keys(username: str) -> tuple[str, ...]:
+    """The throttle keys that can lock this user out (see services.login, services.duo_push)."""
+    return (f"login-user:{username.lower()}", f"duo-passcode:{username}")
 
 
 class AccountError(TwofaError):
@@ -168,6 +174,39 @@ class AccountService:
             await DuoEnrolments(db).remove(user.id)
             await Sessions(db).remove_for_user(user.id)
             self._audit(db, "user_reset_2fa", username, client)
+
+    async def delete_user(self, username: str, client: ClientInfo = CLI) -> None:
+        """Removes a local user with their sessions, enrolments and memberships."""
+        async with self._db.begin() as db:
+            user = await self._user(db, username)
+            await Users(db).remove(user.id)
+            self._audit(db, "user_delete", username, client)
+
+    async def unlock_user(self, username: str, client: ClientInfo = CLI) -> bool:
+        """Clears the user's sign-in and passcode lock-outs; True if one was active."""
+        async with self._db.begin() as db:
+            await self._user(db, username)
+            now = self._clock.now()
+            keys = lockout_keys(username)
+            was_locked = any([await throttle.locked_until(db, key, now) for key in keys])
+            for key in keys:
+                await throttle.reset(db, key)
+            self._audit(db, "user_unlock", username, client, was_locked=was_locked)
+            return was_locked
+
+    async def locked_until(self, username: str) -> datetime | None:
+        async with self._db.begin() as db:
+            now = self._clock.now()
+            ends = [await throttle.locked_until(db, key, now) for key in lockout_keys(username)]
+        return max((end for end in ends if end is not None), default=None)
+
+    async def search_users(
+        self, query: str = "", *, offset: int = 0, limit: int = 50
+    ) -> tuple[list[UserSummary], int]:
+        """A page of users whose username, name or e-mail contains `query`, and the total."""
+        async with self._db.begin() as db:
+            rows, total = await Users(db).search(query.strip(), offset=offset, limit=limit)
+            return [await self._summary(db, user) for user in rows], total
 
     async def users(self) -> list[UserSummary]:
         async with self._db.begin() as db:

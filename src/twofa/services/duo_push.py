@@ -24,6 +24,7 @@ from twofa.errors import TwofaError
 from twofa.methods.duo_push import CODE, DuoPushMethod, PushContext
 from twofa.security.tokens import new_token
 from twofa.services import audit, throttle
+from twofa.services.accounts import lockout_keys
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.repositories import Challenges, DuoEnrolments, Users
 from twofa.storage.tables import ChallengeRow, UserRow
@@ -272,7 +273,7 @@ class DuoPushService:
         self, session: SessionView, passcode: str, client: ClientInfo
     ) -> Completion:
         user = await self._user(session)
-        key, now = f"duo-passcode:{user.username}", self._clock.now()
+        key, now = lockout_keys(user.username)[1], self._clock.now()
         passcode = passcode.strip()
         async with self._db.begin() as db:
             if await throttle.locked_until(db, key, now):

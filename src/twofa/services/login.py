@@ -15,6 +15,7 @@ from twofa.directories.base import Directory
 from twofa.domain.client import ClientInfo
 from twofa.domain.policy import second_factor_policy
 from twofa.services import audit, throttle
+from twofa.services.accounts import lockout_keys
 from twofa.services.console import ConsoleSettingsService, Enforcement
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.repositories import Users
@@ -59,7 +60,7 @@ class LoginService:
         username = username.strip()
         now = self._clock.now()
         everyone = (await self._console.two_factor()).enforcement is Enforcement.EVERYONE
-        user_key, ip_key = f"login-user:{username.lower()}", f"login-ip:{client.ip}"
+        user_key, ip_key = lockout_keys(username)[0], f"login-ip:{client.ip}"
         async with self._db.begin() as db:
             for key in (user_key, ip_key):
                 if await throttle.locked_until(db, key, now):

@@ -39,6 +39,22 @@ class Users:
     def add(self, user: UserRow) -> None:
         self._db.add(user)
 
+    async def remove(self, user_id: int) -> None:
+        await self._db.execute(delete(UserRow).where(UserRow.id == user_id))
+
+    async def search(self, text: str, *, offset: int, limit: int) -> tuple[Sequence[UserRow], int]:
+        query = select(UserRow)
+        if text:
+            pattern = f"%{text.lower()}%"
+            query = query.where(
+                func.lower(UserRow.username).like(pattern)
+                | func.lower(UserRow.display_name).like(pattern)
+                | func.lower(UserRow.email).like(pattern)
+            )
+        total = int(await self._db.scalar(select(func.count()).select_from(query.subquery())) or 0)
+        page = query.order_by(UserRow.username).offset(offset).limit(limit)
+        return (await self._db.scalars(page)).all(), total
+
     async def group_names(self, user_id: int, *, twofa_only: bool = False) -> list[str]:
         query = (
             select(GroupRow.name)

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from twofa.services.duo_push import DuoDown, SecondFactorError
+from twofa.web.admin.guard import AdminOnly
 from twofa.web.context import CsrfError, SignInRequired
 from twofa.web.templating import render
 
@@ -46,6 +47,10 @@ async def csrf_failed(request: Request, exc: Exception) -> Response:
     )
 
 
+async def admin_only(request: Request, exc: Exception) -> Response:
+    return problem(request, 403, "This page is for administrators only. The attempt was logged.")
+
+
 async def second_factor_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SecondFactorError)
     status = 503 if isinstance(exc, DuoDown) else 400
@@ -60,5 +65,6 @@ async def unexpected(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, sign_in_required)
     app.add_exception_handler(CsrfError, csrf_failed)
+    app.add_exception_handler(AdminOnly, admin_only)
     app.add_exception_handler(SecondFactorError, second_factor_refused)
     app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,12 @@
+"""The admin console under /admin: Overview, Advanced Settings, Two Factor Settings, User
+Management and the Audit Log, each page module with its own router."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from twofa.web.admin import audit_pages, overview, settings_pages, users_pages
+
+router = APIRouter()
+for module in (overview, settings_pages, users_pages, audit_pages):
+    router.include_router(module.router)
