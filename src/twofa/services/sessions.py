@@ -8,7 +8,7 @@ sign-out), so a token seen before sign-in is worthless after it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import IntEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,6 +21,7 @@ from twofa.storage.repositories import Sessions
 from twofa.storage.tables import SessionRow
 
 _TOUCH_EVERY = timedelta(seconds=30)
+_SWEEP_EVERY = timedelta(minutes=1)
 
 
 class Level(IntEnum):
@@ -51,11 +52,21 @@ class SessionService:
         self._idle = timedelta(minutes=settings.session_idle_minutes)
         self._absolute = timedelta(hours=settings.session_absolute_hours)
         self._pending = timedelta(minutes=settings.pending_login_minutes)
+        self._swept_at: datetime | None = None
 
     async def open(self, client: ClientInfo, next_url: str = "/") -> tuple[str, SessionView]:
         """An anonymous session: it carries the CSRF token of the sign-in form."""
         async with self._sessions.begin() as db:
+            await self._sweep(db)
             return self._insert(db, None, Level.ANONYMOUS, client, next_url)
+
+    async def _sweep(self, db: AsyncSession) -> None:
+        """Deletes expired sessions, at most once a minute per process: every sign-in page
+        view creates a row, so without this the table only grows."""
+        now = self._clock.now()
+        if self._swept_at is None or now - self._swept_at >= _SWEEP_EVERY:
+            self._swept_at = now
+            await Sessions(db).remove_expired(now)
 
     async def load(self, token: str | None) -> SessionView | None:
         """The live session for a cookie value, or None if unknown, idle too long or too old."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from tests.unit.services.conftest import BROWSER, START, add_user
 from twofa.clock import FrozenClock
 from twofa.security.tokens import new_token, token_digest
@@ -143,9 +145,11 @@ async def test_next_url_can_be_changed(gateway: Gateway) -> None:
 async def test_expired_sessions_are_swept(gateway: Gateway, clock: FrozenClock) -> None:
     stale, _ = await gateway.sessions.open(BROWSER)
     clock.advance(timedelta(minutes=16))
-    fresh, _ = await gateway.sessions.open(BROWSER)
+    fresh, _ = await gateway.sessions.open(BROWSER)  # opening a session sweeps expired ones
     async with gateway.db.begin() as db:
-        assert await Sessions(db).remove_expired(clock.now()) == 1
+        remaining = (await db.scalars(select(SessionRow))).all()
+        assert [row.id for row in remaining] == [token_digest(fresh)]
+        assert await Sessions(db).remove_expired(clock.now()) == 0
     clock.advance(timedelta(minutes=1))
     assert await gateway.sessions.load(fresh) is not None
     assert await gateway.sessions.load(stale) is None
