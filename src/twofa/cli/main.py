@@ -15,6 +15,7 @@ from twofa.cli.duo import duo_app
 from twofa.cli.groups import group_app
 from twofa.cli.policy import policy_app
 from twofa.cli.serve import demo, serve
+from twofa.cli.settings_cmd import settings_app
 from twofa.cli.simulator import simulator_app
 from twofa.cli.tokens import token_app
 from twofa.cli.users import user_app
@@ -30,6 +31,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(group_app, name="group")
 app.add_typer(policy_app, name="policy")
 app.add_typer(duo_app, name="duo")
+app.add_typer(settings_app, name="settings")
 app.add_typer(audit_app, name="audit")
 app.add_typer(token_app, name="token")
 app.add_typer(simulator_app, name="simulator")

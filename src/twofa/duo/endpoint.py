@@ -61,7 +61,10 @@ class DuoEndpoint:
         if not text:
             raise InvalidEndpoint("the API hostname is empty")
         has_scheme = "://" in text
-        parsed = urllib.parse.urlsplit(text if has_scheme else f"https://{text}")
+        try:
+            parsed = urllib.parse.urlsplit(text if has_scheme else f"https://{text}")
+        except ValueError as exc:  # e.g. an unbalanced "[" in an IPv6 literal
+            raise InvalidEndpoint(f"{text!r} is not a valid host name: {exc}") from None
         if parsed.scheme not in ("http", "https"):
             raise InvalidEndpoint(f"unsupported scheme {parsed.scheme!r}; use https")
         if parsed.path not in ("", "/") or parsed.query or parsed.fragment or parsed.username:

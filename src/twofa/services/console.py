@@ -35,7 +35,6 @@ from twofa.errors import TwofaError
 from twofa.security.sealing import Sealer
 from twofa.services import audit
 from twofa.storage.repositories import ConsoleSettings as ConsoleSettingsRepo
-from twofa.storage.tables import ConsoleSettingRow
 
 DUO_KEY: Final = "duo"
 TWO_FACTOR_KEY: Final = "two_factor"
@@ -196,6 +195,19 @@ async def prove_duo_keys(
     return {}
 
 
+@dataclass(frozen=True)
+class ConnectionTest:
+    """Test connection's answer: how far Duo's clock is from ours when the keys work, else
+    what is wrong, by field (the same fields a rejected save names)."""
+
+    problems: dict[str, str]
+    clock_skew_s: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return not self.problems
+
+
 class ConsoleSettingsService:
     def __init__(
         self,
@@ -269,6 +281,61 @@ class ConsoleSettingsService:
         )
         return config
 
+    async def duo_edit_base(self) -> DuoEdit:
+        """What an edit starts from: the console's Duo settings once saved, else the settings
+        file's. The secret is never part of it (an empty `skey` keeps the stored one)."""
+        saved = await self.duo()
+        source: DuoConsoleConfig | DuoSettings = saved if saved is not None else self._file_duo
+        return DuoEdit(
+            ikey=source.ikey,
+            api_hostname=source.api_hostname,
+            failmode=source.failmode,
+            autopush=source.autopush,
+            push_type=source.push_type,
+            application_name=source.application_name,
+            pushes_per_minute=source.pushes_per_minute,
+        )
+
+    async def save_duo_from_settings_file(self, actor: str, client: ClientInfo) -> DuoConsoleConfig:
+        """Copies the settings file's Duo application into the console, proven like any save.
+        In the demo the file names the bundled simulator: this is "Use the bundled simulator"."""
+        file_duo = self._file_duo
+        edit = DuoEdit(
+            ikey=file_duo.ikey,
+            api_hostname=file_duo.api_hostname,
+            skey=file_duo.skey.get_secret_value(),
+            failmode=file_duo.failmode,
+            autopush=file_duo.autopush,
+            push_type=file_duo.push_type,
+            application_name=file_duo.application_name,
+            pushes_per_minute=file_duo.pushes_per_minute,
+        )
+        return await self.save_duo(edit, actor, client)
+
+    async def test_connection(self) -> ConnectionTest:
+        """Proves the keys in force now the way Save does, then reads Duo's clock once more
+        for the skew the admin sees."""
+        duo = await self.effective_duo()
+        if not duo.configured:
+            return ConnectionTest({"ikey": "Duo Push is not configured yet: save the keys first"})
+        skey = duo.skey.get_secret_value()
+        problems = await prove_duo_keys(
+            self._http, duo.ikey, skey, duo.api_hostname, self._clock.now().timestamp()
+        )
+        if problems:
+            return ConnectionTest(problems)
+        client = DuoAuthClient(
+            self._http,
+            credentials=DuoCredentials(duo.ikey, skey),
+            endpoint=DuoEndpoint.parse(duo.api_hostname),
+            timeouts=DuoTimeouts(connect=5, read=10, long_poll_read=10),
+        )
+        try:
+            duo_time = await client.ping()
+        except DuoError as exc:
+            return ConnectionTest({"api_hostname": f"the second ping failed: {exc}"})
+        return ConnectionTest({}, clock_skew_s=duo_time - self._clock.now().timestamp())
+
     async def two_factor(self) -> TwoFactorConfig:
         async with self._db.begin() as db:
             row = await ConsoleSettingsRepo(db).get(TWO_FACTOR_KEY)
@@ -287,6 +354,10 @@ class ConsoleSettingsService:
             problems["first_method"] = "must be one of the allowed methods"
         if config.backup is not BackupPolicy.NONE and not config.backup_methods:
             problems["backup_methods"] = "choose the backup method users set up"
+        if config.first_method in config.backup_methods:
+            problems["backup_methods"] = (
+                "a method cannot back itself up: a backup is for when the first method is lost"
+            )
         for name in ("grace_postponements", "grace_days", "remember_device_days"):
             if not 0 <= getattr(config, name) <= 365:
                 problems[name] = "between 0 and 365"
@@ -308,21 +379,7 @@ class ConsoleSettingsService:
     ) -> None:
         """Last write wins per section; both writes are audited with before and after."""
         async with self._db.begin() as db:
-            row = await ConsoleSettingsRepo(db).get(key, for_update=True)
-            now = self._clock.now()
-            if row is None:
-                ConsoleSettingsRepo(db).add(
-                    ConsoleSettingRow(
-                        key=key, value=value, version=1, updated_at=now, updated_by=actor
-                    )
-                )
-            else:
-                row.value, row.version, row.updated_at, row.updated_by = (
-                    value,
-                    row.version + 1,
-                    now,
-                    actor,
-                )
+            await ConsoleSettingsRepo(db).upsert(key, value, self._clock.now(), actor)
             audit.record(
                 db,
                 self._clock,

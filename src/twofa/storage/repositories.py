@@ -4,9 +4,13 @@ service that uses them owns the transaction (`async with sessions.begin()`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.storage.tables import (
@@ -227,6 +231,25 @@ class ConsoleSettings:
     def add(self, row: ConsoleSettingRow) -> None:
         self._db.add(row)
 
+    async def upsert(self, key: str, value: dict[str, Any], now: datetime, actor: str) -> None:
+        """One atomic statement: the first save inserts, later ones replace the value and bump
+        the version in the database, so concurrent saves neither collide nor share a version."""
+        dialect = self._db.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = insert(ConsoleSettingRow).values(
+            key=key, value=value, version=1, updated_at=now, updated_by=actor
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[ConsoleSettingRow.key],
+            set_={
+                "value": statement.excluded.value,
+                "version": ConsoleSettingRow.version + 1,
+                "updated_at": statement.excluded.updated_at,
+                "updated_by": statement.excluded.updated_by,
+            },
+        )
+        await self._db.execute(statement)
+
     async def version_sum(self) -> int:
         return int(
             await self._db.scalar(select(func.coalesce(func.sum(ConsoleSettingRow.version), 0)))
@@ -251,3 +274,155 @@ class ApiTokens:
 
     async def all(self) -> Sequence[ApiTokenRow]:
         return (await self._db.scalars(select(ApiTokenRow).order_by(ApiTokenRow.created_at))).all()
+
+
+@dataclass(frozen=True)
+class AuditCriteria:
+    """Which audit events to select. Empty text and None match everything; `since` is
+    inclusive and `until` exclusive, both aware datetimes."""
+
+    username: str = ""
+    kind: str = ""
+    outcome: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class AuditSearch:
+    """Filtered reads of the audit log for the console, the CLI and the CSV export."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def count(self, criteria: AuditCriteria) -> int:
+        query = select(func.count()).select_from(AuditRow).where(*_audit_conditions(criteria))
+        return int(await self._db.scalar(query) or 0)
+
+    async def newest_first(
+        self, criteria: AuditCriteria, *, offset: int, limit: int
+    ) -> Sequence[AuditRow]:
+        query = (
+            select(AuditRow)
+            .where(*_audit_conditions(criteria))
+            .order_by(AuditRow.at.desc(), AuditRow.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        return (await self._db.scalars(query)).all()
+
+    async def oldest_after(
+        self, criteria: AuditCriteria, after: tuple[datetime, int] | None, limit: int
+    ) -> Sequence[AuditRow]:
+        """The next `limit` events in time order after the (at, id) position `after`: a
+        keyset page, so an export of any size reads in steady batches."""
+        query = select(AuditRow).where(*_audit_conditions(criteria))
+        if after is not None:
+            at, row_id = after
+            query = query.where((AuditRow.at > at) | ((AuditRow.at == at) & (AuditRow.id > row_id)))
+        query = query.order_by(AuditRow.at, AuditRow.id).limit(limit)
+        return (await self._db.scalars(query)).all()
+
+    async def kinds(self) -> list[str]:
+        return list((await self._db.scalars(select(AuditRow.kind).distinct())).all())
+
+    async def outcomes(self) -> list[str]:
+        return list((await self._db.scalars(select(AuditRow.outcome).distinct())).all())
+
+    async def count_events(self, kind: str, outcomes: Sequence[str], since: datetime) -> int:
+        """Events of `kind` at or after `since`, with any of `outcomes` (all when empty)."""
+        query = select(func.count()).where(AuditRow.kind == kind, AuditRow.at >= since)
+        if outcomes:
+            query = query.where(AuditRow.outcome.in_(outcomes))
+        return int(await self._db.scalar(query) or 0)
+
+
+def _audit_conditions(criteria: AuditCriteria) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if criteria.username:
+        conditions.append(AuditRow.username == criteria.username)
+    if criteria.kind:
+        conditions.append(AuditRow.kind == criteria.kind)
+    if criteria.outcome:
+        conditions.append(AuditRow.outcome == criteria.outcome)
+    if criteria.since is not None:
+        conditions.append(AuditRow.at >= criteria.since)
+    if criteria.until is not None:
+        conditions.append(AuditRow.at < criteria.until)
+    return conditions
+
+
+class UserCounts:
+    """How many accounts need, have and still lack a second factor (enabled accounts only:
+    a disabled account cannot sign in, so it needs nothing)."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def total(self) -> int:
+        return int(await self._db.scalar(select(func.count()).select_from(UserRow)) or 0)
+
+    async def disabled(self) -> int:
+        query = select(func.count()).where(UserRow.enabled.is_(False))
+        return int(await self._db.scalar(query) or 0)
+
+    async def required(self, *, everyone: bool) -> int:
+        query = select(func.count()).where(*_required_conditions(everyone))
+        return int(await self._db.scalar(query) or 0)
+
+    async def enrolled(self) -> int:
+        query = select(func.count()).where(UserRow.enabled.is_(True), _duo_configured())
+        return int(await self._db.scalar(query) or 0)
+
+    async def pending(self, *, everyone: bool) -> int:
+        """Required but without a configured Duo Push: they set it up at the next sign-in."""
+        query = select(func.count()).where(*_required_conditions(everyone), ~_duo_configured())
+        return int(await self._db.scalar(query) or 0)
+
+
+def _required_conditions(everyone: bool) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [UserRow.enabled.is_(True)]
+    if not everyone:
+        via_group = (
+            select(MembershipRow.user_id)
+            .join(GroupRow, GroupRow.id == MembershipRow.group_id)
+            .where(GroupRow.twofa_enabled.is_(True))
+        )
+        conditions.append(UserRow.twofa_enabled.is_(True) | UserRow.id.in_(via_group))
+    return conditions
+
+
+def _duo_configured() -> ColumnElement[bool]:
+    return UserRow.id.in_(
+        select(DuoEnrolmentRow.user_id).where(DuoEnrolmentRow.configured_at.is_not(None))
+    )
+
+
+class GroupSearch:
+    """Groups by name with their member counts, a page at a time."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def search(
+        self, text: str, *, offset: int, limit: int
+    ) -> tuple[list[tuple[GroupRow, int]], int]:
+        """A page of (group, member count) whose name contains `text`, and the total."""
+        query = select(GroupRow)
+        if text:
+            pattern = "%" + _like_escaped(text.lower()) + "%"
+            query = query.where(func.lower(GroupRow.name).like(pattern, escape="\\"))
+        total = int(await self._db.scalar(select(func.count()).select_from(query.subquery())) or 0)
+        members = (
+            select(func.count())
+            .where(MembershipRow.group_id == GroupRow.id)
+            .correlate(GroupRow)
+            .scalar_subquery()
+        )
+        page = query.add_columns(members).order_by(GroupRow.name).offset(offset).limit(limit)
+        rows = (await self._db.execute(page)).all()
+        return [(group, int(count)) for group, count in rows], total
+
+
+def _like_escaped(text: str) -> str:
+    """`text` matched literally inside a LIKE pattern: its % and _ are not wildcards."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
