@@ -1,6 +1,6 @@
 """`twofa user`: local accounts from the command line: create (one by one or from a CSV file),
-change password, disable and enable, inspect, and reset a user's second factor. Every change
-goes through `AccountService`, so it is one transaction with its audit record.
+change password, disable and enable, inspect, reset a user's second factor, unlock and delete.
+Every change goes through `AccountService`, so it is one transaction with its audit record.
 """
 
 from __future__ import annotations
@@ -202,3 +202,37 @@ def import_users(
     typer.echo(
         f"imported {summary.users_created} users, created {len(summary.groups_created)} groups"
     )
+
+
+@user_app.command("unlock")
+def unlock_user(ctx: typer.Context, username: UsernameArgument) -> None:
+    """Lift the user's sign-in and passcode lock-outs (after too many wrong attempts)."""
+
+    async def unlock(gateway: Gateway) -> bool:
+        return await gateway.accounts.unlock_user(username)
+
+    if run_with_gateway(ctx, unlock):
+        typer.echo(f"unlocked {username}")
+    else:
+        typer.echo(f"{username} was not locked; any failed attempts were forgotten")
+
+
+@user_app.command("delete")
+def delete_user(
+    ctx: typer.Context,
+    username: UsernameArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a local user with their sessions, Duo Push set-up and group memberships.
+    This cannot be undone."""
+    if not yes:
+        typer.confirm(
+            f"Delete user {username} with their sessions, 2FA set-up and memberships?",
+            abort=True,
+        )
+
+    async def delete(gateway: Gateway) -> None:
+        await gateway.accounts.delete_user(username)
+
+    run_with_gateway(ctx, delete)
+    typer.echo(f"deleted user {username}")

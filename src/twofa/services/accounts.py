@@ -17,6 +17,7 @@ from twofa.domain.policy import PolicyDecision, second_factor_policy
 from twofa.errors import TwofaError
 from twofa.security.passwords import hash_password
 from twofa.services import audit, throttle
+from twofa.services.console import enforced_for_everyone
 from twofa.storage.repositories import DuoEnrolments, Groups, Sessions, Users
 from twofa.storage.tables import GroupRow, UserRow
 
@@ -374,7 +375,9 @@ class AccountService:
             is_admin=user.is_admin,
             groups=tuple(await users.group_names(user.id)),
             policy=second_factor_policy(
-                user.twofa_enabled, await users.group_names(user.id, twofa_only=True)
+                user.twofa_enabled,
+                await users.group_names(user.id, twofa_only=True),
+                everyone=await enforced_for_everyone(db),
             ),
             duo_configured=enrolment is not None and enrolment.configured_at is not None,
         )

@@ -208,6 +208,12 @@ class ConnectionTest:
         return not self.problems
 
 
+async def enforced_for_everyone(db: AsyncSession) -> bool:
+    """Whether the Two Factor Settings require a second factor from every user."""
+    row = await ConsoleSettingsRepo(db).get(TWO_FACTOR_KEY)
+    return row is not None and _two_factor_from_json(row.value).enforcement is Enforcement.EVERYONE
+
+
 class ConsoleSettingsService:
     def __init__(
         self,

@@ -49,11 +49,11 @@ class Users:
     async def search(self, text: str, *, offset: int, limit: int) -> tuple[Sequence[UserRow], int]:
         query = select(UserRow)
         if text:
-            pattern = f"%{text.lower()}%"
+            pattern = "%" + _like_escaped(text.lower()) + "%"
             query = query.where(
-                func.lower(UserRow.username).like(pattern)
-                | func.lower(UserRow.display_name).like(pattern)
-                | func.lower(UserRow.email).like(pattern)
+                func.lower(UserRow.username).like(pattern, escape="\\")
+                | func.lower(UserRow.display_name).like(pattern, escape="\\")
+                | func.lower(UserRow.email).like(pattern, escape="\\")
             )
         total = int(await self._db.scalar(select(func.count()).select_from(query.subquery())) or 0)
         page = query.order_by(UserRow.username).offset(offset).limit(limit)

@@ -1,7 +1,47 @@
-"""Admin console: overview (to be filled in)."""
+"""The console's Overview page: how many users 2FA protects and how many still have to set it
+up, what happened in the last 24 hours, and which Duo application the gateway uses."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import urllib.parse
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from twofa.services.audit_query import datetime_local
+from twofa.services.overview import OverviewService
+from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.context import gateway_of
+from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
+SignedInAdmin = Annotated[Admin, Depends(require_admin)]
+
+
+@router.get("")
+@router.get("/")
+async def overview(request: Request, admin: SignedInAdmin) -> Response:
+    gateway = gateway_of(request)
+    figures = await OverviewService(gateway.db, gateway.clock, gateway.console).overview()
+    since = datetime_local(figures.activity.since)
+
+    def audit_link(kind: str, outcome: str = "") -> str:
+        """The Audit Log filtered to the events behind one figure."""
+        params = {"kind": kind, "outcome": outcome, "since": since}
+        return "/admin/audit?" + urllib.parse.urlencode({k: v for k, v in params.items() if v})
+
+    return render(
+        request,
+        "admin/overview.html",
+        title="Overview",
+        active_tab="Overview",
+        admin_name=admin.username,
+        figures=figures,
+        links={
+            "sign_ins": audit_link("login", "password_ok"),
+            "denied_pushes": audit_link("duo_push"),
+            "failmode": audit_link("failmode"),
+            "duo_errors": audit_link("duo_error"),
+        },
+    )
