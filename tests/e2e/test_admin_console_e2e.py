@@ -1,6 +1,7 @@
 """The seed's admin steps clicked through in Chromium: sign in as admin, paste the Duo keys in
 Advanced Settings and save, choose Duo Push in Two Factor Settings (a backup method cannot be
-required yet, and the page says so), save; then a user's sign-in starts the Duo set-up. The
+required yet, and the page says so), save, switch 2FA on for group engineering in User
+Management; then a member's sign-in starts the Duo set-up. The
 screenshots the README shows are taken here."""
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from tests.conftest import RunningSimulator
 from tests.support.console import ADMIN_PASSWORDS, add_admins
 from tests.support.databases import sqlite_database
 from tests.support.gateway import PASSWORDS, running_gateway
+from twofa.config import Settings
+from twofa.services.runtime import Gateway
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
@@ -26,7 +29,16 @@ async def gateway_url(tmp_path: Path, simulator: RunningSimulator) -> AsyncItera
         running_gateway(database_url, simulator, mode="demo") as (base_url, settings),
     ):
         await add_admins(settings)
+        await switch_off_engineering(settings)  # the admin switches it on in the console
         yield base_url
+
+
+async def switch_off_engineering(settings: Settings) -> None:
+    gateway = await Gateway.start(settings)
+    try:
+        await gateway.accounts.set_group_policy("engineering", False)
+    finally:
+        await gateway.close()
 
 
 async def sign_in(page: Page, gateway_url: str, username: str, password: str) -> None:
@@ -80,6 +92,16 @@ async def test_admin_sets_up_duo_push_in_the_console(
     await expect(page.get_by_text("Saved. The new Two Factor Settings apply")).to_be_visible()
     await expect(page.get_by_label("Remember this device (days, 0 = off)")).to_have_value("14")
     await screenshot(page, "two-factor-settings.png")
+
+    await page.get_by_role("link", name="User Management").click()
+    await page.get_by_role("link", name="Groups").click()
+    engineering = page.locator('tr[data-group="engineering"]')
+    await expect(engineering).to_contain_text("off")
+    await engineering.get_by_role("button", name="Switch 2FA on").click()
+    await expect(page.locator('tr[data-group="engineering"]')).to_contain_text(
+        "required for members"
+    )
+    await screenshot(page, "user-management-groups.png")
 
     await context.clear_cookies()
     await sign_in(page, gateway_url, "alice", PASSWORDS["alice"])

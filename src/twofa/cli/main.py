@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from twofa import __version__
+from twofa.cli.admins import admin_app
 from twofa.cli.audit import audit_app
 from twofa.cli.common import ConfigFileOption, remember_global_options
 from twofa.cli.db import db_app
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
 app.add_typer(user_app, name="user")
 app.add_typer(group_app, name="group")
 app.add_typer(policy_app, name="policy")
