@@ -22,6 +22,7 @@ from twofa.security.sealing import Sealer
 from twofa.services.accounts import AccountService
 from twofa.services.console import ConsoleSettingsService
 from twofa.services.duo_push import DuoPushService
+from twofa.services.enrolment_grace import EnrolmentGraceService
 from twofa.services.login import LoginService
 from twofa.services.sessions import SessionService
 from twofa.storage.database import check_schema, create_engine, session_factory
@@ -63,6 +64,7 @@ class Gateway:
     accounts: AccountService
     console: ConsoleSettingsService
     http: httpx.AsyncClient
+    grace: EnrolmentGraceService
     duo: DuoPushService | None = None
     _duo_version: int = -1
     _duo_checked_at: float = field(default=float("-inf"))
@@ -94,8 +96,18 @@ class Gateway:
         sealer = Sealer(settings.secret_key.get_secret_value())
         console = ConsoleSettingsService(db, clock, sealer, http, settings.duo)
         login = LoginService(db, sessions, LocalDirectory(), clock, settings, console)
+        grace = EnrolmentGraceService(db, console, sessions, clock)
         gateway = cls(
-            settings, clock, engine, db, sessions, login, AccountService(db, clock), console, http
+            settings,
+            clock,
+            engine,
+            db,
+            sessions,
+            login,
+            AccountService(db, clock),
+            console,
+            http,
+            grace,
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
         return gateway

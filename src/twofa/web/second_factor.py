@@ -75,7 +75,23 @@ async def second_factor_start(request: Request) -> Response:
     duo = await duo_of(request)
     if await duo.is_configured(session):
         return RedirectResponse("/2fa/validate", status_code=303)
-    return render(request, "setup_intro.html", title="Set up two-factor authentication")
+    grace = await gateway_of(request).grace.status(session)
+    return render(
+        request,
+        "setup_intro.html",
+        title="Set up two-factor authentication",
+        grace=grace,
+        csrf_token=session.csrf_token,
+    )
+
+
+@router.post("/postpone")
+async def postpone_enrolment(request: Request) -> Response:
+    """The grace period: sign in without 2FA this time, while the admin allows it."""
+    session = await session_at(request, Level.PASSWORD)
+    await check_csrf(request, session)
+    completion = await gateway_of(request).grace.postpone(session, client_of(request))
+    return completed(request, completion)
 
 
 async def _setup_or_complete(request: Request, session: SessionView) -> SetupView | Response:
