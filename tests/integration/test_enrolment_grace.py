@@ -53,3 +53,16 @@ async def test_user_may_postpone_enrolment_once_then_must_enrol(
 
         audit = await console.client.get("/admin/audit", params={"kind": "enrolment"})
         assert "postponed" in audit.text
+
+
+async def test_only_admins_see_the_console_link(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    async with AsyncExitStack() as stack:
+        console = await start_console(stack, tmp_path, simulator)
+        assert 'href="/admin">Admin console' in (await console.client.get("/")).text
+        bob = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=console.base_url, timeout=30)
+        )
+        await sign_in(bob, "bob")
+        assert "Admin console" not in (await bob.get("/")).text

@@ -121,4 +121,7 @@ async def _signed_in_page(
     async with gateway_of(request).db.begin() as db:
         user = await Users(db).by_id(user_id) if user_id is not None else None
     name = (user.display_name or user.username) if user else "unknown"
-    return render(request, template, title=title, display_name=name, csrf_token=csrf_token)
+    is_admin = bool(user and user.is_admin)
+    return render(
+        request, template, title=title, display_name=name, csrf_token=csrf_token, is_admin=is_admin
+    )
