@@ -152,10 +152,12 @@ def both_saves_read_before_either_writes(monkeypatch: pytest.MonkeyPatch) -> Non
     interleaving two admins pressing Save at the same moment can produce."""
     barrier = asyncio.Barrier(2)
     read_section = console_module.ConsoleSettingsRepo.get
+    waiting_reads = [2]  # the two saves' reads of the section; later reads pass straight on
 
-    async def read_then_wait(self: Any, key: str, *, for_update: bool = False) -> Any:
-        row = await read_section(self, key, for_update=for_update)
-        if for_update:
+    async def read_then_wait(self: Any, key: str) -> Any:
+        row = await read_section(self, key)
+        if waiting_reads[0] > 0:
+            waiting_reads[0] -= 1
             await barrier.wait()
         return row
 

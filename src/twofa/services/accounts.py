@@ -27,6 +27,12 @@ def lockout_keys(username: str) -> tuple[str, ...]:
     return (f"login-user:{username.lower()}", f"duo-passcode:{username}")
 
 
+async def lockout_ends(db: AsyncSession, username: str, now: datetime) -> datetime | None:
+    """When the latest of the user's active lock-outs ends, or None when none is active."""
+    ends = [await throttle.locked_until(db, key, now) for key in lockout_keys(username)]
+    return max((end for end in ends if end is not None), default=None)
+
+
 class AccountError(TwofaError):
     """An admin action that cannot be done as asked (unknown user, duplicate name …)."""
 
@@ -197,17 +203,7 @@ class AccountService:
 
     async def locked_until(self, username: str) -> datetime | None:
         async with self._db.begin() as db:
-            now = self._clock.now()
-            ends = [await throttle.locked_until(db, key, now) for key in lockout_keys(username)]
-        return max((end for end in ends if end is not None), default=None)
-
-    async def search_users(
-        self, query: str = "", *, offset: int = 0, limit: int = 50
-    ) -> tuple[list[UserSummary], int]:
-        """A page of users whose username, name or e-mail contains `query`, and the total."""
-        async with self._db.begin() as db:
-            rows, total = await Users(db).search(query.strip(), offset=offset, limit=limit)
-            return [await self._summary(db, user) for user in rows], total
+            return await lockout_ends(db, username, self._clock.now())
 
     async def users(self) -> list[UserSummary]:
         async with self._db.begin() as db:

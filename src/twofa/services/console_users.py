@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
 from twofa.domain.client import CLI, ClientInfo
+from twofa.domain.policy import enrolment_grace
 from twofa.errors import TwofaError
-from twofa.services import audit, throttle
-from twofa.services.accounts import lockout_keys
+from twofa.services import audit
+from twofa.services.accounts import lockout_ends
 from twofa.services.console import ConsoleSettingsService, Enforcement, TwoFactorConfig
 from twofa.storage.repositories import DuoEnrolments, GroupSearch, Users
 from twofa.storage.tables import UserRow
@@ -90,21 +91,23 @@ def grace_phrase(
 ) -> str:
     """How much of the enrolment grace period a required, not yet enrolled user has left.
     With both limits set, the first one used up ends the grace period."""
-    if config.grace_postponements <= 0 and config.grace_days <= 0:
+    grace = enrolment_grace(
+        config.grace_postponements, config.grace_days, postponements_used, grace_started_at, now
+    )
+    if grace.postponements_left is None and grace.days_left is None:
         return ""
+    if not grace.may_postpone:
+        return "grace period used up: must enrol at the next sign-in"
     left: list[str] = []
-    if config.grace_postponements > 0:
-        remaining = config.grace_postponements - postponements_used
-        if remaining <= 0:
-            return "grace period used up: must enrol at the next sign-in"
+    if grace.postponements_left is not None:
+        remaining = grace.postponements_left
         left.append(f"{remaining} postponement{'' if remaining == 1 else 's'} left")
-    if config.grace_days > 0:
+    if grace.days_left is not None:
         if grace_started_at is None:
             left.append(f"{config.grace_days} days from the first sign-in")
-        elif (ends := grace_started_at + timedelta(days=config.grace_days)) > now:
-            left.append(f"until {ends:%Y-%m-%d %H:%M} UTC")
         else:
-            return "grace period used up: must enrol at the next sign-in"
+            ends = grace_started_at + timedelta(days=config.grace_days)
+            left.append(f"until {ends:%Y-%m-%d %H:%M} UTC")
     return "in grace period, " + ", ".join(left)
 
 
@@ -252,8 +255,7 @@ class ConsoleUsersService:
         reason = required_because(everyone, user.twofa_enabled, enabled_groups)
         enrolment = await DuoEnrolments(db).get(user.id)
         methods = ["Duo Push"] if enrolment is not None and enrolment.configured_at else []
-        ends = [await throttle.locked_until(db, key, now) for key in lockout_keys(user.username)]
-        locked_until = max((end for end in ends if end is not None), default=None)
+        locked_until = await lockout_ends(db, user.username, now)
         grace = grace_phrase(config, user.enrolment_postponements, user.grace_started_at, now)
         return UserStatus(
             username=user.username,

@@ -222,11 +222,8 @@ class ConsoleSettings:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
 
-    async def get(self, key: str, *, for_update: bool = False) -> ConsoleSettingRow | None:
-        query = select(ConsoleSettingRow).where(ConsoleSettingRow.key == key)
-        if for_update:
-            query = query.with_for_update()
-        return await self._db.scalar(query)
+    async def get(self, key: str) -> ConsoleSettingRow | None:
+        return await self._db.get(ConsoleSettingRow, key)
 
     def add(self, row: ConsoleSettingRow) -> None:
         self._db.add(row)
