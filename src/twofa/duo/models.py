@@ -113,7 +113,10 @@ class Preauth:
 
     @property
     def push_devices(self) -> tuple[Device, ...]:
-        return tuple(device for device in self.devices if device.can(Capability.PUSH))
+        return self.devices_that_can(Capability.PUSH)
+
+    def devices_that_can(self, capability: Capability) -> tuple[Device, ...]:
+        return tuple(device for device in self.devices if device.can(capability))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from twofa.simulator.errors import DuoFailure, invalid_parameter, missing_parame
 from twofa.simulator.logo import LOGO_PNG
 from twofa.simulator.state import SimulatorState
 from twofa.simulator.transactions import PushContext, Transaction
-from twofa.simulator.users import SMS_BATCH_SIZE, SimDevice, SimUser
+from twofa.simulator.users import SimDevice, SimUser
 from twofa.simulator.verify import ReceivedRequest, VerifiedRequest, verify_request
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -216,7 +216,7 @@ def start_transaction(state: SimulatorState, user: SimUser, call: VerifiedReques
         return ended
     if factor is Factor.SMS:
         device = pick_device(user, call, Capability.SMS)
-        user.issue_passcodes(SMS_BATCH_SIZE)
+        user.text_passcodes(device, state.clock())
         ended = book.open(user.username, factor, TransactionStatus.PUSHED, device=device.device_id)
         book.settle(ended, TransactionStatus.SENT)
         return ended

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from twofa.duo.models import Capability, DeviceType, PreauthOutcome, TransactionStatus
+from twofa.duo.models import Capability, DeviceType, Factor, PreauthOutcome, TransactionStatus
 from twofa.simulator.errors import DuoFailure
 from twofa.simulator.faults import FaultPlan
 from twofa.simulator.state import Integration, SimulatorState
@@ -26,6 +26,7 @@ ACTIONS: Final = {
     "deny": TransactionStatus.DENY,
     "fraud": TransactionStatus.FRAUD,
     "timeout": TransactionStatus.TIMEOUT,
+    "answer": TransactionStatus.ANSWERED,  # a phone call picked up, no key pressed yet
 }
 
 
@@ -113,8 +114,11 @@ async def list_enrollments(request: Request) -> Response:
 async def activate(request: Request) -> Response:
     body = await json_object(request)
     state = state_of(request)
+    number = body.get("number", "")
+    if not isinstance(number, str):
+        raise ControlError(400, "'number' must be a string")
     try:
-        user = state.users.activate(text(body, "activation_code"))
+        user = state.users.activate(text(body, "activation_code"), number.strip())
     except DuoFailure as exc:
         raise ControlError(400, exc.detail or exc.message) from None
     return JSONResponse(user.to_json())
@@ -127,6 +131,14 @@ async def issue_passcode(request: Request) -> Response:
     if user is None:
         raise ControlError(404, "no such user")
     return JSONResponse({"passcode": user.issue_passcodes(1)[0]})
+
+
+async def sms_inbox(request: Request) -> Response:
+    """The texts Duo sent the user's phones, oldest first, with the passcodes still unused."""
+    user = state_of(request).users.by_name(request.path_params["username"])
+    if user is None:
+        raise ControlError(404, "no such user")
+    return JSONResponse(user.sms_json())
 
 
 async def list_transactions(request: Request) -> Response:
@@ -143,6 +155,9 @@ def settle(state: SimulatorState, txid: str, action: str) -> Transaction:
     transaction = state.transactions.get(txid)
     if transaction is None:
         raise ControlError(404, f"no transaction {txid}")
+    calling = transaction.factor is Factor.PHONE and transaction.status is TransactionStatus.CALLING
+    if action == "answer" and not calling:
+        raise ControlError(409, "only a ringing phone call can be answered")
     if not state.transactions.settle(transaction, ACTIONS[action]):
         raise ControlError(409, f"transaction already ended with status {transaction.status.value}")
     return transaction
@@ -215,6 +230,7 @@ def routes() -> list[Route]:
         Route("/_sim/enrollments", list_enrollments, methods=["GET"]),
         Route("/_sim/activate", activate, methods=["POST"]),
         Route("/_sim/passcodes", issue_passcode, methods=["POST"]),
+        Route("/_sim/users/{username}/sms", sms_inbox, methods=["GET"]),
         Route("/_sim/transactions", list_transactions, methods=["GET"]),
         Route("/_sim/transactions/{txid}/{action}", settle_one, methods=["POST"]),
         Route("/_sim/batch/{action}", settle_batch, methods=["POST"]),

@@ -26,6 +26,7 @@ PHONE_CAPABILITIES: Final = (
 # A phone activated through /enroll has no number, so it cannot take calls or texts.
 ACTIVATED_PHONE_CAPABILITIES: Final = (Capability.AUTO, Capability.PUSH, Capability.MOBILE_OTP)
 SMS_BATCH_SIZE: Final = 10
+SMS_PASSCODE_DIGITS: Final = 7  # Duo's texted passcodes are longer than Duo Mobile's six
 MAX_BYPASS_CODES: Final = 10
 
 
@@ -77,6 +78,25 @@ def new_device(
     return SimDevice(duo_id(prefix), device_type, name, number, tuple(capabilities))
 
 
+@dataclass(frozen=True)
+class SmsMessage:
+    """One text Duo sent: a numbered batch of passcodes for one phone."""
+
+    device_id: str
+    number: str
+    sent_at: float
+    passcodes: tuple[str, ...]
+
+    def to_json(self, unused: set[str]) -> dict[str, object]:
+        return {
+            "device": self.device_id,
+            "number": self.number,
+            "sent_at": self.sent_at,
+            "passcodes": list(self.passcodes),
+            "unused": [code for code in self.passcodes if code in unused],
+        }
+
+
 @dataclass
 class SimUser:
     user_id: str
@@ -85,6 +105,8 @@ class SimUser:
     preauth_override: PreauthOutcome | None = None
     bypass_codes: set[str] = field(default_factory=set)
     passcodes: set[str] = field(default_factory=set)
+    sms_passcodes: set[str] = field(default_factory=set)
+    sms_sent: list[SmsMessage] = field(default_factory=list)
     trusted_device_tokens: set[str] = field(default_factory=set)
 
     def device(self, device_id: str) -> SimDevice | None:
@@ -95,7 +117,7 @@ class SimUser:
 
     def consume_passcode(self, passcode: str) -> bool:
         """Bypass codes, SMS passcodes and token/Duo Mobile codes each work once."""
-        for pool in (self.passcodes, self.bypass_codes):
+        for pool in (self.passcodes, self.sms_passcodes, self.bypass_codes):
             if passcode in pool:
                 pool.discard(passcode)
                 return True
@@ -106,13 +128,28 @@ class SimUser:
         self.passcodes.update(codes)
         return codes
 
+    def text_passcodes(self, device: SimDevice, now: float) -> SmsMessage:
+        """Texts a fresh batch; the previous batch stops working, so only the newest text
+        on the phone is worth reading."""
+        codes = tuple(digits(SMS_PASSCODE_DIGITS) for _ in range(SMS_BATCH_SIZE))
+        message = SmsMessage(device.device_id, device.number, now, codes)
+        self.sms_passcodes = set(codes)
+        self.sms_sent.append(message)
+        return message
+
+    def sms_json(self) -> dict[str, object]:
+        return {
+            "username": self.username,
+            "messages": [message.to_json(self.sms_passcodes) for message in self.sms_sent],
+        }
+
     def to_json(self) -> dict[str, object]:
         return {
             "username": self.username,
             "user_id": self.user_id,
             "preauth": self.preauth_override.value if self.preauth_override else None,
             "devices": [device.to_json() for device in self.devices],
-            "passcodes": sorted(self.passcodes),
+            "passcodes": sorted(self.passcodes | self.sms_passcodes),
         }
 
 
@@ -194,8 +231,10 @@ class UserDirectory:
     def enrollments(self, username: str | None = None) -> list[SimEnrollment]:
         return [e for e in self._enrollments.values() if username in (None, e.username)]
 
-    def activate(self, activation_code: str) -> SimUser:
-        """A phone scanned the activation QR: the user now has a push-capable Duo Mobile."""
+    def activate(self, activation_code: str, number: str = "") -> SimUser:
+        """A phone scanned the activation QR: the user now has a push-capable Duo Mobile.
+        With a `number` (as if the user also registered it in Duo), it takes calls and
+        texts too."""
         enrollment = self._enrollments.get(activation_code)
         if enrollment is None:
             raise invalid_parameter("unknown activation_code")
@@ -204,6 +243,6 @@ class UserDirectory:
         user = self._by_id[enrollment.user_id]
         if not enrollment.activated:
             enrollment.activated = True
-            phone = new_device(DeviceType.PHONE, "Duo Mobile", ACTIVATED_PHONE_CAPABILITIES)
-            user.devices.append(phone)
+            capabilities = PHONE_CAPABILITIES if number else ACTIVATED_PHONE_CAPABILITIES
+            user.devices.append(new_device(DeviceType.PHONE, "Duo Mobile", capabilities, number))
         return user
