@@ -1,4 +1,5 @@
-"""Duo Push as a second factor: the calls to Duo and what they mean, no persistence.
+"""Duo Push as a second factor, with Duo's other factors (a phone call, SMS passcodes, Duo
+Mobile passcodes): the calls to Duo and what they mean, no persistence.
 
 The service layer stores what this returns (enrolment, txid, preferred device) and decides
 failmode; this module only speaks Duo.
@@ -68,6 +69,27 @@ class DuoPushMethod:
             ipaddr=context.client_ip or None,
         )
         return await self._client.start_auth(request)
+
+    async def start_call(self, context: PushContext) -> str:
+        """Has Duo call the phone (`async=1`); followed with `poll` exactly like a push."""
+        request = AuthRequest(
+            factor=Factor.PHONE,
+            username=context.username,
+            push=PushRequest(device=context.device),
+            ipaddr=context.client_ip or None,
+        )
+        return await self._client.start_auth(request)
+
+    async def send_sms_passcodes(self, context: PushContext) -> AuthOutcome:
+        """Has Duo text a new batch of passcodes. Duo answers at once with result `deny` and
+        status `sent`: nobody is signed in by this, the user types one of the passcodes next."""
+        request = AuthRequest(
+            factor=Factor.SMS,
+            username=context.username,
+            push=PushRequest(device=context.device),
+            ipaddr=context.client_ip or None,
+        )
+        return await self._client.auth(request)
 
     async def poll(self, txid: str) -> AuthOutcome:
         return await self._client.auth_status(txid)

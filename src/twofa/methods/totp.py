@@ -3,7 +3,6 @@
 A check returns the time step that matched, so the service can store it and refuse that step
 (and any earlier one) forever after: a code works once. Written on hmac directly rather than
 pyotp because the matched step is the point, and pyotp's `verify` does not return it.
-Not wired into the flows yet (issue 5).
 """
 
 from __future__ import annotations
@@ -13,9 +12,22 @@ import hmac
 import secrets
 import struct
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
+
+from twofa.methods.base import (
+    Draft,
+    MethodContext,
+    MethodKind,
+    NewCredential,
+    Prompt,
+    ResponseRejected,
+    StoredCredential,
+    Verified,
+    normalise_code,
+)
 
 CODE = "totp"
 STEP_SECONDS: Final = 30
@@ -73,3 +85,59 @@ def verify(
         if hmac.compare_digest(hotp(key, step), code):
             return TotpMatch(step)
     return None
+
+
+class TotpMethod:
+    """An authenticator app (Google/Microsoft Authenticator, 1Password …). The secret is made
+    here, shown once as a QR code and text, and confirmed by a first valid code."""
+
+    code = CODE
+    title = "Authenticator app"
+    kind = MethodKind.CODE
+    many_per_user = False
+    challenge_seconds = 300
+
+    async def begin_enrollment(self, context: MethodContext) -> Draft:
+        secret = new_secret()
+        issuer = str(context.options.get("issuer") or "twofa")
+        uri = provisioning_uri(secret, context.user.username, issuer)
+        grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+        return Draft(show={"uri": uri, "secret": grouped, "issuer": issuer}, secret=secret)
+
+    async def finish_enrollment(
+        self,
+        context: MethodContext,
+        keep: Mapping[str, Any],
+        secret: str | None,
+        response: Mapping[str, str],
+    ) -> NewCredential:
+        if secret is None:
+            raise ResponseRejected("enrolment draft has no secret")
+        match = verify(secret, normalise_code(response.get("code", "")), context.now, None)
+        if match is None:
+            raise ResponseRejected("wrong or malformed code")
+        return NewCredential(label=self.title, secret=secret, state={"last_step": match.step})
+
+    async def start(
+        self, context: MethodContext, credentials: Sequence[StoredCredential]
+    ) -> Prompt:
+        return Prompt(show={})
+
+    async def verify(
+        self,
+        context: MethodContext,
+        keep: Mapping[str, Any],
+        credentials: Sequence[StoredCredential],
+        response: Mapping[str, str],
+    ) -> Verified:
+        code = normalise_code(response.get("code", ""))
+        for credential in credentials:
+            if credential.secret is None:
+                continue
+            last = credential.state.get("last_step")
+            match = verify(
+                credential.secret, code, context.now, last if isinstance(last, int) else None
+            )
+            if match is not None:
+                return Verified(credential.id, state={"last_step": match.step})
+        raise ResponseRejected("wrong, reused or malformed code")

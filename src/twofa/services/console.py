@@ -18,7 +18,13 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
-from twofa.config import DuoSettings, FailMode
+from twofa.config import (
+    DEFAULT_DUO_FACTORS,
+    DuoFactor,
+    DuoSettings,
+    FailMode,
+    duo_factors_problem,
+)
 from twofa.domain.client import ClientInfo
 from twofa.duo import (
     DuoApiError,
@@ -32,6 +38,7 @@ from twofa.duo import (
     InvalidEndpoint,
 )
 from twofa.errors import TwofaError
+from twofa.methods.registry import DUO_PUSH, LOCAL_METHOD_CODES
 from twofa.security.sealing import Sealer
 from twofa.services import audit
 from twofa.storage.repositories import ConsoleSettings as ConsoleSettingsRepo
@@ -41,7 +48,7 @@ TWO_FACTOR_KEY: Final = "two_factor"
 SKEY_PURPOSE: Final = "duo.skey"
 MAX_CLOCK_SKEW_S: Final = 60
 _IKEY = re.compile(r"^DI[A-Z0-9]{18}$")
-KNOWN_METHODS: Final = ("duo_push",)  # grows as the methods of issue 5 land
+KNOWN_METHODS: Final = (DUO_PUSH, *LOCAL_METHOD_CODES)
 
 
 class SettingsRejected(TwofaError):
@@ -73,6 +80,7 @@ class DuoConsoleConfig:
     push_type: str = "Login request"
     application_name: str = "twofa"
     pushes_per_minute: int = 3
+    allowed_factors: tuple[DuoFactor, ...] = DEFAULT_DUO_FACTORS
 
     @property
     def has_secret(self) -> bool:
@@ -91,6 +99,7 @@ class DuoEdit:
     push_type: str = "Login request"
     application_name: str = "twofa"
     pushes_per_minute: int = 3
+    allowed_factors: tuple[DuoFactor, ...] = DEFAULT_DUO_FACTORS
 
 
 @dataclass(frozen=True)
@@ -106,11 +115,23 @@ class TwoFactorConfig:
 
 
 def _duo_from_json(value: dict[str, Any]) -> DuoConsoleConfig:
-    return DuoConsoleConfig(**{**value, "failmode": FailMode(value.get("failmode", "secure"))})
+    # Rows saved before `allowed_factors` existed get the default (push and passcodes).
+    factors = value.get("allowed_factors", [f.value for f in DEFAULT_DUO_FACTORS])
+    return DuoConsoleConfig(
+        **{
+            **value,
+            "failmode": FailMode(value.get("failmode", "secure")),
+            "allowed_factors": tuple(DuoFactor(name) for name in factors),
+        }
+    )
 
 
 def _duo_to_json(config: DuoConsoleConfig) -> dict[str, Any]:
-    return {**asdict(config), "failmode": config.failmode.value}
+    return {
+        **asdict(config),
+        "failmode": config.failmode.value,
+        "allowed_factors": [factor.value for factor in config.allowed_factors],
+    }
 
 
 def _two_factor_from_json(value: dict[str, Any]) -> TwoFactorConfig:
@@ -157,6 +178,9 @@ def duo_field_problems(edit: DuoEdit, keeps_secret: bool) -> dict[str, str]:
         problems["push_type"] = "1 to 100 characters"
     if not edit.application_name.strip() or len(edit.application_name) > 100:
         problems["application_name"] = "1 to 100 characters"
+    factors_problem = duo_factors_problem(edit.allowed_factors)
+    if factors_problem:
+        problems["allowed_factors"] = factors_problem
     return problems
 
 
@@ -222,12 +246,19 @@ class ConsoleSettingsService:
         sealer: Sealer,
         http: httpx.AsyncClient,
         file_duo: DuoSettings,
+        offered_methods: tuple[str, ...] = KNOWN_METHODS,
     ) -> None:
+        self._offered = offered_methods
         self._db = db
         self._clock = clock
         self._sealer = sealer
         self._http = http
         self._file_duo = file_duo
+
+    @property
+    def offered_methods(self) -> tuple[str, ...]:
+        """Methods this gateway can run (Duo Push and the registered local methods)."""
+        return self._offered
 
     async def duo(self) -> DuoConsoleConfig | None:
         """The console's Duo settings, or None while the admin has never saved any."""
@@ -250,6 +281,7 @@ class ConsoleSettingsService:
                 "push_type": config.push_type,
                 "application_name": config.application_name,
                 "pushes_per_minute": config.pushes_per_minute,
+                "allowed_factors": config.allowed_factors,
             }
         )
 
@@ -281,6 +313,7 @@ class ConsoleSettingsService:
             push_type=edit.push_type.strip(),
             application_name=edit.application_name.strip(),
             pushes_per_minute=edit.pushes_per_minute,
+            allowed_factors=tuple(f for f in DuoFactor if f in edit.allowed_factors),
         )
         await self._put(
             DUO_KEY, _duo_to_json(config), actor, client, _duo_to_json(before) if before else None
@@ -300,6 +333,7 @@ class ConsoleSettingsService:
             push_type=source.push_type,
             application_name=source.application_name,
             pushes_per_minute=source.pushes_per_minute,
+            allowed_factors=source.allowed_factors,
         )
 
     async def save_duo_from_settings_file(self, actor: str, client: ClientInfo) -> DuoConsoleConfig:
@@ -315,6 +349,7 @@ class ConsoleSettingsService:
             push_type=file_duo.push_type,
             application_name=file_duo.application_name,
             pushes_per_minute=file_duo.pushes_per_minute,
+            allowed_factors=file_duo.allowed_factors,
         )
         return await self.save_duo(edit, actor, client)
 
@@ -351,7 +386,8 @@ class ConsoleSettingsService:
         self, config: TwoFactorConfig, actor: str, client: ClientInfo
     ) -> TwoFactorConfig:
         problems: dict[str, str] = {}
-        unknown = [m for m in (*config.methods, *config.backup_methods) if m not in KNOWN_METHODS]
+        chosen = (*config.methods, *config.backup_methods)
+        unknown = [m for m in chosen if m not in self._offered]
         if unknown:
             problems["methods"] = f"unknown methods: {', '.join(unknown)}"
         if not config.methods:

@@ -18,12 +18,17 @@ from twofa.config import DuoSettings, Settings
 from twofa.directories.local import LocalDirectory
 from twofa.duo import DuoAuthClient, DuoCredentials, DuoEndpoint, DuoTimeouts, make_http_client
 from twofa.methods.duo_push import DuoPushMethod
+from twofa.methods.registry import DUO_PUSH, MethodRegistry
+from twofa.methods.totp import TotpMethod
 from twofa.security.sealing import Sealer
 from twofa.services.accounts import AccountService
 from twofa.services.console import ConsoleSettingsService
 from twofa.services.duo_push import DuoPushService
 from twofa.services.enrolment_grace import EnrolmentGraceService
+from twofa.services.factor_access import FactorAccess
+from twofa.services.factors import FactorService, Mailer
 from twofa.services.login import LoginService
+from twofa.services.my_factors import MyFactorsService
 from twofa.services.sessions import SessionService
 from twofa.storage.database import check_schema, create_engine, session_factory
 
@@ -53,6 +58,11 @@ def build_duo_service(
     return DuoPushService(db, DuoPushMethod(client, duo), sessions, clock, duo)
 
 
+def build_registry(settings: Settings) -> MethodRegistry:
+    """Every local method this gateway offers, explicitly; the admin allows a subset."""
+    return MethodRegistry([TotpMethod()])
+
+
 @dataclass
 class Gateway:
     settings: Settings
@@ -65,6 +75,9 @@ class Gateway:
     console: ConsoleSettingsService
     http: httpx.AsyncClient
     grace: EnrolmentGraceService
+    factors: FactorService
+    access: FactorAccess
+    my_factors: MyFactorsService
     duo: DuoPushService | None = None
     _duo_version: int = -1
     _duo_checked_at: float = field(default=float("-inf"))
@@ -94,9 +107,14 @@ class Gateway:
             DuoEndpoint.parse("api-placeholder.duosecurity.com"), max_connections=DUO_CONNECTIONS
         )
         sealer = Sealer(settings.secret_key.get_secret_value())
-        console = ConsoleSettingsService(db, clock, sealer, http, settings.duo)
+        registry = build_registry(settings)
+        offered = (DUO_PUSH, *registry.codes)
+        console = ConsoleSettingsService(db, clock, sealer, http, settings.duo, offered)
         login = LoginService(db, sessions, LocalDirectory(), clock, settings, console)
         grace = EnrolmentGraceService(db, console, sessions, clock)
+        access = FactorAccess(db, registry, console, clock)
+        mailer: Mailer | None = None
+        factors = FactorService(db, registry, sessions, access, clock, sealer, mailer)
         gateway = cls(
             settings,
             clock,
@@ -108,6 +126,9 @@ class Gateway:
             console,
             http,
             grace,
+            factors,
+            access,
+            MyFactorsService(db, registry, access, console, clock),
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
         return gateway

@@ -37,10 +37,13 @@ class SessionView:
     level: Level
     csrf_token: str
     next_url: str
+    second_factor_at: datetime | None = None  # when this session last passed a second factor
 
 
 def _view(row: SessionRow) -> SessionView:
-    return SessionView(row.id, row.user_id, Level(row.level), row.csrf_token, row.next_url)
+    return SessionView(
+        row.id, row.user_id, Level(row.level), row.csrf_token, row.next_url, row.second_factor_at
+    )
 
 
 class SessionService:
@@ -85,11 +88,26 @@ class SessionService:
             return _view(row)
 
     async def promote(
-        self, db: AsyncSession, old: SessionView, user_id: int, level: Level, client: ClientInfo
+        self,
+        db: AsyncSession,
+        old: SessionView,
+        user_id: int,
+        level: Level,
+        client: ClientInfo,
+        *,
+        second_factor: bool = False,
     ) -> tuple[str, SessionView]:
-        """Replaces `old` by a new session at `level` (inside the caller's transaction)."""
+        """Replaces `old` by a new session at `level` (inside the caller's transaction).
+        `second_factor` records that a second factor was just passed: sensitive changes
+        (removing a method, new backup codes) ask for one that is recent."""
         await Sessions(db).remove(old.id)
-        return self._insert(db, user_id, level, client, old.next_url)
+        token, view = self._insert(db, user_id, level, client, old.next_url)
+        if second_factor:
+            row = await Sessions(db).get(view.id)
+            assert row is not None
+            row.second_factor_at = self._clock.now()
+            view = _view(row)
+        return token, view
 
     async def set_next_url(self, session: SessionView, next_url: str) -> None:
         async with self._sessions.begin() as db:

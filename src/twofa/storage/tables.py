@@ -47,6 +47,7 @@ class UserRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     enrolment_postponements: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     grace_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    default_method: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class GroupRow(Base):
@@ -101,6 +102,7 @@ class SessionRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     client_ip: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(300), default="")
+    second_factor_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class ChallengeRow(Base):
@@ -119,8 +121,61 @@ class ChallengeRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     consumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # What the server keeps between start and verify (a sealed draft secret, a hashed e-mail
+    # code, the questions asked, a WebAuthn challenge); never sent to the browser as is.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (Index("ix_challenges_user_created", "user_id", "created_at"),)
+
+
+class CredentialRow(Base):
+    """One enrolled second factor of a user (a TOTP app, a set of backup codes, a security
+    key...). `version` grows with every state change, so two verifications racing on one
+    credential cannot both apply their new state (TOTP step, WebAuthn sign count)."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_credentials_user_method", "user_id", "method"),)
+
+
+class CredentialItemRow(Base):
+    """A hashed part of a credential: one backup code, one security answer. Single-use items
+    are consumed by a conditional UPDATE of `used_at`."""
+
+    __tablename__ = "credential_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    credential_id: Mapped[int] = mapped_column(
+        ForeignKey("credentials.id", ondelete="CASCADE"), index=True
+    )
+    slot: Mapped[str] = mapped_column(String(300))
+    digest: Mapped[str] = mapped_column(String(200))
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class RememberedDeviceRow(Base):
+    """A browser that may skip the second factor until `expires_at`; `id` is the SHA-256 of
+    the random token in its cookie."""
+
+    __tablename__ = "remembered_devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(300), default="")
+    client_ip: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class ThrottleRow(Base):

@@ -15,7 +15,7 @@ from twofa import __version__
 from twofa.clock import Clock
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
-from twofa.web import admin, api, errors, pages, second_factor
+from twofa.web import admin, api, errors, factors, my_factors, pages, second_factor
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -45,6 +45,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.include_router(pages.router)
     app.include_router(second_factor.router)
+    app.include_router(factors.router)
+    app.include_router(my_factors.router)
     app.include_router(admin.router)
     app.include_router(api.router)
     errors.install(app)

@@ -51,6 +51,15 @@ async def session_at(request: Request, level: Level) -> SessionView:
     return session
 
 
+async def session_in(request: Request, *levels: Level) -> SessionView:
+    """The session if it is at one of `levels` (a second factor is asked both at sign-in,
+    `PASSWORD`, and to confirm a sensitive change, `SIGNED_IN`)."""
+    session = await current_session(request)
+    if session is None or session.level not in levels:
+        raise SignInRequired(request.url.path)
+    return session
+
+
 async def check_csrf(request: Request, session: SessionView) -> None:
     given = request.headers.get(CSRF_HEADER)
     if given is None:

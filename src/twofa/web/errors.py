@@ -9,6 +9,7 @@ import urllib.parse
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from twofa.methods.registry import UnknownMethod
 from twofa.services.duo_push import DuoDown, SecondFactorError
 from twofa.web.admin.guard import AdminOnly
 from twofa.web.context import CsrfError, SignInRequired
@@ -57,6 +58,10 @@ async def second_factor_refused(request: Request, exc: Exception) -> Response:
     return problem(request, status, exc.message)
 
 
+async def unknown_method(request: Request, exc: Exception) -> Response:
+    return problem(request, 404, "There is no such sign-in method on this server.")
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(request, 500, "Something went wrong on our side. Please try again.")
@@ -67,4 +72,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(CsrfError, csrf_failed)
     app.add_exception_handler(AdminOnly, admin_only)
     app.add_exception_handler(SecondFactorError, second_factor_refused)
+    app.add_exception_handler(UnknownMethod, unknown_method)
     app.add_exception_handler(Exception, unexpected)

@@ -13,6 +13,7 @@ import segno
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from twofa.methods.registry import DUO_PUSH
 from twofa.services.duo_push import (
     Completion,
     DuoPushService,
@@ -42,10 +43,16 @@ async def duo_of(request: Request) -> DuoPushService:
     return duo
 
 
+def method_url(code: str) -> str:
+    """Where a user verifies with `code`."""
+    return "/2fa/validate" if code == DUO_PUSH else f"/2fa/m/{code}"
+
+
 def landing_after(completion: Completion) -> str:
-    """Where a finished second factor leads. The backup-method step (issue 5) goes here: after
-    `completion.enrolled_now`, a required backup method is set up before the user goes on."""
-    return completion.session.next_url
+    """Where a finished second factor leads: `/2fa/after` decides whether the backup-method
+    step comes first (always while a required one is missing, once after a first enrolment
+    when it is optional), then sends the user where they were going."""
+    return "/2fa/after?new=1" if completion.enrolled_now else "/2fa/after"
 
 
 def completed(request: Request, completion: Completion) -> RedirectResponse:
@@ -71,17 +78,28 @@ def activation_qr_svg(activation_code: str) -> str:
 
 @router.get("")
 async def second_factor_start(request: Request) -> Response:
+    """Validation with the user's default method, or the set-up of the admin's first method
+    for a user who has none yet."""
     session = await session_at(request, Level.PASSWORD)
-    duo = await duo_of(request)
-    if await duo.is_configured(session):
-        return RedirectResponse("/2fa/validate", status_code=303)
-    grace = await gateway_of(request).grace.status(session)
+    gateway = gateway_of(request)
+    assert session.user_id is not None
+    usable = await gateway.access.usable_methods(session.user_id)
+    if usable:
+        return RedirectResponse(method_url(usable[0]), status_code=303)
+    first = (await gateway.console.two_factor()).first_method
+    if first == DUO_PUSH:
+        await duo_of(request)  # fails closed, with the reason, when Duo is not configured
+    method_title = "Duo Push" if first == DUO_PUSH else gateway.factors.registry.get(first).title
+    grace = await gateway.grace.status(session)
     return render(
         request,
         "setup_intro.html",
         title="Set up two-factor authentication",
         grace=grace,
         csrf_token=session.csrf_token,
+        first_method=first,
+        method_title=method_title,
+        setup_url="/2fa/duo/setup" if first == DUO_PUSH else f"/2fa/m/{first}/enrol",
     )
 
 

@@ -14,7 +14,6 @@ from starlette.responses import RedirectResponse, Response
 
 from twofa.config import FailMode
 from twofa.services.console import (
-    KNOWN_METHODS,
     BackupPolicy,
     ConnectionTest,
     DuoEdit,
@@ -44,7 +43,7 @@ NO_BACKUP_METHOD_YET: Final = (
     "No backup method is available yet (they arrive with the authenticator app, backup codes "
     "and the other methods), so Backup Method must stay “None” for now."
 )
-# Every second factor the product plans; those in KNOWN_METHODS can be chosen today.
+# Every second factor the product has; those this gateway registered can be chosen.
 METHOD_LABELS: Final = {
     "duo_push": "Duo Push Notification",
     "totp": "Authenticator app (TOTP)",
@@ -64,8 +63,8 @@ class MethodChoice:
     available: bool
 
 
-def method_choices(codes: tuple[str, ...]) -> list[MethodChoice]:
-    return [MethodChoice(code, METHOD_LABELS[code], code in KNOWN_METHODS) for code in codes]
+def method_choices(codes: tuple[str, ...], offered: tuple[str, ...]) -> list[MethodChoice]:
+    return [MethodChoice(code, METHOD_LABELS[code], code in offered) for code in codes]
 
 
 @dataclass(frozen=True)
@@ -316,7 +315,8 @@ def _two_factor_page(
     problems: dict[str, str] | None = None,
     notice: str | None = None,
 ) -> Response:
-    backup_choices = method_choices(BACKUP_CANDIDATES)
+    offered = gateway_of(request).console.offered_methods
+    backup_choices = method_choices(BACKUP_CANDIDATES, offered)
     problems = dict(problems or {})
     if "backup_methods" in problems and not any(c.available for c in backup_choices):
         problems["backup_methods"] = f"{problems['backup_methods']}. {NO_BACKUP_METHOD_YET}"
@@ -331,7 +331,7 @@ def _two_factor_page(
         form=form,
         problems=problems,
         notice=notice,
-        method_choices=method_choices(tuple(METHOD_LABELS)),
+        method_choices=method_choices(tuple(METHOD_LABELS), offered),
         backup_choices=backup_choices,
         no_backup_method_yet=NO_BACKUP_METHOD_YET,
     )

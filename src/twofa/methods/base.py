@@ -1,0 +1,176 @@
+"""The one protocol every locally verified second factor implements (TOTP, backup codes,
+e-mail codes, security questions, security keys), and the values that cross it.
+
+Methods compute, services persist: a method never touches the database. It gets what the
+service loaded (the user's credentials, secrets already opened) and returns what should be
+stored (a new credential, a new state, an item to mark used); the service applies that in the
+transaction that consumes the challenge. Duo Push talks to Duo and has its own service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol
+
+from twofa.errors import TwofaError
+
+
+class MethodKind(Enum):
+    CODE = "code"  # the user types a code (TOTP, backup code, e-mail code)
+    ANSWERS = "answers"  # the user answers questions
+    WEBAUTHN = "webauthn"  # the browser asks an authenticator
+
+
+class ResponseRejected(TwofaError):
+    """The response does not prove the factor. `reason` is for the audit log only: the
+    user always sees the same message, whatever went wrong."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class EnrolmentRefused(TwofaError):
+    """An enrolment form the user must correct; `message` is shown to them as is."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class MethodUser:
+    user_id: int
+    username: str
+    display_name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """One hashed part of a credential (a backup code, a security answer)."""
+
+    id: int
+    slot: str
+    digest: str
+    used: bool
+
+
+@dataclass(frozen=True)
+class StoredCredential:
+    """A credential as the service loaded it; `secret` is already opened (unsealed)."""
+
+    id: int
+    label: str
+    secret: str | None
+    state: Mapping[str, Any]
+    version: int
+    items: tuple[StoredItem, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewItem:
+    slot: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class NewCredential:
+    """What a finished enrolment stores; the service seals `secret`."""
+
+    label: str
+    secret: str | None = None
+    state: Mapping[str, Any] = field(default_factory=dict)
+    items: tuple[NewItem, ...] = ()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message the service must send for the method (an e-mail code)."""
+
+    to: str
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Draft:
+    """An enrolment in progress. `show` goes to the page; `keep` and `secret` stay on the
+    server (the service seals `secret`) until the user confirms. `show` and `keep` must be
+    JSON values: they are stored with the challenge."""
+
+    show: Mapping[str, Any]
+    keep: Mapping[str, Any] = field(default_factory=dict)
+    secret: str | None = None
+    delivery: Delivery | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A started challenge: `show` goes to the page, `keep` stays on the server for verify."""
+
+    show: Mapping[str, Any]
+    keep: Mapping[str, Any] = field(default_factory=dict)
+    delivery: Delivery | None = None
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A response that proves the factor, and what that changes: the credential's new state
+    (applied only if nobody changed it meanwhile) and/or a single-use item to mark used."""
+
+    credential_id: int
+    state: Mapping[str, Any] | None = None
+    use_item: int | None = None
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """Who is enrolling or verifying, when, and the admin's options for this method (from
+    the console; empty when the admin set none)."""
+
+    user: MethodUser
+    now: datetime
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Method(Protocol):
+    code: str
+    title: str  # what users see in lists: "Authenticator app"
+    kind: MethodKind
+    many_per_user: bool  # several security keys; one of everything else
+    challenge_seconds: int  # how long a started challenge may be answered
+
+    async def begin_enrollment(self, context: MethodContext) -> Draft: ...
+
+    async def finish_enrollment(
+        self,
+        context: MethodContext,
+        keep: Mapping[str, Any],
+        secret: str | None,
+        response: Mapping[str, str],
+    ) -> NewCredential:
+        """Raises `EnrolmentRefused` (user can correct) or `ResponseRejected`."""
+        ...
+
+    async def start(
+        self, context: MethodContext, credentials: Sequence[StoredCredential]
+    ) -> Prompt: ...
+
+    async def verify(
+        self,
+        context: MethodContext,
+        keep: Mapping[str, Any],
+        credentials: Sequence[StoredCredential],
+        response: Mapping[str, str],
+    ) -> Verified:
+        """Raises `ResponseRejected` for anything that does not prove the factor."""
+        ...
+
+
+def normalise_code(raw: str) -> str:
+    """Codes as people type them: spaces and dashes ignored, letters upper-cased."""
+    return "".join(ch for ch in raw if ch not in " -\t").upper()

@@ -1,0 +1,95 @@
+"""Loads a user's credentials for a method (secrets opened) and stores what methods return:
+new credentials (secrets sealed, items hashed by the method) and verified state changes,
+each change applied at most once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twofa.methods.base import NewCredential, StoredCredential, StoredItem, Verified
+from twofa.security.sealing import Sealer
+from twofa.storage.credentials import CredentialItems, Credentials
+from twofa.storage.tables import CredentialItemRow, CredentialRow
+
+SECRET_PURPOSE: Final = "credential.secret"  # noqa: S105 (an AAD label, not a secret)
+DRAFT_PURPOSE: Final = "challenge.draft"
+
+
+async def load(
+    db: AsyncSession, sealer: Sealer, user_id: int, method: str
+) -> list[StoredCredential]:
+    rows = await Credentials(db).of_user(user_id, method)
+    items = await CredentialItems(db).of_credentials([row.id for row in rows])
+    by_credential: dict[int, list[StoredItem]] = {}
+    for item in items:
+        by_credential.setdefault(item.credential_id, []).append(
+            StoredItem(item.id, item.slot, item.digest, item.used_at is not None)
+        )
+    return [
+        StoredCredential(
+            id=row.id,
+            label=row.label,
+            secret=sealer.open(row.secret_sealed, _purpose(row.id)) if row.secret_sealed else None,
+            state=dict(row.state or {}),
+            version=row.version,
+            items=tuple(by_credential.get(row.id, ())),
+        )
+        for row in rows
+    ]
+
+
+def _purpose(credential_id: int) -> str:
+    """The sealed secret is bound to its row: copied into another row it does not open."""
+    return f"{SECRET_PURPOSE}:{credential_id}"
+
+
+async def store(
+    db: AsyncSession,
+    sealer: Sealer,
+    user_id: int,
+    method: str,
+    credential: NewCredential,
+    now: datetime,
+) -> int:
+    row = CredentialRow(
+        user_id=user_id,
+        method=method,
+        label=credential.label[:100],
+        state=dict(credential.state),
+        version=1,
+        created_at=now,
+    )
+    repo = Credentials(db)
+    repo.add(row)
+    await repo.flush()  # the id seals the secret to this row
+    if credential.secret is not None:
+        row.secret_sealed = sealer.seal(credential.secret, _purpose(row.id))
+    items = CredentialItems(db)
+    for item in credential.items:
+        items.add(CredentialItemRow(credential_id=row.id, slot=item.slot, digest=item.digest))
+    return row.id
+
+
+async def apply(
+    db: AsyncSession, verified: Verified, credentials: Sequence[StoredCredential], now: datetime
+) -> bool:
+    """Applies a verification's changes; False when a racing verification got there first
+    (the item was already used, or the credential changed since it was read)."""
+    credential = next((c for c in credentials if c.id == verified.credential_id), None)
+    if credential is None:
+        return False
+    if verified.use_item is not None:
+        if verified.use_item not in {item.id for item in credential.items}:
+            return False
+        if not await CredentialItems(db).use(verified.use_item, now):
+            return False
+    if verified.state is not None:
+        return await Credentials(db).apply_state(
+            credential.id, credential.version, dict(verified.state), now
+        )
+    await Credentials(db).touch(credential.id, now)
+    return True
