@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
 from typing import Any, Final
@@ -42,6 +43,30 @@ class FailMode(Enum):
     SAFE = "safe"
 
 
+class DuoFactor(Enum):
+    """How Duo may check a user, as the admin allows it. Phone calls and SMS cost Duo
+    telephony credits; `passcode` is a code from Duo Mobile (or a hardware token)."""
+
+    PUSH = "push"
+    PHONE = "phone"
+    SMS = "sms"
+    PASSCODE = "passcode"
+
+
+DEFAULT_DUO_FACTORS: Final = (DuoFactor.PUSH, DuoFactor.PASSCODE)
+
+
+def duo_factors_problem(factors: Iterable[DuoFactor]) -> str | None:
+    """Why this set of allowed factors cannot work, or None. A phone activated on twofa's
+    set-up page has no number: it can only push and show passcodes."""
+    if not set(factors) & {DuoFactor.PUSH, DuoFactor.PASSCODE}:
+        return (
+            "allow Duo Push or Duo Mobile passcodes too: "
+            "phones activated in twofa can only do those"
+        )
+    return None
+
+
 class DuoSettings(BaseModel):
     """The Duo Auth API application; empty keys mean Duo Push is not configured yet."""
 
@@ -55,6 +80,7 @@ class DuoSettings(BaseModel):
     push_type: str = "Login request"
     application_name: str = "twofa"
     pushes_per_minute: int = Field(default=3, ge=1, le=60)
+    allowed_factors: tuple[DuoFactor, ...] = DEFAULT_DUO_FACTORS
     timeout_s: float = Field(default=10.0, gt=0)
     long_poll_s: float = Field(default=25.0, gt=0)
 
@@ -64,6 +90,22 @@ class DuoSettings(BaseModel):
         if value:
             DuoEndpoint.parse(value)  # raises InvalidEndpoint (a ValueError) with the reason
         return value
+
+    @field_validator("allowed_factors", mode="before")
+    @classmethod
+    def _factors_from_text(cls, value: object) -> object:
+        # From the environment the list arrives as one string: TWOFA_DUO__ALLOWED_FACTORS=push,sms
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_factors")
+    @classmethod
+    def _workable_factors(cls, value: tuple[DuoFactor, ...]) -> tuple[DuoFactor, ...]:
+        problem = duo_factors_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return tuple(factor for factor in DuoFactor if factor in value)  # one order, no repeats
 
     @property
     def configured(self) -> bool:
