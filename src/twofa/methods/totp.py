@@ -40,7 +40,7 @@ def new_secret() -> str:
     return base64.b32encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii").rstrip("=")
 
 
-def _key(secret_b32: str) -> bytes:
+def secret_bytes(secret_b32: str) -> bytes:
     padded = secret_b32.upper() + "=" * (-len(secret_b32) % 8)
     return base64.b32decode(padded, casefold=True)
 
@@ -75,9 +75,9 @@ def verify(
 ) -> TotpMatch | None:
     """The matching step within ±`window` steps of now that is newer than `last_used_step`."""
     code = code.strip().replace(" ", "")
-    if len(code) != DIGITS or not code.isdigit():
+    if len(code) != DIGITS or not (code.isascii() and code.isdigit()):
         return None
-    key = _key(secret_b32)
+    key = secret_bytes(secret_b32)
     current = time_step(now)
     for step in range(current - window, current + window + 1):
         if last_used_step is not None and step <= last_used_step:

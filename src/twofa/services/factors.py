@@ -11,6 +11,7 @@ add an attacker's authenticator.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -107,6 +108,7 @@ class FactorService:
 
     async def begin_enrolment(self, session: SessionView, code: str, client: ClientInfo) -> Started:
         method, user = await self._access.may_enrol(session, code)
+        await self._refuse_during_cooldown(method, user)
         context = await self._context(user, code)
         draft = await method.begin_enrollment(context)
         if draft.delivery is not None:
@@ -199,6 +201,7 @@ class FactorService:
             credentials = await credential_store.load(db, self._sealer, user.id, code)
         if not credentials:
             raise SecondFactorError(f"You have not set up {method.title.lower()}.")
+        await self._refuse_during_cooldown(method, user)
         prompt = await method.start(await self._context(user, code), credentials)
         if prompt.delivery is not None:
             await self._deliver(prompt.delivery, user, code, client)
@@ -352,6 +355,20 @@ class FactorService:
                     method=code,
                 )
             raise
+
+    async def _refuse_during_cooldown(self, method: Method, user: UserRow) -> None:
+        """Methods that send something (an e-mail code) declare `resend_cooldown_seconds`:
+        a new challenge so soon after the last one is refused, so nobody can flood a mailbox."""
+        cooldown = int(getattr(method, "resend_cooldown_seconds", 0))
+        if cooldown <= 0:
+            return
+        now = self._clock.now()
+        async with self._db.begin() as db:
+            last = await Challenges(db).latest_created(user.id, method.code)
+        if last is not None and (wait := cooldown - (now - last).total_seconds()) > 0:
+            raise SecondFactorError(
+                f"Wait {math.ceil(wait)} seconds before asking for another code."
+            )
 
     async def _refuse_if_locked(self, user: UserRow, code: str, client: ClientInfo) -> None:
         async with self._db.begin() as db:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, select, update
@@ -164,6 +164,14 @@ class Challenges:
             ChallengeRow.created_at >= since,
         )
         return int(await self._db.scalar(query) or 0)
+
+    async def latest_created(self, user_id: int, method: str) -> datetime | None:
+        query = select(func.max(ChallengeRow.created_at)).where(
+            ChallengeRow.user_id == user_id, ChallengeRow.method == method
+        )
+        value = await self._db.scalar(query)
+        # SQLite hands back a naive datetime from an aggregate: it is UTC like every column.
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     async def set_status(self, challenge_id: str, status: str) -> None:
         await self._db.execute(

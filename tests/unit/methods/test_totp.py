@@ -73,3 +73,12 @@ def test_secrets_are_random_base32_and_the_uri_names_the_issuer() -> None:
     assert uri.startswith("otpauth://totp/twofa%3Aalice?")
     assert f"secret={first}" in uri
     assert "issuer=twofa" in uri
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["\uff11\uff12\uff13\uff14\uff15\uff16", "\u0661\u0662\u0663\u0664\u0665\u0666", "12345\uff16"],
+)
+def test_non_ascii_digits_are_refused_not_crashed_on(code: str) -> None:
+    secret = new_secret()
+    assert verify(secret, code, NOW, None) is None

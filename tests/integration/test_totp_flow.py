@@ -1,0 +1,222 @@
+"""The authenticator app over real HTTP: set-up as the first method, sign-in with it, a code
+used once, codes typed with spaces, per-method lock-out, and My 2FA's rules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from html import unescape
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import RunningSimulator
+from tests.support.authenticator_totp import code_at, secret_from_page
+from tests.support.databases import postgres_database, sqlite_database
+from tests.support.gateway import csrf_from, running_gateway, sign_in
+from tests.support.two_factor import allow_methods
+
+WRONG = "That code didn't work. Check it and try again."
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def browser(
+    request: pytest.FixtureRequest, tmp_path: Path, simulator: RunningSimulator
+) -> AsyncIterator[httpx.AsyncClient]:
+    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
+    async with (
+        factory as url,
+        running_gateway(url, simulator) as (base_url, settings),
+        httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+    ):
+        await allow_methods(settings, ("totp", "duo_push"), first_method="totp")
+        yield client
+
+
+def challenge_from(html: str) -> str:
+    marker = 'name="challenge" value="'
+    assert marker in html, "no challenge on the page"
+    return html.split(marker, 1)[1].split('"', 1)[0]
+
+
+async def post_code(client: httpx.AsyncClient, url: str, code: str) -> httpx.Response:
+    page = await client.get(url)
+    assert page.status_code == 200, page.text
+    return await client.post(
+        url,
+        data={
+            "csrf_token": csrf_from(page.text),
+            "challenge": challenge_from(page.text),
+            "code": code,
+        },
+    )
+
+
+async def enrol_alice(client: httpx.AsyncClient) -> str:
+    """Signs alice in, sets up the app, returns its secret. She ends signed in."""
+    assert (await sign_in(client, "alice")).headers["location"] == "/2fa"
+    intro = await client.get("/2fa")
+    assert "authenticator app" in intro.text
+    assert 'href="/2fa/m/totp/enrol"' in intro.text
+    page = await client.get("/2fa/m/totp/enrol")
+    secret = secret_from_page(page.text)
+    assert "<svg" in page.text  # the QR code
+    answer = await client.post(
+        "/2fa/m/totp/enrol",
+        data={
+            "csrf_token": csrf_from(page.text),
+            "challenge": challenge_from(page.text),
+            "code": code_at(secret),
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/2fa/after?new=1"
+    assert (await client.get("/2fa/after?new=1")).headers["location"] == "/"
+    return secret
+
+
+async def sign_out(client: httpx.AsyncClient) -> None:
+    home = await client.get("/")
+    await client.post("/logout", data={"csrf_token": csrf_from(home.text)})
+
+
+async def test_first_sign_in_sets_up_the_app_and_signs_in(browser: httpx.AsyncClient) -> None:
+    await enrol_alice(browser)
+
+    home = await browser.get("/")
+    assert home.status_code == 200
+    assert "Alice Liddell" in home.text
+
+
+async def test_later_sign_in_asks_for_a_code_and_accepts_it_once(
+    browser: httpx.AsyncClient,
+) -> None:
+    secret = await enrol_alice(browser)
+    await sign_out(browser)
+    await sign_in(browser, "alice")
+
+    assert (await browser.get("/2fa")).headers["location"] == "/2fa/m/totp"
+    code = code_at(secret, +1)  # the enrolment used this step; the next one is still valid
+    accepted = await post_code(browser, "/2fa/m/totp", code)
+    assert accepted.status_code == 303
+    assert accepted.headers["location"] == "/2fa/after"
+
+    await sign_out(browser)
+    await sign_in(browser, "alice")
+    replayed = await post_code(browser, "/2fa/m/totp", code)
+    assert replayed.status_code == 401
+    assert WRONG in unescape(replayed.text)
+
+
+async def test_the_enrolment_code_cannot_sign_in_again(browser: httpx.AsyncClient) -> None:
+    secret = await enrol_alice(browser)
+    await sign_out(browser)
+    await sign_in(browser, "alice")
+
+    # the step used to confirm set-up, and every earlier one, are spent
+    for offset in (0, -1):
+        answer = await post_code(browser, "/2fa/m/totp", code_at(secret, offset))
+        assert answer.status_code == 401
+        assert WRONG in unescape(answer.text)
+
+
+@pytest.mark.parametrize("typed", ["{a} {b}", "{a}-{b}", " {a}{b} "])
+async def test_codes_typed_with_spaces_or_dashes_are_accepted(
+    browser: httpx.AsyncClient, typed: str
+) -> None:
+    secret = await enrol_alice(browser)
+    await sign_out(browser)
+    await sign_in(browser, "alice")
+    code = code_at(secret, +1)
+
+    answer = await post_code(browser, "/2fa/m/totp", typed.format(a=code[:3], b=code[3:]))
+    assert answer.status_code == 303
+
+
+@pytest.mark.parametrize(
+    "junk", ["", "12345", "1234567", "abcdef", "\uff11\uff12\uff13\uff14\uff15\uff16", "0" * 400]
+)
+async def test_malformed_codes_get_the_plain_message(browser: httpx.AsyncClient, junk: str) -> None:
+    await enrol_alice(browser)
+    await sign_out(browser)
+    await sign_in(browser, "alice")
+
+    answer = await post_code(browser, "/2fa/m/totp", junk)
+    assert answer.status_code == 401
+    assert WRONG in unescape(answer.text)
+
+
+async def test_five_wrong_codes_lock_the_method(browser: httpx.AsyncClient) -> None:
+    secret = await enrol_alice(browser)
+    await sign_out(browser)
+    await sign_in(browser, "alice")
+    for _ in range(5):
+        await post_code(browser, "/2fa/m/totp", "000000")
+
+    locked = await browser.get("/2fa/m/totp")
+    assert locked.status_code == 400
+    assert "Too many failed attempts" in locked.text
+    # the right code does not help while locked
+    page_less = await browser.post(
+        "/2fa/m/totp",
+        data={"csrf_token": "x", "challenge": "x", "code": code_at(secret, +1)},
+    )
+    assert page_less.status_code in (400, 403)
+
+
+async def test_a_challenge_from_another_session_is_refused(browser: httpx.AsyncClient) -> None:
+    secret = await enrol_alice(browser)
+    await sign_out(browser)
+    await sign_in(browser, "alice")
+    page = await browser.get("/2fa/m/totp")
+    stolen_challenge = challenge_from(page.text)
+
+    async with httpx.AsyncClient(base_url=str(browser.base_url), timeout=30) as other:
+        await sign_in(other, "alice")
+        other_page = await other.get("/2fa/m/totp")
+        answer = await other.post(
+            "/2fa/m/totp",
+            data={
+                "csrf_token": csrf_from(other_page.text),
+                "challenge": stolen_challenge,
+                "code": code_at(secret, +1),
+            },
+        )
+    assert answer.status_code == 400
+    assert "expired or was already used" in answer.text
+
+
+async def test_my_2fa_refuses_to_remove_the_only_required_method(
+    browser: httpx.AsyncClient,
+) -> None:
+    await enrol_alice(browser)
+    page = await browser.get("/my-2fa")
+    assert "Authenticator app" in page.text
+    credential = page.text.split('name="credential" value="', 1)[1].split('"', 1)[0]
+
+    answer = await browser.post(
+        "/my-2fa/remove", data={"csrf_token": csrf_from(page.text), "credential": credential}
+    )
+    assert answer.status_code == 400
+    assert "only second factor" in answer.text
+    assert "Authenticator app" in (await browser.get("/my-2fa")).text
+
+
+async def test_an_unknown_method_is_an_error_not_a_fallback(browser: httpx.AsyncClient) -> None:
+    await sign_in(browser, "alice")
+    answer = await browser.get("/2fa/m/carrier_pigeon")
+    assert answer.status_code == 404
+    assert "no such sign-in method" in answer.text
+
+
+async def test_a_password_only_session_cannot_enrol_over_an_existing_method(
+    browser: httpx.AsyncClient,
+) -> None:
+    """Someone with alice's password must not add their own authenticator."""
+    await enrol_alice(browser)
+    await sign_out(browser)
+    await sign_in(browser, "alice")
+
+    answer = await browser.get("/2fa/m/totp/enrol")
+    assert answer.status_code == 400
+    assert "Verify it's you with your second factor first" in unescape(answer.text)
