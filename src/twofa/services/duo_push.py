@@ -1,5 +1,5 @@
-"""The Duo Push use cases: first-login set-up, sending a push, following it to an answer, Duo
-passcodes, and failmode when Duo cannot be asked.
+"""The Duo Push use cases: first-login set-up, sending a push, following it (or a phone call)
+to an answer, Duo passcodes, and failmode when Duo cannot be asked.
 
 The server owns each challenge: a row bound to the user, the session and Duo's txid. A push
 answer is accepted only for that row, and only once (a conditional UPDATE).
@@ -8,10 +8,10 @@ answer is accepted only for that row, and only once (a conditional UPDATE).
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,12 +19,24 @@ from twofa.clock import Clock
 from twofa.config import DuoSettings, FailMode
 from twofa.domain.client import ClientInfo
 from twofa.duo import DuoApiError, DuoError, DuoUnavailable
-from twofa.duo.models import AuthResult, Device, EnrollmentStatus, PreauthOutcome, TransactionStatus
+from twofa.duo.models import AuthResult, Device, EnrollmentStatus, PreauthOutcome
 from twofa.errors import TwofaError
 from twofa.methods.duo_push import CODE, DuoPushMethod, PushContext
 from twofa.security.tokens import new_token
 from twofa.services import audit, throttle
 from twofa.services.accounts import lockout_keys
+from twofa.services.duo_factor_rules import (
+    MESSAGES,
+    POLLED_CHALLENGES,
+    FactorOffer,
+    PushState,
+    offer_for,
+    offer_for_new_duo_mobile,
+    pending_message,
+    phone_requests_since,
+    push_state,
+    refusal_message,
+)
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.repositories import Challenges, DuoEnrolments, Users
 from twofa.storage.tables import ChallengeRow, UserRow
@@ -58,25 +70,9 @@ class SetupView:
     kind: SetupKind
     activation_code: str | None = None
     expires_at: datetime | None = None
-    devices: tuple[Device, ...] = ()
+    devices: tuple[Device, ...] = ()  # those that can take a push
     preferred_device: str | None = None
-
-
-class PushState(Enum):
-    PENDING = "pending"
-    ALLOW = "allow"
-    DENY = "deny"
-    FRAUD = "fraud"
-    TIMEOUT = "timeout"
-
-
-MESSAGES = {
-    PushState.PENDING: "Push sent. Approve it in Duo Mobile.",
-    PushState.ALLOW: "Approved. Signing you in…",
-    PushState.DENY: "Login request denied.",
-    PushState.FRAUD: "Login request reported as fraudulent. Your administrator has been told.",
-    PushState.TIMEOUT: "The login request expired before it was answered.",
-}
+    offer: FactorOffer = field(default_factory=FactorOffer)
 
 
 @dataclass(frozen=True)
@@ -95,17 +91,6 @@ class PollResult:
     state: PushState
     message: str
     completion: Completion | None = None
-
-
-def _push_state(status: TransactionStatus, result: AuthResult) -> PushState:
-    if result is AuthResult.WAITING:
-        return PushState.PENDING
-    if result is AuthResult.ALLOW:
-        return PushState.ALLOW
-    return {
-        TransactionStatus.FRAUD: PushState.FRAUD,
-        TransactionStatus.TIMEOUT: PushState.TIMEOUT,
-    }.get(status, PushState.DENY)
 
 
 class DuoPushService:
@@ -127,16 +112,25 @@ class DuoPushService:
     def settings(self) -> DuoSettings:
         return self._settings
 
+    @property
+    def method(self) -> DuoPushMethod:
+        return self._method
+
     async def setup(self, session: SessionView, client: ClientInfo) -> SetupView:
         """What the user must do next; starts (or resumes) a Duo enrolment if needed."""
-        user = await self._user(session)
-        preauth = await self._ask_duo(self._method.preauth(user.username, client.ip), user, client)
+        user = await self.user_of(session)
+        preauth = await self.ask_duo(self._method.preauth(user.username, client.ip), user, client)
+        allowed = self._settings.allowed_factors
+        offer = offer_for(preauth.devices, allowed)
         async with self._db.begin() as db:
             enrolment = await DuoEnrolments(db).get_or_create(user.id)
             preferred = enrolment.preferred_device
-            if preauth.outcome is PreauthOutcome.AUTH and preauth.push_devices:
+            if preauth.outcome is PreauthOutcome.AUTH and offer.anything:
                 return SetupView(
-                    SetupKind.READY, devices=preauth.push_devices, preferred_device=preferred
+                    SetupKind.READY,
+                    devices=preauth.push_devices if offer.push else (),
+                    preferred_device=preferred,
+                    offer=offer,
                 )
             if preauth.outcome in (PreauthOutcome.ALLOW, PreauthOutcome.DENY):
                 kind = (
@@ -160,9 +154,12 @@ class DuoPushService:
                 and enrolment.activation_expires_at > now
             ):
                 return SetupView(
-                    SetupKind.ACTIVATE, enrolment.activation_code, enrolment.activation_expires_at
+                    SetupKind.ACTIVATE,
+                    enrolment.activation_code,
+                    enrolment.activation_expires_at,
+                    offer=offer_for_new_duo_mobile(allowed),
                 )
-        enrollment = await self._ask_duo(self._method.begin_enrollment(user.username), user, client)
+        enrollment = await self.ask_duo(self._method.begin_enrollment(user.username), user, client)
         async with self._db.begin() as db:
             enrolment = await DuoEnrolments(db).get_or_create(user.id)
             enrolment.duo_user_id = enrollment.user_id
@@ -173,41 +170,58 @@ class DuoPushService:
                 db, self._clock, "duo_enrol", "started", username=user.username, client=client
             )
             return SetupView(
-                SetupKind.ACTIVATE, enrollment.activation_code, enrolment.activation_expires_at
+                SetupKind.ACTIVATE,
+                enrollment.activation_code,
+                enrolment.activation_expires_at,
+                offer=offer_for_new_duo_mobile(allowed),
             )
 
     async def activation_status(self, session: SessionView, client: ClientInfo) -> EnrollmentStatus:
-        user = await self._user(session)
+        user = await self.user_of(session)
         async with self._db.begin() as db:
             enrolment = await DuoEnrolments(db).get(user.id)
         if enrolment is None or not enrolment.duo_user_id or not enrolment.activation_code:
             return EnrollmentStatus.INVALID
         check = self._method.enrollment_status(enrolment.duo_user_id, enrolment.activation_code)
-        return await self._ask_duo(check, user, client)
+        return await self.ask_duo(check, user, client)
 
     async def send_push(
         self, session: SessionView, client: ClientInfo, device: str = "auto"
     ) -> str:
         """Starts a push and returns the challenge id the page polls. Rate-limited per user."""
-        user = await self._user(session)
-        now = self._clock.now()
-        async with self._db.begin() as db:
-            recent = await Challenges(db).count_since(user.id, CODE, now - timedelta(minutes=1))
-            limited = recent >= self._settings.pushes_per_minute
-            if limited:
-                audit.record(
-                    db,
-                    self._clock,
-                    "duo_push",
-                    "rate_limited",
-                    username=user.username,
-                    client=client,
-                )
-        if limited:  # raised after the commit, so the audit record stays
-            raise SecondFactorError("Too many push requests. Wait a minute, then try again.")
+        user = await self.user_of(session)
+        await self.limit_phone_requests(
+            user, client, CODE, "Too many push requests. Wait a minute, then try again."
+        )
         context = PushContext(user.username, user.display_name, client.ip, device or "auto")
-        txid = await self._ask_duo(self._method.start(context), user, client)
-        challenge_id = new_token()
+        txid = await self.ask_duo(self._method.start(context), user, client)
+        return await self.open_challenge(session, user, client, CODE, txid, context.device)
+
+    async def limit_phone_requests(
+        self, user: UserRow, client: ClientInfo, kind: str, message: str
+    ) -> None:
+        """Refuses (and audits) a push, call or text beyond the per-minute limit they share."""
+        since = self._clock.now() - timedelta(minutes=1)
+        async with self._db.begin() as db:
+            recent = await phone_requests_since(db, user.id, since)
+        if recent >= self._settings.pushes_per_minute:
+            await self.audit_event(user, client, kind, "rate_limited")
+            raise SecondFactorError(message)
+
+    async def open_challenge(
+        self,
+        session: SessionView,
+        user: UserRow,
+        client: ClientInfo,
+        kind: str,
+        txid: str | None,
+        device: str,
+        *,
+        status: str = "pending",
+    ) -> str:
+        """Records what was sent to the phone as a challenge row of `kind` bound to this
+        session (a push or call with Duo's txid, followed by `poll`; a text only counts)."""
+        challenge_id, now = new_token(), self._clock.now()
         async with self._db.begin() as db:
             purpose = "enrol" if not await self._configured(db, user.id) else "validate"
             Challenges(db).add(
@@ -215,10 +229,10 @@ class DuoPushService:
                     id=challenge_id,
                     user_id=user.id,
                     session_id=session.id,
-                    method=CODE,
+                    method=kind,
                     purpose=purpose,
                     external_id=txid,
-                    status="pending",
+                    status=status,
                     created_at=now,
                     expires_at=now + PUSH_LIFETIME,
                 )
@@ -226,11 +240,11 @@ class DuoPushService:
             audit.record(
                 db,
                 self._clock,
-                "duo_push",
+                kind,
                 "sent",
                 username=user.username,
                 client=client,
-                device=context.device,
+                device=device,
                 purpose=purpose,
             )
         return challenge_id
@@ -238,12 +252,13 @@ class DuoPushService:
     async def poll(
         self, session: SessionView, challenge_id: str, client: ClientInfo, device: str | None = None
     ) -> PollResult:
-        """One long-poll of Duo for this challenge; on approval, the signed-in session."""
-        user = await self._user(session)
+        """One long-poll of Duo for this push or call; on approval, the signed-in session."""
+        user = await self.user_of(session)
         async with self._db.begin() as db:
             challenge = await Challenges(db).get(challenge_id)
         if (
             challenge is None
+            or challenge.method not in POLLED_CHALLENGES
             or challenge.user_id != user.id
             or challenge.session_id != session.id
             or challenge.consumed_at is not None
@@ -254,16 +269,20 @@ class DuoPushService:
         if challenge.status != "pending":
             state = PushState(challenge.status)
             return PollResult(state, MESSAGES[state])
-        outcome = await self._ask_duo(self._method.poll(str(challenge.external_id)), user, client)
-        state = _push_state(outcome.status, outcome.result)
+        outcome = await self.ask_duo(self._method.poll(str(challenge.external_id)), user, client)
+        state = push_state(outcome.status, outcome.result)
         if state is PushState.PENDING:
-            return PollResult(state, MESSAGES[state])
+            return PollResult(state, pending_message(challenge.method))
         if state is not PushState.ALLOW:
             async with self._db.begin() as db:
                 await Challenges(db).set_status(challenge.id, state.value)
-                kind = "fraud" if state is PushState.FRAUD else state.value
                 audit.record(
-                    db, self._clock, "duo_push", kind, username=user.username, client=client
+                    db,
+                    self._clock,
+                    challenge.method,
+                    state.value,
+                    username=user.username,
+                    client=client,
                 )
             return PollResult(state, MESSAGES[state])
         completion = await self._complete(session, challenge, user, client, device)
@@ -272,7 +291,7 @@ class DuoPushService:
     async def verify_passcode(
         self, session: SessionView, passcode: str, client: ClientInfo
     ) -> Completion:
-        user = await self._user(session)
+        user = await self.user_of(session)
         key, now = lockout_keys(user.username)[1], self._clock.now()
         passcode = passcode.strip()
         async with self._db.begin() as db:
@@ -281,7 +300,7 @@ class DuoPushService:
         if not passcode.isdigit() or not 6 <= len(passcode) <= 10:
             outcome_ok = False
         else:
-            outcome = await self._ask_duo(
+            outcome = await self.ask_duo(
                 self._method.verify_passcode(user.username, passcode, client.ip), user, client
             )
             outcome_ok = outcome.result is AuthResult.ALLOW
@@ -307,14 +326,14 @@ class DuoPushService:
 
     async def bypass(self, session: SessionView, client: ClientInfo, reason: str) -> Completion:
         """Signs in without a second factor: Duo said allow, or failmode safe."""
-        user = await self._user(session)
+        user = await self.user_of(session)
         async with self._db.begin() as db:
             return await self._sign_in(
                 db, session, user, client, ("second_factor", "bypassed"), False, reason=reason
             )
 
     async def is_configured(self, session: SessionView) -> bool:
-        user = await self._user(session)
+        user = await self.user_of(session)
         async with self._db.begin() as db:
             return await self._configured(db, user.id)
 
@@ -337,7 +356,7 @@ class DuoPushService:
                 session,
                 user,
                 client,
-                ("duo_push", "allow"),
+                (challenge.method, "allow"),
                 enrolled_now,
                 purpose=challenge.purpose,
             )
@@ -354,8 +373,10 @@ class DuoPushService:
     ) -> Completion:
         """Replaces the pending session by a signed-in one and audits why, in `db`'s
         transaction (the same one that consumed the challenge, if any)."""
-        token, view = await self._sessions.promote(db, session, user.id, Level.SIGNED_IN, client)
         kind, outcome = event
+        token, view = await self._sessions.promote(
+            db, session, user.id, Level.SIGNED_IN, client, second_factor=outcome == "allow"
+        )
         audit.record(
             db, self._clock, kind, outcome, username=user.username, client=client, **detail
         )
@@ -376,7 +397,8 @@ class DuoPushService:
         enrolment = await DuoEnrolments(db).get(user_id)
         return enrolment is not None and enrolment.configured_at is not None
 
-    async def _user(self, session: SessionView) -> UserRow:
+    async def user_of(self, session: SessionView) -> UserRow:
+        """The user of a session that passed the password and waits for a second factor."""
         if session.user_id is None or session.level is not Level.PASSWORD:
             raise SecondFactorError("Your sign-in has expired. Please sign in again.")
         async with self._db.begin() as db:
@@ -385,7 +407,7 @@ class DuoPushService:
             raise SecondFactorError("Your sign-in has expired. Please sign in again.")
         return user
 
-    async def _ask_duo(self, call: Awaitable[T], user: UserRow, client: ClientInfo) -> T:
+    async def ask_duo(self, call: Awaitable[T], user: UserRow, client: ClientInfo) -> T:
         """Awaits a Duo call and turns Duo's failures into failmode or a plain message."""
         try:
             return await call
@@ -396,7 +418,7 @@ class DuoPushService:
                 and not exc.is_bad_credentials
             ):
                 await self._audit_duo_error(user, client, exc)
-                raise SecondFactorError(_refusal_message(exc)) from exc
+                raise SecondFactorError(refusal_message(exc)) from exc
             await self._audit_failmode(user, client, exc)
             if self._settings.failmode is FailMode.SAFE:
                 raise FailOpen(str(exc)) from exc
@@ -406,38 +428,21 @@ class DuoPushService:
             ) from exc
 
     async def _audit_failmode(self, user: UserRow, client: ClientInfo, exc: DuoError) -> None:
-        async with self._db.begin() as db:
-            audit.record(
-                db,
-                self._clock,
-                "failmode",
-                self._settings.failmode.value,
-                username=user.username,
-                client=client,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+        error = f"{type(exc).__name__}: {exc}"
+        await self.audit_event(user, client, "failmode", self._settings.failmode.value, error=error)
 
     async def _audit_duo_error(self, user: UserRow, client: ClientInfo, exc: DuoApiError) -> None:
+        await self.audit_event(user, client, "duo_error", str(exc.code), error=str(exc))
+
+    async def audit_event(
+        self, user: UserRow, client: ClientInfo, kind: str, outcome: str, **detail: Any
+    ) -> None:
+        """Audits in a transaction of its own (for decisions that change nothing else)."""
         async with self._db.begin() as db:
             audit.record(
-                db,
-                self._clock,
-                "duo_error",
-                str(exc.code),
-                username=user.username,
-                client=client,
-                error=str(exc),
+                db, self._clock, kind, outcome, username=user.username, client=client, **detail
             )
 
 
 class FailOpen(SecondFactorError):
     """Duo could not be asked and failmode is safe: sign in on the password alone."""
-
-
-def _refusal_message(exc: DuoApiError) -> str:
-    if exc.code == 40002 and exc.detail and "username" in exc.detail:
-        return (
-            "Your username already exists in Duo without an activated phone. Ask your "
-            "administrator to remove or activate it in Duo, then try again."
-        )
-    return "Duo refused the request. Your administrator can see the details in the audit log."

@@ -13,7 +13,10 @@ import segno
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from twofa.config import DuoFactor
 from twofa.methods.registry import DUO_PUSH
+from twofa.services.duo_factor_rules import CALLING
+from twofa.services.duo_factors import DuoFactorService, FactorNotAllowed
 from twofa.services.duo_push import (
     Completion,
     DuoPushService,
@@ -154,14 +157,18 @@ async def validate(request: Request) -> Response:
         return setup
     if setup.kind is SetupKind.ACTIVATE:  # Duo no longer knows a device: set up again
         return RedirectResponse("/2fa/duo/setup", status_code=303)
+    # Back from "Text Me Passcodes": show the passcode field, and no push over it.
+    sms_sent = request.query_params.get("sms") == "sent" and bool(setup.offer.sms)
+    autopush = (await duo_of(request)).settings.autopush and setup.offer.push and not sms_sent
     return render(
         request,
         "validate.html",
         title="Verify it's you",
         setup=setup,
         csrf_token=session.csrf_token,
-        autopush=(await duo_of(request)).settings.autopush,
+        autopush=autopush,
         activated=True,
+        sms_sent=sms_sent,
     )
 
 
@@ -176,27 +183,48 @@ async def activation_status(request: Request) -> Response:
     return JSONResponse({"status": status.value})
 
 
-@router.post("/duo/push")
-async def send_push(request: Request) -> Response:
+async def _start_out_of_band(request: Request, factor: DuoFactor) -> Response:
+    """Sends a push or has Duo call; the page then polls the challenge the same way."""
     session = await session_at(request, Level.PASSWORD)
-    duo = await duo_of(request)
+    factors = DuoFactorService(await duo_of(request))
     await check_csrf(request, session)
-    form = await request.form()
-    device = str(form.get("device") or "auto")
+    device = str((await request.form()).get("device") or "auto")
     try:
-        challenge = await duo.send_push(session, client_of(request), device)
+        if factor is DuoFactor.PHONE:
+            challenge = await factors.call(session, client_of(request), device)
+        else:
+            challenge = await factors.send_push(session, client_of(request), device)
     except FailOpen:
         completion = await fail_open(request, session)
         response = JSONResponse({"state": "allow", "redirect": landing_after(completion)})
         set_session_cookie(request, response, completion.token)
         return response
-    return JSONResponse(
-        {
-            "challenge": challenge,
-            "state": "pending",
-            "message": "Push sent. Approve it in Duo Mobile.",
-        }
-    )
+    message = CALLING if factor is DuoFactor.PHONE else "Push sent. Approve it in Duo Mobile."
+    return JSONResponse({"challenge": challenge, "state": "pending", "message": message})
+
+
+@router.post("/duo/push")
+async def send_push(request: Request) -> Response:
+    return await _start_out_of_band(request, DuoFactor.PUSH)
+
+
+@router.post("/duo/call")
+async def start_call(request: Request) -> Response:
+    return await _start_out_of_band(request, DuoFactor.PHONE)
+
+
+@router.post("/duo/sms")
+async def text_passcodes(request: Request) -> Response:
+    """A plain form: Duo texts passcodes, then the validation page asks for one."""
+    session = await session_at(request, Level.PASSWORD)
+    factors = DuoFactorService(await duo_of(request))
+    await check_csrf(request, session)
+    device = str((await request.form()).get("device") or "auto")
+    try:
+        await factors.text_passcodes(session, client_of(request), device)
+    except FailOpen:
+        return completed(request, await fail_open(request, session))
+    return RedirectResponse("/2fa/validate?sms=sent", status_code=303)
 
 
 @router.get("/duo/push/{challenge}")
@@ -229,11 +257,13 @@ async def passcode(request: Request) -> Response:
     await check_csrf(request, session)
     form = await request.form()
     try:
-        completion = await duo.verify_passcode(
+        completion = await DuoFactorService(duo).verify_passcode(
             session, str(form.get("passcode", "")), client_of(request)
         )
     except FailOpen:
         completion = await fail_open(request, session)
+    except FactorNotAllowed:
+        raise  # a page of its own: there is no passcode field to show the error under
     except SecondFactorError as exc:
         setup = await duo.setup(session, client_of(request))
         return render(

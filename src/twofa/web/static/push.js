@@ -1,15 +1,32 @@
-// Duo Push on the set-up and validation pages: waits for activation, sends a push when asked
-// (or once on load, with autopush), then polls twofa, which long-polls Duo. After a denial or
-// a timeout it stops and waits for the person to ask again: it never re-sends by itself.
+// Duo Push and Duo phone calls on the set-up and validation pages: waits for activation, sends
+// a push (or has Duo call) when asked, or a push once on load with autopush, then polls twofa,
+// which long-polls Duo. After a denial or a timeout it stops and waits for the person to ask
+// again: it never re-sends by itself.
 "use strict";
 (function () {
   const flow = document.getElementById("duo-flow");
   if (!flow) return;
   const csrf = flow.dataset.csrf;
-  const sendButton = document.getElementById("send-push");
   const status = document.getElementById("push-status");
   const activation = document.getElementById("activation-progress");
-  const deviceSelect = document.getElementById("device");
+  const requests = {
+    push: {
+      button: document.getElementById("send-push"),
+      device: document.getElementById("device"),
+      url: "/2fa/duo/push",
+      starting: "Sending a push to your phone…",
+      waiting: "Push sent. Approve it in Duo Mobile. Waiting",
+      again: "Send another push",
+    },
+    call: {
+      button: document.getElementById("call-me"),
+      device: document.getElementById("call-device"),
+      url: "/2fa/duo/call",
+      starting: "Calling your phone…",
+      waiting: "Calling your phone… Answer it and press 1 to approve. Waiting",
+      again: "Call me again",
+    },
+  };
   let waitingSince = 0;
   let ticker = null;
 
@@ -17,6 +34,12 @@
     if (!element) return;
     element.textContent = text;
     element.className = "progress" + (kind ? " " + kind : "");
+  }
+
+  function buttons(disabled) {
+    for (const request of Object.values(requests)) {
+      if (request.button) request.button.disabled = disabled;
+    }
   }
 
   async function getJson(url, options) {
@@ -38,38 +61,38 @@
 
   function stopTicker() { if (ticker) { clearInterval(ticker); ticker = null; } }
 
-  function finish(body, kind) {
+  function finish(request, body, kind) {
     stopTicker();
     show(status, body.message || "Something went wrong.", kind);
-    sendButton.disabled = false;
-    sendButton.textContent = "Send another push";
+    buttons(false);
+    if (request.button) request.button.textContent = request.again;
   }
 
-  async function follow(challenge) {
-    const device = deviceSelect ? deviceSelect.value : "";
+  async function follow(request, challenge) {
+    const device = request === requests.push && request.device ? request.device.value : "";
     const url = "/2fa/duo/push/" + encodeURIComponent(challenge) + (device ? "?device=" + encodeURIComponent(device) : "");
     for (;;) {
       const body = await getJson(url);
       if (body.state === "pending") { continue; }
       if (body.state === "allow") { stopTicker(); show(status, body.message || "Approved.", "good"); window.location.assign(body.redirect || "/"); return; }
-      finish(body, "bad");
+      finish(request, body, "bad");
       return;
     }
   }
 
-  async function sendPush() {
-    sendButton.disabled = true;
-    show(status, "Sending a push to your phone…");
+  async function send(request) {
+    buttons(true);
+    show(status, request.starting);
     const form = new FormData();
-    form.append("device", deviceSelect ? deviceSelect.value : "auto");
+    form.append("device", request.device ? request.device.value : "auto");
     try {
-      const body = await getJson("/2fa/duo/push", { method: "POST", body: form, headers: { Accept: "application/json", "X-CSRF-Token": csrf } });
+      const body = await getJson(request.url, { method: "POST", body: form, headers: { Accept: "application/json", "X-CSRF-Token": csrf } });
       if (body.state === "allow") { window.location.assign(body.redirect || "/"); return; }
-      if (!body.challenge) { finish(body, "bad"); return; }
-      startTicker("Push sent. Approve it in Duo Mobile. Waiting");
-      await follow(body.challenge);
+      if (!body.challenge) { finish(request, body, "bad"); return; }
+      startTicker(request.waiting);
+      await follow(request, body.challenge);
     } catch (error) {
-      finish({ message: "Lost contact with the server. Check your connection and try again." }, "bad");
+      finish(request, { message: "Lost contact with the server. Check your connection and try again." }, "bad");
     }
   }
 
@@ -78,7 +101,7 @@
       const body = await getJson("/2fa/duo/activation");
       if (body.status === "success") {
         show(activation, "Your phone is activated. Now send yourself a push.", "good");
-        sendButton.disabled = false;
+        buttons(false);
         return;
       }
       if (body.status === "invalid") { show(activation, "The activation code has expired. Reload this page for a new one.", "bad"); return; }
@@ -87,7 +110,9 @@
     }
   }
 
-  sendButton.addEventListener("click", sendPush);
+  for (const request of Object.values(requests)) {
+    if (request.button) request.button.addEventListener("click", function () { send(request); });
+  }
   if (flow.dataset.activated !== "true") { waitForActivation(); }
-  if (flow.dataset.mode === "validate" && flow.dataset.autopush === "true") { sendPush(); }
+  if (flow.dataset.mode === "validate" && flow.dataset.autopush === "true" && requests.push.button) { send(requests.push); }
 })();

@@ -1,0 +1,125 @@
+"""Which of Duo's factors a user is offered (their device can do it and the admin allows it),
+what Duo's answers mean to the user, and the one per-user limit on everything that reaches
+the user's phone: pushes, calls and texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twofa.config import DuoFactor
+from twofa.duo import DuoApiError
+from twofa.duo.models import AuthResult, Capability, Device, DeviceType, TransactionStatus
+from twofa.methods.duo_push import CODE
+from twofa.storage.repositories import Challenges
+
+# Challenge rows (and audit kinds) per factor. A push and a call are followed with
+# auth_status; a text only marks that one was sent, so it counts towards the limit.
+PUSH_CHALLENGE: Final = CODE
+PHONE_CHALLENGE: Final = "duo_phone"
+SMS_CHALLENGE: Final = "duo_sms"
+POLLED_CHALLENGES: Final = (PUSH_CHALLENGE, PHONE_CHALLENGE)
+PHONE_REQUESTS: Final = (PUSH_CHALLENGE, PHONE_CHALLENGE, SMS_CHALLENGE)
+
+
+class PushState(Enum):
+    PENDING = "pending"
+    ALLOW = "allow"
+    DENY = "deny"
+    FRAUD = "fraud"
+    TIMEOUT = "timeout"
+
+
+MESSAGES: Final = {
+    PushState.PENDING: "Push sent. Approve it in Duo Mobile.",
+    PushState.ALLOW: "Approved. Signing you in…",
+    PushState.DENY: "Login request denied.",
+    PushState.FRAUD: "Login request reported as fraudulent. Your administrator has been told.",
+    PushState.TIMEOUT: "The login request expired before it was answered.",
+}
+CALLING: Final = "Calling your phone… Answer it and press 1 to approve."
+
+
+def pending_message(challenge_kind: str) -> str:
+    return CALLING if challenge_kind == PHONE_CHALLENGE else MESSAGES[PushState.PENDING]
+
+
+def push_state(status: TransactionStatus, result: AuthResult) -> PushState:
+    if result is AuthResult.WAITING:
+        return PushState.PENDING
+    if result is AuthResult.ALLOW:
+        return PushState.ALLOW
+    return {
+        TransactionStatus.FRAUD: PushState.FRAUD,
+        TransactionStatus.TIMEOUT: PushState.TIMEOUT,
+    }.get(status, PushState.DENY)
+
+
+def refusal_message(exc: DuoApiError) -> str:
+    if exc.code == 40002 and exc.detail and "username" in exc.detail:
+        return (
+            "Your username already exists in Duo without an activated phone. Ask your "
+            "administrator to remove or activate it in Duo, then try again."
+        )
+    if exc.code == 40002 and exc.detail == "no capable device":
+        return "Your phone registered with Duo cannot do that. Choose another way to sign in."
+    return "Duo refused the request. Your administrator can see the details in the audit log."
+
+
+@dataclass(frozen=True)
+class FactorOffer:
+    """What the sign-in page offers. `phone` and `sms` are the devices Duo can call or text;
+    `passcode` means a passcode from Duo Mobile or a hardware token is accepted."""
+
+    push: bool = False
+    phone: tuple[Device, ...] = ()
+    sms: tuple[Device, ...] = ()
+    passcode: bool = False
+
+    @property
+    def anything(self) -> bool:
+        return self.push or bool(self.phone) or bool(self.sms) or self.passcode
+
+    @property
+    def passcode_field(self) -> bool:
+        """Whether a passcode may be typed at all: from Duo Mobile, or from a text."""
+        return self.passcode or bool(self.sms)
+
+
+def offer_for(devices: Sequence[Device], allowed: Iterable[DuoFactor]) -> FactorOffer:
+    """Only what both the user's devices and the admin allow."""
+    permitted = set(allowed)
+
+    def able(factor: DuoFactor, capability: Capability) -> tuple[Device, ...]:
+        if factor not in permitted:
+            return ()
+        return tuple(device for device in devices if device.can(capability))
+
+    # Hardware tokens come without capabilities in preauth, yet they show passcodes.
+    tokens = any(device.type is DeviceType.TOKEN for device in devices)
+    return FactorOffer(
+        push=bool(able(DuoFactor.PUSH, Capability.PUSH)),
+        phone=able(DuoFactor.PHONE, Capability.PHONE),
+        sms=able(DuoFactor.SMS, Capability.SMS),
+        passcode=bool(able(DuoFactor.PASSCODE, Capability.MOBILE_OTP))
+        or (tokens and DuoFactor.PASSCODE in permitted),
+    )
+
+
+def offer_for_new_duo_mobile(allowed: Iterable[DuoFactor]) -> FactorOffer:
+    """A phone activated on twofa's set-up page has no number: it pushes and shows passcodes."""
+    permitted = set(allowed)
+    return FactorOffer(push=DuoFactor.PUSH in permitted, passcode=DuoFactor.PASSCODE in permitted)
+
+
+async def phone_requests_since(db: AsyncSession, user_id: int, since: datetime) -> int:
+    """Pushes, calls and texts sent to this user since `since`: they share one limit, since
+    each one buzzes the same phone (and calls and texts cost telephony credits)."""
+    challenges = Challenges(db)
+    return sum([await challenges.count_since(user_id, kind, since) for kind in PHONE_REQUESTS])
