@@ -220,12 +220,14 @@ class FactorService:
     ) -> Completion:
         method, user = await self._access.may_verify(session, code)
         await self._refuse_if_locked(user, code, client)
-        async with self._db.begin() as db:
-            try:
+        try:
+            async with self._db.begin() as db:
                 challenge = await self._open_challenge(
                     db, session, user, code, challenge_id, "validate"
                 )
-            except SecondFactorError:
+                credentials = await credential_store.load(db, self._sealer, user.id, code)
+        except SecondFactorError:
+            async with self._db.begin() as db:  # its own transaction: the failed one rolled back
                 audit.record(
                     db,
                     self._clock,
@@ -235,8 +237,7 @@ class FactorService:
                     client=client,
                     method=code,
                 )
-                raise
-            credentials = await credential_store.load(db, self._sealer, user.id, code)
+            raise
         keep = (challenge.payload or {}).get("keep", {})
         try:
             verified = await method.verify(
