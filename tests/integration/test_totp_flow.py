@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from tests.conftest import RunningSimulator
-from tests.support.authenticator_totp import code_at, secret_from_page
+from tests.support.authenticator_totp import code_at
 from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import csrf_from, running_gateway, sign_in
+from tests.support.totp_flow import challenge_from, enrol_alice, post_code, sign_out
 from tests.support.two_factor import allow_methods
 
 WRONG = "That code didn't work. Check it and try again."
@@ -31,53 +32,6 @@ async def browser(
     ):
         await allow_methods(settings, ("totp", "duo_push"), first_method="totp")
         yield client
-
-
-def challenge_from(html: str) -> str:
-    marker = 'name="challenge" value="'
-    assert marker in html, "no challenge on the page"
-    return html.split(marker, 1)[1].split('"', 1)[0]
-
-
-async def post_code(client: httpx.AsyncClient, url: str, code: str) -> httpx.Response:
-    page = await client.get(url)
-    assert page.status_code == 200, page.text
-    return await client.post(
-        url,
-        data={
-            "csrf_token": csrf_from(page.text),
-            "challenge": challenge_from(page.text),
-            "code": code,
-        },
-    )
-
-
-async def enrol_alice(client: httpx.AsyncClient) -> str:
-    """Signs alice in, sets up the app, returns its secret. She ends signed in."""
-    assert (await sign_in(client, "alice")).headers["location"] == "/2fa"
-    intro = await client.get("/2fa")
-    assert "authenticator app" in intro.text
-    assert 'href="/2fa/m/totp/enrol"' in intro.text
-    page = await client.get("/2fa/m/totp/enrol")
-    secret = secret_from_page(page.text)
-    assert "<svg" in page.text  # the QR code
-    answer = await client.post(
-        "/2fa/m/totp/enrol",
-        data={
-            "csrf_token": csrf_from(page.text),
-            "challenge": challenge_from(page.text),
-            "code": code_at(secret),
-        },
-    )
-    assert answer.status_code == 303, answer.text
-    assert answer.headers["location"] == "/2fa/after?new=1"
-    assert (await client.get("/2fa/after?new=1")).headers["location"] == "/"
-    return secret
-
-
-async def sign_out(client: httpx.AsyncClient) -> None:
-    home = await client.get("/")
-    await client.post("/logout", data={"csrf_token": csrf_from(home.text)})
 
 
 async def test_first_sign_in_sets_up_the_app_and_signs_in(browser: httpx.AsyncClient) -> None:

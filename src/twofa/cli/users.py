@@ -160,14 +160,27 @@ def show_user(ctx: typer.Context, username: UsernameArgument, as_json: JsonOptio
 
 @user_app.command("reset-2fa")
 def reset_second_factor(ctx: typer.Context, username: UsernameArgument) -> None:
-    """Forget the user's Duo Push set-up and end their sessions: they enrol again at the next
-    sign-in (for a lost or replaced phone)."""
+    """Forget every second factor of the user (Duo Push, authenticator app, keys, codes …),
+    their remembered devices and sessions: they enrol again at the next sign-in (for a lost
+    or replaced phone)."""
 
     async def reset(gateway: Gateway) -> None:
         await gateway.accounts.reset_second_factor(username)
 
     run_with_gateway(ctx, reset)
     typer.echo(f"second factor reset for {username}; they will set it up at the next sign-in")
+
+
+@user_app.command("forget-devices")
+def forget_devices(ctx: typer.Context, username: UsernameArgument) -> None:
+    """Make every browser where the user ticked "Remember this device" ask for a second
+    factor again (a lost laptop, a shared computer)."""
+
+    async def forget(gateway: Gateway) -> int:
+        return await gateway.accounts.forget_devices(username)
+
+    count = run_with_gateway(ctx, forget)
+    typer.echo(f"{count} remembered device(s) of {username} forgotten")
 
 
 @user_app.command("import")

@@ -15,16 +15,25 @@ from twofa.clock import Clock
 from twofa.domain.client import CLI, ClientInfo
 from twofa.domain.policy import PolicyDecision, second_factor_policy
 from twofa.errors import TwofaError
+from twofa.methods.registry import LOCAL_METHOD_CODES
 from twofa.security.passwords import hash_password
 from twofa.services import audit, throttle
 from twofa.services.console import enforced_for_everyone
+from twofa.storage.credentials import Credentials, RememberedDevices
 from twofa.storage.repositories import DuoEnrolments, Groups, Sessions, Users
 from twofa.storage.tables import GroupRow, UserRow
 
 
+def method_lockout_key(code: str, username: str) -> str:
+    """Each local method counts its own failures, so a locked method leaves the others usable."""
+    return f"2fa-{code}:{username.lower()}"
+
+
 def lockout_keys(username: str) -> tuple[str, ...]:
-    """The throttle keys that can lock this user out (see services.login, services.duo_push)."""
-    return (f"login-user:{username.lower()}", f"duo-passcode:{username}")
+    """The throttle keys that can lock this user out (see services.login, services.duo_push,
+    services.factors)."""
+    methods = tuple(method_lockout_key(code, username) for code in LOCAL_METHOD_CODES)
+    return (f"login-user:{username.lower()}", f"duo-passcode:{username}", *methods)
 
 
 async def lockout_ends(db: AsyncSession, username: str, now: datetime) -> datetime | None:
@@ -165,6 +174,7 @@ class AccountService:
             user = await self._user(db, username)
             user.password_hash = hash_password(password)
             await Sessions(db).remove_for_user(user.id)  # a new password ends every session
+            await RememberedDevices(db).remove_of_user(user.id)  # and every remembered device
             self._audit(db, "user_password", username, client)
 
     async def set_enabled(self, username: str, enabled: bool, client: ClientInfo = CLI) -> None:
@@ -179,8 +189,19 @@ class AccountService:
         async with self._db.begin() as db:
             user = await self._user(db, username)
             await DuoEnrolments(db).remove(user.id)
+            await Credentials(db).remove_of_user(user.id)
+            await RememberedDevices(db).remove_of_user(user.id)
             await Sessions(db).remove_for_user(user.id)
+            user.default_method = None
             self._audit(db, "user_reset_2fa", username, client)
+
+    async def forget_devices(self, username: str, client: ClientInfo = CLI) -> int:
+        """Makes every remembered device of the user ask for a second factor again."""
+        async with self._db.begin() as db:
+            user = await self._user(db, username)
+            count = await RememberedDevices(db).remove_of_user(user.id)
+            self._audit(db, "user_forget_devices", username, client, count=count)
+        return count
 
     async def delete_user(self, username: str, client: ClientInfo = CLI) -> None:
         """Removes a local user with their sessions, enrolments and memberships."""

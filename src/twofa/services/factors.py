@@ -34,6 +34,7 @@ from twofa.methods.registry import MethodRegistry
 from twofa.security.sealing import Sealer
 from twofa.security.tokens import new_token
 from twofa.services import audit, credential_store, throttle
+from twofa.services.accounts import method_lockout_key
 from twofa.services.duo_push import Completion, SecondFactorError
 from twofa.services.factor_access import FactorAccess, StepUpRequired
 from twofa.services.sessions import Level, SessionService, SessionView
@@ -54,9 +55,7 @@ EXPIRED_MESSAGE: Final = "This request has expired or was already used. Start ag
 __all__ = ["DeliveryFailed", "Enrolled", "FactorService", "Mailer", "Started", "StepUpRequired"]
 
 
-def failure_key(code: str, username: str) -> str:
-    """Each method counts its own failures, so a locked method leaves the others usable."""
-    return f"2fa-{code}:{username.lower()}"
+failure_key = method_lockout_key
 
 
 class DeliveryFailed(SecondFactorError):

@@ -29,6 +29,7 @@ from twofa.services.factor_access import FactorAccess
 from twofa.services.factors import FactorService, Mailer
 from twofa.services.login import LoginService
 from twofa.services.my_factors import MyFactorsService
+from twofa.services.remembered_devices import RememberedDeviceService
 from twofa.services.sessions import SessionService
 from twofa.storage.database import check_schema, create_engine, session_factory
 
@@ -78,6 +79,7 @@ class Gateway:
     factors: FactorService
     access: FactorAccess
     my_factors: MyFactorsService
+    devices: RememberedDeviceService
     duo: DuoPushService | None = None
     _duo_version: int = -1
     _duo_checked_at: float = field(default=float("-inf"))
@@ -129,6 +131,7 @@ class Gateway:
             factors,
             access,
             MyFactorsService(db, registry, access, console, clock),
+            RememberedDeviceService(db, console, sessions, clock),
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
         return gateway

@@ -15,6 +15,7 @@ from twofa.services.runtime import Gateway
 from twofa.services.sessions import Level, SessionView
 
 SESSION_COOKIE: Final = "twofa_session"
+DEVICE_COOKIE: Final = "twofa_device"  # "remember this device": a random token, see services
 CSRF_HEADER: Final = "x-csrf-token"
 
 
@@ -80,6 +81,18 @@ def set_session_cookie(request: Request, response: Response, token: str) -> None
         secure=settings.cookie_secure,
         path="/",
         max_age=settings.session_absolute_hours * 3600,
+    )
+
+
+def set_device_cookie(request: Request, response: Response, token: str, days: int) -> None:
+    response.set_cookie(
+        DEVICE_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=gateway_of(request).settings.cookie_secure,
+        path="/",
+        max_age=days * 86400,
     )
 
 

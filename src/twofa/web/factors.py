@@ -27,6 +27,7 @@ from twofa.web.context import (
     gateway_of,
     session_at,
     session_in,
+    set_device_cookie,
 )
 from twofa.web.second_factor import completed, method_url
 from twofa.web.templating import render
@@ -41,8 +42,23 @@ def qr_svg(text: str) -> str:
     return out.getvalue().decode("utf-8")
 
 
+PAGE_FIELDS = frozenset({"csrf_token", "challenge", "remember"})  # not the method's business
+
+
 def _response_fields(form: FormData) -> dict[str, str]:
-    return {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+    return {k: v for k, v in form.items() if isinstance(v, str) and k not in PAGE_FIELDS}
+
+
+async def remember_if_asked(
+    request: Request, response: Response, form: FormData, session: SessionView
+) -> None:
+    """Remember this device, when the user ticked it at sign-in and the admin allows it."""
+    if form.get("remember") != "on" or session.level is not Level.PASSWORD:
+        return
+    assert session.user_id is not None
+    remembered = await gateway_of(request).devices.remember(session.user_id, client_of(request))
+    if remembered is not None:
+        set_device_cookie(request, response, *remembered)
 
 
 async def _step_up(request: Request, session: SessionView) -> Response:
@@ -51,7 +67,7 @@ async def _step_up(request: Request, session: SessionView) -> Response:
     return RedirectResponse("/2fa/use?step_up=1", status_code=303)
 
 
-def _page(
+async def _page(
     request: Request,
     session: SessionView,
     code: str,
@@ -63,6 +79,7 @@ def _page(
     gateway = gateway_of(request)
     method = gateway.factors.registry.get(code)
     show = dict(started.show)
+    offer_remember = template == "verify" and session.level is Level.PASSWORD
     return render(
         request,
         f"methods/{code}/{template}.html",
@@ -74,6 +91,7 @@ def _page(
         challenge_id=started.challenge_id,
         csrf_token=session.csrf_token,
         step_up=session.level is Level.SIGNED_IN,
+        remember_days=await gateway.devices.days() if offer_remember else 0,
         **extra,
     )
 
@@ -82,7 +100,7 @@ def _page(
 async def verify_page(request: Request, code: str) -> Response:
     session = await session_in(request, *VERIFYING)
     started = await gateway_of(request).factors.start(session, code, client_of(request))
-    return _page(request, session, code, "verify", started)
+    return await _page(request, session, code, "verify", started)
 
 
 @router.post("/m/{code}")
@@ -100,8 +118,10 @@ async def verify_answer(request: Request, code: str) -> Response:
         again = await factors.reopen(session, code, challenge_id, "validate")
         if again is None:
             raise
-        return _page(request, session, code, "verify", again, 401, error=exc.message)
-    return completed(request, completion)
+        return await _page(request, session, code, "verify", again, 401, error=exc.message)
+    response = completed(request, completion)
+    await remember_if_asked(request, response, form, session)
+    return response
 
 
 @router.get("/m/{code}/enrol")
@@ -113,7 +133,7 @@ async def enrol_page(request: Request, code: str) -> Response:
         )
     except StepUpRequired:
         return await _step_up(request, session)
-    return _page(request, session, code, "enrol", started)
+    return await _page(request, session, code, "enrol", started)
 
 
 @router.post("/m/{code}/enrol")
@@ -133,7 +153,7 @@ async def enrol_answer(request: Request, code: str) -> Response:
         again = await factors.reopen(session, code, challenge_id, "enrol")
         if again is None:
             raise
-        return _page(request, session, code, "enrol", again, 400, error=exc.message)
+        return await _page(request, session, code, "enrol", again, 400, error=exc.message)
     if enrolled.completion is not None:
         return completed(request, enrolled.completion)
     return RedirectResponse("/2fa/after", status_code=303)

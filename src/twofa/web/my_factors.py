@@ -19,6 +19,8 @@ DONE_MESSAGES = {
     "renamed": "Renamed.",
     "default": "Default method changed.",
     "added": "Added.",
+    "forgotten": "That device will be asked for a second factor again.",
+    "all_forgotten": "Every remembered device will be asked for a second factor again.",
 }
 
 
@@ -27,6 +29,7 @@ async def _page(request: Request, error: str | None = None, status_code: int = 2
     assert session.user_id is not None
     gateway = gateway_of(request)
     mine = await gateway.my_factors.overview(session.user_id)
+    devices = await gateway.devices.of_user(session.user_id)
     done = DONE_MESSAGES.get(request.query_params.get("done", ""))
     return render(
         request,
@@ -34,6 +37,7 @@ async def _page(request: Request, error: str | None = None, status_code: int = 2
         status_code=status_code,
         title="My 2FA",
         mine=mine,
+        devices=devices,
         csrf_token=session.csrf_token,
         done=done,
         error=error,
@@ -61,6 +65,14 @@ async def change(request: Request, action: str) -> Response:
             label = str(form.get("label", ""))
             await gateway.my_factors.rename(session, int(credential), label, client)
             done = "renamed"
+        elif action == "forget":
+            assert session.user_id is not None
+            await gateway.devices.forget(session.user_id, str(form.get("device", "")), client)
+            done = "forgotten"
+        elif action == "forget-all":
+            assert session.user_id is not None
+            await gateway.devices.forget_all(session.user_id, client)
+            done = "all_forgotten"
         elif action == "default":
             await gateway.my_factors.set_default(session, str(form.get("method", "")), client)
             done = "default"

@@ -12,6 +12,7 @@ from twofa.services.login import LoginResult
 from twofa.services.sessions import Level
 from twofa.storage.repositories import Users
 from twofa.web.context import (
+    DEVICE_COOKIE,
     check_csrf,
     clear_session_cookie,
     client_of,
@@ -20,6 +21,7 @@ from twofa.web.context import (
     session_at,
     set_session_cookie,
 )
+from twofa.web.second_factor import completed
 from twofa.web.templating import render
 
 router = APIRouter()
@@ -80,6 +82,12 @@ async def login_submit(request: Request) -> Response:
             error=message,
             username=username,
         )
+    if outcome.result is LoginResult.SECOND_FACTOR:
+        remembered = await gateway.devices.skip_second_factor(
+            outcome.session, request.cookies.get(DEVICE_COOKIE), client_of(request)
+        )
+        if remembered is not None:
+            return completed(request, remembered)
     target = outcome.session.next_url if outcome.result is LoginResult.SIGNED_IN else "/2fa"
     response = redirect(target)
     set_session_cookie(request, response, outcome.token)

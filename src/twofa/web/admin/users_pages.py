@@ -37,6 +37,7 @@ NOTICES: Final = {
     "policy_on": "2FA switched on for {who}.",
     "policy_off": "2FA switched off for {who} (a group may still require it).",
     "reset": "Second factor reset for {who}: they set it up again at their next sign-in.",
+    "devices_forgotten": "Every remembered device of {who} asks for a second factor again.",
     "unlocked": "Unlocked {who}.",
     "not_locked": "{who} was not locked; any failed attempts were forgotten.",
     "account_on": "Account {who} enabled.",
@@ -197,6 +198,16 @@ async def reset_second_factor(request: Request, admin: SignedInAdmin) -> Respons
     except AccountError as exc:
         return await refused(request, admin, form, str(exc))
     return back_to("/admin/users", form, "reset", username)
+
+
+@router.post("/users/forget-devices")
+async def forget_devices(request: Request, admin: SignedInAdmin) -> Response:
+    form, username, accounts = await user_action(request, admin)
+    try:
+        await accounts.forget_devices(username, client_of(request))
+    except AccountError as exc:
+        return await refused(request, admin, form, str(exc))
+    return back_to("/admin/users", form, "devices_forgotten", username)
 
 
 @router.post("/users/unlock")

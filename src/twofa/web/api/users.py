@@ -159,6 +159,16 @@ async def reset_second_factor(api: Api, username: UsernamePath) -> UserOut:
     return await find_user(api, username)
 
 
+@router.post(
+    "/{username}/forget-devices",
+    summary="Make every remembered device of the user ask for a second factor again",
+    responses=UNKNOWN_USER,
+)
+async def forget_devices(api: Api, username: UsernamePath) -> UserOut:
+    await api.accounts.forget_devices(username, client=api.client)
+    return await find_user(api, username)
+
+
 @router.post("/{username}/unlock", summary="End a sign-in lock-out", responses=UNKNOWN_USER)
 async def unlock_user(api: Api, username: UsernamePath) -> UnlockOut:
     return UnlockOut(was_locked=await api.accounts.unlock_user(username, client=api.client))
