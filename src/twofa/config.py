@@ -59,7 +59,10 @@ DEFAULT_DUO_FACTORS: Final = (DuoFactor.PUSH, DuoFactor.PASSCODE)
 def duo_factors_problem(factors: Iterable[DuoFactor]) -> str | None:
     """Why this set of allowed factors cannot work, or None. A phone activated on twofa's
     set-up page has no number: it can only push and show passcodes."""
-    if not set(factors) & {DuoFactor.PUSH, DuoFactor.PASSCODE}:
+    chosen = set(factors)
+    if not chosen:
+        return "allow at least one way to verify with Duo"
+    if not chosen & {DuoFactor.PUSH, DuoFactor.PASSCODE}:
         return (
             "allow Duo Push or Duo Mobile passcodes too: "
             "phones activated in twofa can only do those"

@@ -14,7 +14,7 @@ import typer
 
 from twofa.cli.common import EXIT_EXPECTED_ERROR, echo_json, run_with_gateway, yes_no
 from twofa.cli.settings_cmd import CLI_ACTOR, echo_fields, run_edit
-from twofa.config import FailMode
+from twofa.config import DuoFactor, FailMode
 from twofa.domain.client import CLI
 from twofa.services.console import ConnectionTest, DuoConsoleConfig, DuoEdit
 from twofa.services.runtime import Gateway
@@ -31,8 +31,22 @@ DUO_OPTIONS: Final = {
     "push_type": "--push-type",
     "application_name": "--application-name",
     "pushes_per_minute": "--pushes-per-minute",
+    "allowed_factors": "--factors",
 }
 FIELD_NAMES: Final = {"ikey": "integration key", "skey": "secret key", "api_hostname": "API host"}
+
+
+def parse_factors(text: str | None) -> tuple[DuoFactor, ...] | None:
+    """`push,phone` as factors; None when the option was left out (keep the saved ones)."""
+    if text is None:
+        return None
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    try:
+        return tuple(DuoFactor(name) for name in names)
+    except ValueError:
+        known = ", ".join(factor.value for factor in DuoFactor)
+        message = f"use a comma-separated list of: {known}"
+        raise typer.BadParameter(message, param_hint="--factors") from None
 
 
 def read_skey(skey_file: Path | None, skey_stdin: bool) -> str:
@@ -97,11 +111,22 @@ def set_duo(
         typer.Option("--autopush/--no-autopush", help="Send the push when the page opens."),
     ] = None,
     pushes_per_minute: Annotated[
-        int | None, typer.Option(help="Pushes per minute per user.", show_default=False)
+        int | None,
+        typer.Option(help="Pushes, calls and texts per minute per user.", show_default=False),
+    ] = None,
+    factors: Annotated[
+        str | None,
+        typer.Option(
+            "--factors",
+            help="The Duo factors users may use, comma-separated: push, phone, sms, passcode "
+            "(phone and sms cost Duo telephony credits).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Save the Duo settings once Duo accepts the keys; options left out keep their values."""
     skey = read_skey(skey_file, skey_stdin)
+    allowed_factors = parse_factors(factors)
 
     async def save(gateway: Gateway) -> DuoConsoleConfig:
         base = await gateway.console.duo_edit_base()
@@ -118,6 +143,9 @@ def set_duo(
             pushes_per_minute=(
                 pushes_per_minute if pushes_per_minute is not None else base.pushes_per_minute
             ),
+            allowed_factors=allowed_factors
+            if allowed_factors is not None
+            else base.allowed_factors,
         )
         return await gateway.console.save_duo(edit, CLI_ACTOR, CLI)
 
@@ -167,6 +195,7 @@ def show_duo(
             "push type": base.push_type,
             "application name": base.application_name,
             "pushes per minute": str(base.pushes_per_minute),
+            "allowed factors": ", ".join(factor.value for factor in base.allowed_factors),
         }
 
     fields = run_with_gateway(ctx, read)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from twofa.config import FailMode
+from twofa.config import DuoFactor, FailMode
 from twofa.services.console import (
     BackupPolicy,
     ConnectionTest,
@@ -43,6 +43,13 @@ NO_BACKUP_METHOD_YET: Final = (
     "No backup method is available yet (they arrive with the authenticator app, backup codes "
     "and the other methods), so Backup Method must stay “None” for now."
 )
+# Ways Duo may check a user, in the order the form lists them.
+FACTOR_LABELS: Final = {
+    DuoFactor.PUSH: "Duo Push",
+    DuoFactor.PASSCODE: "Passcodes from Duo Mobile (or a Duo hardware token)",
+    DuoFactor.PHONE: "Phone call (uses Duo telephony credits)",
+    DuoFactor.SMS: "Passcodes by SMS (uses Duo telephony credits)",
+}
 # Every second factor the product has; those this gateway registered can be chosen.
 METHOD_LABELS: Final = {
     "duo_push": "Duo Push Notification",
@@ -79,6 +86,7 @@ class DuoForm:
     push_type: str
     application_name: str
     pushes_per_minute: str
+    allowed_factors: tuple[str, ...] | None  # None: a form without the checkboxes (keep them)
 
     @classmethod
     def of(cls, edit: DuoEdit) -> DuoForm:
@@ -90,10 +98,14 @@ class DuoForm:
             push_type=edit.push_type,
             application_name=edit.application_name,
             pushes_per_minute=str(edit.pushes_per_minute),
+            allowed_factors=tuple(factor.value for factor in edit.allowed_factors),
         )
 
     @classmethod
     def typed(cls, form: FormData) -> DuoForm:
+        # No box ticked sends nothing at all: the hidden marker tells that from a form
+        # without the boxes.
+        factors = tuple(str(value) for value in form.getlist("allowed_factors"))
         return cls(
             ikey=_text(form, "ikey"),
             api_hostname=_text(form, "api_hostname"),
@@ -102,6 +114,7 @@ class DuoForm:
             push_type=_text(form, "push_type"),
             application_name=_text(form, "application_name"),
             pushes_per_minute=_text(form, "pushes_per_minute"),
+            allowed_factors=factors if form.get("allowed_factors_shown") else None,
         )
 
 
@@ -116,6 +129,12 @@ def duo_edit_from(form: DuoForm, skey: str, keeps_secret: bool) -> DuoEdit:
     except ValueError:
         problems["failmode"] = "choose secure or safe"
         failmode = FailMode.SECURE
+    factors = []
+    for name in form.allowed_factors or ():
+        try:
+            factors.append(DuoFactor(name))
+        except ValueError:
+            problems["allowed_factors"] = f"unknown factor {name!r}"
     edit = DuoEdit(
         ikey=form.ikey,
         api_hostname=form.api_hostname,
@@ -125,6 +144,7 @@ def duo_edit_from(form: DuoForm, skey: str, keeps_secret: bool) -> DuoEdit:
         push_type=form.push_type,
         application_name=form.application_name,
         pushes_per_minute=pushes if pushes is not None else 1,
+        allowed_factors=tuple(factors),
     )
     if problems:  # report the other fields' problems too, in one round trip
         raise SettingsRejected({**duo_field_problems(edit, keeps_secret), **problems})
@@ -250,6 +270,7 @@ async def _advanced_page(
         connection=connection,
         field_labels=DUO_FIELD_LABELS,
         skey_state=skey_state,
+        factor_labels=FACTOR_LABELS,
         offers_simulator=gateway.settings.is_demo and file_duo.configured,
     )
 
@@ -267,6 +288,10 @@ async def save_advanced_settings(request: Request, admin: AdminRequired) -> Resp
     console = gateway_of(request).console
     submitted = await request.form()
     form = DuoForm.typed(submitted)
+    if form.allowed_factors is None:
+        form = replace(
+            form, allowed_factors=DuoForm.of(await console.duo_edit_base()).allowed_factors
+        )
     saved = await console.duo()
     try:
         edit = duo_edit_from(form, _text(submitted, "skey"), bool(saved and saved.has_secret))

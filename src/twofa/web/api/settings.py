@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from twofa.config import FailMode
+from twofa.config import DuoFactor, FailMode
 from twofa.services.console import (
     BackupPolicy,
     DuoConsoleConfig,
@@ -30,6 +30,12 @@ REJECTED = error_responses(400)
 DuoSource = Literal["console", "file", "none"]
 Days = Annotated[int, Field(ge=0, le=365)]
 MethodCode = Annotated[Text100, Field(min_length=1)]
+FactorName = Literal["push", "phone", "sms", "passcode"]
+DEFAULT_FACTOR_NAMES: tuple[FactorName, ...] = ("push", "passcode")
+FACTORS_HELP = (
+    "The Duo factors users may be offered (when their device can do them). Phone calls and "
+    "SMS cost Duo telephony credits; push or passcode must be among them."
+)
 
 
 class DuoSettingsOut(BaseModel):
@@ -45,6 +51,7 @@ class DuoSettingsOut(BaseModel):
     push_type: str
     application_name: str
     pushes_per_minute: int
+    allowed_factors: list[FactorName] = Field(description=FACTORS_HELP)
 
 
 class DuoSettingsIn(RequestModel):
@@ -58,6 +65,9 @@ class DuoSettingsIn(RequestModel):
     push_type: Text100 = "Login request"
     application_name: Text100 = "twofa"
     pushes_per_minute: Annotated[int, Field(ge=1, le=60)] = 3
+    allowed_factors: Annotated[list[FactorName], Field(min_length=1, max_length=4)] = Field(
+        default_factory=lambda: list(DEFAULT_FACTOR_NAMES), description=FACTORS_HELP
+    )
 
 
 class DuoTestOut(BaseModel):
@@ -90,6 +100,7 @@ def duo_out(
         push_type=fields.push_type,
         application_name=fields.application_name,
         pushes_per_minute=fields.pushes_per_minute,
+        allowed_factors=[factor.value for factor in fields.allowed_factors],
     )
 
 
@@ -132,6 +143,7 @@ async def put_duo(api: Api, body: DuoSettingsIn) -> DuoSettingsOut:
         push_type=body.push_type,
         application_name=body.application_name,
         pushes_per_minute=body.pushes_per_minute,
+        allowed_factors=tuple(DuoFactor(name) for name in body.allowed_factors),
     )
     saved = await api.gateway.console.save_duo(edit, api.actor, api.client)
     return duo_out(saved, source="console", secret_key_set=saved.has_secret)
