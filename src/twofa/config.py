@@ -11,6 +11,7 @@ import os
 import tomllib
 from collections.abc import Iterable
 from enum import Enum
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -30,6 +32,7 @@ from twofa.errors import ConfigurationError
 
 PLACEHOLDER_SECRET: Final = "change-me-dev-only-secret-key-0000000000"  # noqa: S105 (refused in production)
 ENV_PREFIX: Final = "TWOFA_"
+ACCESS_POLICIES: Final = ("bypass", "one_factor", "two_factor", "deny")
 
 
 class Mode(Enum):
@@ -115,6 +118,63 @@ class DuoSettings(BaseModel):
         return bool(self.ikey and self.skey.get_secret_value() and self.api_hostname)
 
 
+class AccessRuleSettings(BaseModel):
+    """One access rule as written in the settings file (see domain.access for the meaning)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    domain: tuple[str, ...] = Field(min_length=1)
+    policy: str
+    resources: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    networks: tuple[IPvAnyNetwork, ...] = ()
+
+    @field_validator("domain", "resources", "users", "groups", "networks", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in ACCESS_POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(ACCESS_POLICIES)}")
+        return value
+
+
+class AccessSettings(BaseModel):
+    """The applications twofa guards through forward-auth (nginx auth_request, Traefik,
+    Caddy) or its own reverse proxy: which domains it answers for, who may reach what, and
+    which proxies' X-Forwarded-* headers it believes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_policy: str = "deny"  # fail closed: an unlisted resource is refused
+    domains: tuple[str, ...] = ()  # protected domains ("app.example.com", "*.example.com")
+    cookie_domain: str = ""  # "example.com": one sign-in covers every subdomain
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = (
+        IPv4Network("127.0.0.0/8"),
+        IPv6Network("::1/128"),
+    )
+    trusted_networks: tuple[IPvAnyNetwork, ...] = ()  # sign-ins here skip a set-up 2FA
+    rules: tuple[AccessRuleSettings, ...] = ()
+
+    @field_validator("default_policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in ACCESS_POLICIES:
+            raise ValueError(f"default_policy must be one of {', '.join(ACCESS_POLICIES)}")
+        return value
+
+    @field_validator("domains", "trusted_proxies", "trusted_networks", mode="before")
+    @classmethod
+    def _list_from_text(cls, value: object) -> object:
+        if isinstance(value, str):  # from the environment: TWOFA_ACCESS__DOMAINS=a.com,b.com
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -132,6 +192,7 @@ class Settings(BaseSettings):
     login_failures_per_ip: int = Field(default=20, ge=1)
     lockout_minutes: int = Field(default=15, ge=1)
     duo: DuoSettings = DuoSettings()
+    access: AccessSettings = AccessSettings()
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

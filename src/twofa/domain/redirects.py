@@ -1,10 +1,13 @@
 """Where a user may be sent after signing in: a path on this gateway, or a URL on a host the
-admin allowed. Everything else (other hosts, scheme tricks, `//evil`, backslashes) goes home."""
+admin allowed or a protected domain (`*.example.com` patterns too). Everything else (other
+hosts, scheme tricks, `//evil`, backslashes) goes home."""
 
 from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Iterable
+
+from twofa.domain.access import domain_matches
 
 HOME = "/"
 
@@ -21,5 +24,5 @@ def safe_redirect(target: str | None, own_host: str, allowed_hosts: Iterable[str
         return target if target.startswith("/") and not target.startswith("//") else HOME
     if parsed.scheme not in ("http", "https") or parsed.username or parsed.password:
         return HOME
-    allowed = {own_host.lower(), *(h.lower() for h in allowed_hosts)}
-    return target if host in allowed else HOME
+    allowed = (own_host, *allowed_hosts)
+    return target if any(domain_matches(pattern, host) for pattern in allowed) else HOME

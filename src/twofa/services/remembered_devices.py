@@ -6,7 +6,7 @@ a new password or a 2FA reset forgets them all (services.accounts)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -20,7 +20,7 @@ from twofa.services.console import ConsoleSettingsService
 from twofa.services.duo_push import Completion
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.credentials import RememberedDevices
-from twofa.storage.repositories import Users
+from twofa.storage.repositories import Sessions, Users
 from twofa.storage.tables import RememberedDeviceRow
 
 MAX_PER_USER: Final = 10
@@ -116,6 +116,12 @@ class RememberedDeviceService:
             new_token_, view = await self._sessions.promote(
                 db, session, row.user_id, Level.SIGNED_IN, client
             )
+            # The device stands for the second factor passed when it was remembered: enough
+            # for two-factor access rules, too old for a step-up (services.factor_access).
+            stored = await Sessions(db).get(view.id)
+            assert stored is not None
+            stored.second_factor_at = row.created_at
+            view = replace(view, second_factor_at=row.created_at)
             await self._audit(db, row.user_id, client, "recognised", device=row.label)
             return Completion(new_token_, view)
 

@@ -27,6 +27,7 @@ from twofa.services.duo_push import DuoPushService
 from twofa.services.enrolment_grace import EnrolmentGraceService
 from twofa.services.factor_access import FactorAccess
 from twofa.services.factors import FactorService, Mailer
+from twofa.services.forward_auth import ForwardAuthService
 from twofa.services.login import LoginService
 from twofa.services.my_factors import MyFactorsService
 from twofa.services.remembered_devices import RememberedDeviceService
@@ -80,6 +81,7 @@ class Gateway:
     access: FactorAccess
     my_factors: MyFactorsService
     devices: RememberedDeviceService
+    forward_auth: ForwardAuthService
     duo: DuoPushService | None = None
     _duo_version: int = -1
     _duo_checked_at: float = field(default=float("-inf"))
@@ -132,6 +134,7 @@ class Gateway:
             access,
             MyFactorsService(db, registry, access, console, clock),
             RememberedDeviceService(db, console, sessions, clock),
+            ForwardAuthService(db, sessions, settings.access),
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
         return gateway

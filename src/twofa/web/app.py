@@ -8,14 +8,22 @@ from importlib import resources
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twofa import __version__
 from twofa.clock import Clock
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
-from twofa.web import admin, api, errors, factors, my_factors, pages, second_factor
+from twofa.web import (
+    admin,
+    api,
+    errors,
+    factors,
+    forward_auth,
+    my_factors,
+    pages,
+    second_factor,
+)
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -23,6 +31,29 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
 }
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response. A plain ASGI middleware: the
+    decorator-style one costs a task and a queue per request, too much for forward-auth."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self._headers if k not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self._app(scope, receive, send_with_headers)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
@@ -41,6 +72,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app = FastAPI(
         title="twofa", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
     )
+    # The hot path first, as plain Starlette routes: no dependency injection per request.
+    app.add_route("/authz/nginx", forward_auth.nginx_auth_request, methods=["GET", "HEAD"])
+    app.add_route(
+        "/authz/forward", forward_auth.traefik_caddy_forward_auth, methods=["GET", "HEAD"]
+    )
+    app.add_route("/healthz", forward_auth.healthz, methods=["GET", "HEAD"])
     static = resources.files("twofa.web").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.include_router(pages.router)
@@ -50,12 +87,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(api.router)
     errors.install(app)
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response: Response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
+    app.add_middleware(SecurityHeaders)
     return app

@@ -81,6 +81,7 @@ def set_session_cookie(request: Request, response: Response, token: str) -> None
         secure=settings.cookie_secure,
         path="/",
         max_age=settings.session_absolute_hours * 3600,
+        domain=settings.access.cookie_domain or None,  # one sign-in for every subdomain
     )
 
 
@@ -96,5 +97,6 @@ def set_device_cookie(request: Request, response: Response, token: str, days: in
     )
 
 
-def clear_session_cookie(response: Response) -> None:
-    response.delete_cookie(SESSION_COOKIE, path="/")
+def clear_session_cookie(request: Request, response: Response) -> None:
+    domain = gateway_of(request).settings.access.cookie_domain or None
+    response.delete_cookie(SESSION_COOKIE, path="/", domain=domain)

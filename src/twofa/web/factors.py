@@ -196,6 +196,17 @@ def _title(request: Request, code: str) -> str:
     return gateway_of(request).factors.registry.get(code).title
 
 
+@router.get("/elevate")
+async def elevate(request: Request) -> Response:
+    """A signed-in user whose next application wants a second factor: verify with one, or
+    add one first when they have none."""
+    session = await session_at(request, Level.SIGNED_IN)
+    assert session.user_id is not None
+    if await gateway_of(request).access.usable_methods(session.user_id):
+        return RedirectResponse("/2fa/use?step_up=1", status_code=303)
+    return RedirectResponse("/my-2fa?need=second_factor", status_code=303)
+
+
 @router.get("/after")
 async def after_second_factor(request: Request, new: int = 0) -> Response:
     session = await session_at(request, Level.SIGNED_IN)

@@ -31,6 +31,11 @@ async def _page(request: Request, error: str | None = None, status_code: int = 2
     mine = await gateway.my_factors.overview(session.user_id)
     devices = await gateway.devices.of_user(session.user_id)
     done = DONE_MESSAGES.get(request.query_params.get("done", ""))
+    if request.query_params.get("need") == "second_factor":
+        error = error or (
+            "The application you opened requires two-factor authentication. "
+            "Add a method below, then open it again."
+        )
     return render(
         request,
         "my_factors.html",

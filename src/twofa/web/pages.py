@@ -8,11 +8,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from twofa.domain.redirects import safe_redirect
+from twofa.services.forward_auth import OriginalRequest, Verdict
 from twofa.services.login import LoginResult
 from twofa.services.sessions import Level
 from twofa.storage.repositories import Users
 from twofa.web.context import (
     DEVICE_COOKIE,
+    SESSION_COOKIE,
     check_csrf,
     clear_session_cookie,
     client_of,
@@ -37,7 +39,21 @@ def redirect(url: str) -> RedirectResponse:
 def checked_next(request: Request, target: str | None) -> str:
     gateway = gateway_of(request)
     own_host = urllib.parse.urlsplit(gateway.settings.public_url).hostname or ""
-    return safe_redirect(target, own_host, gateway.settings.allowed_redirect_hosts)
+    allowed = (*gateway.settings.allowed_redirect_hosts, *gateway.settings.access.domains)
+    return safe_redirect(target, own_host, allowed)
+
+
+async def needs_second_factor_for(request: Request, target: str) -> bool:
+    """Whether the protected app at `target` wants a second factor this session has not
+    passed (a two-factor access rule, a user whose own policy does not ask for one)."""
+    parts = urllib.parse.urlsplit(target)
+    forward_auth = gateway_of(request).forward_auth
+    if not parts.hostname or not forward_auth.protects(parts.hostname):
+        return False
+    uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    original = OriginalRequest(parts.scheme, parts.netloc, uri, client_of(request).ip)
+    answer = await forward_auth.check(request.cookies.get(SESSION_COOKIE), original)
+    return answer.verdict is Verdict.SIGN_IN and answer.user is not None
 
 
 @router.get("/login")
@@ -47,6 +63,9 @@ async def login_page(request: Request, next: str | None = None) -> Response:
     landing = "/app" if gateway.settings.is_demo else None  # the demo lands in its demo app
     next_url = checked_next(request, next or landing)
     if session is not None and session.level is Level.SIGNED_IN:
+        if await needs_second_factor_for(request, next_url):
+            await gateway.sessions.set_next_url(session, next_url)
+            return redirect("/2fa/elevate")
         return redirect(next_url)
     if session is not None and session.level is Level.PASSWORD:
         return redirect("/2fa")
@@ -101,7 +120,7 @@ async def logout(request: Request) -> Response:
     if session is not None:
         await check_csrf(request, session)
         await gateway_of(request).sessions.end(session)
-    clear_session_cookie(response)
+    clear_session_cookie(request, response)
     return response
 
 

@@ -1,0 +1,155 @@
+"""The check a reverse proxy makes before every request to a protected application
+(nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`): is this browser signed in
+far enough for the access rule of this URL, and who is it?
+
+It is on the path of every request, so it never hashes a password or calls Duo: it reads one
+session, and keeps what it read for at most a second (`CACHE_SECONDS`), so a sign-out or a
+revoked session stops working within a second on every node.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from twofa.config import AccessSettings
+from twofa.domain.access import (
+    AccessRequest,
+    Policy,
+    decide,
+    in_networks,
+    known_domain,
+    rules_from_settings,
+)
+from twofa.security.tokens import token_digest
+from twofa.services.sessions import Level, SessionService
+from twofa.storage.repositories import Users
+
+CACHE_SECONDS: Final = 1.0
+CACHE_ENTRIES: Final = 50_000
+
+
+class Verdict(Enum):
+    ALLOW = "allow"  # 200, with the identity headers when someone is signed in
+    SIGN_IN = "sign_in"  # 401 for nginx, a redirect to the portal for Traefik/Caddy
+    FORBIDDEN = "forbidden"  # 403: a deny rule, an unknown domain, an untrusted caller
+
+
+@dataclass(frozen=True)
+class SignedInUser:
+    username: str
+    display_name: str
+    email: str
+    groups: tuple[str, ...]
+    second_factor: bool  # this session passed a second factor (or a remembered device did)
+
+
+@dataclass(frozen=True)
+class OriginalRequest:
+    """The request the proxy is asking about, rebuilt from its headers."""
+
+    scheme: str
+    host: str
+    uri: str  # path and query
+    client_ip: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}{self.uri}"
+
+    @property
+    def path(self) -> str:
+        return self.uri.split("?", 1)[0]
+
+
+@dataclass(frozen=True)
+class AuthzAnswer:
+    verdict: Verdict
+    user: SignedInUser | None = None
+    reason: str = ""
+
+
+class ForwardAuthService:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        sessions: SessionService,
+        access: AccessSettings,
+    ) -> None:
+        self._db = db
+        self._sessions = sessions
+        self._access = access
+        self._rules = rules_from_settings(access.rules)
+        self._default = Policy(access.default_policy)
+        self._cache: OrderedDict[str, tuple[float, SignedInUser | None]] = OrderedDict()
+
+    def trusts_proxy(self, peer_ip: str) -> bool:
+        return in_networks(peer_ip, tuple(self._access.trusted_proxies))
+
+    def protects(self, host: str) -> bool:
+        return known_domain(self._access.domains, host.split(":", 1)[0])
+
+    async def check(self, token: str | None, original: OriginalRequest) -> AuthzAnswer:
+        host = original.host.split(":", 1)[0]
+        if not self.protects(host):
+            return AuthzAnswer(Verdict.FORBIDDEN, reason=f"{host} is not a protected domain")
+        user = await self._signed_in(token)
+        request = AccessRequest(
+            host,
+            original.path,
+            original.client_ip,
+            user.username if user else None,
+            user.groups if user else (),
+        )
+        decision = decide(self._rules, self._default, request)
+        if decision.policy is Policy.BYPASS:
+            return AuthzAnswer(Verdict.ALLOW, reason="bypass")
+        if decision.policy is Policy.DENY:
+            return AuthzAnswer(Verdict.FORBIDDEN, user, reason="denied by rule")
+        if user is None:
+            return AuthzAnswer(Verdict.SIGN_IN, reason="not signed in")
+        if decision.policy is Policy.TWO_FACTOR and not user.second_factor:
+            return AuthzAnswer(Verdict.SIGN_IN, user, reason="second factor required")
+        return AuthzAnswer(Verdict.ALLOW, user)
+
+    def forget(self, token: str) -> None:
+        """Drops a cached session at once (this node signed it out)."""
+        self._cache.pop(token_digest(token), None)
+
+    async def _signed_in(self, token: str | None) -> SignedInUser | None:
+        if not token or len(token) > 100:
+            return None
+        key = token_digest(token)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        user = await self._load(token)
+        self._cache[key] = (now, user)
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return user
+
+    async def _load(self, token: str) -> SignedInUser | None:
+        session = await self._sessions.load(token)
+        if session is None or session.level is not Level.SIGNED_IN or session.user_id is None:
+            return None
+        async with self._db.begin() as db:
+            users = Users(db)
+            user = await users.by_id(session.user_id)
+            if user is None or not user.enabled:
+                return None
+            groups = tuple(await users.group_names(user.id))
+        return SignedInUser(
+            user.username,
+            user.display_name,
+            user.email,
+            groups,
+            second_factor=session.second_factor_at is not None,
+        )

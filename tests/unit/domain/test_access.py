@@ -1,0 +1,94 @@
+"""Access rules: first match wins, domains and paths, subjects and networks, fail closed."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from twofa.config import AccessRuleSettings
+from twofa.domain.access import (
+    AccessRequest,
+    AccessRule,
+    Decision,
+    Policy,
+    decide,
+    domain_matches,
+    rules_from_settings,
+)
+
+JIRA = "jira.example.com"
+RULES = (
+    AccessRule((JIRA,), Policy.BYPASS, paths=("/rest/api/*", "/status")),
+    AccessRule((JIRA,), Policy.DENY, paths=("/secure/admin/*",), groups=("contractors",)),
+    AccessRule((JIRA,), Policy.ONE_FACTOR, networks=(ipaddress.ip_network("10.0.0.0/8"),)),
+    AccessRule(("*.example.com",), Policy.TWO_FACTOR),
+)
+
+
+def ask(
+    path: str, ip: str = "203.0.113.9", user: str | None = "alice", groups: tuple[str, ...] = ()
+) -> Decision:
+    return decide(RULES, Policy.DENY, AccessRequest(JIRA, path, ip, user, groups))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host", "matches"),
+    [
+        ("jira.example.com", "jira.example.com", True),
+        ("jira.example.com", "JIRA.example.com.", True),
+        ("jira.example.com", "evil-jira.example.com", False),
+        ("*.example.com", "wiki.example.com", True),
+        ("*.example.com", "a.b.example.com", True),
+        ("*.example.com", "example.com", False),
+        ("*.example.com", "example.com.evil.net", False),
+        ("*.example.com", "evilexample.com", False),
+    ],
+)
+def test_domain_patterns(pattern: str, host: str, matches: bool) -> None:
+    assert domain_matches(pattern, host) is matches
+
+
+def test_rest_api_paths_bypass() -> None:
+    assert ask("/rest/api/2/issue/X-1", user=None).policy is Policy.BYPASS
+    assert ask("/status", user=None).policy is Policy.BYPASS
+
+
+def test_first_matching_rule_wins_and_the_rest_is_two_factor() -> None:
+    decision = ask("/browse/X-1")
+    assert (decision.policy, decision.rule) == (Policy.TWO_FACTOR, 3)
+
+
+def test_a_group_rule_applies_only_to_that_group() -> None:
+    assert ask("/secure/admin/users", groups=("contractors",)).policy is Policy.DENY
+    assert ask("/secure/admin/users", groups=("staff",)).policy is Policy.TWO_FACTOR
+
+
+def test_a_subject_rule_asks_an_anonymous_request_to_sign_in_first() -> None:
+    decision = ask("/secure/admin/users", user=None)
+    assert decision.needs_identity
+    assert decision.policy is Policy.ONE_FACTOR
+
+
+def test_a_trusted_network_gets_its_rule() -> None:
+    assert ask("/browse/X-1", ip="10.1.2.3").policy is Policy.ONE_FACTOR
+    assert ask("/browse/X-1", ip="not-an-ip").policy is Policy.TWO_FACTOR
+
+
+def test_nothing_matches_falls_back_to_the_default_which_fails_closed() -> None:
+    decision = decide(RULES, Policy.DENY, AccessRequest("other.net", "/", "1.2.3.4", "alice"))
+    assert (decision.policy, decision.rule) == (Policy.DENY, None)
+
+
+def test_double_star_and_star_both_span_slashes() -> None:
+    rule = AccessRule((JIRA,), Policy.BYPASS, paths=("/rest/**",))
+    assert rule.matches_resource(JIRA, "/rest/api/2/x", "1.2.3.4")
+    assert not rule.matches_resource(JIRA, "/restricted", "1.2.3.4")
+
+
+def test_rules_from_settings_file_shape() -> None:
+    [rule] = rules_from_settings(
+        [AccessRuleSettings(domain=(JIRA,), policy="one_factor", users=("Alice",))]
+    )
+    assert rule.policy is Policy.ONE_FACTOR
+    assert rule.matches_subject("alice", ())
