@@ -1,0 +1,44 @@
+"""A stand-in for the application twofa protects: it shows what reached it (path, the
+identity headers), and a transport that sends every host name to 127.0.0.1, so tests can use
+real-looking names (`app.example.test`) without DNS."""
+
+from __future__ import annotations
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+async def echo(request: Request) -> Response:
+    identity = {
+        name: request.headers.get(name)
+        for name in ("remote-user", "remote-name", "remote-email", "remote-groups")
+    }
+    return JSONResponse({"app": "protected", "path": request.url.path, **identity})
+
+
+def protected_app() -> Starlette:
+    return Starlette(routes=[Route("/{path:path}", echo, methods=["GET", "POST"])])
+
+
+class LoopbackTransport(httpx.AsyncBaseTransport):
+    """Connects to 127.0.0.1 whatever the URL's host; the Host header keeps the name."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # A copy: the client reads cookies against the original request's host.
+        loopback = httpx.Request(
+            request.method,
+            request.url.copy_with(host="127.0.0.1"),
+            headers=request.headers,
+            stream=request.stream,
+            extensions=request.extensions,
+        )
+        return await self._inner.handle_async_request(loopback)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
