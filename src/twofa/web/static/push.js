@@ -1,7 +1,8 @@
 // Duo Push and Duo phone calls on the set-up and validation pages: waits for activation, sends
 // a push (or has Duo call) when asked, or a push once on load with autopush, then polls twofa,
 // which long-polls Duo. After a denial or a timeout it stops and waits for the person to ask
-// again: it never re-sends by itself.
+// again: it never re-sends by itself. Asking for a call while a push waits (or the other way
+// round) stops following the first one.
 "use strict";
 (function () {
   const flow = document.getElementById("duo-flow");
@@ -29,6 +30,7 @@
   };
   let waitingSince = 0;
   let ticker = null;
+  let latest = 0;  // which request the page follows; an older one stops quietly
 
   function show(element, text, kind) {
     if (!element) return;
@@ -36,9 +38,9 @@
     element.className = "progress" + (kind ? " " + kind : "");
   }
 
-  function buttons(disabled) {
+  function enableAll() {
     for (const request of Object.values(requests)) {
-      if (request.button) request.button.disabled = disabled;
+      if (request.button) request.button.disabled = false;
     }
   }
 
@@ -64,35 +66,40 @@
   function finish(request, body, kind) {
     stopTicker();
     show(status, body.message || "Something went wrong.", kind);
-    buttons(false);
+    enableAll();
     if (request.button) request.button.textContent = request.again;
   }
 
-  async function follow(request, challenge) {
+  async function follow(request, challenge, mine) {
     const device = request === requests.push && request.device ? request.device.value : "";
     const url = "/2fa/duo/push/" + encodeURIComponent(challenge) + (device ? "?device=" + encodeURIComponent(device) : "");
     for (;;) {
       const body = await getJson(url);
-      if (body.state === "pending") { continue; }
+      // An approval signs in even when the page has moved on to another request since.
       if (body.state === "allow") { stopTicker(); show(status, body.message || "Approved.", "good"); window.location.assign(body.redirect || "/"); return; }
+      if (mine !== latest) { return; }
+      if (body.state === "pending") { continue; }
       finish(request, body, "bad");
       return;
     }
   }
 
   async function send(request) {
-    buttons(true);
+    const mine = ++latest;
+    enableAll();
+    request.button.disabled = true;
     show(status, request.starting);
     const form = new FormData();
     form.append("device", request.device ? request.device.value : "auto");
     try {
       const body = await getJson(request.url, { method: "POST", body: form, headers: { Accept: "application/json", "X-CSRF-Token": csrf } });
       if (body.state === "allow") { window.location.assign(body.redirect || "/"); return; }
+      if (mine !== latest) { return; }
       if (!body.challenge) { finish(request, body, "bad"); return; }
       startTicker(request.waiting);
-      await follow(request, body.challenge);
+      await follow(request, body.challenge, mine);
     } catch (error) {
-      finish(request, { message: "Lost contact with the server. Check your connection and try again." }, "bad");
+      if (mine === latest) { finish(request, { message: "Lost contact with the server. Check your connection and try again." }, "bad"); }
     }
   }
 
@@ -101,7 +108,7 @@
       const body = await getJson("/2fa/duo/activation");
       if (body.status === "success") {
         show(activation, "Your phone is activated. Now send yourself a push.", "good");
-        buttons(false);
+        enableAll();
         return;
       }
       if (body.status === "invalid") { show(activation, "The activation code has expired. Reload this page for a new one.", "bad"); return; }
