@@ -59,7 +59,7 @@ def adapted_deploy_conf(port: int, twofa: str, app: str, auth_host: str, app_hos
     return text
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -94,7 +94,7 @@ def running_nginx(
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for_port(port, process, prefix / "error.log")
+        wait_for_port(port, process, prefix / "error.log")
         yield RunningNginx(port, auth_host, app_host)
     finally:
         process.terminate()

@@ -62,9 +62,16 @@ def _client_ip(forwarded_for: str, peer: str) -> str:
 
 
 def _with_identity(response: Response, answer: AuthzAnswer) -> Response:
-    user = answer.user
-    if answer.verdict is Verdict.ALLOW and user is not None:
-        values = (user.username, user.display_name, user.email, ",".join(user.groups))
+    """On an allow, the identity headers, always all four: empty for an anonymous (bypass)
+    request, so a proxy that copies them (Caddy's copy_headers) overwrites whatever the
+    client sent instead of passing it, or a placeholder, on to the app."""
+    if answer.verdict is Verdict.ALLOW:
+        user = answer.user
+        values = (
+            (user.username, user.display_name, user.email, ",".join(user.groups))
+            if user is not None
+            else ("", "", "", "")
+        )
         for name, value in zip(IDENTITY_HEADERS, values, strict=True):
             # UTF-8 as bytes: display names are not always Latin-1.
             response.raw_headers.append((name.encode(), value.translate(_UNSAFE).encode()))
