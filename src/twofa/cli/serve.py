@@ -32,28 +32,43 @@ DEMO_USERS = (
 )
 
 
-def _uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+def _uvicorn_config(
+    app: Starlette, host: str, port: int, access_log: bool = True
+) -> uvicorn.Config:
     return uvicorn.Config(
-        app, host=host, port=port, log_level="info", proxy_headers=False, timeout_keep_alive=75
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+        timeout_keep_alive=75,
+        access_log=access_log,
     )
 
 
-async def _serve_gateway(settings: Settings, host: str, port: int) -> None:
+async def _serve_gateway(settings: Settings, host: str, port: int, access_log: bool) -> None:
     gateway = await Gateway.start(settings)  # fail fast, with a clear message, before binding
     await gateway.close()
     tune_garbage_collector()
-    await uvicorn.Server(_uvicorn_config(create_app(settings), host, port)).serve()
+    await uvicorn.Server(_uvicorn_config(create_app(settings), host, port, access_log)).serve()
 
 
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            help="Log every request. Behind a reverse proxy that logs them already, "
+            "--no-access-log saves a log line per forward-auth check."
+        ),
+    ] = True,
 ) -> None:
     """Run the twofa gateway (settings from `twofa --config FILE`, TWOFA_CONFIG or TWOFA_*)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with expected_errors_reported():
-        asyncio.run(_serve_gateway(settings_for(ctx), host, port))
+        asyncio.run(_serve_gateway(settings_for(ctx), host, port, access_log))
 
 
 async def seed_demo(gateway: Gateway) -> None:

@@ -1,0 +1,176 @@
+"""How fast the forward-auth check answers, beside a bare 200 route of the same server.
+
+Starts `twofa serve` (one uvicorn worker, uvloop + httptools) on a fresh SQLite database with
+one signed-in user whose session passed a second factor, then runs wrk on loopback: first
+against `/healthz` (a bare 200 on the same server), then against `/authz/nginx` with the
+session cookie and the `X-Original-URL` nginx sends, each for the same duration and number
+of connections, three rounds each, keeping the median round. The last line is the summary
+recorded in bench/README.md.
+
+    .venv/bin/python bench/forward_auth.py [--duration 10] [--connections 64] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from twofa.config import load_settings
+from twofa.domain.client import NO_CLIENT
+from twofa.services.runtime import Gateway
+from twofa.services.sessions import Level
+from twofa.storage.database import create_engine, upgrade
+from twofa.storage.repositories import Users
+
+SECRET = "forward-auth-benchmark-secret-key-0000000"  # noqa: S105 (benchmark only)
+DOMAIN = "app.example.test"
+SETTINGS_TOML = f"""
+mode = "dev"
+secret_key = "{SECRET}"
+[access]
+domains = ["{DOMAIN}"]
+[[access.rules]]
+domain = "{DOMAIN}"
+resources = ["/rest/api/*"]
+policy = "bypass"
+[[access.rules]]
+domain = "{DOMAIN}"
+policy = "two_factor"
+"""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rps: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def signed_in_cookie(database_url: str) -> str:
+    """A session that passed the password and a second factor, as after a real sign-in."""
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    await engine.dispose()
+    settings = load_settings(environ={}, mode="dev", secret_key=SECRET, database_url=database_url)
+    gateway = await Gateway.start(settings)
+    try:
+        await gateway.accounts.add_user("alice", "alice-password-1", display_name="Alice")
+        await gateway.accounts.add_group("engineering")
+        await gateway.accounts.set_membership("engineering", "alice", True)
+        async with gateway.db.begin() as db:
+            user = await Users(db).by_name("alice")
+            assert user is not None
+            _, anonymous = await gateway.sessions.open(NO_CLIENT)
+            token, _ = await gateway.sessions.promote(
+                db, anonymous, user.id, Level.SIGNED_IN, NO_CLIENT, second_factor=True
+            )
+        return token
+    finally:
+        await gateway.close()
+
+
+def start_server(config: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TWOFA_CONFIG": str(config), "TWOFA_DATABASE_URL": database_url}
+    twofa = Path(sys.executable).with_name("twofa")
+    process = subprocess.Popen(
+        [str(twofa), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("twofa serve did not start")
+
+
+def wrk(url: str, headers: dict[str, str], duration: int, connections: int) -> WrkResult:
+    command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
+    assert p99, output
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    return WrkResult(rps, float(p99.group(1)) * scale, errors)
+
+
+def median_round(results: list[WrkResult]) -> WrkResult:
+    return sorted(results, key=lambda r: r.rps)[len(results) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk round")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian package wrk)")
+    with tempfile.TemporaryDirectory() as tmp:
+        database_url = f"sqlite+aiosqlite:///{tmp}/twofa.db"
+        cookie = asyncio.run(signed_in_cookie(database_url))
+        config = Path(tmp) / "twofa.toml"
+        config.write_text(SETTINGS_TOML)
+        port = free_port()
+        server = start_server(config, database_url, port)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            check_headers = {
+                "Cookie": f"twofa_session={cookie}",
+                "X-Original-URL": f"http://{DOMAIN}/browse/X-1",
+                "X-Forwarded-For": "203.0.113.9",
+            }
+            wrk(f"{base}/healthz", {}, 2, args.connections)  # warm-up
+            wrk(f"{base}/authz/nginx", check_headers, 2, args.connections)
+            bare, check = [], []
+            for _ in range(args.rounds):
+                bare.append(wrk(f"{base}/healthz", {}, args.duration, args.connections))
+                check.append(
+                    wrk(f"{base}/authz/nginx", check_headers, args.duration, args.connections)
+                )
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    bare_median, check_median = median_round(bare), median_round(check)
+    for name, rounds in (("bare /healthz", bare), ("check /authz/nginx", check)):
+        figures = ", ".join(f"{r.rps:,.0f} rps p99 {r.p99_ms:.2f} ms" for r in rounds)
+        print(f"{name}: {figures}; errors {sum(r.errors for r in rounds)}")
+    print(f"bare route median of rounds: {statistics.median(r.rps for r in bare):,.0f} rps")
+    share = 100 * check_median.rps / bare_median.rps
+    print(
+        f"forward-auth: {check_median.rps:,.0f} rps ({share:.0f}% of bare route "
+        f"{bare_median.rps:,.0f} rps), p99 {check_median.p99_ms:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
