@@ -4,10 +4,12 @@ real-looking names (`app.example.test`) without DNS."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
@@ -16,11 +18,40 @@ async def echo(request: Request) -> Response:
         name: request.headers.get(name)
         for name in ("remote-user", "remote-name", "remote-email", "remote-groups")
     }
-    return JSONResponse({"app": "protected", "path": request.url.path, **identity})
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+    return JSONResponse(
+        {"app": "protected", "path": request.url.path, **identity},
+        headers={"x-body-bytes": str(received), "x-query": request.url.query},
+    )
+
+
+async def two_cookies(request: Request) -> Response:
+    response = PlainTextResponse("cookies")
+    response.set_cookie("first", "1")
+    response.set_cookie("second", "2")
+    return response
+
+
+async def big_download(request: Request) -> Response:
+    size = int(request.query_params.get("bytes", "1048576"))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(size // 65536):
+            yield b"x" * 65536
+
+    return StreamingResponse(chunks(), media_type="application/octet-stream")
 
 
 def protected_app() -> Starlette:
-    return Starlette(routes=[Route("/{path:path}", echo, methods=["GET", "POST"])])
+    return Starlette(
+        routes=[
+            Route("/cookies", two_cookies),
+            Route("/download", big_download),
+            Route("/{path:path}", echo, methods=["GET", "POST", "PUT"]),
+        ]
+    )
 
 
 class LoopbackTransport(httpx.AsyncBaseTransport):

@@ -11,16 +11,18 @@ from typing import Annotated
 
 import typer
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from twofa.cli.common import expected_errors_reported, settings_for
 from twofa.cli.runtime import tune_garbage_collector
 from twofa.config import Mode, Settings, load_settings
+from twofa.errors import ConfigurationError
 from twofa.services.accounts import AccountError
 from twofa.services.runtime import Gateway
 from twofa.simulator import SimulatorSettings, create_simulator_app
 from twofa.storage.database import create_engine, upgrade
 from twofa.web.app import create_app
+from twofa.web.reverse_proxy import ReverseProxy
 
 DEMO_SECRET = "twofa-demo-mode-secret-key-not-for-production"  # noqa: S105 (demo mode only)
 DEMO_IKEY = "DIDEMOINTEGRATION001"
@@ -32,9 +34,7 @@ DEMO_USERS = (
 )
 
 
-def _uvicorn_config(
-    app: Starlette, host: str, port: int, access_log: bool = True
-) -> uvicorn.Config:
+def _uvicorn_config(app: ASGIApp, host: str, port: int, access_log: bool = True) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -46,11 +46,15 @@ def _uvicorn_config(
     )
 
 
-async def _serve_gateway(settings: Settings, host: str, port: int, access_log: bool) -> None:
+async def _serve_gateway(
+    settings: Settings, host: str, port: int, access_log: bool, upstream: str | None
+) -> None:
     gateway = await Gateway.start(settings)  # fail fast, with a clear message, before binding
     await gateway.close()
     tune_garbage_collector()
-    await uvicorn.Server(_uvicorn_config(create_app(settings), host, port, access_log)).serve()
+    app = create_app(settings)
+    served: ASGIApp = ReverseProxy(app, upstream) if upstream else app
+    await uvicorn.Server(_uvicorn_config(served, host, port, access_log)).serve()
 
 
 def serve(
@@ -64,11 +68,23 @@ def serve(
             "--no-access-log saves a log line per forward-auth check."
         ),
     ] = True,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="Built-in reverse proxy: pass requests for the protected domains "
+            "([access] domains) to this application URL after the access check."
+        ),
+    ] = None,
 ) -> None:
     """Run the twofa gateway (settings from `twofa --config FILE`, TWOFA_CONFIG or TWOFA_*)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with expected_errors_reported():
-        asyncio.run(_serve_gateway(settings_for(ctx), host, port, access_log))
+        settings = settings_for(ctx)
+        if upstream and not settings.access.domains:
+            raise ConfigurationError(
+                "--upstream needs the protected domains in the settings: [access] domains"
+            )
+        asyncio.run(_serve_gateway(settings, host, port, access_log, upstream))
 
 
 async def seed_demo(gateway: Gateway) -> None:

@@ -1,0 +1,123 @@
+"""The built-in reverse proxy (`twofa serve --upstream URL`) for small set-ups without nginx,
+Traefik or Caddy: requests for a protected domain are checked like forward-auth, then passed
+to the upstream application with the identity headers; everything else is twofa itself.
+
+Bodies stream both ways (an upload or a download is never held in memory); hop-by-hop headers
+are dropped; any `Remote-*` header the client sent is removed before the app sees the request.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Final
+
+import httpx
+from fastapi import FastAPI
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from twofa.services.forward_auth import ForwardAuthService, OriginalRequest, Verdict
+from twofa.services.runtime import Gateway
+from twofa.web.context import SESSION_COOKIE
+
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+IDENTITY_PREFIX: Final = "remote-"
+
+
+class ReverseProxy:
+    """ASGI wrapper: a protected domain goes to the upstream, any other host to twofa."""
+
+    def __init__(
+        self, twofa: FastAPI, upstream: str, http: httpx.AsyncClient | None = None
+    ) -> None:
+        self._twofa = twofa
+        self._upstream = upstream.rstrip("/")
+        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway: Gateway | None = getattr(self._twofa.state, "gateway", None)
+        if scope["type"] != "http" or gateway is None:
+            await self._twofa(scope, receive, send)  # lifespan, websockets, before start-up
+            return
+        request = Request(scope, receive)
+        if not gateway.forward_auth.protects(request.headers.get("host", "")):
+            await self._twofa(scope, receive, send)
+            return
+        portal = gateway.settings.public_url
+        response = await self._proxied(request, gateway.forward_auth, portal)
+        await response(scope, receive, send)
+
+    async def _proxied(
+        self, request: Request, forward_auth: ForwardAuthService, portal: str
+    ) -> Response:
+        original = OriginalRequest(
+            request.url.scheme,
+            request.headers.get("host", ""),
+            request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            request.client.host if request.client else "",
+        )
+        answer = await forward_auth.check(request.cookies.get(SESSION_COOKIE), original)
+        if answer.verdict is Verdict.SIGN_IN:
+            target = f"{portal.rstrip('/')}/login?" + urllib.parse.urlencode({"next": original.url})
+            return RedirectResponse(target, status_code=302)
+        if answer.verdict is Verdict.FORBIDDEN:
+            return PlainTextResponse("Access denied.", status_code=403)
+        headers = [
+            (name, value)
+            for name, value in request.headers.items()
+            if name not in HOP_BY_HOP and not name.startswith(IDENTITY_PREFIX)
+        ]
+        headers.append(("x-forwarded-for", original.client_ip))
+        headers.append(("x-forwarded-proto", original.scheme))
+        headers.append(("x-forwarded-host", original.host))
+        if answer.user is not None:
+            user = answer.user
+            headers += [
+                ("remote-user", user.username),
+                ("remote-name", user.display_name),
+                ("remote-email", user.email),
+                ("remote-groups", ",".join(user.groups)),
+            ]
+        upstream_request = self._http.build_request(
+            request.method,
+            self._upstream + original.uri,
+            headers=[(k.encode(), v.encode()) for k, v in headers],
+            content=_body(request),
+        )
+        try:
+            upstream = await self._http.send(upstream_request, stream=True)
+        except httpx.HTTPError:
+            return PlainTextResponse("The application is not reachable.", status_code=502)
+        response = StreamingResponse(
+            upstream.aiter_raw(),
+            status_code=upstream.status_code,
+            background=BackgroundTask(upstream.aclose),
+        )
+        # Raw pairs, not a dict: an app may set several cookies in one response.
+        response.raw_headers = [
+            (name.lower(), value)
+            for name, value in upstream.headers.raw
+            if name.lower().decode("latin-1") not in HOP_BY_HOP
+        ]
+        return response
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        yield chunk
