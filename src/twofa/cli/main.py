@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from twofa import __version__
+from twofa.cli.access import access_app
 from twofa.cli.admins import admin_app
 from twofa.cli.audit import audit_app
 from twofa.cli.common import ConfigFileOption, remember_global_options
@@ -37,6 +38,7 @@ app.add_typer(settings_app, name="settings")
 app.add_typer(audit_app, name="audit")
 app.add_typer(token_app, name="token")
 app.add_typer(simulator_app, name="simulator")
+app.add_typer(access_app, name="access")
 app.command()(serve)
 app.command()(demo)
 

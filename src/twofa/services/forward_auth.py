@@ -10,6 +10,7 @@ revoked session stops working within a second on every node.
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
@@ -17,15 +18,17 @@ from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from twofa.config import AccessSettings
+from twofa.config import AccessRuleSettings, AccessSettings
 from twofa.domain.access import (
     AccessRequest,
+    Decision,
     Policy,
     decide,
     in_networks,
     known_domain,
     rules_from_settings,
 )
+from twofa.errors import TwofaError
 from twofa.security.tokens import token_digest
 from twofa.services.sessions import Level, SessionService
 from twofa.storage.repositories import Users
@@ -74,6 +77,19 @@ class AuthzAnswer:
     reason: str = ""
 
 
+class UnknownUser(TwofaError):
+    def __init__(self, username: str) -> None:
+        super().__init__(f"no user {username!r}")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    protected: bool  # the host is one of the protected domains
+    decision: Decision
+    rule: AccessRuleSettings | None  # as written in the settings; None: the default policy
+    groups: tuple[str, ...]
+
+
 class ForwardAuthService:
     def __init__(
         self,
@@ -116,6 +132,28 @@ class ForwardAuthService:
         if decision.policy is Policy.TWO_FACTOR and not user.second_factor:
             return AuthzAnswer(Verdict.SIGN_IN, user, reason="second factor required")
         return AuthzAnswer(Verdict.ALLOW, user)
+
+    async def explain(self, username: str | None, url: str, client_ip: str) -> Explanation:
+        """Which rule decides `url` for this user (None: not signed in), and why; for
+        `twofa access explain` and the console."""
+        parts = urllib.parse.urlsplit(url)
+        host = (parts.hostname or "").lower()
+        groups: tuple[str, ...] = ()
+        if username is not None:
+            async with self._db.begin() as db:
+                users = Users(db)
+                user = await users.by_name(username)
+                if user is None:
+                    raise UnknownUser(username)
+                groups = tuple(await users.group_names(user.id))
+        request = AccessRequest(host, parts.path or "/", client_ip, username, groups)
+        decision = decide(self._rules, self._default, request)
+        return Explanation(
+            protected=self.protects(host),
+            decision=decision,
+            rule=self._access.rules[decision.rule] if decision.rule is not None else None,
+            groups=groups,
+        )
 
     def forget(self, token: str) -> None:
         """Drops a cached session at once (this node signed it out)."""
