@@ -37,8 +37,20 @@ def gateway_of(request: Request) -> Gateway:
 
 
 def client_of(request: Request) -> ClientInfo:
+    """Who is asking: behind a trusted reverse proxy, the address it forwarded (throttling
+    and the audit log need the browser's address, not the proxy's)."""
     ip = request.client.host if request.client else ""
-    return ClientInfo(ip=ip, user_agent=request.headers.get("user-agent", "")[:300])
+    if gateway_of(request).forward_auth.trusts_proxy(ip):
+        ip = forwarded_client_ip(request.headers.get("x-forwarded-for", ""), ip)
+    return ClientInfo(ip=ip[:64], user_agent=request.headers.get("user-agent", "")[:300])
+
+
+def forwarded_client_ip(forwarded_for: str, peer: str) -> str:
+    """The address a trusted proxy saw the client come from: the last X-Forwarded-For entry
+    (the one that proxy appended; earlier ones are whatever the client claimed), else the
+    peer itself."""
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    return hops[-1] if hops else peer
 
 
 async def current_session(request: Request) -> SessionView | None:

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from twofa.services.forward_auth import AuthzAnswer, OriginalRequest, Verdict
-from twofa.web.context import SESSION_COOKIE, gateway_of
+from twofa.web.context import SESSION_COOKIE, forwarded_client_ip, gateway_of
 
 IDENTITY_HEADERS: Final = ("remote-user", "remote-name", "remote-email", "remote-groups")
 _UNSAFE = str.maketrans("", "", "\r\n\x00")
@@ -32,7 +32,7 @@ def original_request(request: Request, trusted: bool) -> OriginalRequest | None:
         return None
     headers = request.headers
     peer = request.client.host if request.client else ""
-    client_ip = _client_ip(headers.get("x-forwarded-for", ""), peer)
+    client_ip = forwarded_client_ip(headers.get("x-forwarded-for", ""), peer)
     if original := headers.get("x-original-url"):
         try:
             parts = urllib.parse.urlsplit(original)
@@ -52,13 +52,6 @@ def original_request(request: Request, trusted: bool) -> OriginalRequest | None:
     if any(ch in host for ch in "/@\\ ") or any(ch in uri for ch in "\r\n"):
         return None
     return OriginalRequest(scheme, host.lower(), uri, client_ip)
-
-
-def _client_ip(forwarded_for: str, peer: str) -> str:
-    """The address the proxy saw the client come from: the last entry of X-Forwarded-For
-    (the one the trusted proxy appended), else the peer."""
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-    return hops[-1] if hops else peer
 
 
 def _with_identity(response: Response, answer: AuthzAnswer) -> Response:
