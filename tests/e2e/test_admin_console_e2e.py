@@ -1,8 +1,8 @@
 """The seed's admin steps clicked through in Chromium: sign in as admin, paste the Duo keys in
-Advanced Settings and save, choose Duo Push in Two Factor Settings (a backup method cannot be
-required yet, and the page says so), save, switch 2FA on for group engineering in User
-Management; then a member's sign-in starts the Duo set-up. The
-screenshots the README shows are taken here."""
+Advanced Settings and save, choose Duo Push in Two Factor Settings (a required backup policy
+without a backup method is refused, and the page says so), save, switch 2FA on for group
+engineering in User Management; then a member's sign-in starts the Duo set-up. The screenshots
+the README shows are taken here."""
 
 from __future__ import annotations
 
@@ -79,11 +79,11 @@ async def test_admin_sets_up_duo_push_in_the_console(
     await page.get_by_role("link", name="Two Factor Settings").click()
     methods = page.get_by_role("group", name="2FA methods for users")
     await expect(methods.get_by_label("Duo Push Notification")).to_be_checked()
-    await expect(methods.get_by_label("Authenticator app (TOTP)")).to_be_disabled()
+    await expect(methods.get_by_label("Authenticator app (TOTP)")).to_be_enabled()
     backup = page.get_by_role("group", name="Backup Method")
     await backup.get_by_label("Required at enrolment").check()
     await page.get_by_role("button", name="Save").click()
-    await expect(page.get_by_text("No backup method is available yet")).to_be_visible()
+    await expect(page.get_by_text("choose the backup method users set up")).to_be_visible()
     await expect(page.get_by_text("Nothing was saved")).to_be_visible()
 
     await backup.get_by_label("None", exact=True).check()
