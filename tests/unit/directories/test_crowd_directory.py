@@ -44,7 +44,7 @@ def crowd_error(status: int, reason: str, message: str = "Crowd says no") -> htt
     return httpx.Response(status, json={"reason": reason, "message": message})
 
 
-def user_entity(name: str = "alice", **fields: Any) -> dict[str, Any]:
+def user_entity(name: object = "alice", **fields: Any) -> dict[str, Any]:
     return {
         "name": name,
         "display-name": "Alice Example",
