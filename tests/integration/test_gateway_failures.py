@@ -114,7 +114,9 @@ async def test_session_id_changes_at_each_privilege_change(
     final = await client.get(f"/2fa/duo/push/{challenge}", headers=JSON)
     assert final.json()["state"] == "allow"
     replay = await client.get(f"/2fa/duo/push/{challenge}", headers=JSON)
-    assert replay.status_code == 401  # the challenge belonged to the pending session
+    # the challenge belonged to the pending session, not to the signed-in one that replaced it
+    assert replay.status_code == 400
+    assert "no longer valid" in replay.json()["message"]
     assert len({anonymous, after_password, client.cookies[SESSION_COOKIE]}) == 3
     client.cookies.set(SESSION_COOKIE, after_password)  # the old cookie is worthless now
     assert (await client.get("/")).status_code == 303

@@ -399,7 +399,7 @@ class DuoPushService:
 
     async def user_of(self, session: SessionView) -> UserRow:
         """The user of a session that passed the password and waits for a second factor."""
-        if session.user_id is None or session.level is not Level.PASSWORD:
+        if session.user_id is None or session.level not in (Level.PASSWORD, Level.SIGNED_IN):
             raise SecondFactorError("Your sign-in has expired. Please sign in again.")
         async with self._db.begin() as db:
             user = await Users(db).by_id(session.user_id)

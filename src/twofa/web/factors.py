@@ -178,8 +178,6 @@ async def use_another_method(request: Request, step_up: int = 0) -> Response:
     gateway = gateway_of(request)
     assert session.user_id is not None
     codes = await gateway.access.usable_methods(session.user_id)
-    if session.level is Level.SIGNED_IN:  # Duo Push is asked at sign-in only, for now
-        codes = [code for code in codes if code != DUO_PUSH]
     choices = [(code, _title(request, code), method_url(code)) for code in codes]
     return render(
         request,

@@ -26,10 +26,20 @@ from twofa.services.duo_push import (
     SetupView,
 )
 from twofa.services.sessions import Level, SessionView
-from twofa.web.context import check_csrf, client_of, gateway_of, session_at, set_session_cookie
+from twofa.web.context import (
+    check_csrf,
+    client_of,
+    gateway_of,
+    session_at,
+    session_in,
+    set_device_cookie,
+    set_session_cookie,
+)
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/2fa")
+# A second factor is asked at sign-in (PASSWORD) and to confirm a sensitive change (SIGNED_IN).
+VERIFYING = (Level.PASSWORD, Level.SIGNED_IN)
 
 
 class MethodUnavailable(SecondFactorError):
@@ -65,9 +75,32 @@ def completed(request: Request, completion: Completion) -> RedirectResponse:
 
 
 async def fail_open(request: Request, session: SessionView) -> Completion:
-    """failmode safe: Duo could not be asked, so the password alone signs the user in."""
+    """failmode safe: Duo could not be asked, so the password alone signs the user in. A
+    signed-in user confirming a change gets no such pass: confirming is the point."""
+    if session.level is Level.SIGNED_IN:
+        raise SecondFactorError(
+            "Duo Security cannot be reached, so it cannot confirm it's you right now. "
+            "Use another method or try again later."
+        )
     duo = await duo_of(request)
     return await duo.bypass(session, client_of(request), "failmode safe")
+
+
+async def remember_days_for(request: Request, session: SessionView) -> int:
+    """The "Remember this device" offer: at sign-in only, and only when the admin allows."""
+    if session.level is not Level.PASSWORD:
+        return 0
+    return await gateway_of(request).devices.days()
+
+
+async def remember_device_if_asked(
+    request: Request, response: Response, session: SessionView, remember: str
+) -> None:
+    if remember != "on" or session.level is not Level.PASSWORD or session.user_id is None:
+        return
+    remembered = await gateway_of(request).devices.remember(session.user_id, client_of(request))
+    if remembered is not None:
+        set_device_cookie(request, response, *remembered)
 
 
 def activation_qr_svg(activation_code: str) -> str:
@@ -151,7 +184,7 @@ async def duo_setup(request: Request) -> Response:
 
 @router.get("/validate")
 async def validate(request: Request) -> Response:
-    session = await session_at(request, Level.PASSWORD)
+    session = await session_in(request, *VERIFYING)
     setup = await _setup_or_complete(request, session)
     if isinstance(setup, Response):
         return setup
@@ -169,6 +202,7 @@ async def validate(request: Request) -> Response:
         autopush=autopush,
         activated=True,
         sms_sent=sms_sent,
+        remember_days=await remember_days_for(request, session),
     )
 
 
@@ -185,7 +219,7 @@ async def activation_status(request: Request) -> Response:
 
 async def _start_out_of_band(request: Request, factor: DuoFactor) -> Response:
     """Sends a push or has Duo call; the page then polls the challenge the same way."""
-    session = await session_at(request, Level.PASSWORD)
+    session = await session_in(request, *VERIFYING)
     factors = DuoFactorService(await duo_of(request))
     await check_csrf(request, session)
     device = str((await request.form()).get("device") or "auto")
@@ -216,7 +250,7 @@ async def start_call(request: Request) -> Response:
 @router.post("/duo/sms")
 async def text_passcodes(request: Request) -> Response:
     """A plain form: Duo texts passcodes, then the validation page asks for one."""
-    session = await session_at(request, Level.PASSWORD)
+    session = await session_in(request, *VERIFYING)
     factors = DuoFactorService(await duo_of(request))
     await check_csrf(request, session)
     device = str((await request.form()).get("device") or "auto")
@@ -228,8 +262,10 @@ async def text_passcodes(request: Request) -> Response:
 
 
 @router.get("/duo/push/{challenge}")
-async def push_status(request: Request, challenge: str, device: str | None = None) -> Response:
-    session = await session_at(request, Level.PASSWORD)
+async def push_status(
+    request: Request, challenge: str, device: str | None = None, remember: str = ""
+) -> Response:
+    session = await session_in(request, *VERIFYING)
     duo = await duo_of(request)
     try:
         result = await duo.poll(session, challenge, client_of(request), device)
@@ -247,12 +283,13 @@ async def push_status(request: Request, challenge: str, device: str | None = Non
         body["redirect"] = landing_after(result.completion)
         response = JSONResponse(body)
         set_session_cookie(request, response, result.completion.token)
+        await remember_device_if_asked(request, response, session, remember)
     return response
 
 
 @router.post("/duo/passcode")
 async def passcode(request: Request) -> Response:
-    session = await session_at(request, Level.PASSWORD)
+    session = await session_in(request, *VERIFYING)
     duo = await duo_of(request)
     await check_csrf(request, session)
     form = await request.form()
@@ -276,5 +313,8 @@ async def passcode(request: Request) -> Response:
             autopush=False,
             activated=True,
             passcode_error=exc.message,
+            remember_days=await remember_days_for(request, session),
         )
-    return completed(request, completion)
+    response = completed(request, completion)
+    await remember_device_if_asked(request, response, session, str(form.get("remember", "")))
+    return response

@@ -72,7 +72,11 @@
 
   async function follow(request, challenge, mine) {
     const device = request === requests.push && request.device ? request.device.value : "";
-    const url = "/2fa/duo/push/" + encodeURIComponent(challenge) + (device ? "?device=" + encodeURIComponent(device) : "");
+    const query = new URLSearchParams();
+    if (device) query.set("device", device);
+    const remember = document.getElementById("remember-device");
+    if (remember && remember.checked) query.set("remember", "on");
+    const url = "/2fa/duo/push/" + encodeURIComponent(challenge) + (query.toString() ? "?" + query.toString() : "");
     for (;;) {
       const body = await getJson(url);
       // An approval signs in even when the page has moved on to another request since.
