@@ -27,12 +27,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from twofa.directory_settings import CrowdSettings
 from twofa.duo.endpoint import DuoEndpoint
 from twofa.errors import ConfigurationError
 
 PLACEHOLDER_SECRET: Final = "change-me-dev-only-secret-key-0000000000"  # noqa: S105 (refused in production)
 ENV_PREFIX: Final = "TWOFA_"
 ACCESS_POLICIES: Final = ("bypass", "one_factor", "two_factor", "deny")
+KNOWN_DIRECTORIES: Final = ("local", "crowd")
 
 
 class Mode(Enum):
@@ -193,6 +195,31 @@ class Settings(BaseSettings):
     lockout_minutes: int = Field(default=15, ge=1)
     duo: DuoSettings = DuoSettings()
     access: AccessSettings = AccessSettings()
+    # Where passwords are checked, in order; external ones provision a twofa user at first
+    # sign-in. "local" is twofa's own user table.
+    directories: tuple[str, ...] = ("local",)
+    crowd: CrowdSettings | None = None
+
+    @field_validator("directories", mode="before")
+    @classmethod
+    def _directories_from_text(cls, value: object) -> object:
+        if isinstance(value, str):  # TWOFA_DIRECTORIES=local,crowd
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _directories_configured(self) -> Settings:
+        for name in self.directories:
+            if name not in KNOWN_DIRECTORIES:
+                raise ValueError(
+                    f"directories: unknown directory {name!r} "
+                    f"(known: {', '.join(KNOWN_DIRECTORIES)})"
+                )
+            if name != "local" and getattr(self, name) is None:
+                raise ValueError(f"directories: {name!r} is listed but [{name}] is not set")
+        if len(set(self.directories)) != len(self.directories):
+            raise ValueError("directories: each directory once")
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

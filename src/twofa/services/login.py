@@ -1,8 +1,10 @@
-"""The first factor: password check, throttling per user and per IP, the 2FA policy decision
-and the audit record. Unknown users and wrong passwords get the same answer and cost."""
+"""The first factor: password check (twofa's own users, or external directories in order),
+throttling per user and per IP, the 2FA policy decision and the audit record. Unknown users
+and wrong passwords get the same answer; a directory that cannot be asked gets its own."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
@@ -11,19 +13,24 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
 from twofa.config import Settings
-from twofa.directories.base import Directory
+from twofa.directories.base import Directory, DirectoryUnavailable, ExternalDirectory
 from twofa.domain.client import ClientInfo
 from twofa.domain.policy import second_factor_policy
 from twofa.services import audit, throttle
 from twofa.services.accounts import lockout_keys
-from twofa.services.console import ConsoleSettingsService, Enforcement
+from twofa.services.console import ConsoleSettingsService, enforced_for_everyone
+from twofa.services.directory_users import DirectoryConflict, ask_in_order, provision
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.repositories import Users
+from twofa.storage.tables import UserRow
+
+LOCAL = "local"
 
 
 class LoginResult(Enum):
     REFUSED = "refused"
     LOCKED = "locked"
+    UNAVAILABLE = "unavailable"  # a directory could not be asked: neither yes nor no
     SIGNED_IN = "signed_in"
     SECOND_FACTOR = "second_factor"
 
@@ -44,9 +51,11 @@ class LoginService:
         clock: Clock,
         settings: Settings,
         console: ConsoleSettingsService,
+        external: Sequence[ExternalDirectory] = (),
     ) -> None:
+        self._external = tuple(external)
         self._db = sessions
-        self._console = console
+
         self._session_service = session_service
         self._directory = directory
         self._clock = clock
@@ -59,7 +68,6 @@ class LoginService:
     ) -> LoginOutcome:
         username = username.strip()
         now = self._clock.now()
-        everyone = (await self._console.two_factor()).enforcement is Enforcement.EVERYONE
         user_key, ip_key = lockout_keys(username)[0], f"login-ip:{client.ip}"
         async with self._db.begin() as db:
             for key in (user_key, ip_key):
@@ -68,28 +76,104 @@ class LoginService:
                         db, self._clock, "login", "locked", username=username, client=client
                     )
                     return LoginOutcome(LoginResult.LOCKED)
-            identity = await self._directory.authenticate(db, username, password)
-            if identity is None:
-                await self._count_failure(db, user_key, ip_key, username, client)
+            owner = await Users(db).by_name(username)
+            if (owner is not None and owner.directory != LOCAL) or (
+                owner is None and self._external
+            ):
+                external = self._directories_for(owner)
+            else:
+                identity = await self._directory.authenticate(db, username, password)
+                if identity is None:
+                    await self._count_failure(db, user_key, ip_key, username, client)
+                    return LoginOutcome(LoginResult.REFUSED)
+                user = await Users(db).by_id(identity.user_id)
+                assert user is not None
+                return await self._signed_in(db, session, user, user_key, client)
+        return await self._sign_in_external(
+            session, username, password, client, external, (user_key, ip_key)
+        )
+
+    def _directories_for(self, owner: UserRow | None) -> list[ExternalDirectory]:
+        """A known directory user asks only their own directory; a new name asks them all."""
+        if owner is None:
+            return list(self._external)
+        return [d for d in self._external if d.name == owner.directory]
+
+    async def _sign_in_external(
+        self,
+        session: SessionView,
+        username: str,
+        password: str,
+        client: ClientInfo,
+        directories: list[ExternalDirectory],
+        keys: tuple[str, str],
+    ) -> LoginOutcome:
+        """Asks the directories outside any transaction (they are network calls)."""
+        try:
+            vouched = await ask_in_order(directories, username, password)
+        except DirectoryUnavailable as exc:
+            async with self._db.begin() as db:
+                audit.record(
+                    db,
+                    self._clock,
+                    "login",
+                    "directory_unavailable",
+                    username=username,
+                    client=client,
+                    error=str(exc),
+                )
+            return LoginOutcome(LoginResult.UNAVAILABLE)
+        async with self._db.begin() as db:
+            if vouched is None:
+                await self._count_failure(db, *keys, username, client)
                 return LoginOutcome(LoginResult.REFUSED)
-            await throttle.reset(db, user_key)
-            user = await Users(db).by_id(identity.user_id)
-            assert user is not None
-            enabled_groups = await Users(db).group_names(user.id, twofa_only=True)
-            decision = second_factor_policy(user.twofa_enabled, enabled_groups, everyone)
-            level = Level.PASSWORD if decision.required else Level.SIGNED_IN
-            token, view = await self._session_service.promote(db, session, user.id, level, client)
-            audit.record(
-                db,
-                self._clock,
-                "login",
-                "password_ok",
-                username=user.username,
-                client=client,
-                second_factor=decision.reason,
-            )
-            result = LoginResult.SECOND_FACTOR if decision.required else LoginResult.SIGNED_IN
-            return LoginOutcome(result, token, view)
+            try:
+                user = await provision(db, vouched, self._clock.now())
+            except DirectoryConflict as exc:
+                audit.record(
+                    db,
+                    self._clock,
+                    "login",
+                    "directory_conflict",
+                    username=username,
+                    client=client,
+                    error=str(exc),
+                )
+                await self._count_failure(db, *keys, username, client)
+                return LoginOutcome(LoginResult.REFUSED)
+            if not user.enabled:
+                await self._count_failure(db, *keys, username, client)
+                return LoginOutcome(LoginResult.REFUSED)
+            return await self._signed_in(db, session, user, keys[0], client, vouched.directory)
+
+    async def _signed_in(
+        self,
+        db: AsyncSession,
+        session: SessionView,
+        user: UserRow,
+        user_key: str,
+        client: ClientInfo,
+        directory: str = LOCAL,
+    ) -> LoginOutcome:
+        """The password is right: decide on the second factor and open the session."""
+        await throttle.reset(db, user_key)
+        everyone = await enforced_for_everyone(db)
+        enabled_groups = await Users(db).group_names(user.id, twofa_only=True)
+        decision = second_factor_policy(user.twofa_enabled, enabled_groups, everyone)
+        level = Level.PASSWORD if decision.required else Level.SIGNED_IN
+        token, view = await self._session_service.promote(db, session, user.id, level, client)
+        audit.record(
+            db,
+            self._clock,
+            "login",
+            "password_ok",
+            username=user.username,
+            client=client,
+            second_factor=decision.reason,
+            directory=directory,
+        )
+        result = LoginResult.SECOND_FACTOR if decision.required else LoginResult.SIGNED_IN
+        return LoginOutcome(result, token, view)
 
     async def _count_failure(
         self, db: AsyncSession, user_key: str, ip_key: str, username: str, client: ClientInfo

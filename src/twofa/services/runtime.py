@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock, SystemClock
 from twofa.config import DuoSettings, Settings
+from twofa.directories.base import ExternalDirectory
+from twofa.directories.crowd import CrowdDirectory, make_crowd_http_client
 from twofa.directories.local import LocalDirectory
 from twofa.duo import DuoAuthClient, DuoCredentials, DuoEndpoint, DuoTimeouts, make_http_client
 from twofa.methods.duo_push import DuoPushMethod
@@ -60,6 +62,21 @@ def build_duo_service(
     return DuoPushService(db, DuoPushMethod(client, duo), sessions, clock, duo)
 
 
+def external_directories(
+    settings: Settings,
+) -> tuple[list[ExternalDirectory], list[httpx.AsyncClient]]:
+    """The external directories the settings list, in their order, and the HTTP clients
+    they hold (closed with the gateway)."""
+    directories: list[ExternalDirectory] = []
+    clients: list[httpx.AsyncClient] = []
+    for name in settings.directories:
+        if name == "crowd" and settings.crowd is not None:
+            client = make_crowd_http_client(settings.crowd)
+            clients.append(client)
+            directories.append(CrowdDirectory(settings.crowd, client))
+    return directories, clients
+
+
 def build_registry(settings: Settings) -> MethodRegistry:
     """Every local method this gateway offers, explicitly; the admin allows a subset."""
     return MethodRegistry([TotpMethod()])
@@ -85,6 +102,7 @@ class Gateway:
     duo: DuoPushService | None = None
     _duo_version: int = -1
     _duo_checked_at: float = field(default=float("-inf"))
+    directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     @classmethod
     async def start(
@@ -114,7 +132,8 @@ class Gateway:
         registry = build_registry(settings)
         offered = (DUO_PUSH, *registry.codes)
         console = ConsoleSettingsService(db, clock, sealer, http, settings.duo, offered)
-        login = LoginService(db, sessions, LocalDirectory(), clock, settings, console)
+        external, directory_clients = external_directories(settings)
+        login = LoginService(db, sessions, LocalDirectory(), clock, settings, console, external)
         grace = EnrolmentGraceService(db, console, sessions, clock)
         access = FactorAccess(db, registry, console, clock)
         mailer: Mailer | None = None
@@ -137,6 +156,7 @@ class Gateway:
             ForwardAuthService(db, sessions, settings.access),
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
+        gateway.directory_clients = directory_clients
         return gateway
 
     async def current_duo(self) -> DuoPushService | None:
@@ -154,4 +174,6 @@ class Gateway:
 
     async def close(self) -> None:
         await self.http.aclose()
+        for client in self.directory_clients:
+            await client.aclose()
         await self.engine.dispose()

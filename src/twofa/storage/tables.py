@@ -48,6 +48,9 @@ class UserRow(Base):
     enrolment_postponements: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     grace_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     default_method: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Who vouches for the password: "local" (twofa's own hash) or an external directory's
+    # name; a directory never signs in a user another directory (or twofa) owns.
+    directory: Mapped[str] = mapped_column(String(32), default="local", server_default="local")
 
 
 class GroupRow(Base):

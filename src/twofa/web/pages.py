@@ -30,6 +30,15 @@ router = APIRouter()
 
 LOGIN_REFUSED = "Invalid username or password."
 LOGIN_LOCKED = "Too many failed sign-in attempts. Try again in a few minutes."
+LOGIN_UNAVAILABLE = (
+    "Your password cannot be checked right now: the user directory is not answering. "
+    "Try again in a few minutes."
+)
+LOGIN_PROBLEMS = {
+    LoginResult.REFUSED: (LOGIN_REFUSED, 401),
+    LoginResult.LOCKED: (LOGIN_LOCKED, 429),
+    LoginResult.UNAVAILABLE: (LOGIN_UNAVAILABLE, 503),
+}
 
 
 def redirect(url: str) -> RedirectResponse:
@@ -92,11 +101,11 @@ async def login_submit(request: Request) -> Response:
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     outcome = await gateway.login.sign_in(session, username, password, client_of(request))
     if outcome.token is None or outcome.session is None:
-        message = LOGIN_LOCKED if outcome.result is LoginResult.LOCKED else LOGIN_REFUSED
+        message, status = LOGIN_PROBLEMS[outcome.result]
         return render(
             request,
             "login.html",
-            status_code=401 if outcome.result is LoginResult.REFUSED else 429,
+            status_code=status,
             csrf_token=session.csrf_token,
             error=message,
             username=username,

@@ -1,4 +1,5 @@
-"""second-factor credentials, their hashed items, remembered devices, challenge payloads
+"""second-factor credentials, their hashed items, remembered devices, challenge payloads,
+user directories
 
 Revision ID: 0003
 Revises: 0002
@@ -66,10 +67,14 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("default_method", sa.String(length=32), nullable=True))
+        batch_op.add_column(
+            sa.Column("directory", sa.String(length=32), server_default="local", nullable=False)
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_column("directory")
         batch_op.drop_column("default_method")
     with op.batch_alter_table("sessions", schema=None) as batch_op:
         batch_op.drop_column("second_factor_at")
