@@ -101,13 +101,14 @@ async def start_console(
     tmp_path: Path,
     simulator: RunningSimulator,
     mode: str = "dev",
+    extra: dict[str, Any] | None = None,
     **duo: Any,
 ) -> Console:
     """Starts a gateway on a fresh SQLite file (`duo` are its settings-file Duo values) whose
     servers and client close with `stack`."""
     url = await stack.enter_async_context(sqlite_database(tmp_path))
     base_url, settings = await stack.enter_async_context(
-        running_gateway(url, simulator, mode, **duo)
+        running_gateway(url, simulator, mode, extra=extra, **duo)
     )
     await add_admins(settings)
     client = await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=30))

@@ -21,9 +21,16 @@ PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-1"}
 
 
 def gateway_settings(
-    database_url: str, simulator: RunningSimulator, port: int, mode: str = "dev", **duo: Any
+    database_url: str,
+    simulator: RunningSimulator,
+    port: int,
+    mode: str = "dev",
+    extra: dict[str, Any] | None = None,
+    **duo: Any,
 ) -> Settings:
+    """`extra` are more settings (e.g. `access`); `duo` overrides the Duo ones."""
     return load_settings(
+        **(extra or {}),
         environ={},
         mode=mode,
         secret_key=SECRET,
@@ -59,10 +66,11 @@ async def running_gateway(
     mode: str = "dev",
     *,
     seed: bool = True,
+    extra: dict[str, Any] | None = None,
     **duo: Any,
 ) -> AsyncIterator[tuple[str, Settings]]:
     port = free_port()
-    settings = gateway_settings(database_url, simulator, port, mode, **duo)
+    settings = gateway_settings(database_url, simulator, port, mode, extra, **duo)
     if seed:
         await seed_users(settings)
     with serve_in_thread(create_app(settings), port=port) as base_url:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from twofa.web.admin import audit_pages, overview, settings_pages, users_pages
+from twofa.web.admin import access_pages, audit_pages, overview, settings_pages, users_pages
 
 router = APIRouter()
-for module in (overview, settings_pages, users_pages, audit_pages):
+for module in (overview, settings_pages, users_pages, audit_pages, access_pages):
     router.include_router(module.router)
