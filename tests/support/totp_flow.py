@@ -15,9 +15,7 @@ def challenge_from(html: str) -> str:
     return html.split(marker, 1)[1].split('"', 1)[0]
 
 
-async def post_code(
-    client: httpx.AsyncClient, url: str, code: str, **extra: str
-) -> httpx.Response:
+async def post_code(client: httpx.AsyncClient, url: str, code: str, **extra: str) -> httpx.Response:
     page = await client.get(url)
     assert page.status_code == 200, page.text
     return await client.post(
