@@ -22,6 +22,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    # The deployment tests use real-looking names (jira.example.test); they are all here.
+    "--host-resolver-rules=MAP *.example.test 127.0.0.1",
 ]
 
 

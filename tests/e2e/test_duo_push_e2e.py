@@ -30,11 +30,17 @@ async def sign_in(page: Page, gateway_url: str, username: str) -> None:
     await page.get_by_role("button", name="Sign in").click()
 
 
-async def answer_on_phone(phone: Page, simulator: RunningSimulator, action: str) -> None:
+async def answer_on_phone(
+    phone: Page,
+    simulator: RunningSimulator,
+    action: str,
+    username: str = "alice",
+    application: str = "Test app",
+) -> None:
     await phone.goto(f"{simulator.base_url}/_sim/phone")
-    await phone.get_by_label("User").select_option("alice")
+    await phone.get_by_label("User").select_option(username)
     await expect(phone.get_by_text("Login request")).to_be_visible()
-    await expect(phone.get_by_text("Test app")).to_be_visible()
+    await expect(phone.get_by_text(application)).to_be_visible()
     await phone.get_by_role("button", name=action).click()
 
 
