@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import uvloop
+
+T = TypeVar("T")
+
+
+def run_server(main: Coroutine[Any, Any, T]) -> T:
+    """Runs a server's main coroutine on uvloop: uvicorn picks uvloop only when it owns the
+    loop, and here twofa does (it checks the database before binding)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def tune_garbage_collector() -> None:

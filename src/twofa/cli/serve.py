@@ -14,7 +14,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from twofa.cli.common import expected_errors_reported, settings_for
-from twofa.cli.runtime import tune_garbage_collector
+from twofa.cli.runtime import run_server, tune_garbage_collector
 from twofa.config import Mode, Settings, load_settings
 from twofa.errors import ConfigurationError
 from twofa.services.accounts import AccountError
@@ -84,7 +84,7 @@ def serve(
             raise ConfigurationError(
                 "--upstream needs the protected domains in the settings: [access] domains"
             )
-        asyncio.run(_serve_gateway(settings, host, port, access_log, upstream))
+        run_server(_serve_gateway(settings, host, port, access_log, upstream))
 
 
 async def seed_demo(gateway: Gateway) -> None:
@@ -153,4 +153,4 @@ def demo(
     """Run twofa with the bundled Duo simulator and demo users (alice, bob, admin)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with expected_errors_reported():
-        asyncio.run(_run_demo(port, database.resolve()))
+        run_server(_run_demo(port, database.resolve()))

@@ -9,6 +9,7 @@ revoked session stops working within a second on every node.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.parse
 from collections import OrderedDict
@@ -103,9 +104,17 @@ class ForwardAuthService:
         self._rules = rules_from_settings(access.rules)
         self._default = Policy(access.default_policy)
         self._cache: OrderedDict[str, tuple[float, SignedInUser | None]] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[SignedInUser | None]] = {}
+        self._trusted_peers: dict[str, bool] = {}
 
     def trusts_proxy(self, peer_ip: str) -> bool:
-        return in_networks(peer_ip, tuple(self._access.trusted_proxies))
+        # A handful of proxy addresses call this for every request: remember the answer.
+        trusted = self._trusted_peers.get(peer_ip)
+        if trusted is None:
+            trusted = in_networks(peer_ip, tuple(self._access.trusted_proxies))
+            if len(self._trusted_peers) < 1024:
+                self._trusted_peers[peer_ip] = trusted
+        return trusted
 
     def protects(self, host: str) -> bool:
         return known_domain(self._access.domains, host.split(":", 1)[0])
@@ -167,12 +176,22 @@ class ForwardAuthService:
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
             return cached[1]
-        user = await self._load(token)
-        self._cache[key] = (now, user)
-        self._cache.move_to_end(key)
-        while len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
-        return user
+        # One load per session at a time: when an entry expires under load, every request
+        # in flight for it waits for the same read instead of each opening a transaction.
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(token))
+            self._loading[key] = loading
+            try:
+                user = await loading
+            finally:
+                del self._loading[key]
+            self._cache[key] = (now, user)
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+            return user
+        return await asyncio.shield(loading)
 
     async def _load(self, token: str) -> SignedInUser | None:
         session = await self._sessions.load(token)

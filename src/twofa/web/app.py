@@ -72,12 +72,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app = FastAPI(
         title="twofa", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
     )
-    # The hot path first, as plain Starlette routes: no dependency injection per request.
-    app.add_route("/authz/nginx", forward_auth.nginx_auth_request, methods=["GET", "HEAD"])
-    app.add_route(
-        "/authz/forward", forward_auth.traefik_caddy_forward_auth, methods=["GET", "HEAD"]
-    )
-    app.add_route("/healthz", forward_auth.healthz, methods=["GET", "HEAD"])
     static = resources.files("twofa.web").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.include_router(pages.router)
@@ -87,5 +81,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(api.router)
     errors.install(app)
+    # The hot path skips the router and FastAPI's per-request machinery: the proxy calls it
+    # before every request to every protected app. Security headers still wrap it.
+    app.add_middleware(forward_auth.FastRoutes)
     app.add_middleware(SecurityHeaders)
     return app

@@ -18,6 +18,7 @@ from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from twofa.services.forward_auth import AuthzAnswer, OriginalRequest, Verdict
 from twofa.web.context import SESSION_COOKIE, forwarded_client_ip, gateway_of
@@ -113,3 +114,29 @@ async def traefik_caddy_forward_auth(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     """A bare 200: for load balancers, and the benchmark's yardstick for the check above."""
     return PlainTextResponse("ok")
+
+
+FAST_ROUTES: Final = {
+    "/authz/nginx": nginx_auth_request,
+    "/authz/forward": traefik_caddy_forward_auth,
+    "/healthz": healthz,
+}
+
+
+class FastRoutes:
+    """Answers the forward-auth and health paths straight from the middleware stack, before
+    the router: an exact path match and one handler call, nothing else per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = FAST_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None:
+            await self._app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            response: Response = PlainTextResponse("Method Not Allowed", status_code=405)
+        else:
+            response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
