@@ -4,8 +4,9 @@ Starts `twofa serve` (one uvicorn worker, uvloop + httptools) on a fresh SQLite 
 one signed-in user whose session passed a second factor, then runs wrk on loopback: first
 against `/healthz` (a bare 200 on the same server), then against `/authz/nginx` with the
 session cookie and the `X-Original-URL` nginx sends, each for the same duration and number
-of connections, three rounds each, keeping the median round. The last line is the summary
-recorded in bench/README.md.
+of connections, three rounds each, keeping the median round; then a plain Starlette app with
+one route (the floor no Python server here goes below). The last line is the summary recorded
+in bench/README.md.
 
     .venv/bin/python bench/forward_auth.py [--duration 10] [--connections 64] [--rounds 3]
 """
@@ -95,15 +96,46 @@ def start_server(config: Path, database_url: str, port: int) -> subprocess.Popen
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    wait_for_port(port, process)
+    return process
+
+
+def start_bare_starlette(port: int) -> subprocess.Popen[bytes]:
+    uvicorn = Path(sys.executable).with_name("uvicorn")
+    bench_dir = Path(__file__).parent
+    process = subprocess.Popen(
+        [
+            str(uvicorn),
+            "_bare_starlette:app",
+            "--app-dir",
+            str(bench_dir),
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process)
+    return process
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
+                return
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("twofa serve did not start")
+    raise RuntimeError(f"server on port {port} did not start")
 
 
 def wrk(url: str, headers: dict[str, str], duration: int, connections: int) -> WrkResult:
@@ -160,6 +192,17 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=10)
+    floor_port = free_port()
+    floor_server = start_bare_starlette(floor_port)
+    try:
+        floor = wrk(f"http://127.0.0.1:{floor_port}/healthz", {}, args.duration, args.connections)
+    finally:
+        floor_server.terminate()
+        floor_server.wait(timeout=10)
+    print(
+        f"floor: plain Starlette, one route, same server set-up: {floor.rps:,.0f} rps, "
+        f"p99 {floor.p99_ms:.2f} ms"
+    )
     bare_median, check_median = median_round(bare), median_round(check)
     for name, rounds in (("bare /healthz", bare), ("check /authz/nginx", check)):
         figures = ", ".join(f"{r.rps:,.0f} rps p99 {r.p99_ms:.2f} ms" for r in rounds)
