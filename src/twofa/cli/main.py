@@ -19,6 +19,7 @@ from twofa.cli.policy import policy_app
 from twofa.cli.serve import demo, serve
 from twofa.cli.settings_cmd import settings_app
 from twofa.cli.simulator import simulator_app
+from twofa.cli.smtp import smtp_app
 from twofa.cli.tokens import token_app
 from twofa.cli.users import user_app
 
@@ -34,6 +35,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(group_app, name="group")
 app.add_typer(policy_app, name="policy")
 app.add_typer(duo_app, name="duo")
+app.add_typer(smtp_app, name="smtp")
 app.add_typer(settings_app, name="settings")
 app.add_typer(audit_app, name="audit")
 app.add_typer(token_app, name="token")

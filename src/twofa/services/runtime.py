@@ -7,6 +7,7 @@ within a second (it compares the console's version at most once a second).
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -20,15 +21,17 @@ from twofa.directories.crowd import CrowdDirectory, make_crowd_http_client
 from twofa.directories.local import LocalDirectory
 from twofa.duo import DuoAuthClient, DuoCredentials, DuoEndpoint, DuoTimeouts, make_http_client
 from twofa.methods.duo_push import DuoPushMethod
+from twofa.methods.email_otp import EmailOtpMethod
 from twofa.methods.registry import DUO_PUSH, MethodRegistry
 from twofa.methods.totp import TotpMethod
 from twofa.security.sealing import Sealer
 from twofa.services.accounts import AccountService
 from twofa.services.console import ConsoleSettingsService
 from twofa.services.duo_push import DuoPushService
+from twofa.services.email_delivery import SmtpMailer, SmtpSettingsService
 from twofa.services.enrolment_grace import EnrolmentGraceService
 from twofa.services.factor_access import FactorAccess
-from twofa.services.factors import FactorService, Mailer
+from twofa.services.factors import FactorService
 from twofa.services.forward_auth import ForwardAuthService
 from twofa.services.login import LoginService
 from twofa.services.my_factors import MyFactorsService
@@ -79,7 +82,7 @@ def external_directories(
 
 def build_registry(settings: Settings) -> MethodRegistry:
     """Every local method this gateway offers, explicitly; the admin allows a subset."""
-    return MethodRegistry([TotpMethod()])
+    return MethodRegistry([TotpMethod(), EmailOtpMethod()])
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Gateway:
     my_factors: MyFactorsService
     devices: RememberedDeviceService
     forward_auth: ForwardAuthService
+    smtp: SmtpSettingsService
     duo: DuoPushService | None = None
     _duo_version: int = -1
     _duo_checked_at: float = field(default=float("-inf"))
@@ -112,8 +116,10 @@ class Gateway:
         clock: Clock | None = None,
         verify_schema: bool = True,
         duo_http: httpx.AsyncClient | None = None,
+        smtp_tls: ssl.SSLContext | None = None,
     ) -> Gateway:
-        """`verify_schema` refuses an unmigrated or newer database with a clear message."""
+        """`verify_schema` refuses an unmigrated or newer database with a clear message;
+        `smtp_tls` checks the mail server's certificate (None: the system's CAs)."""
         clock = clock or SystemClock()
         engine = create_engine(settings.database_url)
         if verify_schema:
@@ -136,8 +142,8 @@ class Gateway:
         login = LoginService(db, sessions, LocalDirectory(), clock, settings, console, external)
         grace = EnrolmentGraceService(db, console, sessions, clock)
         access = FactorAccess(db, registry, console, clock)
-        mailer: Mailer | None = None
-        factors = FactorService(db, registry, sessions, access, clock, sealer, mailer)
+        smtp = SmtpSettingsService(db, clock, sealer, smtp_tls)
+        factors = FactorService(db, registry, sessions, access, clock, sealer, SmtpMailer(smtp))
         gateway = cls(
             settings,
             clock,
@@ -154,6 +160,7 @@ class Gateway:
             MyFactorsService(db, registry, access, console, clock),
             RememberedDeviceService(db, console, sessions, clock),
             ForwardAuthService(db, sessions, settings.access),
+            smtp,
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
         gateway.directory_clients = directory_clients

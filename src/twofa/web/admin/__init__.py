@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from twofa.web.admin import access_pages, audit_pages, overview, settings_pages, users_pages
+from twofa.web.admin import (
+    access_pages,
+    audit_pages,
+    email_pages,
+    overview,
+    settings_pages,
+    users_pages,
+)
 
 router = APIRouter()
-for module in (overview, settings_pages, users_pages, audit_pages, access_pages):
+for module in (overview, settings_pages, email_pages, users_pages, audit_pages, access_pages):
     router.include_router(module.router)
