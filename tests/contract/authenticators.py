@@ -8,6 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 from tests.contract.harness import Authenticator, Harness
+from tests.support.authenticator_backup_codes import BackupCodeSheet
+from tests.support.authenticator_email_otp import EmailReader
+from tests.support.authenticator_security_questions import SecurityAnswers
 from twofa.methods.totp import hotp, secret_bytes, time_step
 
 
@@ -35,4 +38,9 @@ class TotpApp:
         return hotp(secret_bytes(self._secret), time_step(harness.clock.now()))
 
 
-AUTHENTICATORS: dict[str, type[Authenticator]] = {"totp": TotpApp}
+AUTHENTICATORS: dict[str, type[Authenticator]] = {
+    "totp": TotpApp,
+    "backup_codes": BackupCodeSheet,
+    "security_questions": SecurityAnswers,
+    "email_otp": EmailReader,
+}

@@ -14,14 +14,17 @@ import pytest
 from tests.contract.authenticators import AUTHENTICATORS
 from tests.contract.harness import USERNAME, Authenticator, Harness, harness_on
 from tests.support.databases import postgres_database, sqlite_database
+from twofa.config import load_settings
 from twofa.domain.client import NO_CLIENT
 from twofa.methods.registry import LOCAL_METHOD_CODES
 from twofa.services.duo_push import SecondFactorError
 from twofa.services.factors import EXPIRED_MESSAGE, FAILURE_MESSAGES, LOCKED_MESSAGE
+from twofa.services.runtime import build_registry
 from twofa.services.sessions import Level
 from twofa.storage.repositories import AuditLog
 
-CODES = sorted(AUTHENTICATORS)
+REGISTERED = build_registry(load_settings(environ={}, mode="dev")).codes
+CODES = sorted(code for code in REGISTERED if code in AUTHENTICATORS)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -53,12 +56,9 @@ async def audit_outcomes(harness: Harness, kind: str) -> list[str]:
 
 
 def test_every_registered_method_is_covered() -> None:
-    assert set(CODES) <= set(LOCAL_METHOD_CODES)
-    from twofa.config import load_settings
-    from twofa.services.runtime import build_registry
-
-    registered = build_registry(load_settings(environ={}, mode="dev")).codes
-    assert sorted(registered) == CODES, "a registered method has no contract authenticator"
+    assert set(REGISTERED) <= set(LOCAL_METHOD_CODES)
+    missing = set(REGISTERED) - set(AUTHENTICATORS)
+    assert not missing, f"registered without a contract authenticator: {sorted(missing)}"
 
 
 @pytest.mark.parametrize("code", CODES)
