@@ -16,6 +16,7 @@ from twofa.cli.db import db_app
 from twofa.cli.duo import duo_app
 from twofa.cli.groups import group_app
 from twofa.cli.policy import policy_app
+from twofa.cli.questions import questions_app
 from twofa.cli.serve import demo, serve
 from twofa.cli.settings_cmd import settings_app
 from twofa.cli.simulator import simulator_app
@@ -34,6 +35,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(user_app, name="user")
 app.add_typer(group_app, name="group")
 app.add_typer(policy_app, name="policy")
+app.add_typer(questions_app, name="questions")
 app.add_typer(duo_app, name="duo")
 app.add_typer(smtp_app, name="smtp")
 app.add_typer(settings_app, name="settings")

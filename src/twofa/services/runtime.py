@@ -20,9 +20,11 @@ from twofa.directories.base import ExternalDirectory
 from twofa.directories.crowd import CrowdDirectory, make_crowd_http_client
 from twofa.directories.local import LocalDirectory
 from twofa.duo import DuoAuthClient, DuoCredentials, DuoEndpoint, DuoTimeouts, make_http_client
+from twofa.methods.backup_codes import BackupCodesMethod
 from twofa.methods.duo_push import DuoPushMethod
 from twofa.methods.email_otp import EmailOtpMethod
 from twofa.methods.registry import DUO_PUSH, MethodRegistry
+from twofa.methods.security_questions import SecurityQuestionsMethod
 from twofa.methods.totp import TotpMethod
 from twofa.security.sealing import Sealer
 from twofa.services.accounts import AccountService
@@ -82,7 +84,9 @@ def external_directories(
 
 def build_registry(settings: Settings) -> MethodRegistry:
     """Every local method this gateway offers, explicitly; the admin allows a subset."""
-    return MethodRegistry([TotpMethod(), EmailOtpMethod()])
+    return MethodRegistry(
+        [TotpMethod(), BackupCodesMethod(), EmailOtpMethod(), SecurityQuestionsMethod()]
+    )
 
 
 @dataclass

@@ -10,10 +10,19 @@ from twofa.web.admin import (
     audit_pages,
     email_pages,
     overview,
+    questions_pages,
     settings_pages,
     users_pages,
 )
 
 router = APIRouter()
-for module in (overview, settings_pages, email_pages, users_pages, audit_pages, access_pages):
+for module in (
+    overview,
+    settings_pages,
+    email_pages,
+    questions_pages,
+    users_pages,
+    audit_pages,
+    access_pages,
+):
     router.include_router(module.router)
