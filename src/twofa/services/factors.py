@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Final, Protocol
 
@@ -74,6 +74,7 @@ class Started:
 
     challenge_id: str
     show: Mapping[str, Any]
+    note: str = ""  # said above the form (why no new code was sent)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ class FactorService:
         method, user = await self._access.may_enrol(session, code)
         await self._refuse_during_cooldown(method, user)
         context = await self._context(user, code)
-        draft = await method.begin_enrollment(context)
+        try:
+            draft = await method.begin_enrollment(context)
+        except EnrolmentRefused as exc:
+            raise SecondFactorError(exc.message) from exc
         if draft.delivery is not None:
             await self._deliver(draft.delivery, user, code, client)
         payload: dict[str, Any] = {"keep": dict(draft.keep), "show": dict(draft.show)}
@@ -200,7 +204,15 @@ class FactorService:
             credentials = await credential_store.load(db, self._sealer, user.id, code)
         if not credentials:
             raise SecondFactorError(f"You have not set up {method.title.lower()}.")
-        await self._refuse_during_cooldown(method, user)
+        try:
+            await self._refuse_during_cooldown(method, user)
+        except SecondFactorError as exc:
+            # A reload of the code page (or "send a new code" too soon): the code already
+            # sent still works, so show its page again, saying why no new one was sent.
+            still_open = await self._still_open(session, code)
+            if still_open is None:
+                raise
+            return replace(still_open, note=exc.message)
         prompt = await method.start(await self._context(user, code), credentials)
         if prompt.delivery is not None:
             await self._deliver(prompt.delivery, user, code, client)
@@ -355,6 +367,13 @@ class FactorService:
                     method=code,
                 )
             raise
+
+    async def _still_open(self, session: SessionView, code: str) -> Started | None:
+        async with self._db.begin() as db:
+            row = await Challenges(db).latest_open(session.id, code, "validate", self._clock.now())
+        if row is None:
+            return None
+        return Started(row.id, (row.payload or {}).get("show", {}))
 
     async def _refuse_during_cooldown(self, method: Method, user: UserRow) -> None:
         """Methods that send something (an e-mail code) declare `resend_cooldown_seconds`:

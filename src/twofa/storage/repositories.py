@@ -173,6 +173,23 @@ class Challenges:
         # SQLite hands back a naive datetime from an aggregate: it is UTC like every column.
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
+    async def latest_open(
+        self, session_id: str, method: str, purpose: str, now: datetime
+    ) -> ChallengeRow | None:
+        query = (
+            select(ChallengeRow)
+            .where(
+                ChallengeRow.session_id == session_id,
+                ChallengeRow.method == method,
+                ChallengeRow.purpose == purpose,
+                ChallengeRow.consumed_at.is_(None),
+                ChallengeRow.expires_at > now,
+            )
+            .order_by(ChallengeRow.created_at.desc())
+            .limit(1)
+        )
+        return await self._db.scalar(query)
+
     async def set_status(self, challenge_id: str, status: str) -> None:
         await self._db.execute(
             update(ChallengeRow)

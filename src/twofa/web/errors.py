@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from twofa.methods.registry import UnknownMethod
 from twofa.services.duo_push import DuoDown, SecondFactorError
+from twofa.services.factors import DeliveryFailed
 from twofa.web.admin.guard import AdminOnly
 from twofa.web.context import CsrfError, SignInRequired
 from twofa.web.templating import render
@@ -23,11 +24,20 @@ def wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-def problem(request: Request, status: int, message: str, **extra: str) -> Response:
+def problem(
+    request: Request, status: int, message: str, *, other_methods: bool = False, **extra: str
+) -> Response:
+    """`other_methods` adds the "Use another method" way out (a method that cannot work right
+    now, like e-mail with the mail server down, must not strand the user)."""
     if wants_json(request):
         return JSONResponse({"state": "error", "message": message, **extra}, status_code=status)
     return render(
-        request, "error.html", status_code=status, title="Sign-in problem", message=message
+        request,
+        "error.html",
+        status_code=status,
+        title="Sign-in problem",
+        message=message,
+        other_methods=other_methods,
     )
 
 
@@ -54,6 +64,8 @@ async def admin_only(request: Request, exc: Exception) -> Response:
 
 async def second_factor_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SecondFactorError)
+    if isinstance(exc, DeliveryFailed):
+        return problem(request, 503, exc.message, other_methods=True)
     status = 503 if isinstance(exc, DuoDown) else 400
     return problem(request, status, exc.message)
 

@@ -92,6 +92,7 @@ async def _page(
         csrf_token=session.csrf_token,
         step_up=session.level is Level.SIGNED_IN,
         remember_days=await gateway.devices.days() if offer_remember else 0,
+        note=started.note,
         **extra,
     )
 
