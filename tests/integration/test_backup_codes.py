@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from html import unescape
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from tests.conftest import RunningSimulator
 from tests.support.authenticator_backup_codes import (
@@ -36,6 +37,7 @@ WRONG = "That code didn't work. Check it and try again."
 ENROL = "/2fa/m/backup_codes/enrol"
 VERIFY = "/2fa/m/backup_codes"
 Site = tuple[httpx.AsyncClient, Settings]
+T = TypeVar("T")
 
 
 async def _site(url: str, simulator: RunningSimulator) -> AsyncIterator[Site]:
@@ -116,11 +118,11 @@ async def sign_in_with_code(client: httpx.AsyncClient, code: str) -> httpx.Respo
     return await post_code(client, VERIFY, code)
 
 
-async def query(settings: Settings, statement: object) -> list[object]:
+async def query(settings: Settings, statement: Select[T]) -> list[T]:
     gateway = await Gateway.start(settings)
     try:
         async with gateway.db() as db:
-            return list((await db.scalars(statement)).all())  # type: ignore[call-overload]
+            return list((await db.scalars(statement)).all())
     finally:
         await gateway.close()
 
@@ -351,15 +353,16 @@ async def test_codes_are_stored_hashed_and_every_use_audited(sqlite_site: Site) 
     await sign_in_with_code(client, codes[0])
 
     items = await query(settings, select(CredentialItemRow))
-    stored = " ".join(f"{item.slot} {item.digest}" for item in items)  # type: ignore[attr-defined]
+    stored = " ".join(f"{item.slot} {item.digest}" for item in items)
     assert len(items) == 10
     for code in codes:
         assert code not in stored
         assert code.replace("-", "") not in stored
     events = await query(settings, select(AuditRow).where(AuditRow.username == "alice"))
     assert any(
-        (e.kind, e.outcome, e.detail.get("method")) == ("second_factor", "allow", "backup_codes")  # type: ignore[attr-defined]
-        for e in events
+        (event.kind, event.outcome, event.detail.get("method"))
+        == ("second_factor", "allow", "backup_codes")
+        for event in events
     )
 
 

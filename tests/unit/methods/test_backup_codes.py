@@ -31,7 +31,7 @@ from twofa.methods.base import (
     StoredCredential,
     StoredItem,
 )
-from twofa.security.code_hashing import verify_code
+from twofa.security.code_hashing import hash_code, verify_code
 
 CONTEXT = MethodContext(
     MethodUser(1, "alice", "Alice", "alice@example.com"), datetime(2026, 11, 28, tzinfo=UTC)
@@ -170,10 +170,8 @@ async def test_a_code_from_another_set_is_refused() -> None:
 
 async def test_hashing_and_checking_run_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[threading.Thread] = []
-    monkeypatch.setattr(backup_codes, "hash_code", in_thread_log(backup_codes.hash_code, threads))
-    monkeypatch.setattr(
-        backup_codes, "verify_code", in_thread_log(backup_codes.verify_code, threads)
-    )
+    monkeypatch.setattr(backup_codes, "hash_code", in_thread_log(hash_code, threads))
+    monkeypatch.setattr(backup_codes, "verify_code", in_thread_log(verify_code, threads))
     draft, credential = await enrolled()
     await METHOD.verify(CONTEXT, {}, [stored(credential)], {"code": draft.show["codes"][-1]})
 

@@ -35,7 +35,7 @@ from twofa.methods.security_questions import (
     normalise_answer,
     pool_from_options,
 )
-from twofa.security.code_hashing import verify_answer
+from twofa.security.code_hashing import hash_answer, verify_answer
 
 USER = MethodUser(1, "alice", "Alice", "alice@example.com")
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
@@ -215,7 +215,7 @@ async def test_every_asked_answer_is_checked_even_after_a_wrong_one(
     monkeypatch.setattr(
         security_questions,
         "verify_answer",
-        in_thread_log(security_questions.verify_answer, threads),
+        in_thread_log(verify_answer, threads),
     )
     with pytest.raises(ResponseRejected):
         await METHOD.verify(
@@ -228,9 +228,7 @@ async def test_every_asked_answer_is_checked_even_after_a_wrong_one(
 
 async def test_enrolment_hashes_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[threading.Thread] = []
-    monkeypatch.setattr(
-        security_questions, "hash_answer", in_thread_log(security_questions.hash_answer, threads)
-    )
+    monkeypatch.setattr(security_questions, "hash_answer", in_thread_log(hash_answer, threads))
     await enrol()
     assert len(threads) == 3
     assert threading.main_thread() not in threads
