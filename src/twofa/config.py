@@ -27,14 +27,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from twofa.directory_settings import CrowdSettings
+from twofa.directory_settings import CrowdSettings, LdapSettings
 from twofa.duo.endpoint import DuoEndpoint
 from twofa.errors import ConfigurationError
 
 PLACEHOLDER_SECRET: Final = "change-me-dev-only-secret-key-0000000000"  # noqa: S105 (refused in production)
 ENV_PREFIX: Final = "TWOFA_"
 ACCESS_POLICIES: Final = ("bypass", "one_factor", "two_factor", "deny")
-KNOWN_DIRECTORIES: Final = ("local", "crowd")
+KNOWN_DIRECTORIES: Final = ("local", "ldap", "crowd")
 
 
 class Mode(Enum):
@@ -199,6 +199,7 @@ class Settings(BaseSettings):
     # sign-in. "local" is twofa's own user table.
     directories: tuple[str, ...] = ("local",)
     crowd: CrowdSettings | None = None
+    ldap: LdapSettings | None = None
 
     @field_validator("directories", mode="before")
     @classmethod

@@ -10,16 +10,13 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import ssl
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from twofa.directories.base import DirectoryUnavailable, DirectoryUser, ExternalDirectory
 from twofa.directories.ldap_filter import (
@@ -27,12 +24,11 @@ from twofa.directories.ldap_filter import (
     USERNAME_PLACEHOLDER,
     LdapEntry,
     canonical_username,
-    check_filter_template,
     entries_in,
     fill_filter,
     group_name_from_dn,
-    is_loopback,
 )
+from twofa.directory_settings import LdapSettings
 from twofa.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -50,112 +46,6 @@ _NO_SUCH_OBJECT: Final = 32
 # invalidCredentials covers a wrong password everywhere (and AD's disabled, locked and
 # expired accounts); unwillingToPerform is how some servers refuse a deactivated account.
 _BIND_REFUSALS: Final = frozenset({49, 53})
-
-
-class LdapSettings(BaseModel):
-    """How to reach an LDAP server or an Active Directory domain controller. For AD use
-    `user_filter="(&(objectClass=user)(sAMAccountName={username}))"`,
-    `username_attribute="sAMAccountName"` and `display_name_attribute="displayName"`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str
-    start_tls: bool = False
-    # PEM file of the CA(s) to trust; None trusts the system's CAs.
-    ca_file: str | None = None
-    bind_dn: str = Field(min_length=1)
-    bind_password: SecretStr
-    base_dn: str = Field(min_length=1)
-    user_filter: str = "(&(objectClass=inetOrgPerson)(uid={username}))"
-    username_attribute: str = Field(default="uid", min_length=1)
-    display_name_attribute: str = Field(default="cn", min_length=1)
-    email_attribute: str = Field(default="mail", min_length=1)
-    # "member_of": the user entry's `group_attribute` lists group DNs (OpenLDAP's memberof
-    # overlay, AD). "group_search": groups under `group_base_dn` matching `group_filter`.
-    group_source: Literal["member_of", "group_search"] = "member_of"
-    group_attribute: str = Field(default="memberOf", min_length=1)
-    group_base_dn: str | None = None
-    # On AD, "(member:1.2.840.113556.1.4.1941:={dn})" finds nested groups in one search.
-    group_filter: str = "(&(objectClass=groupOfNames)(member={dn}))"
-    group_name_attribute: str = Field(default="cn", min_length=1)
-    # Follow groups that are members of groups, so a user in a nested group is in its parent.
-    nested_groups: bool = True
-    timeout_s: float = Field(default=5.0, gt=0, le=60)
-    # Plain ldap:// without StartTLS carries every password in clear text; it is only
-    # accepted to this machine unless the admin says the network is trusted.
-    allow_insecure_ldap: bool = False
-
-    @field_validator("url")
-    @classmethod
-    def _normalise_url(cls, value: str) -> str:
-        text = value.strip()
-        try:
-            parsed = urllib.parse.urlsplit(text)
-            port = parsed.port
-        except ValueError as exc:
-            raise ValueError(f"{text!r} is not a valid URL: {exc}") from None
-        if parsed.scheme not in ("ldap", "ldaps"):
-            raise ValueError("the LDAP URL must start with ldaps:// or ldap://")
-        if not parsed.hostname:
-            raise ValueError("the LDAP URL has no host name")
-        if parsed.path not in ("", "/") or parsed.query or parsed.fragment or parsed.username:
-            raise ValueError(
-                "the LDAP URL names only the server, e.g. ldaps://dc1.example.com:636; "
-                "the base DN and filters are settings of their own"
-            )
-        if port == 0:
-            raise ValueError("the port is not a number between 1 and 65535")
-        return f"{parsed.scheme}://{parsed.netloc}"
-
-    @field_validator("bind_password")
-    @classmethod
-    def _password_is_set(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("the service account's password is empty")
-        return value
-
-    @field_validator("ca_file")
-    @classmethod
-    def _ca_file_exists(cls, value: str | None) -> str | None:
-        if value is not None and not os.path.isfile(value):
-            raise ValueError(f"the CA file {value!r} does not exist")
-        return value
-
-    @field_validator("user_filter")
-    @classmethod
-    def _user_filter_is_usable(cls, value: str) -> str:
-        return check_filter_template(value, USERNAME_PLACEHOLDER)
-
-    @field_validator("group_filter")
-    @classmethod
-    def _group_filter_is_usable(cls, value: str) -> str:
-        return check_filter_template(value, DN_PLACEHOLDER)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> LdapSettings:
-        if self.scheme == "ldaps" and self.start_tls:
-            raise ValueError("ldaps:// is TLS already; start_tls is for ldap:// only")
-        if self.group_source == "group_search" and not self.group_base_dn:
-            raise ValueError("group_source 'group_search' needs group_base_dn")
-        encrypted = self.scheme == "ldaps" or self.start_tls
-        if not encrypted and not self.allow_insecure_ldap and not is_loopback(self.host):
-            raise ValueError(
-                "ldap:// without start_tls would send passwords in clear text: use ldaps://, "
-                "set start_tls, or set allow_insecure_ldap for a network you trust"
-            )
-        return self
-
-    @property
-    def scheme(self) -> str:
-        return self.url.split("://", 1)[0]
-
-    @property
-    def host(self) -> str:
-        return urllib.parse.urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        return urllib.parse.urlsplit(self.url).port or (636 if self.scheme == "ldaps" else 389)
 
 
 class LdapDirectory:

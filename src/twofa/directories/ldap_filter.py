@@ -13,8 +13,21 @@ from typing import Any, Final
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
-USERNAME_PLACEHOLDER: Final = "{username}"
-DN_PLACEHOLDER: Final = "{dn}"
+from twofa.directory_settings import (
+    DN_PLACEHOLDER,
+    USERNAME_PLACEHOLDER,
+    FilterTemplateError,
+    check_filter_template,
+    is_loopback,
+)
+
+__all__ = [
+    "DN_PLACEHOLDER",
+    "USERNAME_PLACEHOLDER",
+    "FilterTemplateError",
+    "check_filter_template",
+    "is_loopback",
+]
 
 # Characters that mean nothing in a filter, to ldap3's parser or to a server. Everything else
 # is sent as \XX escapes of its UTF-8 bytes: RFC 4515 allows escaping any octet, and escaping
@@ -24,44 +37,12 @@ _SAFE_IN_FILTER: Final = frozenset(string.ascii_letters + string.digits + "_.-@"
 _HEX_DIGITS: Final = frozenset(string.hexdigits)
 
 
-class FilterTemplateError(ValueError):
-    """An admin-written search filter that cannot be used."""
-
-
 def escape_filter_value(value: str) -> str:
     """`value` as an LDAP filter assertion value that matches exactly that text."""
     return "".join(
         char if char in _SAFE_IN_FILTER else "".join(f"\\{byte:02x}" for byte in char.encode())
         for char in value
     )
-
-
-def check_filter_template(template: str, placeholder: str) -> str:
-    """The template, stripped, if it is one parenthesised filter that uses `placeholder`;
-    otherwise a `FilterTemplateError` saying what is wrong."""
-    text = template.strip()
-    if placeholder not in text:
-        raise FilterTemplateError(
-            f"the filter must contain {placeholder}, e.g. (uid={placeholder})"
-        )
-    without_placeholder = text.replace(placeholder, "x")
-    if "{" in without_placeholder or "}" in without_placeholder:
-        raise FilterTemplateError(
-            f"the filter may use only the placeholder {placeholder}; other braces are a typo"
-        )
-    if not (text.startswith("(") and text.endswith(")")):
-        raise FilterTemplateError("the filter must be enclosed in parentheses")
-    depth = 0
-    for position, char in enumerate(without_placeholder):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth < 0 or (depth == 0 and position < len(without_placeholder) - 1):
-            raise FilterTemplateError(
-                "the filter's parentheses do not match (it must be one filter, e.g. "
-                "(&(objectClass=person)(uid={username})))"
-            )
-    if depth != 0:
-        raise FilterTemplateError("the filter's parentheses do not match")
-    return text
 
 
 def fill_filter(template: str, placeholder: str, value: str) -> str:
@@ -110,16 +91,6 @@ def unescape_dn_value(value: str) -> str:
             raw.extend(value[position + 1].encode())
             position += 2
     return raw.decode("utf-8", errors="replace")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is this machine, where clear-text LDAP cannot be overheard."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from twofa.clock import Clock, SystemClock
 from twofa.config import DuoSettings, Settings
 from twofa.directories.base import ExternalDirectory
 from twofa.directories.crowd import CrowdDirectory, make_crowd_http_client
+from twofa.directories.ldap import LdapDirectory
 from twofa.directories.local import LocalDirectory
 from twofa.duo import DuoAuthClient, DuoCredentials, DuoEndpoint, DuoTimeouts, make_http_client
 from twofa.methods.backup_codes import BackupCodesMethod
@@ -79,6 +80,8 @@ def external_directories(
             client = make_crowd_http_client(settings.crowd)
             clients.append(client)
             directories.append(CrowdDirectory(settings.crowd, client))
+        elif name == "ldap" and settings.ldap is not None:
+            directories.append(LdapDirectory(settings.ldap))
     return directories, clients
 
 
