@@ -366,11 +366,6 @@ async def test_codes_are_stored_hashed_and_every_use_audited(sqlite_site: Site) 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FactorService keeps an enrolment draft's `show` (the codes) unsealed in the "
-    "challenge row, and nothing clears it after the draft is finished or expires",
-)
 async def test_no_plaintext_code_is_left_in_the_database(sqlite_site: Site) -> None:
     client, settings = sqlite_site
     _, codes = await enrol_app_then_codes(client)

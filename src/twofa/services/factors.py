@@ -11,10 +11,11 @@ add an attacker's authenticator.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -50,6 +51,9 @@ FAILURE_MESSAGES: Final = {
     MethodKind.WEBAUTHN: "That security key didn't work. Try again or use another method.",
 }
 LOCKED_MESSAGE: Final = "Too many failed attempts with this method. Try again in 15 minutes."
+SHOW_PURPOSE: Final = "challenge.show"
+SWEEP_EVERY: Final = timedelta(minutes=1)
+KEEP_EXPIRED: Final = timedelta(hours=1)  # long past any rate-limit window that counts them
 EXPIRED_MESSAGE: Final = "This request has expired or was already used. Start again."
 
 __all__ = ["DeliveryFailed", "Enrolled", "FactorService", "Mailer", "Started", "StepUpRequired"]
@@ -101,6 +105,7 @@ class FactorService:
         self._clock = clock
         self._sealer = sealer
         self._mailer = mailer
+        self._swept_at: datetime | None = None
 
     @property
     def registry(self) -> MethodRegistry:
@@ -116,7 +121,7 @@ class FactorService:
             raise SecondFactorError(exc.message) from exc
         if draft.delivery is not None:
             await self._deliver(draft.delivery, user, code, client)
-        payload: dict[str, Any] = {"keep": dict(draft.keep), "show": dict(draft.show)}
+        payload: dict[str, Any] = {"keep": dict(draft.keep), "show": self._seal_show(draft.show)}
         if draft.secret is not None:
             payload["secret"] = self._sealer.seal(draft.secret, credential_store.DRAFT_PURPOSE)
         challenge_id = await self._new_challenge(
@@ -137,7 +142,7 @@ class FactorService:
                 )
         except SecondFactorError:
             return None
-        return Started(challenge.id, (challenge.payload or {}).get("show", {}))
+        return Started(challenge.id, self._open_show(challenge.payload))
 
     async def draft_secret(self, session: SessionView, code: str, challenge_id: str) -> str | None:
         """The secret of an open enrolment draft (backup codes to download or print)."""
@@ -176,6 +181,7 @@ class FactorService:
         async with self._db.begin() as db:
             if not await Challenges(db).consume(challenge.id, user.id, session.id, now):
                 raise SecondFactorError(EXPIRED_MESSAGE)
+            await Challenges(db).forget_payload(challenge.id)
             if not method.many_per_user:
                 await Credentials(db).remove_of_user(user.id, code)
             credential_id = await credential_store.store(
@@ -217,7 +223,7 @@ class FactorService:
         if prompt.delivery is not None:
             await self._deliver(prompt.delivery, user, code, client)
         lifetime = timedelta(seconds=method.challenge_seconds)
-        payload = {"keep": dict(prompt.keep), "show": dict(prompt.show)}
+        payload = {"keep": dict(prompt.keep), "show": self._seal_show(prompt.show)}
         challenge_id = await self._new_challenge(session, user, code, "validate", lifetime, payload)
         return Started(challenge_id, prompt.show)
 
@@ -264,6 +270,7 @@ class FactorService:
                     raise _Replayed("challenge already used")
                 if not await credential_store.apply(db, verified, credentials, now):
                     raise _Replayed("credential already used by another sign-in")
+                await Challenges(db).forget_payload(challenge.id)
                 await throttle.reset(db, failure_key(code, user.username))
                 return await self._sign_in(db, session, user, client, code, False)
         except _Replayed as exc:
@@ -328,6 +335,9 @@ class FactorService:
         now = self._clock.now()
         challenge_id = new_token()
         async with self._db.begin() as db:
+            if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
+                self._swept_at = now  # old challenges go, at most once a minute per process
+                await Challenges(db).remove_expired(now - KEEP_EXPIRED)
             Challenges(db).add(
                 ChallengeRow(
                     id=challenge_id,
@@ -373,7 +383,19 @@ class FactorService:
             row = await Challenges(db).latest_open(session.id, code, "validate", self._clock.now())
         if row is None:
             return None
-        return Started(row.id, (row.payload or {}).get("show", {}))
+        return Started(row.id, self._open_show(row.payload))
+
+    def _seal_show(self, show: Mapping[str, Any]) -> str:
+        """What a page shows can be a secret (a new TOTP key, fresh backup codes): kept
+        sealed with the challenge, only so the page can be shown again."""
+        return self._sealer.seal(json.dumps(dict(show)), SHOW_PURPOSE)
+
+    def _open_show(self, payload: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        sealed = (payload or {}).get("show")
+        shown: Mapping[str, Any] = (
+            json.loads(self._sealer.open(sealed, SHOW_PURPOSE)) if sealed else {}
+        )
+        return shown
 
     async def _refuse_during_cooldown(self, method: Method, user: UserRow) -> None:
         """Methods that send something (an e-mail code) declare `resend_cooldown_seconds`:
