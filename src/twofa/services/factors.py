@@ -219,13 +219,18 @@ class FactorService:
             if still_open is None:
                 raise
             return replace(still_open, note=exc.message)
-        prompt = await method.start(await self._context(user, code), credentials)
-        if prompt.delivery is not None:
-            await self._deliver(prompt.delivery, user, code, client)
+        asked_before = await self._questions_already_asked(method, user)
+        if asked_before is not None:
+            payload, show = asked_before
+        else:
+            prompt = await method.start(await self._context(user, code), credentials)
+            if prompt.delivery is not None:
+                await self._deliver(prompt.delivery, user, code, client)
+            payload = {"keep": dict(prompt.keep), "show": self._seal_show(prompt.show)}
+            show = prompt.show
         lifetime = timedelta(seconds=method.challenge_seconds)
-        payload = {"keep": dict(prompt.keep), "show": self._seal_show(prompt.show)}
         challenge_id = await self._new_challenge(session, user, code, "validate", lifetime, payload)
-        return Started(challenge_id, prompt.show)
+        return Started(challenge_id, show)
 
     async def verify(
         self,
@@ -380,10 +385,28 @@ class FactorService:
 
     async def _still_open(self, session: SessionView, code: str) -> Started | None:
         async with self._db.begin() as db:
-            row = await Challenges(db).latest_open(session.id, code, "validate", self._clock.now())
+            row = await Challenges(db).latest_open(
+                code, "validate", self._clock.now(), session_id=session.id
+            )
         if row is None:
             return None
         return Started(row.id, self._open_show(row.payload))
+
+    async def _questions_already_asked(
+        self, method: Method, user: UserRow
+    ) -> tuple[dict[str, Any], Mapping[str, Any]] | None:
+        """Questions asked and not yet answered are asked again, in any browser, until that
+        challenge expires: reloading must not shop for questions someone can answer."""
+        if method.kind is not MethodKind.ANSWERS:
+            return None
+        async with self._db.begin() as db:
+            row = await Challenges(db).latest_open(
+                method.code, "validate", self._clock.now(), user_id=user.id
+            )
+        if row is None or not row.payload:
+            return None
+        payload = {"keep": row.payload.get("keep", {}), "show": row.payload.get("show")}
+        return payload, self._open_show(row.payload)
 
     def _seal_show(self, show: Mapping[str, Any]) -> str:
         """What a page shows can be a secret (a new TOTP key, fresh backup codes): kept

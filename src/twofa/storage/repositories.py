@@ -174,12 +174,24 @@ class Challenges:
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     async def latest_open(
-        self, session_id: str, method: str, purpose: str, now: datetime
+        self,
+        method: str,
+        purpose: str,
+        now: datetime,
+        *,
+        session_id: str | None = None,
+        user_id: int | None = None,
     ) -> ChallengeRow | None:
+        """The newest challenge still answerable, of one session or of one user."""
+        owner = (
+            ChallengeRow.session_id == session_id
+            if session_id is not None
+            else ChallengeRow.user_id == user_id
+        )
         query = (
             select(ChallengeRow)
             .where(
-                ChallengeRow.session_id == session_id,
+                owner,
                 ChallengeRow.method == method,
                 ChallengeRow.purpose == purpose,
                 ChallengeRow.consumed_at.is_(None),
