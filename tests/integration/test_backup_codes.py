@@ -329,7 +329,12 @@ async def test_running_low_is_reported_by_my_2fa(sqlite_site: Site) -> None:
     assert not await low_on_codes(settings)
     assert "running out of backup codes" not in (await client.get("/my-2fa")).text
 
-    assert (await sign_in_with_code(client, codes[7])).status_code == 303
+    eighth = await sign_in_with_code(client, codes[7])
+    assert eighth.status_code == 303
+    assert eighth.headers["location"] == "/2fa/after?codes_low=1"
+    notice = await client.get(eighth.headers["location"])
+    assert "You have 2 backup codes left." in notice.text
+    assert 'href="/2fa/m/backup_codes/enrol"' in notice.text
     assert await low_on_codes(settings)
     page = await client.get("/my-2fa")
     assert "You are running out of backup codes" in page.text

@@ -34,6 +34,7 @@ from twofa.web.templating import render
 
 router = APIRouter(prefix="/2fa")
 VERIFYING = (Level.PASSWORD, Level.SIGNED_IN)
+BACKUP_CODES = "backup_codes"
 
 
 def qr_svg(text: str) -> str:
@@ -121,6 +122,10 @@ async def verify_answer(request: Request, code: str) -> Response:
             raise
         return await _page(request, session, code, "verify", again, 401, error=exc.message)
     response = completed(request, completion)
+    if code == BACKUP_CODES and session.user_id is not None:
+        mine = await gateway_of(request).my_factors.overview(session.user_id)
+        if mine.low_on_backup_codes:  # say so before the user goes on
+            response.headers["location"] = "/2fa/after?codes_low=1"
     await remember_if_asked(request, response, form, session)
     return response
 
@@ -207,12 +212,22 @@ async def elevate(request: Request) -> Response:
 
 
 @router.get("/after")
-async def after_second_factor(request: Request, new: int = 0) -> Response:
+async def after_second_factor(request: Request, new: int = 0, codes_low: int = 0) -> Response:
     session = await session_at(request, Level.SIGNED_IN)
     assert session.user_id is not None
     gateway = gateway_of(request)
     step = await gateway.access.backup_step(session.user_id, just_enrolled=bool(new))
     target = session.next_url  # checked against the allow-list when it was stored
+    if step is None and codes_low:
+        mine = await gateway.my_factors.overview(session.user_id)
+        left = next((c.codes_left for c in mine.credentials if c.codes_left is not None), 0)
+        return render(
+            request,
+            "methods/backup_codes/running_low.html",
+            title="Backup codes running low",
+            codes_left=left,
+            next_url=target,
+        )
     if step is None:
         return RedirectResponse(target, status_code=303)
     choices = [(code, _title(request, code), f"/2fa/m/{code}/enrol") for code in step.methods]
