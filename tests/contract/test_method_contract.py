@@ -17,8 +17,9 @@ from tests.support.databases import postgres_database, sqlite_database
 from twofa.config import load_settings
 from twofa.domain.client import NO_CLIENT
 from twofa.methods.registry import LOCAL_METHOD_CODES
+from twofa.services.challenge_book import EXPIRED_MESSAGE
 from twofa.services.duo_push import SecondFactorError
-from twofa.services.factors import EXPIRED_MESSAGE, FAILURE_MESSAGES, LOCKED_MESSAGE
+from twofa.services.factors import FAILURE_MESSAGES, LOCKED_MESSAGE
 from twofa.services.runtime import build_registry
 from twofa.services.sessions import Level
 from twofa.storage.repositories import AuditLog

@@ -16,7 +16,6 @@ from twofa.storage.credentials import CredentialItems, Credentials
 from twofa.storage.tables import CredentialItemRow, CredentialRow
 
 SECRET_PURPOSE: Final = "credential.secret"  # noqa: S105 (an AAD label, not a secret)
-DRAFT_PURPOSE: Final = "challenge.draft"
 
 
 async def load(

@@ -11,11 +11,9 @@ add an attacker's authenticator.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,15 +31,15 @@ from twofa.methods.base import (
 )
 from twofa.methods.registry import MethodRegistry
 from twofa.security.sealing import Sealer
-from twofa.security.tokens import new_token
 from twofa.services import audit, credential_store, throttle
 from twofa.services.accounts import method_lockout_key
+from twofa.services.challenge_book import EXPIRED_MESSAGE, ChallengeBook
 from twofa.services.duo_push import Completion, SecondFactorError
 from twofa.services.factor_access import FactorAccess, StepUpRequired
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.credentials import Credentials
 from twofa.storage.repositories import Challenges
-from twofa.storage.tables import ChallengeRow, UserRow
+from twofa.storage.tables import UserRow
 
 FAILURE_RULE: Final = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
 DRAFT_LIFETIME: Final = timedelta(minutes=15)
@@ -51,10 +49,6 @@ FAILURE_MESSAGES: Final = {
     MethodKind.WEBAUTHN: "That security key didn't work. Try again or use another method.",
 }
 LOCKED_MESSAGE: Final = "Too many failed attempts with this method. Try again in 15 minutes."
-SHOW_PURPOSE: Final = "challenge.show"
-SWEEP_EVERY: Final = timedelta(minutes=1)
-KEEP_EXPIRED: Final = timedelta(hours=1)  # long past any rate-limit window that counts them
-EXPIRED_MESSAGE: Final = "This request has expired or was already used. Start again."
 
 __all__ = ["DeliveryFailed", "Enrolled", "FactorService", "Mailer", "Started", "StepUpRequired"]
 
@@ -105,7 +99,7 @@ class FactorService:
         self._clock = clock
         self._sealer = sealer
         self._mailer = mailer
-        self._swept_at: datetime | None = None
+        self._challenges = ChallengeBook(db, clock, sealer)
 
     @property
     def registry(self) -> MethodRegistry:
@@ -113,7 +107,8 @@ class FactorService:
 
     async def begin_enrolment(self, session: SessionView, code: str, client: ClientInfo) -> Started:
         method, user = await self._access.may_enrol(session, code)
-        await self._refuse_during_cooldown(method, user)
+        cooldown = int(getattr(method, "resend_cooldown_seconds", 0))
+        await self._challenges.refuse_during_cooldown(user, code, cooldown)
         context = await self._context(user, code)
         try:
             draft = await method.begin_enrollment(context)
@@ -121,11 +116,8 @@ class FactorService:
             raise SecondFactorError(exc.message) from exc
         if draft.delivery is not None:
             await self._deliver(draft.delivery, user, code, client)
-        payload: dict[str, Any] = {"keep": dict(draft.keep), "show": self._seal_show(draft.show)}
-        if draft.secret is not None:
-            payload["secret"] = self._sealer.seal(draft.secret, credential_store.DRAFT_PURPOSE)
-        challenge_id = await self._new_challenge(
-            session, user, code, "enrol", DRAFT_LIFETIME, payload
+        challenge_id = await self._challenges.open(
+            session, user, code, "enrol", DRAFT_LIFETIME, draft.keep, draft.show, draft.secret
         )
         return Started(challenge_id, draft.show)
 
@@ -137,20 +129,21 @@ class FactorService:
         user = await self._access.user_of(session)
         try:
             async with self._db.begin() as db:
-                challenge = await self._open_challenge(
+                challenge = await self._challenges.answerable(
                     db, session, user, code, challenge_id, purpose
                 )
         except SecondFactorError:
             return None
-        return Started(challenge.id, self._open_show(challenge.payload))
+        return Started(challenge.id, self._challenges.described(challenge).show)
 
     async def draft_secret(self, session: SessionView, code: str, challenge_id: str) -> str | None:
         """The secret of an open enrolment draft (backup codes to download or print)."""
         _, user = await self._access.may_enrol(session, code)
         async with self._db.begin() as db:
-            challenge = await self._open_challenge(db, session, user, code, challenge_id, "enrol")
-        sealed = (challenge.payload or {}).get("secret")
-        return self._sealer.open(sealed, credential_store.DRAFT_PURPOSE) if sealed else None
+            challenge = await self._challenges.answerable(
+                db, session, user, code, challenge_id, "enrol"
+            )
+        return self._challenges.draft_secret(challenge)
 
     async def finish_enrolment(
         self,
@@ -163,15 +156,14 @@ class FactorService:
         method, user = await self._access.may_enrol(session, code)
         await self._refuse_if_locked(user, code, client)
         async with self._db.begin() as db:
-            challenge = await self._open_challenge(db, session, user, code, challenge_id, "enrol")
-        payload = challenge.payload or {}
-        sealed = payload.get("secret")
-        secret = self._sealer.open(sealed, credential_store.DRAFT_PURPOSE) if sealed else None
+            challenge = await self._challenges.answerable(
+                db, session, user, code, challenge_id, "enrol"
+            )
+        secret = self._challenges.draft_secret(challenge)
+        keep = self._challenges.described(challenge).keep
         context = await self._context(user, code)
         try:
-            credential = await method.finish_enrollment(
-                context, payload.get("keep", {}), secret, response
-            )
+            credential = await method.finish_enrollment(context, keep, secret, response)
         except ResponseRejected as exc:
             await self._count_failure(user, method, client, "enrolment", exc.reason)
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
@@ -210,27 +202,39 @@ class FactorService:
             credentials = await credential_store.load(db, self._sealer, user.id, code)
         if not credentials:
             raise SecondFactorError(f"You have not set up {method.title.lower()}.")
+        cooldown = int(getattr(method, "resend_cooldown_seconds", 0))
         try:
-            await self._refuse_during_cooldown(method, user)
+            await self._challenges.refuse_during_cooldown(user, code, cooldown)
         except SecondFactorError as exc:
             # A reload of the code page (or "send a new code" too soon): the code already
             # sent still works, so show its page again, saying why no new one was sent.
-            still_open = await self._still_open(session, code)
+            still_open = await self._challenges.still_open(session, code)
             if still_open is None:
                 raise
-            return replace(still_open, note=exc.message)
-        asked_before = await self._questions_already_asked(method, user)
-        if asked_before is not None:
-            payload, show = asked_before
-        else:
-            prompt = await method.start(await self._context(user, code), credentials)
-            if prompt.delivery is not None:
-                await self._deliver(prompt.delivery, user, code, client)
-            payload = {"keep": dict(prompt.keep), "show": self._seal_show(prompt.show)}
-            show = prompt.show
+            return Started(still_open.id, still_open.show, note=exc.message)
         lifetime = timedelta(seconds=method.challenge_seconds)
-        challenge_id = await self._new_challenge(session, user, code, "validate", lifetime, payload)
-        return Started(challenge_id, show)
+        # Questions asked and not yet answered are asked again, in any browser, until that
+        # challenge expires: reloading must not shop for questions someone can answer.
+        asked = (
+            await self._challenges.asked_of(user, code)
+            if method.kind is MethodKind.ANSWERS
+            else None
+        )
+        if asked is not None:
+            keep, sealed_show = asked
+            challenge_id = await self._challenges.open(
+                session, user, code, "validate", lifetime, keep, sealed_show
+            )
+            reopened = await self.reopen(session, code, challenge_id, "validate")
+            assert reopened is not None
+            return reopened
+        prompt = await method.start(await self._context(user, code), credentials)
+        if prompt.delivery is not None:
+            await self._deliver(prompt.delivery, user, code, client)
+        challenge_id = await self._challenges.open(
+            session, user, code, "validate", lifetime, prompt.keep, prompt.show
+        )
+        return Started(challenge_id, prompt.show)
 
     async def verify(
         self,
@@ -244,7 +248,7 @@ class FactorService:
         await self._refuse_if_locked(user, code, client)
         try:
             async with self._db.begin() as db:
-                challenge = await self._open_challenge(
+                challenge = await self._challenges.answerable(
                     db, session, user, code, challenge_id, "validate"
                 )
                 credentials = await credential_store.load(db, self._sealer, user.id, code)
@@ -260,7 +264,7 @@ class FactorService:
                     method=code,
                 )
             raise
-        keep = (challenge.payload or {}).get("keep", {})
+        keep = self._challenges.described(challenge).keep
         try:
             verified = await method.verify(
                 await self._context(user, code), keep, credentials, response
@@ -306,58 +310,6 @@ class FactorService:
         )
         return Completion(token, view, enrolled_now)
 
-    async def _open_challenge(
-        self,
-        db: AsyncSession,
-        session: SessionView,
-        user: UserRow,
-        code: str,
-        challenge_id: str,
-        purpose: str,
-    ) -> ChallengeRow:
-        challenge = await Challenges(db).get(challenge_id) if challenge_id else None
-        if (
-            challenge is None
-            or challenge.user_id != user.id
-            or challenge.session_id != session.id
-            or challenge.method != code
-            or challenge.purpose != purpose
-            or challenge.consumed_at is not None
-            or challenge.expires_at <= self._clock.now()
-        ):
-            raise SecondFactorError(EXPIRED_MESSAGE)
-        return challenge
-
-    async def _new_challenge(
-        self,
-        session: SessionView,
-        user: UserRow,
-        code: str,
-        purpose: str,
-        lifetime: timedelta,
-        payload: dict[str, Any],
-    ) -> str:
-        now = self._clock.now()
-        challenge_id = new_token()
-        async with self._db.begin() as db:
-            if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
-                self._swept_at = now  # old challenges go, at most once a minute per process
-                await Challenges(db).remove_expired(now - KEEP_EXPIRED)
-            Challenges(db).add(
-                ChallengeRow(
-                    id=challenge_id,
-                    user_id=user.id,
-                    session_id=session.id,
-                    method=code,
-                    purpose=purpose,
-                    status="pending",
-                    created_at=now,
-                    expires_at=now + lifetime,
-                    payload=payload,
-                )
-            )
-        return challenge_id
-
     async def _context(self, user: UserRow, code: str) -> MethodContext:
         options = await self._access.options(code)
         method_user = MethodUser(user.id, user.username, user.display_name, user.email)
@@ -382,57 +334,6 @@ class FactorService:
                     method=code,
                 )
             raise
-
-    async def _still_open(self, session: SessionView, code: str) -> Started | None:
-        async with self._db.begin() as db:
-            row = await Challenges(db).latest_open(
-                code, "validate", self._clock.now(), session_id=session.id
-            )
-        if row is None:
-            return None
-        return Started(row.id, self._open_show(row.payload))
-
-    async def _questions_already_asked(
-        self, method: Method, user: UserRow
-    ) -> tuple[dict[str, Any], Mapping[str, Any]] | None:
-        """Questions asked and not yet answered are asked again, in any browser, until that
-        challenge expires: reloading must not shop for questions someone can answer."""
-        if method.kind is not MethodKind.ANSWERS:
-            return None
-        async with self._db.begin() as db:
-            row = await Challenges(db).latest_open(
-                method.code, "validate", self._clock.now(), user_id=user.id
-            )
-        if row is None or not row.payload:
-            return None
-        payload = {"keep": row.payload.get("keep", {}), "show": row.payload.get("show")}
-        return payload, self._open_show(row.payload)
-
-    def _seal_show(self, show: Mapping[str, Any]) -> str:
-        """What a page shows can be a secret (a new TOTP key, fresh backup codes): kept
-        sealed with the challenge, only so the page can be shown again."""
-        return self._sealer.seal(json.dumps(dict(show)), SHOW_PURPOSE)
-
-    def _open_show(self, payload: Mapping[str, Any] | None) -> Mapping[str, Any]:
-        sealed = (payload or {}).get("show")
-        shown: Mapping[str, Any] = (
-            json.loads(self._sealer.open(sealed, SHOW_PURPOSE)) if sealed else {}
-        )
-        return shown
-
-    async def _refuse_during_cooldown(self, method: Method, user: UserRow) -> None:
-        """Methods that send something (an e-mail code) declare `resend_cooldown_seconds`:
-        a new challenge so soon after the last one is refused, so nobody can flood a mailbox."""
-        cooldown = int(getattr(method, "resend_cooldown_seconds", 0))
-        if cooldown <= 0:
-            return
-        now = self._clock.now()
-        async with self._db.begin() as db:
-            last = await Challenges(db).latest_created(user.id, method.code)
-        if last is not None and (wait := cooldown - (now - last).total_seconds()) > 0:
-            raise SecondFactorError(
-                f"Wait {math.ceil(wait)} seconds before asking for another code."
-            )
 
     async def _refuse_if_locked(self, user: UserRow, code: str, client: ClientInfo) -> None:
         async with self._db.begin() as db:
