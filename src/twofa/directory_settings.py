@@ -24,6 +24,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def server_url(
+    value: str, what: str, schemes: tuple[str, ...], expected: str
+) -> urllib.parse.SplitResult:
+    """The URL split, if it names a host with one of `schemes` and a usable port."""
+    text = value.strip()
+    try:
+        parsed = urllib.parse.urlsplit(text)
+        port = parsed.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid URL: {exc}") from None
+    if parsed.scheme not in schemes:
+        raise ValueError(f"the {what} URL must start with {expected}")
+    if not parsed.hostname:
+        raise ValueError(f"the {what} URL has no host name")
+    if port == 0:
+        raise ValueError("the port is not a number between 1 and 65535")
+    return parsed
+
+
 class CrowdSettings(BaseModel):
     """How to reach Crowd as an application. `url` is the base URL of Crowd, Jira or
     Confluence, with its context path if any (https://crowd.example.com/crowd)."""
@@ -42,23 +61,14 @@ class CrowdSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
-        text = value.strip()
-        try:
-            parsed = urllib.parse.urlsplit(text)
-            port = parsed.port
-        except ValueError as exc:
-            raise ValueError(f"{text!r} is not a valid URL: {exc}") from None
-        if parsed.scheme not in ("http", "https"):
-            raise ValueError("the Crowd URL must start with https:// (or http:// on this machine)")
-        if not parsed.hostname:
-            raise ValueError("the Crowd URL has no host name")
+        parsed = server_url(
+            value, "Crowd", ("http", "https"), "https:// (or http:// on this machine)"
+        )
         if parsed.query or parsed.fragment or parsed.username or parsed.password:
             raise ValueError(
                 "the Crowd URL must be a base URL without query, fragment or credentials, "
                 "e.g. https://crowd.example.com/crowd"
             )
-        if port == 0:
-            raise ValueError("the port is not a number between 1 and 65535")
         return urllib.parse.urlunsplit(
             (parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", "")
         )
@@ -157,23 +167,12 @@ class LdapSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
-        text = value.strip()
-        try:
-            parsed = urllib.parse.urlsplit(text)
-            port = parsed.port
-        except ValueError as exc:
-            raise ValueError(f"{text!r} is not a valid URL: {exc}") from None
-        if parsed.scheme not in ("ldap", "ldaps"):
-            raise ValueError("the LDAP URL must start with ldaps:// or ldap://")
-        if not parsed.hostname:
-            raise ValueError("the LDAP URL has no host name")
+        parsed = server_url(value, "LDAP", ("ldap", "ldaps"), "ldaps:// or ldap://")
         if parsed.path not in ("", "/") or parsed.query or parsed.fragment or parsed.username:
             raise ValueError(
                 "the LDAP URL names only the server, e.g. ldaps://dc1.example.com:636; "
                 "the base DN and filters are settings of their own"
             )
-        if port == 0:
-            raise ValueError("the port is not a number between 1 and 65535")
         return f"{parsed.scheme}://{parsed.netloc}"
 
     @field_validator("bind_password")
