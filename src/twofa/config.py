@@ -8,6 +8,7 @@ accepted in dev and demo modes. Settings are built once at start-up and passed i
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterable
 from enum import Enum
@@ -177,6 +178,48 @@ class AccessSettings(BaseModel):
         return value
 
 
+_HOST_NAME: Final = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+_ORIGIN: Final = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+class WebAuthnSettings(BaseModel):
+    """Security keys and passkeys. A key is bound to the relying party id (a host name:
+    browsers refuse IP addresses) and answers only pages at the allowed origins
+    (`https://sso.example.com`). Empty values follow `public_url`: its host, its origin."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rp_id: str = ""
+    rp_name: str = Field(default="twofa", min_length=1)
+    origins: tuple[str, ...] = ()
+
+    @field_validator("rp_id")
+    @classmethod
+    def _bare_host_name(cls, value: str) -> str:
+        if value and not _HOST_NAME.fullmatch(value):
+            raise ValueError("rp_id must be a host name such as example.com (no scheme, no port)")
+        return value.lower()
+
+    @field_validator("origins", mode="before")
+    @classmethod
+    def _origins_from_text(cls, value: object) -> object:
+        if isinstance(value, str):  # TWOFA_WEBAUTHN__ORIGINS=https://a.example.com,https://b…
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("origins")
+    @classmethod
+    def _bare_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"origins: {origin!r} is not an origin such as https://sso.example.com"
+                )
+        return tuple(origin.lower() for origin in value)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -200,6 +243,7 @@ class Settings(BaseSettings):
     directories: tuple[str, ...] = ("local",)
     crowd: CrowdSettings | None = None
     ldap: LdapSettings | None = None
+    webauthn: WebAuthnSettings = WebAuthnSettings()
 
     @field_validator("directories", mode="before")
     @classmethod

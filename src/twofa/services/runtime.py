@@ -27,6 +27,7 @@ from twofa.methods.email_otp import EmailOtpMethod
 from twofa.methods.registry import DUO_PUSH, MethodRegistry
 from twofa.methods.security_questions import SecurityQuestionsMethod
 from twofa.methods.totp import TotpMethod
+from twofa.methods.webauthn import WebAuthnMethod
 from twofa.security.sealing import Sealer
 from twofa.services.accounts import AccountService
 from twofa.services.console import ConsoleSettingsService
@@ -88,7 +89,13 @@ def external_directories(
 def build_registry(settings: Settings) -> MethodRegistry:
     """Every local method this gateway offers, explicitly; the admin allows a subset."""
     return MethodRegistry(
-        [TotpMethod(), BackupCodesMethod(), EmailOtpMethod(), SecurityQuestionsMethod()]
+        [
+            TotpMethod(),
+            WebAuthnMethod(settings.webauthn, settings.public_url),
+            BackupCodesMethod(),
+            EmailOtpMethod(),
+            SecurityQuestionsMethod(),
+        ]
     )
 
 
