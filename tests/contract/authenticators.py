@@ -11,6 +11,7 @@ from tests.contract.harness import Authenticator, Harness
 from tests.support.authenticator_backup_codes import BackupCodeSheet
 from tests.support.authenticator_email_otp import EmailReader
 from tests.support.authenticator_security_questions import SecurityAnswers
+from tests.support.authenticator_webauthn import SecurityKeyHolder
 from twofa.methods.totp import hotp, secret_bytes, time_step
 
 
@@ -43,4 +44,5 @@ AUTHENTICATORS: dict[str, type[Authenticator]] = {
     "backup_codes": BackupCodeSheet,
     "security_questions": SecurityAnswers,
     "email_otp": EmailReader,
+    "webauthn": SecurityKeyHolder,
 }
