@@ -39,6 +39,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/duo_push_capacity.py
+	$(BIN)/python bench/totp_verify.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis src/*.egg-info
