@@ -14,9 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.authenticator_totp import code_at, secret_from_page
 from tests.support.databases import sqlite_database
 from tests.support.gateway import PASSWORDS, SECRET, csrf_from, seed_users, sign_in
 from tests.support.servers import free_port, serve_in_thread
+from tests.support.totp_flow import challenge_from
+from tests.support.two_factor import allow_methods
 from twofa.config import load_settings
 from twofa.web.app import create_app
 
@@ -47,6 +50,7 @@ def settings_for(url: str, port: int, **access: Any) -> Any:
 class Gateway:
     client: httpx.AsyncClient
     base_url: str
+    settings: Any
 
     async def nginx(self, path: str, **headers: str) -> httpx.Response:
         return await self.client.get(
@@ -65,7 +69,7 @@ async def gateway_on(tmp_path: Path, **access: Any) -> AsyncIterator[Gateway]:
         await seed_users(settings)
         with serve_in_thread(create_app(settings), port=port) as base_url:
             async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-                yield Gateway(client, base_url)
+                yield Gateway(client, base_url, settings)
 
 
 @pytest.fixture
@@ -201,3 +205,33 @@ async def test_bob_elevates_to_a_second_factor_for_a_two_factor_app(gateway: Gat
     page = await gateway.client.get("/my-2fa?need=second_factor")
     assert "requires two-factor authentication" in page.text
     assert PASSWORDS["bob"]  # bob's own password was all he needed so far
+
+
+async def test_a_trusted_network_skips_a_set_up_second_factor_but_not_enrolment(
+    tmp_path: Path,
+) -> None:
+    """alice (2FA via engineering) from the office network: the first time she must still set
+    up her second factor; once she has one, the office network lets her in on the password."""
+    async for gateway in gateway_on(tmp_path, trusted_networks=["127.0.0.0/8"]):
+        await allow_methods(gateway.settings, ("totp",), "totp")
+        first = await sign_in(gateway.client, "alice")
+        assert first.headers["location"] == "/2fa"  # nothing set up yet: enrol first
+        page = await gateway.client.get("/2fa/m/totp/enrol")
+        secret = secret_from_page(page.text)
+        done = await gateway.client.post(
+            "/2fa/m/totp/enrol",
+            data={
+                "csrf_token": csrf_from(page.text),
+                "challenge": challenge_from(page.text),
+                "code": code_at(secret),
+            },
+        )
+        assert done.status_code == 303
+        home = await gateway.client.get("/")
+        await gateway.client.post("/logout", data={"csrf_token": csrf_from(home.text)})
+
+        again = await sign_in(gateway.client, "alice")
+        assert again.headers["location"] == "/"  # trusted network, factor set up: no 2FA
+        # ...but the session did not pass a second factor: two-factor apps still ask for one
+        assert (await gateway.nginx("/browse/X-1")).status_code == 401
+        assert (await gateway.nginx("/wiki/Home")).status_code == 200

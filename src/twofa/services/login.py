@@ -14,12 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.config import Settings
 from twofa.directories.base import Directory, DirectoryUnavailable, ExternalDirectory
+from twofa.domain.access import in_networks
 from twofa.domain.client import ClientInfo
 from twofa.domain.policy import second_factor_policy
 from twofa.services import audit, throttle
 from twofa.services.accounts import lockout_keys
 from twofa.services.console import ConsoleSettingsService, enforced_for_everyone
 from twofa.services.directory_users import DirectoryConflict, ask_in_order, provision
+from twofa.services.factor_access import enrolled_methods
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.repositories import Users
 from twofa.storage.tables import UserRow
@@ -54,6 +56,7 @@ class LoginService:
         external: Sequence[ExternalDirectory] = (),
     ) -> None:
         self._external = tuple(external)
+        self._trusted_networks = tuple(settings.access.trusted_networks)
         self._db = sessions
 
         self._session_service = session_service
@@ -160,7 +163,17 @@ class LoginService:
         everyone = await enforced_for_everyone(db)
         enabled_groups = await Users(db).group_names(user.id, twofa_only=True)
         decision = second_factor_policy(user.twofa_enabled, enabled_groups, everyone)
-        level = Level.PASSWORD if decision.required else Level.SIGNED_IN
+        required = decision.required
+        reason = decision.reason
+        # The office network may skip a second factor the user has set up; one who has not
+        # must still enrol (a password alone must never be the way in for good).
+        if (
+            required
+            and in_networks(client.ip, self._trusted_networks)
+            and await enrolled_methods(db, user.id)
+        ):
+            required, reason = False, "skipped: sign-in from a trusted network"
+        level = Level.PASSWORD if required else Level.SIGNED_IN
         token, view = await self._session_service.promote(db, session, user.id, level, client)
         audit.record(
             db,
@@ -169,10 +182,10 @@ class LoginService:
             "password_ok",
             username=user.username,
             client=client,
-            second_factor=decision.reason,
+            second_factor=reason,
             directory=directory,
         )
-        result = LoginResult.SECOND_FACTOR if decision.required else LoginResult.SIGNED_IN
+        result = LoginResult.SECOND_FACTOR if required else LoginResult.SIGNED_IN
         return LoginOutcome(result, token, view)
 
     async def _count_failure(
