@@ -159,18 +159,27 @@ async def test_challenge_polled_from_another_session_is_refused(
     assert (await duo.poll(first, challenge, BROWSER)).state is PushState.ALLOW
 
 
-async def test_anonymous_or_signed_in_session_cannot_push(
+async def test_an_anonymous_session_cannot_push(
     duo_gateway: Gateway, simulator: RunningSimulator
 ) -> None:
     simulator.add_user("alice")
     await add_user(duo_gateway, "alice")
     _, anonymous = await duo_gateway.sessions.open(BROWSER)
+    with pytest.raises(SecondFactorError, match="sign in again"):
+        await duo_of(duo_gateway).send_push(anonymous, BROWSER)
+    assert simulator.pending("alice") == []
+
+
+async def test_a_signed_in_session_may_push_to_confirm_a_change(
+    duo_gateway: Gateway, simulator: RunningSimulator
+) -> None:
+    """Step-up: a signed-in user confirms a sensitive change with a push."""
+    simulator.add_user("alice")
+    await add_user(duo_gateway, "alice")
     signed_in = (await sign_in(duo_gateway, "alice")).session
     assert isinstance(signed_in, SessionView)
-    for session in (anonymous, signed_in):
-        with pytest.raises(SecondFactorError, match="sign in again"):
-            await duo_of(duo_gateway).send_push(session, BROWSER)
-    assert simulator.pending("alice") == []
+    await duo_of(duo_gateway).send_push(signed_in, BROWSER)
+    assert len(simulator.pending("alice")) == 1
 
 
 @pytest.mark.parametrize(
