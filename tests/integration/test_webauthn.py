@@ -1,6 +1,7 @@
 """Security keys over real HTTP, with a software key standing in for the browser and the key:
 set up as the first method, sign-in with it (each answer once, never from another origin),
-renamed on My 2FA, two keys per user, and removing one after confirming with the other."""
+renamed on My 2FA, two keys per user, a key added later only after confirming with the
+first, and removing one after confirming with the other."""
 
 from __future__ import annotations
 
@@ -251,6 +252,24 @@ async def test_two_keys_either_signs_in(site: Site) -> None:
     assert (await sign_in_with(client, settings, second)).status_code == 303
     assert (await sign_in_with(client, settings, first)).status_code == 303
     assert (await client.get("/")).status_code == 200
+
+
+async def test_adding_a_key_later_asks_to_confirm_with_the_first_key(site: Site) -> None:
+    client, settings = site
+    first = await enrol_alice(client, settings, name="Blue key")
+    await age_second_factor(settings)
+
+    asked = await client.get(ENROL)
+    assert asked.status_code == 303
+    assert asked.headers["location"] == "/2fa/use?step_up=1"
+    confirmed = await answer_with(client, settings, first)
+    assert confirmed.status_code == 303
+    assert (await client.get(confirmed.headers["location"])).headers["location"] == ENROL
+
+    second, added = await register_key(client, settings, name="Spare key")
+    assert added.status_code == 303, added.text
+    assert set(credential_rows((await client.get("/my-2fa")).text)) == {"Blue key", "Spare key"}
+    assert (await sign_in_with(client, settings, second)).status_code == 303
 
 
 async def test_removing_a_key_asks_to_confirm_with_a_key_first(site: Site) -> None:
