@@ -1,18 +1,20 @@
 """How many TOTP verifications per second the gateway completes end to end on PostgreSQL.
 
-Creates a throwaway PostgreSQL database (127.0.0.1:5432 or BENCH_POSTGRES_DSN, dropped at the
-end), seeds users through the real services (2FA on, Two Factor Settings allowing TOTP, one
-TOTP credential each) and a session per user at the password level (made directly: password
-hashing is not what is measured). Then, for each server count asked for, starts that many
-`twofa serve --no-access-log` processes on their own ports and drives them from a separate
-load-generator process (bench/_totp_load.py): a verification is GET /2fa/m/totp (a fresh
-challenge) then POST /2fa/m/totp with the CSRF token, the challenge and a valid code, answered
-by a 303 (challenge consumed, TOTP step stored, session promoted, audit written). Each user
-verifies once; every run has its own users. The last line is the best run, recorded in
-bench/README.md.
+Creates a throwaway PostgreSQL database (127.0.0.1:5432, dropped at the end), seeds N users
+through the real services (2FA on, Two Factor Settings allowing only TOTP, a TOTP credential
+each) and, before each run, a sign-in session per user at the password level (created
+directly: argon2 is not what is measured). Serves the real app with uvicorn (uvloop,
+httptools, 1 or more worker processes) and drives it from a separate, lean load-generator
+process (bench/_totp_load.py): each verification is GET /2fa/m/totp (a fresh challenge) then
+POST /2fa/m/totp with the CSRF token, the challenge and a valid code, answered by a 303 that
+signs the user in (challenge consumed, TOTP step stored, session rotated, audit written).
+Each user verifies at most twice per run: first a sign-in with the code of the current time
+step, then, after every other user, a step-up with the signed-in session and the code of the
+next step, so the single-use rule never limits the run. Prints its figures; the last line is
+the summary recorded in bench/README.md (the best of the worker counts tried).
 
-    .venv/bin/python bench/totp_verify.py [--users 1000] [--warmup 100] [--concurrency 64]
-        [--servers 1 2] [--duration 15]
+    .venv/bin/python bench/totp_verify.py [--users 4000] [--concurrency 64] [--workers 1 2]
+        [--warmup 3] [--duration 15] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -20,52 +22,72 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import func, select
+from fastapi import FastAPI
+from sqlalchemy import select, update
 
-from twofa.config import load_settings
-from twofa.domain.client import NO_CLIENT
+from twofa.cli.runtime import tune_garbage_collector
+from twofa.config import Settings, load_settings
+from twofa.domain.client import ClientInfo
 from twofa.methods.base import NewCredential
 from twofa.methods.totp import new_secret
 from twofa.security.sealing import Sealer
 from twofa.services import credential_store
-from twofa.services.console import TwoFactorConfig
+from twofa.services.accounts import NewUser
+from twofa.services.console import Enforcement, TwoFactorConfig
 from twofa.services.runtime import Gateway
 from twofa.services.sessions import Level
 from twofa.storage.database import create_engine, upgrade
-from twofa.storage.tables import AuditRow, UserRow
+from twofa.storage.tables import CredentialRow, UserRow
+from twofa.web.app import create_app
 
-SECRET = "totp-verify-benchmark-secret-key-00000000"  # noqa: S105 (benchmark only)
+SECRET = "totp-verify-benchmark-secret-key-0000000000"  # noqa: S105 (benchmark only)
 POSTGRES_DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-SETTINGS_TOML = f'mode = "dev"\nsecret_key = "{SECRET}"\n'
-LOADER = Path(__file__).with_name("_totp_load.py")
-SESSION_WRITERS = 10  # below the engine's default pool of 5 + 10 overflow connections
+BROWSER = ClientInfo(ip="127.0.0.1", user_agent="bench/totp_verify")
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def server_app() -> FastAPI:
+    """The uvicorn factory each worker process calls: configured like `twofa serve` (settings
+    from TWOFA_* variables, INFO logging, the tuned GC)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    tune_garbage_collector()
+    return create_app(load_settings())
 
 
 @dataclass(frozen=True)
 class Seeded:
-    user_id: int
-    secret: str
+    secrets: dict[int, str]  # user id -> TOTP secret
 
 
 @dataclass(frozen=True)
-class Run:
-    servers: int
+class RunResult:
+    workers: int
     figures: dict[str, Any]
 
 
-async def create_database() -> str:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def create_database() -> tuple[str, str]:
+    """A new, migrated database; returns its name and SQLAlchemy URL."""
     admin = await asyncpg.connect(POSTGRES_DSN, timeout=3)
     name = f"twofa_bench_{secrets.token_hex(6)}"
     try:
@@ -79,187 +101,244 @@ async def create_database() -> str:
         await upgrade(engine)
     finally:
         await engine.dispose()
-    return url
+    return name, url
 
 
-async def drop_database(url: str) -> None:
+async def drop_database(name: str) -> None:
     admin = await asyncpg.connect(POSTGRES_DSN, timeout=3)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
 
 
-async def seed(url: str, count: int) -> list[dict[str, str]]:
-    """`count` TOTP users, each with a fresh password-level session: [{cookie, secret}]."""
-    settings = load_settings(environ={}, mode="dev", secret_key=SECRET, database_url=url)
+async def seed(settings: Settings, users: int) -> Seeded:
+    """Users who must use 2FA (enforced for everyone), TOTP the only method, a credential each,
+    through the services an admin's import and the users' enrolments go through."""
     gateway = await Gateway.start(settings)
     try:
-        await gateway.console.save_two_factor(
-            TwoFactorConfig(methods=("totp",), first_method="totp"), "bench", NO_CLIENT
+        await gateway.accounts.import_users([NewUser(f"user{n:05d}") for n in range(users)])
+        two_factor = TwoFactorConfig(
+            methods=("totp",), first_method="totp", enforcement=Enforcement.EVERYONE
         )
+        await gateway.console.save_two_factor(two_factor, "bench", BROWSER)
+        sealer = Sealer(settings.secret_key.get_secret_value())
+        secrets_by_user: dict[int, str] = {}
         now = gateway.clock.now()
-        sealer = Sealer(SECRET)
-        # One transaction for all users: add_user one by one costs a round trip each.
         async with gateway.db.begin() as db:
-            rows = [
-                UserRow(username=f"bench-{i:05d}", twofa_enabled=True, created_at=now)
-                for i in range(count)
-            ]
-            db.add_all(rows)
-            await db.flush()
-            seeded = []
-            for row in rows:
+            for user_id in await db.scalars(select(UserRow.id).order_by(UserRow.id)):
                 secret = new_secret()
                 credential = NewCredential(label="Authenticator app", secret=secret, state={})
-                await credential_store.store(db, sealer, row.id, "totp", credential, now)
-                seeded.append(Seeded(row.id, secret))
-        writers = asyncio.Semaphore(SESSION_WRITERS)
-
-        async def session_of(user: Seeded) -> dict[str, str]:
-            async with writers:
-                _, anonymous = await gateway.sessions.open(NO_CLIENT)
-                async with gateway.db.begin() as db:
-                    token, _ = await gateway.sessions.promote(
-                        db, anonymous, user.user_id, Level.PASSWORD, NO_CLIENT
-                    )
-            return {"cookie": token, "secret": user.secret}
-
-        return list(await asyncio.gather(*(session_of(user) for user in seeded)))
+                await credential_store.store(db, sealer, user_id, "totp", credential, now)
+                secrets_by_user[user_id] = secret
+        return Seeded(secrets_by_user)
     finally:
         await gateway.close()
 
 
-async def audit_rows(url: str) -> int:
-    engine = create_engine(url)
+async def fresh_sessions(settings: Settings, seeded: Seeded) -> list[list[str]]:
+    """A new password-level session per user (as after the password step), and no TOTP
+    step used yet: every run starts from the same state. Returns `[cookie, secret]` pairs."""
+    gateway = await Gateway.start(settings)
     try:
-        async with engine.connect() as connection:
-            return int(await connection.scalar(select(func.count()).select_from(AuditRow)) or 0)
+        async with gateway.db.begin() as db:
+            await db.execute(
+                update(CredentialRow).where(CredentialRow.method == "totp").values(state={})
+            )
+        _, anonymous = await gateway.sessions.open(BROWSER)
+        pairs: list[list[str]] = []
+        async with gateway.db.begin() as db:
+            for user_id, secret in seeded.secrets.items():
+                token, _view = await gateway.sessions.promote(
+                    db, anonymous, user_id, Level.PASSWORD, BROWSER
+                )
+                pairs.append([token, secret])
+        return pairs
     finally:
-        await engine.dispose()
+        await gateway.close()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_server(config: Path, database_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TWOFA_CONFIG": str(config), "TWOFA_DATABASE_URL": database_url}
-    twofa = Path(sys.executable).with_name("twofa")
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [str(twofa), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+def start_server(database_url: str, port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TWOFA_MODE": "dev",
+        "TWOFA_SECRET_KEY": SECRET,
+        "TWOFA_DATABASE_URL": database_url,
+        "TWOFA_PUBLIC_URL": f"http://127.0.0.1:{port}",
+    }
+    command = [
+        sys.executable, "-m", "uvicorn", "totp_verify:server_app", "--factory",
+        "--app-dir", str(BENCH_DIR), "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+        "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "75",
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}):\n{tail(log)}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                if answer.status == 200:
+                    return process
         except OSError:
-            if process.poll() is not None:
-                break
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError(f"server on port {port} did not start:\n{log.read_text()[-2000:]}")
+    raise RuntimeError(f"the server did not answer on port {port}:\n{tail(log)}")
+
+
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+def process_tree(pid: int) -> list[int]:
+    """The uvicorn process and its worker processes (for the CPU split)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(child) for child in children)]
 
 
 def run_load(
-    tmp: Path, url: str, servers: int, users: list[dict[str, str]], args: argparse.Namespace
-) -> Run:
-    config = tmp / "twofa.toml"
-    config.write_text(SETTINGS_TOML)
-    ports = [free_port() for _ in range(servers)]
-    processes = [start_server(config, url, port, tmp / f"server-{port}.log") for port in ports]
+    args: argparse.Namespace,
+    port: int,
+    work_file: Path,
+    server_pids: list[int],
+    database: str,
+    profile: Path,
+) -> dict[str, Any]:
+    command = [
+        sys.executable, str(BENCH_DIR / "_totp_load.py"), "--port", str(port),
+        "--work", str(work_file), "--concurrency", str(args.concurrency),
+        "--warmup", str(args.warmup), "--duration", str(args.duration), "--database", database,
+    ]  # fmt: skip
+    for pid in server_pids:
+        command += ["--server-pid", str(pid)]
+    load = subprocess.Popen(command, stdout=subprocess.PIPE)
+    spy = None
+    if args.profile:
+        time.sleep(args.warmup)  # the warm-up is not profiled either
+        py_spy = str(Path(sys.executable).with_name("py-spy"))
+        spy_command = [
+            py_spy, "record", "--pid", str(server_pids[0]), "--subprocesses",
+            "--duration", str(int(args.duration)), "--format", "speedscope",
+            "--output", str(profile),
+        ]  # fmt: skip
+        spy = subprocess.Popen(spy_command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out, _ = load.communicate(timeout=args.warmup + args.duration + 120)
+    if spy is not None:
+        spy.wait(timeout=60)
+    if load.returncode != 0:
+        raise RuntimeError(f"the load generator failed ({load.returncode})")
+    figures: dict[str, Any] = json.loads(out)
+    return figures
+
+
+def one_run(
+    args: argparse.Namespace,
+    workers: int,
+    tmp: Path,
+    database_url: str,
+    settings: Settings,
+    seeded: Seeded,
+) -> RunResult:
+    began = time.perf_counter()
+    pairs = asyncio.run(fresh_sessions(settings, seeded))
+    work_file = tmp / f"work-{workers}.json"
+    work_file.write_text(json.dumps(pairs))
+    print(f"{workers} worker(s): {len(pairs)} sessions in {time.perf_counter() - began:.1f} s")
+    port = free_port()
+    log = tmp / f"server-{workers}.log"
+    server = start_server(database_url, port, workers, log)
     try:
-        plan = tmp / f"plan-{servers}.json"
-        plan.write_text(
-            json.dumps(
-                {
-                    "bases": [f"http://127.0.0.1:{port}" for port in ports],
-                    "users": users,
-                    "warmup": args.warmup,
-                    "concurrency": args.concurrency,
-                    "duration": args.duration,
-                }
-            )
-        )
-        if args.pid_file:  # lets a profiler attach to the (first) server
-            Path(args.pid_file).write_text(str(processes[0].pid))
-        cpu_before = [cpu_seconds(process.pid) for process in processes]
-        output = subprocess.run(
-            [sys.executable, str(LOADER), str(plan)], capture_output=True, text=True, check=True
-        ).stdout
-        server_cpu = sum(cpu_seconds(p.pid) for p in processes) - sum(cpu_before)
+        pids = process_tree(server.pid)  # uvicorn starts all its workers at once
+        profile = Path(args.profile or tmp) / f"totp_verify-{workers}w.speedscope.json"
+        database = database_url.rsplit("/", 1)[1]
+        figures = run_load(args, port, work_file, pids, database, profile)
+        if args.profile:
+            print(f"{workers} worker(s): profile written to {profile}")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
-    figures = json.loads(output.strip().splitlines()[-1])
-    figures["server_cpu_s"] = server_cpu
-    return Run(servers, figures)
+        server.terminate()
+        server.wait(timeout=30)
+    return RunResult(workers, figures)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), warm-up included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def report(result: RunResult, args: argparse.Namespace) -> None:
+    f = result.figures
+    cpu, per = f["cpu_cores"], f["cpu_ms_per_verification"]
+    others = cpu["machine"] - cpu["server"] - cpu["postgres"] - cpu["load"]
+    print(
+        f"{result.workers} worker(s), {args.concurrency} concurrent users: "
+        f"{f['per_s']:.0f} verifications/s over {f['window_s']:.1f} s "
+        f"({f['verifications']} counted, {f['ok_total']} in all), "
+        f"p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, errors {f['errors']}"
+    )
+    print(
+        f"  cores busy: server {cpu['server']:.2f}, PostgreSQL {cpu['postgres']:.2f}, "
+        f"load generator {cpu['load']:.2f}, other processes {others:.2f}"
+    )
+    print(
+        f"  CPU per verification: server {per['server']:.1f} ms, "
+        f"PostgreSQL {per['postgres']:.2f} ms, load generator {per['load']:.2f} ms"
+    )
+    for sample in f["error_samples"]:
+        print(f"  error: {sample}")
+    if f["exhausted"]:
+        print(f"  warning: the codes ran out before the end: raise --users (now {args.users})")
+
+
+async def prepare(users: int) -> tuple[str, str, Settings, Seeded]:
+    name, url = await create_database()
+    try:
+        settings = load_settings(environ={}, mode="dev", secret_key=SECRET, database_url=url)
+        began = time.perf_counter()
+        seeded = await seed(settings, users)
+        print(f"seeded {users} users with TOTP in {time.perf_counter() - began:.1f} s")
+    except BaseException:
+        await drop_database(name)
+        raise
+    return name, url, settings, seeded
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--users", type=int, default=1000, help="measured users per run")
-    parser.add_argument("--warmup", type=int, default=100, help="uncounted users per run first")
-    parser.add_argument("--concurrency", type=int, default=64, help="verifications in flight")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--users", type=int, default=4000, help="each verifies at most twice")
+    parser.add_argument("--concurrency", type=int, default=64, help="virtual users at once")
     parser.add_argument(
-        "--servers", type=int, nargs="+", default=[1, 2], help="server processes, one run each"
+        "--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker processes"
     )
-    parser.add_argument("--duration", type=float, default=15, help="time bound of a run (s)")
-    parser.add_argument("--pid-file", help="write the first server's pid here (for py-spy)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds not measured")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds measured")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="record the server with py-spy (speedscope JSON here)"
+    )
     args = parser.parse_args()
-    per_run = args.warmup + args.users
-    url = asyncio.run(create_database())
-    try:
-        started = time.perf_counter()
-        everyone = asyncio.run(seed(url, per_run * len(args.servers)))
-        print(f"seeded {len(everyone)} users and sessions in {time.perf_counter() - started:.1f} s")
-        runs = []
-        with tempfile.TemporaryDirectory() as tmp:
-            for index, servers in enumerate(args.servers):
-                users = everyone[index * per_run : (index + 1) * per_run]
-                run = run_load(Path(tmp), url, servers, users, args)
-                runs.append(run)
-                f = run.figures
-                print(
-                    f"{servers} server process{'es' if servers > 1 else ''}: "
-                    f"users {f['users']}, concurrency {args.concurrency}, "
-                    f"successes {f['successes']}, errors {f['errors']} {f['error_kinds'] or ''}, "
-                    f"elapsed {f['elapsed_s']:.2f} s, rate {f['rate']:.0f}/s, "
-                    f"p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms"
-                )
-                done = f["successes"] + args.warmup
-                print(
-                    f"  server CPU {f['server_cpu_s']:.1f} s, "
-                    f"{1000 * f['server_cpu_s'] / max(done, 1):.1f} ms per verification"
-                    " (warm-up included)"
-                )
-        audits = asyncio.run(audit_rows(url))
-        print(f"audit rows written: {audits}")
-    finally:
-        asyncio.run(drop_database(url))
-    best = max(runs, key=lambda r: r.figures["rate"])
-    print(f"best: {best.servers} server process{'es' if best.servers > 1 else ''}")
+    if args.profile and shutil.which("py-spy", path=str(Path(sys.executable).parent)) is None:
+        sys.exit("--profile needs py-spy in the venv: .venv/bin/pip install py-spy")
     print(
-        f"totp verify: {best.figures['rate']:.0f} per s end-to-end (postgresql), "
-        f"p99 {best.figures['p99_ms']:.1f} ms"
+        f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; PostgreSQL at "
+        f"{POSTGRES_DSN.split('@')[-1]}; {args.users} users, {args.concurrency} concurrent"
     )
+    name, url, settings, seeded = asyncio.run(prepare(args.users))
+    results: list[RunResult] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for workers in args.workers:
+                result = one_run(args, workers, Path(tmp), url, settings, seeded)
+                report(result, args)
+                results.append(result)
+    finally:
+        asyncio.run(drop_database(name))
+    best = max(results, key=lambda r: r.figures["per_s"])
+    failed = sum(r.figures["errors"] for r in results)
+    print(f"best: {best.workers} worker(s); errors in all runs: {failed}")
+    print(
+        f"totp verify: {best.figures['per_s']:.0f} per s end-to-end (postgresql), "
+        f"p99 {best.figures['p99_ms']:.0f} ms"
+    )
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
