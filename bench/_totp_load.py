@@ -121,6 +121,7 @@ class Tally:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     exhausted_at: float | None = None
+    last_done: float = 0.0
 
     def error(self, message: str) -> None:
         self.errors += 1
@@ -172,6 +173,7 @@ class Account:
     cookie: bytes
     codes: tuple[bytes, ...]  # for this time step and the next
     verified: int = 0
+    busy: bool = False
 
 
 async def drive(user: VirtualUser, work: Iterator[tuple[Account, int]], tally: Tally) -> None:
@@ -183,28 +185,39 @@ async def drive(user: VirtualUser, work: Iterator[tuple[Account, int]], tally: T
             except StopIteration:
                 tally.exhausted_at = tally.exhausted_at or began
                 return
+            if account.busy:  # too few users for this concurrency
+                tally.error("a user's second turn came while the first was running: raise --users")
+                continue
             if account.verified != turn:  # its first verification failed: no signed-in session
                 continue
+            account.busy = True
             try:
                 account.cookie = await user.verify(account.cookie, account.codes[turn])
             except (HttpError, OSError) as exc:
                 tally.error(f"{type(exc).__name__}: {exc}")
                 continue
+            finally:
+                account.busy = False
             account.verified += 1
             done = loop.time()
             tally.ok_total += 1
             if tally.warm_until <= done <= tally.stop_at:
                 tally.latencies_ms.append((done - began) * 1000)
+                tally.last_done = done
     finally:
         user.close()
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU time of all the process's threads so far, to the nanosecond (/proc/PID/stat counts
+    in 10 ms ticks: too coarse for PostgreSQL backends that each work a little)."""
+    total_ns = 0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total_ns += int((task / "schedstat").read_text().split()[0])
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+        pass  # the process or a thread ended meanwhile
+    return total_ns / 1e9
 
 
 def postgres_pids(database: str) -> list[int]:
@@ -266,8 +279,8 @@ async def run(args: argparse.Namespace, items: list[list[Any]]) -> dict[str, Any
     cores = cores_busy(before, after, measured_for)
     done_meanwhile = max(tally.ok_total - done_before, 1)
     window = args.duration
-    if tally.exhausted_at is not None:  # measured only while there was work for everyone
-        window = max(tally.exhausted_at - tally.warm_until, 1e-3)
+    if tally.exhausted_at is not None:  # measured until the last verification ended
+        window = max(tally.last_done - tally.warm_until, 1e-3)
     latencies = sorted(tally.latencies_ms)
     return {
         "verifications": len(latencies),
