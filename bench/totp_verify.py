@@ -226,10 +226,13 @@ def run_load(
             "--duration", str(int(args.duration)), "--format", "speedscope",
             "--output", str(profile),
         ]  # fmt: skip
-        spy = subprocess.Popen(spy_command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        spy = subprocess.Popen(spy_command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     out, _ = load.communicate(timeout=args.warmup + args.duration + 120)
     if spy is not None:
-        spy.wait(timeout=60)
+        _, spy_errors = spy.communicate(timeout=60)
+        if spy.returncode != 0:
+            print(f"py-spy failed ({spy.returncode}): {spy_errors.decode(errors='replace')}")
     if load.returncode != 0:
         raise RuntimeError(f"the load generator failed ({load.returncode})")
     figures: dict[str, Any] = json.loads(out)
@@ -257,7 +260,7 @@ def one_run(
         profile = Path(args.profile or tmp) / f"totp_verify-{workers}w.speedscope.json"
         database = database_url.rsplit("/", 1)[1]
         figures = run_load(args, port, work_file, pids, database, profile)
-        if args.profile:
+        if args.profile and profile.exists():
             print(f"{workers} worker(s): profile written to {profile}")
     finally:
         server.terminate()
