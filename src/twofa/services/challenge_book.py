@@ -16,6 +16,7 @@ from typing import Any, Final
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
+from twofa.methods.base import Method
 from twofa.security.sealing import Sealer
 from twofa.security.tokens import new_token
 from twofa.services.duo_push import SecondFactorError
@@ -131,14 +132,15 @@ class ChallengeBook:
             return None
         return row.payload.get("keep", {}), str(row.payload["show"])
 
-    async def refuse_during_cooldown(self, user: UserRow, code: str, cooldown: int) -> None:
-        """A new challenge within `cooldown` seconds of the last one is refused, so nobody can
-        flood a mailbox."""
+    async def refuse_during_cooldown(self, user: UserRow, method: Method) -> None:
+        """Methods that send something (an e-mail code) declare `resend_cooldown_seconds`: a
+        new challenge that soon after the last one is refused, so nobody can flood a mailbox."""
+        cooldown = int(getattr(method, "resend_cooldown_seconds", 0))
         if cooldown <= 0:
             return
         now = self._clock.now()
         async with self._db.begin() as db:
-            last = await Challenges(db).latest_created(user.id, code)
+            last = await Challenges(db).latest_created(user.id, method.code)
         if last is not None and (wait := cooldown - (now - last).total_seconds()) > 0:
             raise SecondFactorError(
                 f"Wait {math.ceil(wait)} seconds before asking for another code."

@@ -107,8 +107,7 @@ class FactorService:
 
     async def begin_enrolment(self, session: SessionView, code: str, client: ClientInfo) -> Started:
         method, user = await self._access.may_enrol(session, code)
-        cooldown = int(getattr(method, "resend_cooldown_seconds", 0))
-        await self._challenges.refuse_during_cooldown(user, code, cooldown)
+        await self._challenges.refuse_during_cooldown(user, method)
         context = await self._context(user, code)
         try:
             draft = await method.begin_enrollment(context)
@@ -202,9 +201,8 @@ class FactorService:
             credentials = await credential_store.load(db, self._sealer, user.id, code)
         if not credentials:
             raise SecondFactorError(f"You have not set up {method.title.lower()}.")
-        cooldown = int(getattr(method, "resend_cooldown_seconds", 0))
         try:
-            await self._challenges.refuse_during_cooldown(user, code, cooldown)
+            await self._challenges.refuse_during_cooldown(user, method)
         except SecondFactorError as exc:
             # A reload of the code page (or "send a new code" too soon): the code already
             # sent still works, so show its page again, saying why no new one was sent.
