@@ -10,6 +10,7 @@ is asked to sign in first (`needs_identity`) and decided again with the identity
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,7 @@ class Policy(Enum):
     DENY = "deny"
 
 
+@functools.lru_cache(maxsize=4096)  # forward-auth asks about the same few hosts all day
 def domain_matches(pattern: str, host: str) -> bool:
     """`app.example.com` matches itself; `*.example.com` matches any subdomain (not the apex)."""
     pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")

@@ -13,6 +13,7 @@ import asyncio
 import time
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -35,6 +36,7 @@ from twofa.services.sessions import Level, SessionService
 from twofa.storage.repositories import Users
 
 CACHE_SECONDS: Final = 1.0
+REFRESH_AHEAD_SECONDS: Final = 0.5  # a session in use is re-read in the background from here
 CACHE_ENTRIES: Final = 50_000
 
 
@@ -97,8 +99,11 @@ class ForwardAuthService:
         db: async_sessionmaker[AsyncSession],
         sessions: SessionService,
         access: AccessSettings,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
+        self._monotonic = monotonic
         self._sessions = sessions
         self._access = access
         self._rules = rules_from_settings(access.rules)
@@ -172,26 +177,36 @@ class ForwardAuthService:
         if not token or len(token) > 100:
             return None
         key = token_digest(token)
-        now = time.monotonic()
+        now = self._monotonic()
         cached = self._cache.get(key)
-        if cached is not None and now - cached[0] < CACHE_SECONDS:
-            return cached[1]
-        # One load per session at a time: when an entry expires under load, every request
-        # in flight for it waits for the same read instead of each opening a transaction.
-        loading = self._loading.get(key)
-        if loading is None:
-            loading = asyncio.ensure_future(self._load(token))
-            self._loading[key] = loading
-            try:
-                user = await loading
-            finally:
-                del self._loading[key]
-            self._cache[key] = (now, user)
+        if cached is not None:
+            age = now - cached[0]
+            if age < CACHE_SECONDS:
+                if age >= REFRESH_AHEAD_SECONDS and key not in self._loading:
+                    # Refreshed before it expires, so a busy session never makes requests
+                    # wait for the database; an expired entry is never served.
+                    self._start_load(key, token, now)
+                return cached[1]
+        # One load per session at a time: every request in flight for it waits for the
+        # same read instead of each opening a transaction.
+        loading = self._loading.get(key) or self._start_load(key, token, now)
+        return await asyncio.shield(loading)
+
+    def _start_load(self, key: str, token: str, now: float) -> asyncio.Future[SignedInUser | None]:
+        loading = asyncio.ensure_future(self._load(token))
+        self._loading[key] = loading
+
+        def remember(done: asyncio.Future[SignedInUser | None]) -> None:
+            del self._loading[key]
+            if done.cancelled() or done.exception() is not None:
+                return  # nothing cached: the next request reads again (and sees the error)
+            self._cache[key] = (now, done.result())
             self._cache.move_to_end(key)
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
-            return user
-        return await asyncio.shield(loading)
+
+        loading.add_done_callback(remember)
+        return loading
 
     async def _load(self, token: str) -> SignedInUser | None:
         session = await self._sessions.load(token)

@@ -8,7 +8,7 @@ from importlib import resources
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from twofa import __version__
 from twofa.clock import Clock
@@ -24,36 +24,21 @@ from twofa.web import (
     pages,
     second_factor,
 )
-
-SECURITY_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-}
+from twofa.web.security_headers import SecurityHeaders
 
 
-class SecurityHeaders:
-    """Adds the security headers to every response. A plain ASGI middleware: the
-    decorator-style one costs a task and a queue per request, too much for forward-auth."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-        self._headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+class GatewayApp(FastAPI):
+    """The FastAPI app with the forward-auth check and the health route answered before
+    FastAPI's own middlewares and router: proxies call the check before every request to
+    every protected app, so it gets no per-request machinery it does not need."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in self._headers if k not in present]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self._app(scope, receive, send_with_headers)
+        if scope["type"] == "http":
+            handler = forward_auth.FAST_ROUTES.get(scope["path"])
+            if handler is not None:
+                await forward_auth.serve_fast_route(handler, self.state.gateway, scope, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
@@ -69,7 +54,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         finally:
             await gateway.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="twofa", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
     )
     static = resources.files("twofa.web").joinpath("static")
@@ -81,8 +66,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(api.router)
     errors.install(app)
-    # The hot path skips the router and FastAPI's per-request machinery: the proxy calls it
-    # before every request to every protected app. Security headers still wrap it.
-    app.add_middleware(forward_auth.FastRoutes)
     app.add_middleware(SecurityHeaders)
     return app

@@ -1,5 +1,4 @@
-"""The forward-auth endpoints reverse proxies call before every request to a protected app,
-kept on plain Starlette routes (no dependency injection: this is the hot path).
+"""The forward-auth endpoints reverse proxies call before every request to a protected app.
 
 - `/authz/nginx` for nginx `auth_request`: 200 with the identity headers, 401 when the
   browser must sign in (nginx turns it into a redirect to the portal), 403 when refused.
@@ -9,32 +8,98 @@ kept on plain Starlette routes (no dependency injection: this is the hot path).
 The original URL comes from `X-Original-URL` (nginx) or `X-Forwarded-Proto/Host/Uri`
 (Traefik, Caddy), and the client address from `X-Forwarded-For`: believed only from a trusted
 proxy, and only for a configured domain.
+
+This is the hot path of every protected app, so these are raw ASGI handlers dispatched by
+`GatewayApp` before FastAPI and its middlewares: one pass over the request headers, one
+cached session lookup, and a response whose constant headers are encoded once.
 """
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Final
 
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.requests import cookie_parser
+from starlette.types import Scope, Send
 
 from twofa.services.forward_auth import AuthzAnswer, OriginalRequest, Verdict
-from twofa.web.context import SESSION_COOKIE, forwarded_client_ip, gateway_of
+from twofa.services.runtime import Gateway
+from twofa.web.context import SESSION_COOKIE, forwarded_client_ip
+from twofa.web.security_headers import SECURITY_HEADERS
 
-IDENTITY_HEADERS: Final = ("remote-user", "remote-name", "remote-email", "remote-groups")
+log = logging.getLogger(__name__)
+
+RawHeaders = list[tuple[bytes, bytes]]
+FastHandler = Callable[[Gateway, Scope], Awaitable["FastResponse"]]
+
+IDENTITY_HEADERS: Final = (b"remote-user", b"remote-name", b"remote-email", b"remote-groups")
 _UNSAFE = str.maketrans("", "", "\r\n\x00")
+_PROXY_HEADERS: Final = frozenset(
+    {
+        b"cookie",
+        b"x-original-url",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-uri",
+    }
+)
+# Sent with every answer: never cached by a proxy, and the same hardening as every page.
+_ALWAYS: Final[RawHeaders] = [
+    (b"cache-control", b"no-store"),
+    *((name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()),
+]
+_EMPTY_BODY: Final[RawHeaders] = [(b"content-length", b"0"), *_ALWAYS]
+_ANONYMOUS: Final[RawHeaders] = [(name, b"") for name in IDENTITY_HEADERS]
+_HEALTHY: Final[RawHeaders] = [
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", b"2"),
+    *_ALWAYS,
+]
+_URL_SAFE: Final = ":/%#?=@[]!$&'()*+,;"  # what Starlette's RedirectResponse leaves unquoted
 
 
-def original_request(request: Request, trusted: bool) -> OriginalRequest | None:
-    """The proxied request, or None when the headers do not describe one."""
-    if not trusted:
-        return None
-    headers = request.headers
-    peer = request.client.host if request.client else ""
-    client_ip = forwarded_client_ip(headers.get("x-forwarded-for", ""), peer)
-    if original := headers.get("x-original-url"):
+@dataclass(frozen=True)
+class ProxyHeaders:
+    """The request headers forward-auth reads, as latin-1 text (the first of each, as
+    Starlette's `Request.headers.get` would give the pages)."""
+
+    cookie: str = ""
+    original_url: str = ""
+    forwarded_for: str = ""
+    forwarded_proto: str = ""
+    forwarded_host: str = ""
+    forwarded_uri: str = "/"
+
+    @classmethod
+    def read(cls, raw: Iterable[tuple[bytes, bytes]]) -> ProxyHeaders:
+        found: dict[bytes, str] = {}
+        for name, value in raw:
+            if name in _PROXY_HEADERS and name not in found:
+                found[name] = value.decode("latin-1")
+        return cls(
+            found.get(b"cookie", ""),
+            found.get(b"x-original-url", ""),
+            found.get(b"x-forwarded-for", ""),
+            found.get(b"x-forwarded-proto", ""),
+            found.get(b"x-forwarded-host", ""),
+            found.get(b"x-forwarded-uri", "/"),
+        )
+
+    @property
+    def session_token(self) -> str | None:
+        # The same cookie parsing as the pages', so both read the same session.
+        return cookie_parser(self.cookie).get(SESSION_COOKIE) if self.cookie else None
+
+
+def original_request(headers: ProxyHeaders, peer: str) -> OriginalRequest | None:
+    """The proxied request, or None when the headers do not describe one. Only call it for
+    a trusted proxy: these headers are whatever the caller says."""
+    client_ip = forwarded_client_ip(headers.forwarded_for, peer)
+    if original := headers.original_url:
         try:
             parts = urllib.parse.urlsplit(original)
         except ValueError:
@@ -45,9 +110,7 @@ def original_request(request: Request, trusted: bool) -> OriginalRequest | None:
         if parts.query:
             uri += "?" + parts.query
         return OriginalRequest(parts.scheme, parts.netloc.lower(), uri, client_ip)
-    scheme = headers.get("x-forwarded-proto", "")
-    host = headers.get("x-forwarded-host", "")
-    uri = headers.get("x-forwarded-uri", "/")
+    scheme, host, uri = headers.forwarded_proto, headers.forwarded_host, headers.forwarded_uri
     if scheme not in ("http", "https") or not host or not uri.startswith("/"):
         return None
     if any(ch in host for ch in "/@\\ ") or any(ch in uri for ch in "\r\n"):
@@ -55,88 +118,112 @@ def original_request(request: Request, trusted: bool) -> OriginalRequest | None:
     return OriginalRequest(scheme, host.lower(), uri, client_ip)
 
 
-def _with_identity(response: Response, answer: AuthzAnswer) -> Response:
+def identity_headers(answer: AuthzAnswer) -> RawHeaders:
     """On an allow, the identity headers, always all four: empty for an anonymous (bypass)
     request, so a proxy that copies them (Caddy's copy_headers) overwrites whatever the
     client sent instead of passing it, or a placeholder, on to the app."""
-    if answer.verdict is Verdict.ALLOW:
-        user = answer.user
-        values = (
-            (user.username, user.display_name, user.email, ",".join(user.groups))
-            if user is not None
-            else ("", "", "", "")
-        )
-        for name, value in zip(IDENTITY_HEADERS, values, strict=True):
-            # UTF-8 as bytes: display names are not always Latin-1.
-            response.raw_headers.append((name.encode(), value.translate(_UNSAFE).encode()))
-    response.headers["cache-control"] = "no-store"
-    return response
+    if answer.verdict is not Verdict.ALLOW:
+        return []
+    user = answer.user
+    if user is None:
+        return _ANONYMOUS
+    values = (user.username, user.display_name, user.email, ",".join(user.groups))
+    # UTF-8 as bytes: display names are not always Latin-1.
+    return [
+        (name, value.translate(_UNSAFE).encode())
+        for name, value in zip(IDENTITY_HEADERS, values, strict=True)
+    ]
 
 
-async def _answer(request: Request) -> tuple[AuthzAnswer | None, OriginalRequest | None]:
-    forward_auth = gateway_of(request).forward_auth
-    peer = request.client.host if request.client else ""
-    original = original_request(request, forward_auth.trusts_proxy(peer))
+@dataclass(frozen=True)
+class FastResponse:
+    status: int
+    headers: RawHeaders
+    body: bytes = b""
+
+
+def _refused(why: str) -> FastResponse:
+    body = why.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *_ALWAYS,
+    ]
+    return FastResponse(403, headers, body)
+
+
+async def _answer(gateway: Gateway, scope: Scope) -> tuple[AuthzAnswer, OriginalRequest] | None:
+    forward_auth = gateway.forward_auth
+    client = scope.get("client")
+    peer = client[0] if client else ""
+    if not forward_auth.trusts_proxy(peer):
+        return None
+    headers = ProxyHeaders.read(scope["headers"])
+    original = original_request(headers, peer)
     if original is None:
-        return None, None
-    answer = await forward_auth.check(request.cookies.get(SESSION_COOKIE), original)
-    return answer, original
+        return None
+    return await forward_auth.check(headers.session_token, original), original
 
 
-def _refused(why: str) -> Response:
-    return PlainTextResponse(why, status_code=403, headers={"cache-control": "no-store"})
-
-
-async def nginx_auth_request(request: Request) -> Response:
-    answer, _ = await _answer(request)
-    if answer is None:
+async def nginx_auth_request(gateway: Gateway, scope: Scope) -> FastResponse:
+    answered = await _answer(gateway, scope)
+    if answered is None:
         return _refused("forward-auth: not called by a trusted proxy with X-Original-URL")
+    answer, _ = answered
     if answer.verdict is Verdict.ALLOW:
-        return _with_identity(Response(status_code=200), answer)
+        return FastResponse(200, [*identity_headers(answer), *_EMPTY_BODY])
     if answer.verdict is Verdict.SIGN_IN:
-        return _with_identity(Response(status_code=401), answer)
+        return FastResponse(401, _EMPTY_BODY)
     return _refused(answer.reason)
 
 
-async def traefik_caddy_forward_auth(request: Request) -> Response:
-    answer, original = await _answer(request)
-    if answer is None or original is None:
+async def traefik_caddy_forward_auth(gateway: Gateway, scope: Scope) -> FastResponse:
+    answered = await _answer(gateway, scope)
+    if answered is None:
         return _refused("forward-auth: not called by a trusted proxy with X-Forwarded-* headers")
+    answer, original = answered
     if answer.verdict is Verdict.ALLOW:
-        return _with_identity(Response(status_code=200), answer)
+        return FastResponse(200, [*identity_headers(answer), *_EMPTY_BODY])
     if answer.verdict is Verdict.SIGN_IN:
-        portal = gateway_of(request).settings.public_url.rstrip("/")
+        portal = gateway.settings.public_url.rstrip("/")
         target = f"{portal}/login?" + urllib.parse.urlencode({"next": original.url})
-        return _with_identity(RedirectResponse(target, status_code=302), answer)
+        location = urllib.parse.quote(target, safe=_URL_SAFE).encode("latin-1")
+        return FastResponse(302, [(b"location", location), *_EMPTY_BODY])
     return _refused(answer.reason)
 
 
-async def healthz(request: Request) -> Response:
+async def healthz(gateway: Gateway, scope: Scope) -> FastResponse:
     """A bare 200: for load balancers, and the benchmark's yardstick for the check above."""
-    return PlainTextResponse("ok")
+    return FastResponse(200, _HEALTHY, b"ok")
 
 
-FAST_ROUTES: Final = {
+FAST_ROUTES: Final[dict[str, FastHandler]] = {
     "/authz/nginx": nginx_auth_request,
     "/authz/forward": traefik_caddy_forward_auth,
     "/healthz": healthz,
 }
 
 
-class FastRoutes:
-    """Answers the forward-auth and health paths straight from the middleware stack, before
-    the router: an exact path match and one handler call, nothing else per request."""
+async def serve_fast_route(
+    handler: FastHandler, gateway: Gateway, scope: Scope, send: Send
+) -> None:
+    """Runs a fast route with the method check and the last-resort error answer FastAPI's
+    middlewares would otherwise give: a failure is a 500 (the proxy refuses), never an allow."""
+    if scope["method"] not in ("GET", "HEAD"):
+        response = _NOT_ALLOWED
+    else:
+        try:
+            response = await handler(gateway, scope)
+        except Exception:
+            log.exception("forward-auth: %s failed", scope["path"])
+            response = _FAILED
+    await send(
+        {"type": "http.response.start", "status": response.status, "headers": response.headers}
+    )
+    await send({"type": "http.response.body", "body": response.body})
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = FAST_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None:
-            await self._app(scope, receive, send)
-            return
-        if scope["method"] not in ("GET", "HEAD"):
-            response: Response = PlainTextResponse("Method Not Allowed", status_code=405)
-        else:
-            response = await handler(Request(scope, receive))
-        await response(scope, receive, send)
+_NOT_ALLOWED: Final = FastResponse(
+    405, [(b"allow", b"GET, HEAD"), (b"content-length", b"18"), *_ALWAYS], b"Method Not Allowed"
+)
+_FAILED: Final = FastResponse(500, [(b"content-length", b"0"), *_ALWAYS])
