@@ -43,6 +43,7 @@ def _uvicorn_config(app: ASGIApp, host: str, port: int, access_log: bool = True)
         proxy_headers=False,
         timeout_keep_alive=75,
         access_log=access_log,
+        server_header=False,  # no "server: uvicorn": nothing to tell a scanner
     )
 
 

@@ -52,7 +52,7 @@ NGINX: dict[str, Any] = {
 }
 
 
-async def test_an_allow_carries_identity_and_hardening_headers() -> None:
+async def test_an_allow_carries_the_identity_for_the_proxy_only() -> None:
     client, stub = client_for(AuthzAnswer(Verdict.ALLOW, ALICE))
     async with client:
         answer = await client.get("/authz/nginx", headers=NGINX)
@@ -61,8 +61,6 @@ async def test_an_allow_carries_identity_and_hardening_headers() -> None:
     assert dict(answer.headers.raw)[b"remote-name"] == "Alice Ärlig".encode()  # UTF-8
     assert answer.headers["remote-groups"] == "eng,ops"
     assert answer.headers["cache-control"] == "no-store"
-    for name, value in SECURITY_HEADERS.items():
-        assert answer.headers[name] == value
     token, original = stub.asked[0]
     assert token == "tok-123"
     assert original.url == "https://app.example.test/browse/X-1?a=1"
@@ -84,6 +82,8 @@ async def test_sign_in_is_a_401_for_nginx_and_a_redirect_for_traefik() -> None:
     assert nginx.status_code == 401
     assert "remote-user" not in nginx.headers
     assert traefik.status_code == 302
+    for name, value in SECURITY_HEADERS.items():  # the browser sees this one
+        assert traefik.headers[name] == value
     assert traefik.headers["location"] == (
         "https://login.example.test/login?next=https%3A%2F%2Fapp.example.test"
         "%2Fbrowse%2FX-1%3Fa%3D1%26b%3D%25C3%25BC"
@@ -96,6 +96,7 @@ async def test_an_untrusted_caller_is_refused_whatever_it_claims() -> None:
         answer = await outsider.get("/authz/nginx", headers=NGINX)
     assert answer.status_code == 403
     assert "remote-user" not in answer.headers
+    assert answer.headers["x-frame-options"] == "DENY"  # a refusal may reach a browser
     assert stub.asked == []
 
 
