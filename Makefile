@@ -39,7 +39,9 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/duo_push_capacity.py
+	$(BIN)/python bench/forward_auth.py
 	$(BIN)/python bench/totp_verify.py
+	$(BIN)/python bench/totp_floor.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis src/*.egg-info
