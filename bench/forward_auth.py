@@ -1,14 +1,16 @@
 """How fast the forward-auth check answers, beside a bare 200 route of the same server.
 
-Starts `twofa serve` (one uvicorn worker, uvloop + httptools) on a fresh SQLite database with
-one signed-in user whose session passed a second factor, then runs wrk on loopback: first
+Starts `twofa serve` (uvloop + httptools; one worker, then `--workers 2`, one per core) on a
+fresh SQLite database with one signed-in user whose session passed a second factor, then runs
+wrk (one thread) on loopback: first
 against `/healthz` (a bare 200 on the same server), then against `/authz/nginx` with the
 session cookie and the `X-Original-URL` nginx sends, each for the same duration and number
 of connections, three rounds each, keeping the median round; then a plain Starlette app with
-one route (the floor no Python server here goes below). The last line is the summary recorded
-in bench/README.md.
+one route with the same worker count (the floor no Python server here goes below). The last
+line is the summary recorded in bench/README.md, for the last worker count run.
 
     .venv/bin/python bench/forward_auth.py [--duration 10] [--connections 64] [--rounds 3]
+        [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,20 +88,24 @@ async def signed_in_cookie(database_url: str) -> str:
         await gateway.close()
 
 
-def start_server(config: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    config: Path, database_url: str, port: int, workers: int
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TWOFA_CONFIG": str(config), "TWOFA_DATABASE_URL": database_url}
     twofa = Path(sys.executable).with_name("twofa")
+    command = [str(twofa), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     process = subprocess.Popen(
-        [str(twofa), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+        [*command, "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_for_port(port, process)
+    time.sleep(1 if workers > 1 else 0)  # the listening socket is up before every worker
     return process
 
 
-def start_bare_starlette(port: int) -> subprocess.Popen[bytes]:
+def start_bare_starlette(port: int, workers: int) -> subprocess.Popen[bytes]:
     uvicorn = Path(sys.executable).with_name("uvicorn")
     bench_dir = Path(__file__).parent
     process = subprocess.Popen(
@@ -118,6 +123,8 @@ def start_bare_starlette(port: int) -> subprocess.Popen[bytes]:
             "--no-access-log",
             "--log-level",
             "warning",
+            "--workers",
+            str(workers),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -159,11 +166,79 @@ def median_round(results: list[WrkResult]) -> WrkResult:
     return sorted(results, key=lambda r: r.rps)[len(results) // 2]
 
 
+@dataclass(frozen=True)
+class Figures:
+    workers: int
+    floor: WrkResult
+    bare: list[WrkResult]
+    check: list[WrkResult]
+
+
+def measure(
+    workers: int, cookie: str, config: Path, database_url: str, args: argparse.Namespace
+) -> Figures:
+    port = free_port()
+    server = start_server(config, database_url, port, workers)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        check_headers = {
+            "Cookie": f"twofa_session={cookie}",
+            "X-Original-URL": f"http://{DOMAIN}/browse/X-1",
+            "X-Forwarded-For": "203.0.113.9",
+        }
+        wrk(f"{base}/healthz", {}, 2, args.connections)  # warm-up
+        wrk(f"{base}/authz/nginx", check_headers, 2, args.connections)
+        bare, check = [], []
+        for _ in range(args.rounds):
+            bare.append(wrk(f"{base}/healthz", {}, args.duration, args.connections))
+            check.append(wrk(f"{base}/authz/nginx", check_headers, args.duration, args.connections))
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    floor_port = free_port()
+    floor_server = start_bare_starlette(floor_port, workers)
+    try:
+        floor = wrk(f"http://127.0.0.1:{floor_port}/healthz", {}, args.duration, args.connections)
+    finally:
+        floor_server.terminate()
+        floor_server.wait(timeout=20)
+    return Figures(workers, floor, bare, check)
+
+
+def summary(figures: Figures) -> str:
+    bare, check = median_round(figures.bare), median_round(figures.check)
+    share = 100 * check.rps / bare.rps
+    return (
+        f"forward-auth: {check.rps:,.0f} rps ({share:.0f}% of bare route "
+        f"{bare.rps:,.0f} rps), p99 {check.p99_ms:.2f} ms"
+    )
+
+
+def report(figures: Figures) -> None:
+    print(f"-- {figures.workers} worker(s), wrk 1 thread:")
+    print(
+        f"floor: plain Starlette, one route, same server set-up: {figures.floor.rps:,.0f} rps, "
+        f"p99 {figures.floor.p99_ms:.2f} ms"
+    )
+    for name, rounds in (("bare /healthz", figures.bare), ("check /authz/nginx", figures.check)):
+        shown = ", ".join(f"{r.rps:,.0f} rps p99 {r.p99_ms:.2f} ms" for r in rounds)
+        print(f"{name}: {shown}; errors {sum(r.errors for r in rounds)}")
+    print(f"median rounds, {figures.workers} worker(s): {summary(figures)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk round")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="worker counts to run; the "
+        "summary line is the last one's (default: 1, then one per core)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian package wrk)")
@@ -172,47 +247,11 @@ def main() -> None:
         cookie = asyncio.run(signed_in_cookie(database_url))
         config = Path(tmp) / "twofa.toml"
         config.write_text(SETTINGS_TOML)
-        port = free_port()
-        server = start_server(config, database_url, port)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            check_headers = {
-                "Cookie": f"twofa_session={cookie}",
-                "X-Original-URL": f"http://{DOMAIN}/browse/X-1",
-                "X-Forwarded-For": "203.0.113.9",
-            }
-            wrk(f"{base}/healthz", {}, 2, args.connections)  # warm-up
-            wrk(f"{base}/authz/nginx", check_headers, 2, args.connections)
-            bare, check = [], []
-            for _ in range(args.rounds):
-                bare.append(wrk(f"{base}/healthz", {}, args.duration, args.connections))
-                check.append(
-                    wrk(f"{base}/authz/nginx", check_headers, args.duration, args.connections)
-                )
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-    floor_port = free_port()
-    floor_server = start_bare_starlette(floor_port)
-    try:
-        floor = wrk(f"http://127.0.0.1:{floor_port}/healthz", {}, args.duration, args.connections)
-    finally:
-        floor_server.terminate()
-        floor_server.wait(timeout=10)
-    print(
-        f"floor: plain Starlette, one route, same server set-up: {floor.rps:,.0f} rps, "
-        f"p99 {floor.p99_ms:.2f} ms"
-    )
-    bare_median, check_median = median_round(bare), median_round(check)
-    for name, rounds in (("bare /healthz", bare), ("check /authz/nginx", check)):
-        figures = ", ".join(f"{r.rps:,.0f} rps p99 {r.p99_ms:.2f} ms" for r in rounds)
-        print(f"{name}: {figures}; errors {sum(r.errors for r in rounds)}")
-    print(f"bare route median of rounds: {statistics.median(r.rps for r in bare):,.0f} rps")
-    share = 100 * check_median.rps / bare_median.rps
-    print(
-        f"forward-auth: {check_median.rps:,.0f} rps ({share:.0f}% of bare route "
-        f"{bare_median.rps:,.0f} rps), p99 {check_median.p99_ms:.2f} ms"
-    )
+        results = [measure(n, cookie, config, database_url, args) for n in args.workers]
+    for figures in results:
+        report(figures)
+    print(f"({results[-1].workers} worker(s), {args.connections} connections)")
+    print(summary(results[-1]))
 
 
 if __name__ == "__main__":

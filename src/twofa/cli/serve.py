@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from twofa.cli.common import expected_errors_reported, settings_for
+from twofa.cli.common import GlobalOptions, expected_errors_reported, settings_for
 from twofa.cli.runtime import run_server, tune_garbage_collector
 from twofa.config import Mode, Settings, load_settings
 from twofa.errors import ConfigurationError
@@ -24,6 +26,7 @@ from twofa.storage.database import create_engine, upgrade
 from twofa.web.app import create_app
 from twofa.web.reverse_proxy import ReverseProxy
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 DEMO_SECRET = "twofa-demo-mode-secret-key-not-for-production"  # noqa: S105 (demo mode only)
 DEMO_IKEY = "DIDEMOINTEGRATION001"
 DEMO_SKEY = "demo-duo-secret-key-demo-duo-secret-key0"
@@ -34,27 +37,72 @@ DEMO_USERS = (
 )
 
 
+# How `twofa serve --workers` tells its workers; not TWOFA_*, which the settings would refuse.
+UPSTREAM_ENV = "_TWOFA_SERVE_UPSTREAM"
+
+
+def _uvicorn_options(host: str, port: int, access_log: bool) -> dict[str, Any]:
+    return {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "proxy_headers": False,  # twofa decides itself which proxies it believes
+        "timeout_keep_alive": 75,
+        "access_log": access_log,
+        "server_header": False,  # no "server: uvicorn": nothing to tell a scanner
+    }
+
+
 def _uvicorn_config(app: ASGIApp, host: str, port: int, access_log: bool = True) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        proxy_headers=False,
-        timeout_keep_alive=75,
-        access_log=access_log,
-        server_header=False,  # no "server: uvicorn": nothing to tell a scanner
+    return uvicorn.Config(app, **_uvicorn_options(host, port, access_log))
+
+
+def _served(app: FastAPI, upstream: str | None) -> ASGIApp:
+    return ReverseProxy(app, upstream) if upstream else app
+
+
+def worker_app() -> ASGIApp:
+    """What each worker process of `twofa serve --workers N` serves (a uvicorn factory): the
+    settings from TWOFA_CONFIG and the TWOFA_* variables the parent checked and passed on."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    tune_garbage_collector()
+    return _served(create_app(load_settings()), os.environ.get(UPSTREAM_ENV) or None)
+
+
+async def _check_gateway(settings: Settings) -> None:
+    gateway = await Gateway.start(settings)  # fail fast, with a clear message, before binding
+    await gateway.close()
+
+
+def _serve_workers(
+    config_file: Path | None,
+    host: str,
+    port: int,
+    access_log: bool,
+    upstream: str | None,
+    workers: int,
+) -> None:
+    """Several processes on one listening socket (uvicorn's supervisor restarts a worker that
+    dies). Every cache a worker keeps is rechecked within a second, so they behave as one."""
+    if config_file is not None:
+        os.environ["TWOFA_CONFIG"] = str(config_file.resolve())
+    os.environ[UPSTREAM_ENV] = upstream or ""
+    uvicorn.run(
+        "twofa.cli.serve:worker_app",
+        factory=True,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        **_uvicorn_options(host, port, access_log),
     )
 
 
 async def _serve_gateway(
     settings: Settings, host: str, port: int, access_log: bool, upstream: str | None
 ) -> None:
-    gateway = await Gateway.start(settings)  # fail fast, with a clear message, before binding
-    await gateway.close()
+    await _check_gateway(settings)
     tune_garbage_collector()
-    app = create_app(settings)
-    served: ASGIApp = ReverseProxy(app, upstream) if upstream else app
+    served = _served(create_app(settings), upstream)
     await uvicorn.Server(_uvicorn_config(served, host, port, access_log)).serve()
 
 
@@ -76,16 +124,30 @@ def serve(
             "([access] domains) to this application URL after the access check."
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes on one port; one per CPU core uses the machine. All "
+            "share the database, so they behave as one gateway.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the twofa gateway (settings from `twofa --config FILE`, TWOFA_CONFIG or TWOFA_*)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     with expected_errors_reported():
         settings = settings_for(ctx)
         if upstream and not settings.access.domains:
             raise ConfigurationError(
                 "--upstream needs the protected domains in the settings: [access] domains"
             )
-        run_server(_serve_gateway(settings, host, port, access_log, upstream))
+        if workers == 1:
+            run_server(_serve_gateway(settings, host, port, access_log, upstream))
+            return
+        run_server(_check_gateway(settings))
+        options = ctx.find_object(GlobalOptions) or GlobalOptions()
+        _serve_workers(options.config_file, host, port, access_log, upstream, workers)
 
 
 async def seed_demo(gateway: Gateway) -> None:
@@ -152,6 +214,6 @@ def demo(
     database: Annotated[Path, typer.Option(help="SQLite file for the demo.")] = Path("var/demo.db"),
 ) -> None:
     """Run twofa with the bundled Duo simulator and demo users (alice, bob, admin)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     with expected_errors_reported():
         run_server(_run_demo(port, database.resolve()))
