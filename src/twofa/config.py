@@ -241,6 +241,9 @@ class Settings(BaseSettings):
     # Where passwords are checked, in order; external ones provision a twofa user at first
     # sign-in. "local" is twofa's own user table.
     directories: tuple[str, ...] = ("local",)
+    # How long a directory user's groups are trusted during a session before forward-auth
+    # asks the directory again (in the background); 0: only at each sign-in.
+    directory_groups_cache_s: int = Field(default=300, ge=0, le=86_400)
     crowd: CrowdSettings | None = None
     ldap: LdapSettings | None = None
     webauthn: WebAuthnSettings = WebAuthnSettings()

@@ -119,3 +119,22 @@ async def test_a_key_the_gateway_does_not_know_gets_a_clear_message(
     await expect(status).to_contain_text("The browser refused")
     await expect(page.get_by_role("button", name="Try again")).to_be_enabled()
     await expect(page.get_by_role("link", name="Use another method")).to_be_visible()
+
+
+async def test_registering_the_same_key_again_is_refused_by_the_browser_with_a_clear_message(
+    context: BrowserContext, gateway_url: str
+) -> None:
+    page = await context.new_page()
+    devtools, key = await plug_in_security_key(context, page)
+    await sign_in(page, gateway_url, "alice")
+    await page.get_by_role("link", name="Next").click()
+    await page.get_by_role("button", name="Register security key").click()
+    await expect(page.locator("#demo-app-welcome")).to_be_visible()
+
+    await page.goto(f"{gateway_url}/2fa/m/webauthn/enrol")  # add a key, with the same one
+    await page.get_by_role("button", name="Register security key").click()
+    status = page.locator("#webauthn-status")
+    await expect(status).to_contain_text("This security key is already registered.")
+    assert len(await credentials_on(devtools, key)) == 1
+    await page.goto(f"{gateway_url}/my-2fa")
+    await expect(page.locator('tr[data-method="webauthn"]')).to_have_count(1)

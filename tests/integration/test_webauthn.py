@@ -1,7 +1,7 @@
 """Security keys over real HTTP, with a software key standing in for the browser and the key:
 set up as the first method, sign-in with it (each answer once, never from another origin),
-renamed on My 2FA, two keys per user, a key added later only after confirming with the
-first, and removing one after confirming with the other."""
+renamed on My 2FA, two keys per user (never the same key twice), a key added later only
+after confirming with the first, and removing one after confirming with the other."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
 from tests.support.authenticator_webauthn import (
+    KeyAlreadyRegistered,
     SoftwareKey,
     assertion_response,
     b64url,
@@ -252,6 +253,35 @@ async def test_two_keys_either_signs_in(site: Site) -> None:
     assert (await sign_in_with(client, settings, second)).status_code == 303
     assert (await sign_in_with(client, settings, first)).status_code == 303
     assert (await client.get("/")).status_code == 200
+
+
+async def test_the_same_key_is_not_registered_twice(site: Site) -> None:
+    client, settings = site
+    key = await enrol_alice(client, settings, name="Blue key")
+    page = await client.get(ENROL)
+    origin, rp_id = site_of(settings.public_url)
+    options = options_on_page(page.text)
+    excluded = json.loads(options)["excludeCredentials"]
+    assert [item["id"] for item in excluded] == [b64url(key.credential_id)]
+    with pytest.raises(KeyAlreadyRegistered):  # what the browser does with them
+        registration_response(options, origin, rp_id, holding=key)
+
+    # A browser that ignores them sends the key's credential again: the server refuses it.
+    again, _ = registration_response(options, origin, rp_id, holding=key, honour_exclusions=False)
+    refused = await client.post(
+        ENROL,
+        data={
+            "csrf_token": csrf_from(page.text),
+            "challenge": challenge_from(page.text),
+            "credential": again,
+            "name": "Blue key again",
+        },
+    )
+    assert refused.status_code == 400
+    assert "This security key is already registered." in unescape(refused.text)
+    assert set(credential_rows((await client.get("/my-2fa")).text)) == {"Blue key"}
+    _, added = await register_key(client, settings, name="Spare key")  # another key is fine
+    assert added.status_code == 303, added.text
 
 
 async def test_adding_a_key_later_asks_to_confirm_with_the_first_key(site: Site) -> None:

@@ -78,21 +78,40 @@ def _cose_public_key(private_key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+class KeyAlreadyRegistered(Exception):
+    """The browser's InvalidStateError: the options exclude a credential this key holds."""
+
+
 def registration_response(
-    show_options_json: str, origin: str, rp_id: str, *, counts_signatures: bool = True
+    show_options_json: str,
+    origin: str,
+    rp_id: str,
+    *,
+    counts_signatures: bool = True,
+    holding: SoftwareKey | None = None,
+    honour_exclusions: bool = True,
 ) -> tuple[str, SoftwareKey]:
     """What `navigator.credentials.create` gives the page for these options, as JSON, and the
-    key that was made. `rp_id` is the site the browser is on (it checks the options name it)."""
+    key that was made. `rp_id` is the site the browser is on (it checks the options name it).
+    `holding`: the credential this key made before, sent again (a browser that ignores
+    `excludeCredentials`, with `honour_exclusions=False`); a browser that honours them
+    raises `KeyAlreadyRegistered` when the options exclude it."""
     options = json.loads(show_options_json)
     assert options["rp"].get("id", rp_id) == rp_id, "the browser refuses another site's rp id"
     assert any(p["alg"] == ES256 for p in options["pubKeyCredParams"]), "ES256 not accepted"
-    key = SoftwareKey(
-        credential_id=secrets.token_bytes(32),
-        private_key=ec.generate_private_key(ec.SECP256R1()),
-        rp_id=rp_id,
-        user_handle=from_b64url(options["user"]["id"]),
-        counts_signatures=counts_signatures,
-    )
+    excluded = {item["id"] for item in options.get("excludeCredentials") or ()}
+    if holding is not None:
+        if honour_exclusions and b64url(holding.credential_id) in excluded:
+            raise KeyAlreadyRegistered(b64url(holding.credential_id))
+        key = replace(holding, user_handle=from_b64url(options["user"]["id"]))
+    else:
+        key = SoftwareKey(
+            credential_id=secrets.token_bytes(32),
+            private_key=ec.generate_private_key(ec.SECP256R1()),
+            rp_id=rp_id,
+            user_handle=from_b64url(options["user"]["id"]),
+            counts_signatures=counts_signatures,
+        )
     attested = (
         NO_AAGUID
         + struct.pack(">H", len(key.credential_id))

@@ -220,3 +220,16 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(environ={"TWOFA_MODE": "dev"})
     with pytest.raises(ValueError, match="frozen"):
         settings.session_idle_minutes = 1
+
+
+def test_directory_groups_are_cached_for_five_minutes_unless_told_otherwise() -> None:
+    assert load_settings(environ={"TWOFA_MODE": "dev"}).directory_groups_cache_s == 300
+    only_at_sign_in = load_settings(
+        environ={"TWOFA_MODE": "dev", "TWOFA_DIRECTORY_GROUPS_CACHE_S": "0"}
+    )
+    assert only_at_sign_in.directory_groups_cache_s == 0
+
+
+def test_a_negative_directory_groups_cache_time_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="directory_groups_cache_s"):
+        load_settings(environ={"TWOFA_MODE": "dev", "TWOFA_DIRECTORY_GROUPS_CACHE_S": "-1"})

@@ -87,7 +87,9 @@ class BackupCodesMethod:
     many_per_user = False
     challenge_seconds = 300
 
-    async def begin_enrollment(self, context: MethodContext) -> Draft:
+    async def begin_enrollment(
+        self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
+    ) -> Draft:
         codes = [new_code() for _ in range(CODE_COUNT)]
         digests = await asyncio.to_thread(_hash_all, codes)
         shown = [formatted(code) for code in codes]
@@ -101,6 +103,7 @@ class BackupCodesMethod:
         keep: Mapping[str, Any],
         secret: str | None,
         response: Mapping[str, str],
+        enrolled: Sequence[StoredCredential] = (),
     ) -> NewCredential:
         if response.get(SAVED_FIELD) != "on":
             raise EnrolmentRefused(NOT_SAVED_MESSAGE)

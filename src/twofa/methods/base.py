@@ -144,7 +144,13 @@ class Method(Protocol):
     many_per_user: bool  # several security keys; one of everything else
     challenge_seconds: int  # how long a started challenge may be answered
 
-    async def begin_enrollment(self, context: MethodContext) -> Draft: ...
+    async def begin_enrollment(
+        self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
+    ) -> Draft:
+        """`enrolled`: the user's credentials of this method already stored, for a method
+        with `many_per_user` (so a second one is not the first again); a method with one
+        per user gets none, since its new credential replaces the old."""
+        ...
 
     async def finish_enrollment(
         self,
@@ -152,8 +158,10 @@ class Method(Protocol):
         keep: Mapping[str, Any],
         secret: str | None,
         response: Mapping[str, str],
+        enrolled: Sequence[StoredCredential] = (),
     ) -> NewCredential:
-        """Raises `EnrolmentRefused` (user can correct) or `ResponseRejected`."""
+        """Raises `EnrolmentRefused` (user can correct) or `ResponseRejected`; `enrolled`
+        as for `begin_enrollment`, read again (another tab may have added one meanwhile)."""
         ...
 
     async def start(

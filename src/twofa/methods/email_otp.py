@@ -93,7 +93,9 @@ class EmailOtpMethod:
     # flood a mailbox by reloading the page.
     resend_cooldown_seconds = 30
 
-    async def begin_enrollment(self, context: MethodContext) -> Draft:
+    async def begin_enrollment(
+        self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
+    ) -> Draft:
         address = context.user.email.strip()
         if not address:
             raise EnrolmentRefused(NO_ADDRESS)
@@ -110,6 +112,7 @@ class EmailOtpMethod:
         keep: Mapping[str, Any],
         secret: str | None,
         response: Mapping[str, str],
+        enrolled: Sequence[StoredCredential] = (),
     ) -> NewCredential:
         address = keep.get("address")
         if not isinstance(address, str) or not address:

@@ -107,7 +107,9 @@ class SecurityQuestionsMethod:
     many_per_user = False
     challenge_seconds = 600  # people take a while to recall an answer
 
-    async def begin_enrollment(self, context: MethodContext) -> Draft:
+    async def begin_enrollment(
+        self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
+    ) -> Draft:
         pool = pool_from_options(context.options)
         choice = {"questions": list(pool.questions), "count": pool.answers_required}
         # The pool is kept as it was shown: an admin editing it meanwhile does not break
@@ -120,6 +122,7 @@ class SecurityQuestionsMethod:
         keep: Mapping[str, Any],
         secret: str | None,
         response: Mapping[str, str],
+        enrolled: Sequence[StoredCredential] = (),
     ) -> NewCredential:
         pool, count = keep.get("questions"), keep.get("count")
         if not isinstance(pool, list) or not isinstance(count, int) or count < 1:

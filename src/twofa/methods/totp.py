@@ -97,7 +97,9 @@ class TotpMethod:
     many_per_user = False
     challenge_seconds = 300
 
-    async def begin_enrollment(self, context: MethodContext) -> Draft:
+    async def begin_enrollment(
+        self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
+    ) -> Draft:
         secret = new_secret()
         issuer = str(context.options.get("issuer") or "twofa")
         uri = provisioning_uri(secret, context.user.username, issuer)
@@ -110,6 +112,7 @@ class TotpMethod:
         keep: Mapping[str, Any],
         secret: str | None,
         response: Mapping[str, str],
+        enrolled: Sequence[StoredCredential] = (),
     ) -> NewCredential:
         if secret is None:
             raise ResponseRejected("enrolment draft has no secret")

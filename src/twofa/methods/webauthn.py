@@ -65,6 +65,7 @@ USER_HANDLE_BYTES: Final = 32
 # Anything a hostile or broken browser can make the parsers raise; all of it means "not proven".
 MALFORMED: Final = (WebAuthnException, ValueError, TypeError, KeyError, IndexError)
 CLONED_KEY: Final = "sign counter went backwards: possible cloned key"
+ALREADY_REGISTERED: Final = "This security key is already registered."
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,9 @@ class WebAuthnMethod:
                     "set webauthn.rp_id to its domain"
                 )
 
-    async def begin_enrollment(self, context: MethodContext) -> Draft:
+    async def begin_enrollment(
+        self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
+    ) -> Draft:
         if _is_ip_address(self.rp_id):  # said when someone tries, not at every start-up
             log.warning(
                 "webauthn: the relying party is the IP address %s; browsers refuse security "
@@ -131,6 +134,9 @@ class WebAuthnMethod:
             user_name=context.user.username,
             user_display_name=context.user.display_name or context.user.username,
             timeout=BROWSER_TIMEOUT_MS,
+            # The browser refuses to make a second credential on a key it already holds
+            # one of these on (InvalidStateError), so one key is never registered twice.
+            exclude_credentials=[d for c in enrolled if (d := _descriptor(c)) is not None],
             attestation=AttestationConveyancePreference.NONE,
             authenticator_selection=AuthenticatorSelectionCriteria(
                 resident_key=ResidentKeyRequirement.DISCOURAGED,
@@ -151,6 +157,7 @@ class WebAuthnMethod:
         keep: Mapping[str, Any],
         secret: str | None,
         response: Mapping[str, str],
+        enrolled: Sequence[StoredCredential] = (),
     ) -> NewCredential:
         name = " ".join(response.get("name", "").split()) or DEFAULT_NAME
         if len(name) > MAX_NAME:
@@ -167,10 +174,15 @@ class WebAuthnMethod:
             )
         except MALFORMED as exc:
             raise ResponseRejected(f"registration not verified: {exc}") from exc
+        credential_id = bytes_to_base64url(registered.credential_id)
+        # A browser that ignored the excluded keys, or another tab that registered this key
+        # since this page was opened: the key is there already.
+        if any(c.state.get("credential_id") == credential_id for c in enrolled):
+            raise EnrolmentRefused(ALREADY_REGISTERED)
         return NewCredential(
             label=name,
             state={
-                "credential_id": bytes_to_base64url(registered.credential_id),
+                "credential_id": credential_id,
                 "public_key": bytes_to_base64url(registered.credential_public_key),
                 "sign_count": registered.sign_count,
                 "transports": _transports_of(credential),

@@ -1,9 +1,10 @@
 """Users that external directories vouch for: asked in order, provisioned as twofa users at
-their first sign-in, their name, e-mail and groups refreshed at every sign-in.
+their first sign-in, their name, e-mail and groups refreshed at every sign-in (and groups
+during a long session too, see `group_refresh`).
 
 Group membership of a directory user follows the directory exactly (a group the admin
 switched 2FA on for in User Management is matched by name), so leaving a group there ends
-its 2FA requirement or access here at the next sign-in.
+its 2FA requirement or access here at the next sign-in or group refresh.
 """
 
 from __future__ import annotations
@@ -71,8 +72,15 @@ async def provision(db: AsyncSession, vouched: Vouched, now: datetime) -> UserRo
         )
     else:
         user.display_name, user.email = found.display_name, found.email
-    await _sync_groups(db, user, found.groups)
+    await sync_groups(db, user, found.groups, now)
     return user
+
+
+async def sync_groups(db: AsyncSession, user: UserRow, names: Sequence[str], now: datetime) -> None:
+    """Makes the user's twofa groups exactly the directory's `names`, and notes when, so a
+    session knows how old its groups are."""
+    await _sync_groups(db, user, names)
+    user.groups_synced_at = now
 
 
 async def _sync_groups(db: AsyncSession, user: UserRow, names: Sequence[str]) -> None:

@@ -28,6 +28,7 @@ from twofa.methods.base import (
     MethodKind,
     MethodUser,
     ResponseRejected,
+    StoredCredential,
 )
 from twofa.methods.registry import MethodRegistry
 from twofa.security.sealing import Sealer
@@ -109,8 +110,12 @@ class FactorService:
         method, user = await self._access.may_enrol(session, code)
         await self._challenges.refuse_during_cooldown(user, method)
         context = await self._context(user, code)
+        enrolled: list[StoredCredential] = []
+        if method.many_per_user:  # no transaction for the others: they compare with nothing
+            async with self._db.begin() as db:
+                enrolled = await self._enrolled(db, user, method)
         try:
-            draft = await method.begin_enrollment(context)
+            draft = await method.begin_enrollment(context, enrolled)
         except EnrolmentRefused as exc:
             raise SecondFactorError(exc.message) from exc
         if draft.delivery is not None:
@@ -158,11 +163,12 @@ class FactorService:
             challenge = await self._challenges.answerable(
                 db, session, user, code, challenge_id, "enrol"
             )
+            enrolled = await self._enrolled(db, user, method)
         secret = self._challenges.draft_secret(challenge)
         keep = self._challenges.described(challenge).keep
         context = await self._context(user, code)
         try:
-            credential = await method.finish_enrollment(context, keep, secret, response)
+            credential = await method.finish_enrollment(context, keep, secret, response, enrolled)
         except ResponseRejected as exc:
             await self._count_failure(user, method, client, "enrolment", exc.reason)
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
@@ -307,6 +313,15 @@ class FactorService:
             step_up=session.level is Level.SIGNED_IN,
         )
         return Completion(token, view, enrolled_now)
+
+    async def _enrolled(
+        self, db: AsyncSession, user: UserRow, method: Method
+    ) -> list[StoredCredential]:
+        """What the user has of a method that keeps several (so it can refuse the same key
+        twice); nothing for the others, whose new credential replaces the old one."""
+        if not method.many_per_user:
+            return []
+        return await credential_store.load(db, self._sealer, user.id, method.code)
 
     async def _context(self, user: UserRow, code: str) -> MethodContext:
         options = await self._access.options(code)

@@ -32,6 +32,7 @@ from twofa.domain.access import (
 )
 from twofa.errors import TwofaError
 from twofa.security.tokens import token_digest
+from twofa.services.group_refresh import GroupRefresher
 from twofa.services.sessions import Level, SessionService
 from twofa.storage.repositories import Users
 
@@ -99,10 +100,12 @@ class ForwardAuthService:
         db: async_sessionmaker[AsyncSession],
         sessions: SessionService,
         access: AccessSettings,
+        groups: GroupRefresher | None = None,
         *,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
+        self._groups = groups
         self._monotonic = monotonic
         self._sessions = sessions
         self._access = access
@@ -218,6 +221,8 @@ class ForwardAuthService:
             if user is None or not user.enabled:
                 return None
             groups = tuple(await users.group_names(user.id))
+        if self._groups is not None:  # directory groups too old: refreshed in the background
+            self._groups.refresh_if_due(user)
         return SignedInUser(
             user.username,
             user.display_name,

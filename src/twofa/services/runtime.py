@@ -37,6 +37,7 @@ from twofa.services.enrolment_grace import EnrolmentGraceService
 from twofa.services.factor_access import FactorAccess
 from twofa.services.factors import FactorService
 from twofa.services.forward_auth import ForwardAuthService
+from twofa.services.group_refresh import GroupRefresher
 from twofa.services.login import LoginService
 from twofa.services.my_factors import MyFactorsService
 from twofa.services.remembered_devices import RememberedDeviceService
@@ -117,6 +118,7 @@ class Gateway:
     devices: RememberedDeviceService
     forward_auth: ForwardAuthService
     smtp: SmtpSettingsService
+    groups: GroupRefresher
     duo: DuoPushService | None = None
     _duo_version: int = -1
     _duo_checked_at: float = field(default=float("-inf"))
@@ -157,6 +159,7 @@ class Gateway:
         grace = EnrolmentGraceService(db, console, sessions, clock)
         access = FactorAccess(db, registry, console, clock)
         smtp = SmtpSettingsService(db, clock, sealer, smtp_tls)
+        groups = GroupRefresher(db, external, clock, settings.directory_groups_cache_s)
         factors = FactorService(db, registry, sessions, access, clock, sealer, SmtpMailer(smtp))
         gateway = cls(
             settings,
@@ -173,8 +176,9 @@ class Gateway:
             access,
             MyFactorsService(db, registry, access, console, clock),
             RememberedDeviceService(db, console, sessions, clock),
-            ForwardAuthService(db, sessions, settings.access),
+            ForwardAuthService(db, sessions, settings.access, groups),
             smtp,
+            groups,
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
         gateway.directory_clients = directory_clients
@@ -194,6 +198,7 @@ class Gateway:
         return self.duo
 
     async def close(self) -> None:
+        await self.groups.close()
         await self.http.aclose()
         for client in self.directory_clients:
             await client.aclose()

@@ -51,6 +51,9 @@ class UserRow(Base):
     # Who vouches for the password: "local" (twofa's own hash) or an external directory's
     # name; a directory never signs in a user another directory (or twofa) owns.
     directory: Mapped[str] = mapped_column(String(32), default="local", server_default="local")
+    # When a directory user's groups were last copied from their directory (sign-in or a
+    # refresh during a session); None for local users and before the first sync.
+    groups_synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class GroupRow(Base):

@@ -15,6 +15,7 @@ import pytest
 
 from tests.contract.harness import USERNAME, Harness, harness_on
 from tests.support.authenticator_webauthn import (
+    KeyAlreadyRegistered,
     SecurityKeyHolder,
     SoftwareKey,
     assertion_response,
@@ -126,6 +127,50 @@ async def test_registration_options_ask_for_a_touch_no_attestation_and_no_person
     again = json.loads((await METHOD.begin_enrollment(CONTEXT)).show["options"])
     assert again["challenge"] != options["challenge"]
     assert again["user"]["id"] != options["user"]["id"]
+
+
+async def test_registration_options_exclude_the_keys_the_user_has() -> None:
+    _, first = await enrol()
+    _, second = await enrol()
+    draft = await METHOD.begin_enrollment(CONTEXT, [first, replace(second, id=42)])
+    excluded = json.loads(draft.show["options"])["excludeCredentials"]
+    assert [item["id"] for item in excluded] == [
+        first.state["credential_id"],
+        second.state["credential_id"],
+    ]
+    assert excluded[0]["transports"] == ["usb", "nfc"]
+
+
+async def test_a_browser_honouring_the_exclusions_refuses_to_register_a_key_again() -> None:
+    key, credential = await enrol()
+    draft = await METHOD.begin_enrollment(CONTEXT, [credential])
+    with pytest.raises(KeyAlreadyRegistered):
+        registration_response(draft.show["options"], ORIGIN, RP_ID, holding=key)
+
+
+async def test_a_key_the_user_already_registered_is_refused_with_a_reason() -> None:
+    """A browser that ignores the exclusions, or another tab that registered the key after
+    this page was opened: the server says so, it does not store the key twice."""
+    key, credential = await enrol()
+    draft = await METHOD.begin_enrollment(CONTEXT)  # opened before the key was registered
+    again, _ = registration_response(
+        draft.show["options"], ORIGIN, RP_ID, holding=key, honour_exclusions=False
+    )
+    with pytest.raises(EnrolmentRefused) as refused:
+        await METHOD.finish_enrollment(
+            CONTEXT, draft.keep, None, {"credential": again}, [credential]
+        )
+    assert refused.value.message == "This security key is already registered."
+
+
+async def test_another_key_registers_beside_the_ones_the_user_has() -> None:
+    _, credential = await enrol()
+    draft = await METHOD.begin_enrollment(CONTEXT, [credential])
+    other, _ = registration_response(draft.show["options"], ORIGIN, RP_ID)
+    new = await METHOD.finish_enrollment(
+        CONTEXT, draft.keep, None, {"credential": other}, [credential]
+    )
+    assert new.state["credential_id"] != credential.state["credential_id"]
 
 
 @pytest.mark.parametrize(
