@@ -274,6 +274,9 @@ class ConsoleSettings:
     async def get(self, key: str) -> ConsoleSettingRow | None:
         return await self._db.get(ConsoleSettingRow, key)
 
+    async def all(self) -> Sequence[ConsoleSettingRow]:
+        return (await self._db.scalars(select(ConsoleSettingRow))).all()
+
     def add(self, row: ConsoleSettingRow) -> None:
         self._db.add(row)
 
