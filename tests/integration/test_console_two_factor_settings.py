@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -25,7 +26,7 @@ from tests.support.console import (
     start_console,
 )
 from tests.support.databases import sqlite_database
-from tests.support.gateway import sign_in
+from tests.support.gateway import running_gateway, sign_in
 from twofa.config import load_settings
 from twofa.domain.client import CLI
 from twofa.services import console as console_module
@@ -113,6 +114,35 @@ async def test_enforcement_everyone_sends_users_without_2fa_to_the_second_factor
 
     assert answer.status_code == 303
     assert answer.headers["location"] == "/2fa"
+
+
+# ---- Two nodes -------------------------------------------------------------------------
+
+
+async def remember_days_shown(client: httpx.AsyncClient) -> str:
+    return field_value((await client.get(TWO_FACTOR)).text, "remember_device_days")
+
+
+async def test_a_save_on_one_node_reaches_another_node_within_about_a_second(
+    console: Console,
+) -> None:
+    database_url = console.settings.database_url
+    async with (
+        running_gateway(database_url, console.simulator, seed=False) as (other_url, _),
+        httpx.AsyncClient(base_url=other_url, timeout=30) as other_node,
+    ):
+        assert (await sign_in(other_node, "admin2", ADMIN_PASSWORDS["admin2"])).status_code == 303
+        assert await remember_days_shown(other_node) == "0"  # the other node has it cached
+
+        await post_two_factor(console, remember_device_days="30")
+
+        assert await remember_days_shown(console.client) == "30"  # the saving node: at once
+        deadline = time.monotonic() + 3.0
+        shown = await remember_days_shown(other_node)
+        while shown != "30" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            shown = await remember_days_shown(other_node)
+        assert shown == "30"
 
 
 # ---- Two admins at once -----------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.support.totp_flow import enrol_alice, post_code, sign_out
 from tests.support.two_factor import allow_methods
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
+from twofa.services.settings_cache import RECHECK_S
 
 DEVICE_COOKIE = "twofa_device"
 
@@ -29,7 +31,10 @@ class Site:
     secret: str = ""
 
     async def remember_days(self, days: int) -> None:
+        """Saved by another gateway (like the CLI): the running one re-checks its cached
+        console settings at most once a second, so wait that long before going on."""
         await allow_methods(self.settings, ("totp", "duo_push"), "totp", remember_device_days=days)
+        await asyncio.sleep(RECHECK_S + 0.2)
 
     async def sign_in_with_code(self, offset: int, **extra: str) -> httpx.Response:
         await sign_in(self.client, "alice")

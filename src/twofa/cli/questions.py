@@ -25,7 +25,7 @@ ARGUMENT_NAMES: Final = {"question": "QUESTION", "answers_required": "COUNT"}
 
 
 def _service(gateway: Gateway) -> QuestionPoolService:
-    return QuestionPoolService(gateway.db, gateway.clock)
+    return QuestionPoolService(gateway.db, gateway.clock, gateway.console.cache)
 
 
 def _echo_pool(pool: QuestionPoolView) -> None:

@@ -95,6 +95,7 @@ class TotpMethod:
     title = "Authenticator app"
     kind = MethodKind.CODE
     many_per_user = False
+    keeps_items = False  # the last used step lives in the credential's state
     challenge_seconds = 300
 
     async def begin_enrollment(

@@ -41,6 +41,7 @@ from twofa.errors import TwofaError
 from twofa.methods.registry import DUO_PUSH, LOCAL_METHOD_CODES
 from twofa.security.sealing import Sealer
 from twofa.services import audit
+from twofa.services.settings_cache import SettingsCache
 from twofa.storage.repositories import ConsoleSettings as ConsoleSettingsRepo
 
 DUO_KEY: Final = "duo"
@@ -247,8 +248,10 @@ class ConsoleSettingsService:
         http: httpx.AsyncClient,
         file_duo: DuoSettings,
         offered_methods: tuple[str, ...] = KNOWN_METHODS,
+        cache: SettingsCache | None = None,
     ) -> None:
         self._offered = offered_methods
+        self.cache = cache or SettingsCache(db)
         self._db = db
         self._clock = clock
         self._sealer = sealer
@@ -262,9 +265,15 @@ class ConsoleSettingsService:
 
     async def duo(self) -> DuoConsoleConfig | None:
         """The console's Duo settings, or None while the admin has never saved any."""
-        async with self._db.begin() as db:
-            row = await ConsoleSettingsRepo(db).get(DUO_KEY)
-        return _duo_from_json(row.value) if row else None
+        snapshot = await self.cache.snapshot()
+        config: DuoConsoleConfig | None = snapshot.parsed(
+            DUO_KEY, lambda value: _duo_from_json(value) if value is not None else None
+        )
+        return config
+
+    async def section(self, key: str) -> dict[str, Any] | None:
+        """One saved section as stored (a private copy), or None if never saved."""
+        return (await self.cache.snapshot()).value(key)
 
     async def effective_duo(self) -> DuoSettings:
         """What the gateway uses: the console's settings once saved, else the settings file."""
@@ -286,12 +295,20 @@ class ConsoleSettingsService:
         )
 
     async def version(self) -> int:
-        """Changes whenever any console setting is saved; nodes compare it to reload."""
+        """Changes whenever any console setting is saved; nodes compare it to reload. Read
+        from the cache: a save elsewhere shows within about a second, one here at once."""
+        return (await self.cache.snapshot()).version
+
+    async def _stored(self, key: str) -> dict[str, Any] | None:
+        """The section as the database holds it now: a save audits the true "before",
+        not this node's copy of up to a second ago."""
         async with self._db.begin() as db:
-            return await ConsoleSettingsRepo(db).version_sum()
+            row = await ConsoleSettingsRepo(db).get(key)
+        return dict(row.value) if row else None
 
     async def save_duo(self, edit: DuoEdit, actor: str, client: ClientInfo) -> DuoConsoleConfig:
-        before = await self.duo()
+        stored = await self._stored(DUO_KEY)
+        before = _duo_from_json(stored) if stored is not None else None
         problems = duo_field_problems(edit, keeps_secret=bool(before and before.has_secret))
         if problems:
             raise SettingsRejected(problems)
@@ -378,9 +395,12 @@ class ConsoleSettingsService:
         return ConnectionTest({}, clock_skew_s=duo_time - self._clock.now().timestamp())
 
     async def two_factor(self) -> TwoFactorConfig:
-        async with self._db.begin() as db:
-            row = await ConsoleSettingsRepo(db).get(TWO_FACTOR_KEY)
-        return _two_factor_from_json(row.value) if row else TwoFactorConfig()
+        snapshot = await self.cache.snapshot()
+        config: TwoFactorConfig = snapshot.parsed(
+            TWO_FACTOR_KEY,
+            lambda value: _two_factor_from_json(value) if value is not None else TwoFactorConfig(),
+        )
+        return config
 
     async def save_two_factor(
         self, config: TwoFactorConfig, actor: str, client: ClientInfo
@@ -405,7 +425,8 @@ class ConsoleSettingsService:
                 problems[name] = "between 0 and 365"
         if problems:
             raise SettingsRejected(problems)
-        before = await self.two_factor()
+        stored = await self._stored(TWO_FACTOR_KEY)
+        before = _two_factor_from_json(stored) if stored is not None else TwoFactorConfig()
         await self._put(
             TWO_FACTOR_KEY, _two_factor_to_json(config), actor, client, _two_factor_to_json(before)
         )
@@ -432,6 +453,7 @@ class ConsoleSettingsService:
                 before=_redacted(before),
                 after=_redacted(value),
             )
+        self.cache.invalidate()
 
     async def _audit_rejected(
         self, actor: str, client: ClientInfo, problems: dict[str, str]

@@ -18,11 +18,18 @@ from twofa.storage.tables import CredentialItemRow, CredentialRow
 SECRET_PURPOSE: Final = "credential.secret"  # noqa: S105 (an AAD label, not a secret)
 
 
+def keeps_items(method: object) -> bool:
+    """Whether a method stores single-use items (backup codes, hashed answers). A method
+    says `keeps_items = False` to spare every verification the items query; one that says
+    nothing is assumed to keep some."""
+    return bool(getattr(method, "keeps_items", True))
+
+
 async def load(
-    db: AsyncSession, sealer: Sealer, user_id: int, method: str
+    db: AsyncSession, sealer: Sealer, user_id: int, method: str, *, with_items: bool = True
 ) -> list[StoredCredential]:
     rows = await Credentials(db).of_user(user_id, method)
-    items = await CredentialItems(db).of_credentials([row.id for row in rows])
+    items = await CredentialItems(db).of_credentials([row.id for row in rows]) if with_items else ()
     by_credential: dict[int, list[StoredItem]] = {}
     for item in items:
         by_credential.setdefault(item.credential_id, []).append(

@@ -18,7 +18,7 @@ from twofa.services.console import BackupPolicy, ConsoleSettingsService
 from twofa.services.duo_push import SecondFactorError
 from twofa.services.sessions import Level, SessionView
 from twofa.storage.credentials import Credentials
-from twofa.storage.repositories import ConsoleSettings, DuoEnrolments, Users
+from twofa.storage.repositories import DuoEnrolments, Users
 from twofa.storage.tables import UserRow
 
 FRESH_SECOND_FACTOR: Final = timedelta(minutes=10)
@@ -67,9 +67,7 @@ class FactorAccess:
         return tuple(dict.fromkeys((*config.methods, *config.backup_methods)))
 
     async def options(self, code: str) -> Mapping[str, Any]:
-        async with self._db.begin() as db:
-            row = await ConsoleSettings(db).get(options_key(code))
-        return dict(row.value) if row else {}
+        return await self._console.section(options_key(code)) or {}
 
     async def user_of(self, session: SessionView) -> UserRow:
         if session.user_id is None or session.level < Level.PASSWORD:

@@ -176,9 +176,10 @@ class FactorService:
             raise SecondFactorError(exc.message) from exc
         now = self._clock.now()
         async with self._db.begin() as db:
-            if not await Challenges(db).consume(challenge.id, user.id, session.id, now):
+            if not await Challenges(db).consume(
+                challenge.id, user.id, session.id, now, forget_payload=True
+            ):
                 raise SecondFactorError(EXPIRED_MESSAGE)
-            await Challenges(db).forget_payload(challenge.id)
             if not method.many_per_user:
                 await Credentials(db).remove_of_user(user.id, code)
             credential_id = await credential_store.store(
@@ -204,7 +205,9 @@ class FactorService:
         method, user = await self._access.may_verify(session, code)
         await self._refuse_if_locked(user, code, client)
         async with self._db.begin() as db:
-            credentials = await credential_store.load(db, self._sealer, user.id, code)
+            credentials = await credential_store.load(
+                db, self._sealer, user.id, code, with_items=credential_store.keeps_items(method)
+            )
         if not credentials:
             raise SecondFactorError(f"You have not set up {method.title.lower()}.")
         try:
@@ -255,7 +258,9 @@ class FactorService:
                 challenge = await self._challenges.answerable(
                     db, session, user, code, challenge_id, "validate"
                 )
-                credentials = await credential_store.load(db, self._sealer, user.id, code)
+                credentials = await credential_store.load(
+                    db, self._sealer, user.id, code, with_items=credential_store.keeps_items(method)
+                )
         except SecondFactorError:
             async with self._db.begin() as db:  # its own transaction: the failed one rolled back
                 audit.record(
@@ -279,11 +284,12 @@ class FactorService:
         now = self._clock.now()
         try:
             async with self._db.begin() as db:
-                if not await Challenges(db).consume(challenge.id, user.id, session.id, now):
+                if not await Challenges(db).consume(
+                    challenge.id, user.id, session.id, now, forget_payload=True
+                ):
                     raise _Replayed("challenge already used")
                 if not await credential_store.apply(db, verified, credentials, now):
                     raise _Replayed("credential already used by another sign-in")
-                await Challenges(db).forget_payload(challenge.id)
                 await throttle.reset(db, failure_key(code, user.username))
                 return await self._sign_in(db, session, user, client, code, False)
         except _Replayed as exc:

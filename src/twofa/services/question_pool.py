@@ -28,6 +28,7 @@ from twofa.methods.security_questions import (
 from twofa.services import audit
 from twofa.services.console import SettingsRejected
 from twofa.services.factor_access import options_key
+from twofa.services.settings_cache import SettingsCache
 from twofa.storage.repositories import ConsoleSettings
 from twofa.storage.tables import ConsoleSettingRow
 
@@ -95,9 +96,16 @@ def _with_count(pool: QuestionPool, count: int) -> QuestionPool:
 
 
 class QuestionPoolService:
-    def __init__(self, db: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        cache: SettingsCache | None = None,
+    ) -> None:
+        """`cache`: the gateway's console settings cache, told at once of a save."""
         self._db = db
         self._clock = clock
+        self._cache = cache
 
     async def pool(self) -> QuestionPoolView:
         async with self._db.begin() as db:
@@ -133,4 +141,6 @@ class QuestionPoolService:
                 before=_as_json(current),
                 after=_as_json(after),
             )
+        if self._cache is not None:
+            self._cache.invalidate()
         return QuestionPoolView(after.questions, after.answers_required, True)

@@ -2,13 +2,13 @@
 
 Nothing here is global: the web app and the CLI each hold one `Gateway` and pass it on. The
 Duo service is rebuilt when an admin saves new Duo settings in the console: each node notices
-within a second (it compares the console's version at most once a second).
+within a second (the console's settings cache compares their version at most once a second;
+a save on this node is seen at once).
 """
 
 from __future__ import annotations
 
 import ssl
-import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -45,7 +45,6 @@ from twofa.services.sessions import SessionService
 from twofa.storage.database import check_schema, create_engine, session_factory
 
 DUO_CONNECTIONS = 2000  # pending pushes one process may follow at once
-CONFIG_RECHECK_S = 1.0
 
 
 def build_duo_service(
@@ -121,7 +120,6 @@ class Gateway:
     groups: GroupRefresher
     duo: DuoPushService | None = None
     _duo_version: int = -1
-    _duo_checked_at: float = field(default=float("-inf"))
     directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     @classmethod
@@ -186,11 +184,7 @@ class Gateway:
 
     async def current_duo(self) -> DuoPushService | None:
         """The Duo service for the settings in force now (console first, then the file)."""
-        now = time.monotonic()
-        if now - self._duo_checked_at < CONFIG_RECHECK_S:
-            return self.duo
-        self._duo_checked_at = now
-        version = await self.console.version()
+        version = await self.console.version()  # cached: re-read at most once a second
         if version != self._duo_version:
             effective = await self.console.effective_duo()
             self.duo = build_duo_service(effective, self.http, self.db, self.sessions, self.clock)

@@ -101,13 +101,8 @@ class SessionService:
         `second_factor` records that a second factor was just passed: sensitive changes
         (removing a method, new backup codes) ask for one that is recent."""
         await Sessions(db).remove(old.id)
-        token, view = self._insert(db, user_id, level, client, old.next_url)
-        if second_factor:
-            row = await Sessions(db).get(view.id)
-            assert row is not None
-            row.second_factor_at = self._clock.now()
-            view = _view(row)
-        return token, view
+        passed_at = self._clock.now() if second_factor else None
+        return self._insert(db, user_id, level, client, old.next_url, passed_at)
 
     async def set_next_url(self, session: SessionView, next_url: str) -> None:
         async with self._sessions.begin() as db:
@@ -126,6 +121,7 @@ class SessionService:
         level: Level,
         client: ClientInfo,
         next_url: str,
+        second_factor_at: datetime | None = None,
     ) -> tuple[str, SessionView]:
         now = self._clock.now()
         token = new_token()
@@ -141,6 +137,7 @@ class SessionService:
             expires_at=now + lifetime,
             client_ip=client.ip,
             user_agent=client.user_agent[:300],
+            second_factor_at=second_factor_at,
         )
         Sessions(db).add(row)
         return token, _view(row)

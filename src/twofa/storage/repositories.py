@@ -222,9 +222,17 @@ class Challenges:
         )
 
     async def consume(
-        self, challenge_id: str, user_id: int, session_id: str, now: datetime
+        self,
+        challenge_id: str,
+        user_id: int,
+        session_id: str,
+        now: datetime,
+        *,
+        forget_payload: bool = False,
     ) -> bool:
-        """Marks the challenge used; True for exactly one caller, however many race."""
+        """Marks the challenge used; True for exactly one caller, however many race.
+        `forget_payload` clears its draft, code hash and page in the same statement."""
+        cleared: dict[str, Any] = {"payload": None} if forget_payload else {}
         result = await self._db.execute(
             update(ChallengeRow)
             .where(
@@ -234,7 +242,7 @@ class Challenges:
                 ChallengeRow.consumed_at.is_(None),
                 ChallengeRow.expires_at > now,
             )
-            .values(consumed_at=now, status="allow")
+            .values(consumed_at=now, status="allow", **cleared)
         )
         return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
@@ -273,6 +281,9 @@ class ConsoleSettings:
 
     async def get(self, key: str) -> ConsoleSettingRow | None:
         return await self._db.get(ConsoleSettingRow, key)
+
+    async def all(self) -> Sequence[ConsoleSettingRow]:
+        return (await self._db.scalars(select(ConsoleSettingRow))).all()
 
     def add(self, row: ConsoleSettingRow) -> None:
         self._db.add(row)

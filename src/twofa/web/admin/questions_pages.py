@@ -30,7 +30,7 @@ NOTICES: Final = {
 
 def pool_service(request: Request) -> QuestionPoolService:
     gateway = gateway_of(request)
-    return QuestionPoolService(gateway.db, gateway.clock)
+    return QuestionPoolService(gateway.db, gateway.clock, gateway.console.cache)
 
 
 async def _page(
