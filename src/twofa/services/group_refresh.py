@@ -94,15 +94,16 @@ class GroupRefresher:
         """Asks the user's directory for their groups (outside any transaction: it is a
         network call) and applies the answer."""
         directory = self._directories[directory_name]
+        asked_at = self._clock.now()  # the next try counts from the question, not the answer
         try:
             async with self._limit:
                 groups = await directory.groups_of(username)
         except DirectoryUnavailable as exc:
-            await self._directory_down(directory_name, username, str(exc))
+            await self._directory_down(directory_name, username, str(exc), asked_at)
             return RefreshOutcome.UNAVAILABLE
         except Exception as exc:  # a bug or a surprise must not kill the refresher
             log.exception("refreshing the groups of %s from %s failed", username, directory_name)
-            await self._directory_down(directory_name, username, repr(exc))
+            await self._directory_down(directory_name, username, repr(exc), asked_at)
             return RefreshOutcome.UNAVAILABLE
         if self._down_until.pop(directory_name, None) is not None:
             log.warning("directory %s answers again; group refreshes resume", directory_name)
@@ -146,11 +147,13 @@ class GroupRefresher:
                 )
         return RefreshOutcome.REFRESHED
 
-    async def _directory_down(self, directory_name: str, username: str, error: str) -> None:
+    async def _directory_down(
+        self, directory_name: str, username: str, error: str, asked_at: datetime
+    ) -> None:
         """Keeps the stored groups and tries again in one interval; the first failure of an
         outage is audited, the later ones only logged."""
         first = directory_name not in self._down_until
-        self._down_until[directory_name] = self._clock.now() + self._max_age
+        self._down_until[directory_name] = asked_at + self._max_age
         log.warning(
             "directory %s could not be asked for the groups of %s (%s); keeping the stored "
             "groups, next try in %s",
