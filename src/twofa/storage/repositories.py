@@ -202,12 +202,6 @@ class Challenges:
         )
         return await self._db.scalar(query)
 
-    async def forget_payload(self, challenge_id: str) -> None:
-        """A used challenge keeps no draft, code hash or page: only that it happened."""
-        await self._db.execute(
-            update(ChallengeRow).where(ChallengeRow.id == challenge_id).values(payload=None)
-        )
-
     async def remove_expired(self, before: datetime) -> int:
         result = await self._db.execute(
             delete(ChallengeRow).where(ChallengeRow.expires_at < before)
