@@ -1,7 +1,8 @@
 """Access rules for the applications twofa protects: per domain and path, a policy
 (`bypass`, `one_factor`, `two_factor`, `deny`), optionally only for some users, groups or
 client networks. The first matching rule wins; when none matches, the default policy applies
-(deny unless configured otherwise: fail closed).
+(deny unless configured otherwise: fail closed). Rules come from two places, evaluated in this
+order: the settings file (the operator's pinned baseline), then the console's, in their order.
 
 A rule that names users or groups cannot be decided for an anonymous request; such a request
 is asked to sign in first (`needs_identity`) and decided again with the identity.
@@ -109,6 +110,86 @@ def decide(rules: Sequence[AccessRule], default: Policy, request: AccessRequest)
 
 def known_domain(patterns: Iterable[str], host: str) -> bool:
     return any(domain_matches(pattern, host) for pattern in patterns)
+
+
+class RuleSource(Enum):
+    FILE = "file"
+    CONSOLE = "console"
+
+
+@dataclass(frozen=True)
+class RuleOrigin:
+    """Where a rule was written: its place (1-based) in the settings file or among the
+    console's rules, and the console rule's id."""
+
+    source: RuleSource
+    position: int
+    rule_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.source is RuleSource.FILE:
+            return f"rule {self.position} from the settings file"
+        return f"console rule {self.position} (id {self.rule_id})"
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Every rule in evaluation order, with each one as written and where it came from;
+    `version` is the console rules' version it was built from."""
+
+    written: tuple[AccessRuleSettings, ...]
+    origins: tuple[RuleOrigin, ...]
+    version: int = 0
+
+    @cached_property
+    def rules(self) -> tuple[AccessRule, ...]:
+        return rules_from_settings(self.written)
+
+
+def file_rule_set(rules: Sequence[AccessRuleSettings]) -> RuleSet:
+    origins = tuple(RuleOrigin(RuleSource.FILE, index + 1) for index in range(len(rules)))
+    return RuleSet(tuple(rules), origins)
+
+
+def with_console_rules(
+    file_rules: Sequence[AccessRuleSettings],
+    console_rules: Sequence[tuple[int, AccessRuleSettings]],
+    version: int,
+) -> RuleSet:
+    """The file's rules first, then the console's `(id, rule)` in their order."""
+    base = file_rule_set(file_rules)
+    origins = tuple(
+        RuleOrigin(RuleSource.CONSOLE, index + 1, rule_id)
+        for index, (rule_id, _) in enumerate(console_rules)
+    )
+    return RuleSet(
+        (*base.written, *(rule for _, rule in console_rules)), (*base.origins, *origins), version
+    )
+
+
+_DOMAIN_PATTERN = re.compile(
+    r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", re.IGNORECASE
+)
+
+
+def domain_pattern_problem(pattern: str, protected: Iterable[str]) -> str | None:
+    """Why `pattern` cannot be a rule's domain, or None: it must be a host name or
+    `*.`-wildcard, and every host it matches must be one of the protected domains (a rule for
+    a domain twofa does not answer for would never apply)."""
+    if not _DOMAIN_PATTERN.fullmatch(pattern) or len(pattern) > 253:
+        return f"{pattern!r} is not a host name or a *.domain pattern"
+    protected = tuple(protected)
+    if pattern.startswith("*."):
+        # Every subdomain is covered only by a wildcard over this domain or a parent of it.
+        probe = "probe." + pattern[2:]
+        covered = any(p.startswith("*.") and domain_matches(p, probe) for p in protected)
+    else:
+        covered = known_domain(protected, pattern)
+    if not covered:
+        listed = ", ".join(protected) or "none"
+        return f"{pattern} is not one of the protected domains ([access] domains: {listed})"
+    return None
 
 
 def rules_from_settings(rules: Iterable[AccessRuleSettings]) -> tuple[AccessRule, ...]:

@@ -4,7 +4,8 @@ far enough for the access rule of this URL, and who is it?
 
 It is on the path of every request, so it never hashes a password or calls Duo: it reads one
 session, and keeps what it read for at most a second (`CACHE_SECONDS`), so a sign-out or a
-revoked session stops working within a second on every node.
+revoked session stops working within a second on every node. The access rules come from an
+`AccessRuleProvider` that keeps them in memory (services.rule_book).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Final, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,10 +26,12 @@ from twofa.domain.access import (
     AccessRequest,
     Decision,
     Policy,
+    RuleOrigin,
+    RuleSet,
     decide,
+    file_rule_set,
     in_networks,
     known_domain,
-    rules_from_settings,
 )
 from twofa.errors import TwofaError
 from twofa.security.tokens import token_digest
@@ -89,9 +92,32 @@ class UnknownUser(TwofaError):
 @dataclass(frozen=True)
 class Explanation:
     protected: bool  # the host is one of the protected domains
-    decision: Decision
-    rule: AccessRuleSettings | None  # as written in the settings; None: the default policy
+    decision: Decision  # `rule` indexes all rules in evaluation order (the file's first)
+    rule: AccessRuleSettings | None  # as written; None: the default policy
     groups: tuple[str, ...]
+    origin: RuleOrigin | None = None  # the settings file or the console, and its place there
+
+
+class AccessRuleProvider(Protocol):
+    """Where the rules come from: `current` is on every request's path (no database read),
+    `fresh` reads them as saved now."""
+
+    async def current(self) -> RuleSet: ...
+
+    async def fresh(self) -> RuleSet: ...
+
+
+class FileRulesOnly:
+    """The settings file's rules and nothing else (no console rules to follow)."""
+
+    def __init__(self, rules: tuple[AccessRuleSettings, ...]) -> None:
+        self._rule_set = file_rule_set(rules)
+
+    async def current(self) -> RuleSet:
+        return self._rule_set
+
+    async def fresh(self) -> RuleSet:
+        return self._rule_set
 
 
 class ForwardAuthService:
@@ -101,6 +127,7 @@ class ForwardAuthService:
         sessions: SessionService,
         access: AccessSettings,
         groups: GroupRefresher | None = None,
+        rules: AccessRuleProvider | None = None,
         *,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -109,7 +136,7 @@ class ForwardAuthService:
         self._monotonic = monotonic
         self._sessions = sessions
         self._access = access
-        self._rules = rules_from_settings(access.rules)
+        self._rules = rules or FileRulesOnly(access.rules)
         self._default = Policy(access.default_policy)
         self._cache: OrderedDict[str, tuple[float, SignedInUser | None]] = OrderedDict()
         self._loading: dict[str, asyncio.Future[SignedInUser | None]] = {}
@@ -139,7 +166,7 @@ class ForwardAuthService:
             user.username if user else None,
             user.groups if user else (),
         )
-        decision = decide(self._rules, self._default, request)
+        decision = decide((await self._rules.current()).rules, self._default, request)
         if decision.policy is Policy.BYPASS:
             return AuthzAnswer(Verdict.ALLOW, reason="bypass")
         if decision.policy is Policy.DENY:
@@ -164,12 +191,15 @@ class ForwardAuthService:
                     raise UnknownUser(username)
                 groups = tuple(await users.group_names(user.id))
         request = AccessRequest(host, parts.path or "/", client_ip, username, groups)
-        decision = decide(self._rules, self._default, request)
+        rule_set = await self._rules.fresh()
+        decision = decide(rule_set.rules, self._default, request)
+        found = decision.rule
         return Explanation(
             protected=self.protects(host),
             decision=decision,
-            rule=self._access.rules[decision.rule] if decision.rule is not None else None,
+            rule=rule_set.written[found] if found is not None else None,
             groups=groups,
+            origin=rule_set.origins[found] if found is not None else None,
         )
 
     def forget(self, token: str) -> None:

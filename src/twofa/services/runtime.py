@@ -3,7 +3,7 @@
 Nothing here is global: the web app and the CLI each hold one `Gateway` and pass it on. The
 Duo service is rebuilt when an admin saves new Duo settings in the console: each node notices
 within a second (the console's settings cache compares their version at most once a second;
-a save on this node is seen at once).
+a save on this node is seen at once); so are the console's access rules (services.rule_book).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from twofa.methods.security_questions import SecurityQuestionsMethod
 from twofa.methods.totp import TotpMethod
 from twofa.methods.webauthn import WebAuthnMethod
 from twofa.security.sealing import Sealer
+from twofa.services.access_rules import AccessRuleService
 from twofa.services.accounts import AccountService
 from twofa.services.console import ConsoleSettingsService
 from twofa.services.duo_push import DuoPushService
@@ -41,6 +42,7 @@ from twofa.services.group_refresh import GroupRefresher
 from twofa.services.login import LoginService
 from twofa.services.my_factors import MyFactorsService
 from twofa.services.remembered_devices import RememberedDeviceService
+from twofa.services.rule_book import ConsoleRuleBook
 from twofa.services.sessions import SessionService
 from twofa.storage.database import check_schema, create_engine, session_factory
 
@@ -118,6 +120,8 @@ class Gateway:
     forward_auth: ForwardAuthService
     smtp: SmtpSettingsService
     groups: GroupRefresher
+    access_rules: AccessRuleService
+    rule_book: ConsoleRuleBook
     duo: DuoPushService | None = None
     _duo_version: int = -1
     directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
@@ -159,6 +163,8 @@ class Gateway:
         smtp = SmtpSettingsService(db, clock, sealer, smtp_tls)
         groups = GroupRefresher(db, external, clock, settings.directory_groups_cache_s)
         factors = FactorService(db, registry, sessions, access, clock, sealer, SmtpMailer(smtp))
+        access_rules = AccessRuleService(db, clock, settings.access)
+        rule_book = ConsoleRuleBook(access_rules)
         gateway = cls(
             settings,
             clock,
@@ -174,9 +180,11 @@ class Gateway:
             access,
             MyFactorsService(db, registry, access, console, clock),
             RememberedDeviceService(db, console, sessions, clock),
-            ForwardAuthService(db, sessions, settings.access, groups),
+            ForwardAuthService(db, sessions, settings.access, groups, rule_book),
             smtp,
             groups,
+            access_rules,
+            rule_book,
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
         gateway.directory_clients = directory_clients
@@ -193,6 +201,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.groups.close()
+        await self.rule_book.close()
         await self.http.aclose()
         for client in self.directory_clients:
             await client.aclose()

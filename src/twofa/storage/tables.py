@@ -232,3 +232,34 @@ class ApiTokenRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class AccessRuleRow(Base):
+    """An access rule an admin manages in the console; evaluated after the settings file's
+    rules, in `position` order. The lists hold what the rule matches (empty: anything)."""
+
+    __tablename__ = "access_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    position: Mapped[int] = mapped_column(Integer, index=True)
+    domains: Mapped[list[str]] = mapped_column(JSON)
+    paths: Mapped[list[str]] = mapped_column(JSON, default=list)
+    users: Mapped[list[str]] = mapped_column(JSON, default=list)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    networks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    policy: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_by: Mapped[str] = mapped_column(String(150), default="")
+
+
+class AccessRulesVersionRow(Base):
+    """One row whose `version` grows with every change to the console's access rules: nodes
+    compare it (cheaply) to know when to reload them, and each change locks it first, so
+    concurrent edits are applied one after the other."""
+
+    __tablename__ = "access_rules_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
