@@ -1,16 +1,28 @@
-"""`twofa access explain`: which access rule decides a URL for a user, and what follows."""
+"""`twofa access explain`: which access rule decides a URL for a user, and what follows; and
+`twofa access rules …`: the console's access rules (list, add, edit, remove, move). The
+settings file's rules are listed too, read-only: they are evaluated first."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 
-from twofa.cli.common import run_with_gateway
+from twofa.cli.common import echo_json, render_table, run_with_gateway
+from twofa.cli.settings_cmd import CLI_ACTOR, run_edit
+from twofa.config import AccessRuleSettings
+from twofa.domain.access import RuleSet
+from twofa.domain.client import CLI
+from twofa.services.access_rules import ConsoleRule, RuleEdit
 from twofa.services.forward_auth import Explanation
 from twofa.services.runtime import Gateway
 
 access_app = typer.Typer(help="Access rules for the protected applications.", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="The console's access rules (after the settings file's, which come first).",
+    no_args_is_help=True,
+)
+access_app.add_typer(rules_app, name="rules")
 
 OUTCOMES = {
     "bypass": "let through without signing in",
@@ -43,7 +55,9 @@ def explain(
         typer.echo("rule: none matches; the default policy applies")
     else:
         rule = answer.rule
-        typer.echo(f"rule: #{(answer.decision.rule or 0) + 1}: domain {', '.join(rule.domain)}")
+        where = f" ({answer.origin.label})" if answer.origin else ""
+        number = (answer.decision.rule or 0) + 1
+        typer.echo(f"rule: #{number}{where}: domain {', '.join(rule.domain)}")
         for label, values in (
             ("resources", rule.resources),
             ("users", rule.users),
@@ -56,3 +70,171 @@ def explain(
     typer.echo(f"policy: {policy}: {OUTCOMES[policy]}")
     if answer.decision.needs_identity:
         typer.echo("note: this rule names users or groups: sign-in first, then decided again")
+
+
+RULE_OPTIONS: Final = {
+    "domains": "--domain",
+    "policy": "--policy",
+    "paths": "--path",
+    "users": "--user",
+    "groups": "--group",
+    "networks": "--network",
+}
+DomainOption = Annotated[
+    list[str], typer.Option("--domain", help="A protected domain or *.domain (repeatable).")
+]
+PolicyOption = Annotated[str, typer.Option(help="bypass, one_factor, two_factor or deny.")]
+PathOption = Annotated[
+    list[str] | None, typer.Option("--path", help="A path pattern, e.g. /rest/* (repeatable).")
+]
+UserOption = Annotated[list[str] | None, typer.Option("--user", help="Only for this user.")]
+GroupOption = Annotated[list[str] | None, typer.Option("--group", help="Only for this group.")]
+NetworkOption = Annotated[
+    list[str] | None, typer.Option("--network", help="Only from this network, e.g. 10.0.0.0/8.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def rule_json(rule: AccessRuleSettings) -> dict[str, object]:
+    return {
+        "domains": list(rule.domain),
+        "policy": rule.policy,
+        "paths": list(rule.resources),
+        "users": list(rule.users),
+        "groups": list(rule.groups),
+        "networks": [str(network) for network in rule.networks],
+    }
+
+
+def _rule_row(number: int, source: str, rule: AccessRuleSettings) -> list[str]:
+    return [
+        str(number),
+        source,
+        ", ".join(rule.domain),
+        ", ".join(rule.resources) or "all",
+        ", ".join((*rule.users, *rule.groups)) or "anyone",
+        ", ".join(str(network) for network in rule.networks) or "any",
+        rule.policy,
+    ]
+
+
+@rules_app.command("list")
+def list_rules(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Every rule in the order they are evaluated: the file's, then the console's."""
+
+    async def read(gateway: Gateway) -> RuleSet:
+        return await gateway.access_rules.rule_set()
+
+    rule_set = run_with_gateway(ctx, read)
+    pairs = list(zip(rule_set.origins, rule_set.written, strict=True))
+    if as_json:
+        echo_json(
+            [
+                {"source": o.source.value, "position": o.position, "id": o.rule_id, **rule_json(r)}
+                for o, r in pairs
+            ]
+        )
+        return
+    if not pairs:
+        typer.echo("no rules: the default policy applies to every request")
+        return
+    rows = [
+        _rule_row(number, "file" if o.rule_id is None else f"console id {o.rule_id}", r)
+        for number, (o, r) in enumerate(pairs, start=1)
+    ]
+    headers = ["#", "source", "domains", "paths", "users/groups", "networks", "policy"]
+    typer.echo(render_table(headers, rows))
+
+
+def _edit(
+    domains: list[str],
+    policy: str,
+    paths: list[str] | None,
+    users: list[str] | None,
+    groups: list[str] | None,
+    networks: list[str] | None,
+) -> RuleEdit:
+    return RuleEdit(
+        domains=tuple(domains),
+        policy=policy,
+        paths=tuple(paths or ()),
+        users=tuple(users or ()),
+        groups=tuple(groups or ()),
+        networks=tuple(networks or ()),
+    )
+
+
+def _echo_saved(verb: str, saved: ConsoleRule) -> None:
+    typer.echo(f"{verb} console rule id {saved.id} at console position {saved.position}")
+
+
+@rules_app.command("add")
+def add_rule(
+    ctx: typer.Context,
+    domain: DomainOption,
+    policy: PolicyOption,
+    path: PathOption = None,
+    user: UserOption = None,
+    group: GroupOption = None,
+    network: NetworkOption = None,
+    position: Annotated[
+        int | None, typer.Option(help="Its place among the console's rules (default: last).")
+    ] = None,
+) -> None:
+    """Add a console rule (last, or at --position)."""
+    edit = _edit(domain, policy, path, user, group, network)
+
+    async def add(gateway: Gateway) -> ConsoleRule:
+        return await gateway.access_rules.add(edit, CLI_ACTOR, CLI, position)
+
+    _echo_saved("added", run_edit(ctx, add, RULE_OPTIONS))
+
+
+@rules_app.command("edit")
+def edit_rule(
+    ctx: typer.Context,
+    rule_id: Annotated[int, typer.Argument(help="The console rule's id (see `rules list`).")],
+    domain: DomainOption,
+    policy: PolicyOption,
+    path: PathOption = None,
+    user: UserOption = None,
+    group: GroupOption = None,
+    network: NetworkOption = None,
+) -> None:
+    """Replace a console rule with the one given (it keeps its place)."""
+    edit = _edit(domain, policy, path, user, group, network)
+
+    async def update(gateway: Gateway) -> ConsoleRule:
+        return await gateway.access_rules.update(rule_id, edit, CLI_ACTOR, CLI)
+
+    _echo_saved("saved", run_edit(ctx, update, RULE_OPTIONS))
+
+
+@rules_app.command("remove")
+def remove_rule(
+    ctx: typer.Context,
+    rule_id: Annotated[int, typer.Argument(help="The console rule's id (see `rules list`).")],
+) -> None:
+    """Remove a console rule (the settings file's rules are edited in the file)."""
+
+    async def remove(gateway: Gateway) -> None:
+        await gateway.access_rules.remove(rule_id, CLI_ACTOR, CLI)
+
+    run_with_gateway(ctx, remove)
+    typer.echo(f"removed console rule id {rule_id}")
+
+
+@rules_app.command("move")
+def move_rule(
+    ctx: typer.Context,
+    rule_id: Annotated[int, typer.Argument(help="The console rule's id (see `rules list`).")],
+    position: Annotated[int, typer.Argument(help="Its new place among the console's rules.")],
+) -> None:
+    """Move a console rule to POSITION (1 = first console rule, after the file's rules)."""
+
+    async def move(gateway: Gateway) -> list[ConsoleRule]:
+        return await gateway.access_rules.move(rule_id, position, CLI_ACTOR, CLI)
+
+    moved = run_with_gateway(ctx, move)
+    found = next(rule for rule in moved if rule.id == rule_id)
+    typer.echo(f"moved console rule id {rule_id} to console position {found.position}")

@@ -172,6 +172,21 @@ def _console_rules(rows: Sequence[AccessRuleRow]) -> list[ConsoleRule]:
     ]
 
 
+async def _placed(
+    rules: AccessRules, row: AccessRuleRow, position: int | None
+) -> list[ConsoleRule]:
+    """Puts `row` at `position` (1-based, clamped; None: where it is) and numbers every rule
+    again, so positions stay 1..n with no gaps. Returns the new order."""
+    ordered = list(await rules.in_order())
+    if position is not None:
+        ordered.remove(row)
+        ordered.insert(min(max(position, 1), len(ordered) + 1) - 1, row)
+    for index, each in enumerate(ordered):
+        each.position = index + 1
+    await rules.flush()
+    return _console_rules(ordered)
+
+
 class AccessRuleService:
     def __init__(
         self, db: async_sessionmaker[AsyncSession], clock: Clock, access: AccessSettings
@@ -202,7 +217,10 @@ class AccessRuleService:
         console = [(row.id, _rule_of(row)) for row in rows]
         return with_console_rules(self._access.rules, console, version)
 
-    async def add(self, edit: RuleEdit, actor: str, client: ClientInfo) -> ConsoleRule:
+    async def add(
+        self, edit: RuleEdit, actor: str, client: ClientInfo, position: int | None = None
+    ) -> ConsoleRule:
+        """Adds the rule last among the console's rules, or at `position` (1-based)."""
         rule = await self._checked(edit, actor, client)
         now = self._clock.now()
         async with self._db.begin() as db:
@@ -217,8 +235,11 @@ class AccessRuleService:
             )
             rules.add(row)
             await db.flush()
-            self._audit(db, "added", actor, client, rule_id=row.id, after=_as_json(rule))
-            ordered = _console_rules(await rules.in_order())
+            ordered = await _placed(rules, row, position)
+            where = next(found.position for found in ordered if found.id == row.id)
+            self._audit(
+                db, "added", actor, client, rule_id=row.id, position=where, after=_as_json(rule)
+            )
         return next(found for found in ordered if found.id == row.id)
 
     async def update(
@@ -259,16 +280,13 @@ class AccessRuleService:
             rules = AccessRules(db)
             await rules.lock_and_bump(self._clock.now())
             row = await self._existing(rules, rule_id)
-            current = list(await rules.in_order())
-            before = next(index for index, r in enumerate(current) if r.id == rule_id) + 1
-            ordered = [other for other in current if other.id != rule_id]
-            target = min(max(position, 1), len(ordered) + 1)
-            ordered.insert(target - 1, row)
-            for index, each in enumerate(ordered):
-                each.position = index + 1
-            await db.flush()
-            self._audit(db, "moved", actor, client, rule_id=rule_id, before=before, after=target)
-            return _console_rules(ordered)
+            before = next(
+                r.position for r in _console_rules(await rules.in_order()) if r.id == rule_id
+            )
+            ordered = await _placed(rules, row, position)
+            after = next(found.position for found in ordered if found.id == rule_id)
+            self._audit(db, "moved", actor, client, rule_id=rule_id, before=before, after=after)
+            return ordered
 
     async def _checked(
         self, edit: RuleEdit, actor: str, client: ClientInfo, rule_id: int | None = None

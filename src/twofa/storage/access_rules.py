@@ -57,5 +57,8 @@ class AccessRules:
     def add(self, row: AccessRuleRow) -> None:
         self._db.add(row)
 
+    async def flush(self) -> None:
+        await self._db.flush()
+
     async def remove(self, rule_id: int) -> None:
         await self._db.execute(delete(AccessRuleRow).where(AccessRuleRow.id == rule_id))
