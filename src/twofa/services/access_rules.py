@@ -243,8 +243,14 @@ class AccessRuleService:
         return next(found for found in ordered if found.id == row.id)
 
     async def update(
-        self, rule_id: int, edit: RuleEdit, actor: str, client: ClientInfo
+        self,
+        rule_id: int,
+        edit: RuleEdit,
+        actor: str,
+        client: ClientInfo,
+        position: int | None = None,
     ) -> ConsoleRule:
+        """Replaces the rule; it keeps its place unless `position` (1-based) is given."""
         rule = await self._checked(edit, actor, client, rule_id=rule_id)
         now = self._clock.now()
         async with self._db.begin() as db:
@@ -255,12 +261,19 @@ class AccessRuleService:
             for name, value in _as_json(rule).items():
                 setattr(row, name, value)
             row.updated_at, row.updated_by = now, actor
-            await db.flush()
+            ordered = await _placed(rules, row, position)
+            saved = next(found for found in ordered if found.id == rule_id)
             self._audit(
-                db, "updated", actor, client, rule_id=rule_id, before=before, after=_as_json(rule)
+                db,
+                "updated",
+                actor,
+                client,
+                rule_id=rule_id,
+                position=saved.position,
+                before=before,
+                after=_as_json(rule),
             )
-            ordered = _console_rules(await rules.in_order())
-        return next(found for found in ordered if found.id == rule_id)
+        return saved
 
     async def remove(self, rule_id: int, actor: str, client: ClientInfo) -> None:
         async with self._db.begin() as db:

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from twofa.methods.registry import UnknownMethod
+from twofa.services.access_rules import UnknownAccessRule
 from twofa.services.duo_push import DuoDown, SecondFactorError
 from twofa.services.factors import DeliveryFailed
 from twofa.web.admin.guard import AdminOnly
@@ -74,6 +75,10 @@ async def unknown_method(request: Request, exc: Exception) -> Response:
     return problem(request, 404, "There is no such sign-in method on this server.")
 
 
+async def unknown_access_rule(request: Request, exc: Exception) -> Response:
+    return problem(request, 404, f"{exc}: another admin may have deleted it. Reload the page.")
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(request, 500, "Something went wrong on our side. Please try again.")
@@ -85,4 +90,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AdminOnly, admin_only)
     app.add_exception_handler(SecondFactorError, second_factor_refused)
     app.add_exception_handler(UnknownMethod, unknown_method)
+    app.add_exception_handler(UnknownAccessRule, unknown_access_rule)
     app.add_exception_handler(Exception, unexpected)

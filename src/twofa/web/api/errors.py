@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from twofa.errors import TwofaError
+from twofa.services.access_rules import UnknownAccessRule
 from twofa.services.accounts import AccountError
 from twofa.services.api_tokens import ApiTokenNameTaken, InvalidApiTokenRequest, UnknownApiToken
 from twofa.services.console import SettingsRejected
@@ -131,7 +132,7 @@ def problem_for(exc: Exception) -> ApiProblem | None:
         return ApiProblem(400, "rejected", "the settings were not saved", fields=fields)
     if isinstance(exc, AccountError):
         return account_problem(exc)
-    if isinstance(exc, UnknownApiToken):
+    if isinstance(exc, UnknownApiToken | UnknownAccessRule):
         return ApiProblem(404, "not_found", str(exc))
     if isinstance(exc, ApiTokenNameTaken):
         return ApiProblem(409, "conflict", str(exc), fields={"name": str(exc)})
