@@ -130,7 +130,7 @@ class RuleOrigin:
     def label(self) -> str:
         if self.source is RuleSource.FILE:
             return f"rule {self.position} from the settings file"
-        return f"console rule {self.position} (id {self.rule_id})"
+        return f"console rule {self.position}, id {self.rule_id}"
 
 
 @dataclass(frozen=True)
