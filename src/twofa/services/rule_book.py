@@ -75,8 +75,9 @@ class ConsoleRuleBook:
             self._adopt(await self._rules.rule_set())
 
     def _adopt(self, rule_set: RuleSet) -> None:
-        if self._current is None or rule_set.version >= self._current.version:
-            self._current = rule_set
+        # Always the newest read, even with a lower version (a restored database); a slower
+        # read overtaking a newer one is put right by the next second's check.
+        self._current = rule_set
         self._checked_at = self._monotonic()
 
     def _recheck_done(self, task: asyncio.Task[None]) -> None:
