@@ -70,10 +70,14 @@ class FactorAccess:
         return await self._console.section(options_key(code)) or {}
 
     async def user_of(self, session: SessionView) -> UserRow:
+        async with self._db.begin() as db:
+            return await self.user_in(db, session)
+
+    async def user_in(self, db: AsyncSession, session: SessionView) -> UserRow:
+        """The session's user, read in the caller's transaction; refused unless enabled."""
         if session.user_id is None or session.level < Level.PASSWORD:
             raise SecondFactorError(SIGNED_OUT_MESSAGE)
-        async with self._db.begin() as db:
-            user = await Users(db).by_id(session.user_id)
+        user = await Users(db).by_id(session.user_id)
         if user is None or not user.enabled:
             raise SecondFactorError(SIGNED_OUT_MESSAGE)
         return user
@@ -83,13 +87,13 @@ class FactorAccess:
         return at is not None and self._clock.now() - at <= FRESH_SECOND_FACTOR
 
     async def may_verify(self, session: SessionView, code: str) -> tuple[Method, UserRow]:
-        method = await self._allowed_method(code)
+        method = await self.allowed_method(code)
         return method, await self.user_of(session)
 
     async def may_enrol(self, session: SessionView, code: str) -> tuple[Method, UserRow]:
         """During a first sign-in only a user with no method yet may enrol; once signed in,
         a user who has a method must have passed it recently."""
-        method = await self._allowed_method(code)
+        method = await self.allowed_method(code)
         user = await self.user_of(session)
         async with self._db.begin() as db:
             has_any = bool(await enrolled_methods(db, user.id))
@@ -129,7 +133,7 @@ class FactorAccess:
             return None
         return BackupStep(offered, required)
 
-    async def _allowed_method(self, code: str) -> Method:
+    async def allowed_method(self, code: str) -> Method:
         method = self._registry.get(code)  # UnknownMethod for anything not registered
         if code not in await self.allowed_codes():
             raise SecondFactorError(f"{method.title} is not offered on this server.")

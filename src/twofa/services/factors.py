@@ -40,7 +40,7 @@ from twofa.services.factor_access import FactorAccess, StepUpRequired
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.credentials import Credentials
 from twofa.storage.repositories import Challenges
-from twofa.storage.tables import UserRow
+from twofa.storage.tables import ChallengeRow, UserRow
 
 FAILURE_RULE: Final = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
 DRAFT_LIFETIME: Final = timedelta(minutes=15)
@@ -202,12 +202,9 @@ class FactorService:
         return Enrolled(credential_id, completion)
 
     async def start(self, session: SessionView, code: str, client: ClientInfo) -> Started:
-        method, user = await self._access.may_verify(session, code)
-        await self._refuse_if_locked(user, code, client)
-        async with self._db.begin() as db:
-            credentials = await credential_store.load(
-                db, self._sealer, user.id, code, with_items=credential_store.keeps_items(method)
-            )
+        method = await self._access.allowed_method(code)
+        checked = await self._checked(session, method, client)
+        user, credentials = checked.user, checked.credentials
         if not credentials:
             raise SecondFactorError(f"You have not set up {method.title.lower()}.")
         try:
@@ -251,28 +248,10 @@ class FactorService:
         response: Mapping[str, str],
         client: ClientInfo,
     ) -> Completion:
-        method, user = await self._access.may_verify(session, code)
-        await self._refuse_if_locked(user, code, client)
-        try:
-            async with self._db.begin() as db:
-                challenge = await self._challenges.answerable(
-                    db, session, user, code, challenge_id, "validate"
-                )
-                credentials = await credential_store.load(
-                    db, self._sealer, user.id, code, with_items=credential_store.keeps_items(method)
-                )
-        except SecondFactorError:
-            async with self._db.begin() as db:  # its own transaction: the failed one rolled back
-                audit.record(
-                    db,
-                    self._clock,
-                    "second_factor",
-                    "expired",
-                    username=user.username,
-                    client=client,
-                    method=code,
-                )
-            raise
+        method = await self._access.allowed_method(code)
+        checked = await self._checked(session, method, client, challenge_id)
+        user, challenge, credentials = checked.user, checked.challenge, checked.credentials
+        assert challenge is not None
         keep = self._challenges.described(challenge).keep
         try:
             verified = await method.verify(
@@ -290,11 +269,63 @@ class FactorService:
                     raise _Replayed("challenge already used")
                 if not await credential_store.apply(db, verified, credentials, now):
                     raise _Replayed("credential already used by another sign-in")
-                await throttle.reset(db, failure_key(code, user.username))
+                if checked.counted:  # no failure counted when read: nothing to reset
+                    await throttle.reset(db, failure_key(code, user.username))
                 return await self._sign_in(db, session, user, client, code, False)
         except _Replayed as exc:
             await self._count_failure(user, method, client, "second_factor", str(exc))
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
+
+    async def _checked(
+        self,
+        session: SessionView,
+        method: Method,
+        client: ClientInfo,
+        challenge_id: str | None = None,
+    ) -> _Checked:
+        """One transaction reads what starting (no `challenge_id`) or answering a challenge
+        checks: the user, the method's lock-out, the challenge, the credentials. A refusal is
+        audited in it and raised after its commit, so the audit record stays."""
+        code, refusal = method.code, None
+        challenge: ChallengeRow | None = None
+        credentials: list[StoredCredential] = []
+        async with self._db.begin() as db:
+            user = await self._access.user_in(db, session)  # refused before anything is written
+            lock = await throttle.lock_state(
+                db, failure_key(code, user.username), self._clock.now()
+            )
+            if lock.locked_until is not None:
+                self._audit_refusal(db, user, client, code, "locked")
+                refusal = SecondFactorError(LOCKED_MESSAGE)
+            elif challenge_id is not None:
+                try:
+                    challenge = await self._challenges.answerable(
+                        db, session, user, code, challenge_id, "validate"
+                    )
+                except SecondFactorError as exc:
+                    self._audit_refusal(db, user, client, code, "expired")
+                    refusal = exc
+            if refusal is None:
+                with_items = credential_store.keeps_items(method)
+                credentials = await credential_store.load(
+                    db, self._sealer, user.id, code, with_items=with_items
+                )
+        if refusal is not None:
+            raise refusal
+        return _Checked(user, challenge, credentials, lock.counted)
+
+    def _audit_refusal(
+        self, db: AsyncSession, user: UserRow, client: ClientInfo, code: str, outcome: str
+    ) -> None:
+        audit.record(
+            db,
+            self._clock,
+            "second_factor",
+            outcome,
+            username=user.username,
+            client=client,
+            method=code,
+        )
 
     async def _sign_in(
         self,
@@ -400,6 +431,14 @@ class FactorService:
                     key=failure_key(method.code, user.username),
                     until=until.isoformat(),
                 )
+
+
+@dataclass(frozen=True)
+class _Checked:
+    user: UserRow
+    challenge: ChallengeRow | None
+    credentials: list[StoredCredential]
+    counted: bool  # the method's failure counter had a row when read
 
 
 class _Replayed(Exception):

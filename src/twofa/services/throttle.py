@@ -22,11 +22,21 @@ class ThrottleRule:
     lockout: timedelta
 
 
-async def locked_until(db: AsyncSession, key: str, now: datetime) -> datetime | None:
+@dataclass(frozen=True)
+class LockState:
+    counted: bool  # the key has a row: a success must reset it
+    locked_until: datetime | None
+
+
+async def lock_state(db: AsyncSession, key: str, now: datetime) -> LockState:
     row = await Throttles(db).get(key)
     if row is not None and row.locked_until is not None and row.locked_until > now:
-        return row.locked_until
-    return None
+        return LockState(True, row.locked_until)
+    return LockState(row is not None, None)
+
+
+async def locked_until(db: AsyncSession, key: str, now: datetime) -> datetime | None:
+    return (await lock_state(db, key, now)).locked_until
 
 
 async def record_failure(
