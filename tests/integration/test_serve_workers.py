@@ -5,6 +5,8 @@ honoured by the others, and a sign-out is seen by all of them within about a sec
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -133,3 +135,45 @@ def test_workers_share_settings_and_sessions(served: tuple[str, subprocess.Popen
     while (answers := checks(base, cookie, 6)) != {401} and time.monotonic() < deadline:
         time.sleep(0.1)
     assert answers == {401}
+
+
+def established_by_worker(pids: list[int], port: int) -> dict[int, int]:
+    """How many established connections to `port` each worker process holds, from /proc."""
+    established: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
+                established.add(f"socket:[{fields[9]}]")
+    counts = {}
+    for pid in pids:
+        fds = Path(f"/proc/{pid}/fd")
+        counts[pid] = sum(1 for fd in fds.iterdir() if os.readlink(fd) in established)
+    return counts
+
+
+def test_connections_are_spread_over_the_workers(
+    served: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """Each worker accepts on a socket of its own (SO_REUSEPORT): with one shared socket, the
+    first worker to wake took every waiting connection, and under load one worker often held
+    them all while the other idled. With 32 connections hashed over two sockets, one worker
+    getting none has odds of 2**-31."""
+    base, process = served
+    port = int(base.rsplit(":", 1)[1])
+    connections = []
+    try:
+        # All at once, as a load balancer or wrk opens them: the burst a shared socket gave
+        # to whichever worker woke first.
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(32)]
+        for connection in connections:
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for connection in connections:
+            assert connection.recv(4096).startswith(b"HTTP/1.1 200")  # accepted and served
+        counts = established_by_worker(worker_pids(process.pid), port)
+        assert sum(counts.values()) == 32
+        assert all(count > 0 for count in counts.values()), counts
+    finally:
+        for connection in connections:
+            connection.close()

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from twofa.cli.common import GlobalOptions, expected_errors_reported, settings_for
 from twofa.cli.runtime import run_server, tune_garbage_collector
+from twofa.cli.workers import run_workers
 from twofa.config import Mode, Settings, load_settings
 from twofa.errors import ConfigurationError
 from twofa.services.accounts import AccountError
@@ -82,12 +83,13 @@ def _serve_workers(
     upstream: str | None,
     workers: int,
 ) -> None:
-    """Several processes on one listening socket (uvicorn's supervisor restarts a worker that
-    dies). Every cache a worker keeps is rechecked within a second, so they behave as one."""
+    """Several processes on one port, each with a listening socket of its own (a worker that
+    dies is restarted). Every cache a worker keeps is rechecked within a second, so they behave
+    as one."""
     if config_file is not None:
         os.environ["TWOFA_CONFIG"] = str(config_file.resolve())
     os.environ[UPSTREAM_ENV] = upstream or ""
-    uvicorn.run(
+    config = uvicorn.Config(
         "twofa.cli.serve:worker_app",
         factory=True,
         workers=workers,
@@ -95,6 +97,7 @@ def _serve_workers(
         http="httptools",
         **_uvicorn_options(host, port, access_log),
     )
+    run_workers(config, workers)
 
 
 async def _serve_gateway(
