@@ -134,7 +134,7 @@ async def test_registering_the_same_key_again_is_refused_by_the_browser_with_a_c
     await page.goto(f"{gateway_url}/2fa/m/webauthn/enrol")  # add a key, with the same one
     await page.get_by_role("button", name="Register security key").click()
     status = page.locator("#webauthn-status")
-    await expect(status).to_contain_text("This security key is already registered.")
+    await expect(status).to_contain_text("This security key or passkey is already registered.")
     assert len(await credentials_on(devtools, key)) == 1
     await page.goto(f"{gateway_url}/my-2fa")
     await expect(page.locator('tr[data-method="webauthn"]')).to_have_count(1)

@@ -31,7 +31,7 @@ from tests.support.totp_flow import challenge_from, sign_out
 from tests.support.two_factor import allow_methods
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
-from twofa.storage.tables import SessionRow
+from twofa.storage.tables import AuditRow, CredentialRow, SessionRow
 
 WRONG = "That security key didn't work. Try again or use another method."
 ENROL, VERIFY = "/2fa/m/webauthn/enrol", "/2fa/m/webauthn"
@@ -278,10 +278,55 @@ async def test_the_same_key_is_not_registered_twice(site: Site) -> None:
         },
     )
     assert refused.status_code == 400
-    assert "This security key is already registered." in unescape(refused.text)
+    assert "This security key or passkey is already registered." in unescape(refused.text)
     assert set(credential_rows((await client.get("/my-2fa")).text)) == {"Blue key"}
     _, added = await register_key(client, settings, name="Spare key")  # another key is fine
     assert added.status_code == 303, added.text
+
+
+async def test_a_key_registered_to_another_user_is_refused(site: Site) -> None:
+    """WebAuthn's registration step 22: a credential id already registered, to anyone, is
+    refused. Bob's options cannot exclude Alice's key (he must not learn it), so only the
+    database's uniqueness stops it; the refusal rolls back whole and is on record."""
+    client, settings = site
+    alices_key = await enrol_alice(client, settings, name="Blue key")
+    gateway = await Gateway.start(settings)
+    try:
+        await gateway.accounts.set_user_policy("bob", True)
+    finally:
+        await gateway.close()
+    async with httpx.AsyncClient(base_url=client.base_url, timeout=30) as bob:
+        assert (await sign_in(bob, "bob")).headers["location"] == "/2fa"
+        page = await bob.get(ENROL)
+        options = options_on_page(page.text)
+        assert json.loads(options)["excludeCredentials"] == []
+        origin, rp_id = site_of(settings.public_url)
+        same_id, _ = registration_response(options, origin, rp_id, holding=alices_key)
+        form = {"csrf_token": csrf_from(page.text), "challenge": challenge_from(page.text)}
+        refused = await bob.post(ENROL, data={**form, "credential": same_id, "name": "Mine"})
+        assert refused.status_code == 400
+        assert "This security key or passkey is already registered." in unescape(refused.text)
+        # Nothing was kept of the refused attempt: the same page still takes Bob's own key.
+        own, _ = registration_response(options, origin, rp_id)
+        added = await bob.post(ENROL, data={**form, "credential": own, "name": "Bob's key"})
+        assert added.status_code == 303, added.text
+    gateway = await Gateway.start(settings)
+    try:
+        async with gateway.db.begin() as db:
+            keys = (await db.scalars(select(CredentialRow.label).order_by(CredentialRow.id))).all()
+            refusals = (
+                await db.scalars(
+                    select(AuditRow).where(
+                        AuditRow.kind == "enrolment", AuditRow.outcome == "refused"
+                    )
+                )
+            ).all()
+    finally:
+        await gateway.close()
+    assert keys == ["Blue key", "Bob's key"]
+    assert [(r.username, r.detail["reason"]) for r in refusals] == [
+        ("bob", "credential id registered already")
+    ]
 
 
 async def test_adding_a_key_later_asks_to_confirm_with_the_first_key(site: Site) -> None:

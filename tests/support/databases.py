@@ -40,7 +40,8 @@ async def sqlite_database(directory: Path) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
+async def postgres_database(*, migrated: bool = True) -> AsyncIterator[str]:
+    """A throwaway database, dropped afterwards; `migrated=False` leaves it empty."""
     try:
         admin = await asyncpg.connect(POSTGRES_DSN, timeout=3)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -51,7 +52,8 @@ async def postgres_database() -> AsyncIterator[str]:
     base = POSTGRES_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     url = f"{base}/{name}"
     try:
-        await migrate(url)
+        if migrated:
+            await migrate(url)
         yield url
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

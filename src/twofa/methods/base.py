@@ -85,6 +85,14 @@ class NewCredential:
     secret: str | None = None
     state: Mapping[str, Any] = field(default_factory=dict)
     items: tuple[NewItem, ...] = ()
+    # An id no other credential of the method may carry, whoever's it is (a security key's
+    # credential id): the database refuses a second one, even from a racing enrolment.
+    unique_id: str | None = None
+
+
+def already_registered(title: str) -> str:
+    """What a user is told when a credential they set up is registered already."""
+    return f"This {title.lower()} is already registered."
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from twofa.methods.base import (
     ResponseRejected,
     StoredCredential,
     Verified,
+    already_registered,
 )
 
 CODE = "webauthn"
@@ -65,7 +66,6 @@ USER_HANDLE_BYTES: Final = 32
 # Anything a hostile or broken browser can make the parsers raise; all of it means "not proven".
 MALFORMED: Final = (WebAuthnException, ValueError, TypeError, KeyError, IndexError)
 CLONED_KEY: Final = "sign counter went backwards: possible cloned key"
-ALREADY_REGISTERED: Final = "This security key is already registered."
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,10 @@ class WebAuthnMethod:
             raise ResponseRejected(f"registration not verified: {exc}") from exc
         credential_id = bytes_to_base64url(registered.credential_id)
         # A browser that ignored the excluded keys, or another tab that registered this key
-        # since this page was opened: the key is there already.
+        # since this page was opened: the key is there already. (A key registered to another
+        # user, or by an enrolment racing this one, is refused by the store: `unique_id`.)
         if any(c.state.get("credential_id") == credential_id for c in enrolled):
-            raise EnrolmentRefused(ALREADY_REGISTERED)
+            raise EnrolmentRefused(already_registered(self.title))
         return NewCredential(
             label=name,
             state={
@@ -190,6 +191,7 @@ class WebAuthnMethod:
                 "user_handle": str(keep.get("user_handle", "")),
                 "backed_up": registered.credential_backed_up,
             },
+            unique_id=credential_id,
         )
 
     async def start(

@@ -8,14 +8,24 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twofa.errors import TwofaError
 from twofa.methods.base import NewCredential, StoredCredential, StoredItem, Verified
 from twofa.security.sealing import Sealer
 from twofa.storage.credentials import CredentialItems, Credentials
 from twofa.storage.tables import CredentialItemRow, CredentialRow
 
 SECRET_PURPOSE: Final = "credential.secret"  # noqa: S105 (an AAD label, not a secret)
+
+
+class DuplicateCredential(TwofaError):
+    """A new credential carries a `unique_id` another credential of its method has. The
+    transaction that tried to store it is rolled back whole."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(f"a {method} credential with this id is registered already")
 
 
 def keeps_items(method: object) -> bool:
@@ -68,10 +78,16 @@ async def store(
         state=dict(credential.state),
         version=1,
         created_at=now,
+        unique_id=credential.unique_id,
     )
     repo = Credentials(db)
     repo.add(row)
-    await repo.flush()  # the id seals the secret to this row
+    try:
+        await repo.flush()  # the id seals the secret to this row
+    except IntegrityError as exc:
+        if credential.unique_id is None:
+            raise
+        raise DuplicateCredential(method) from exc
     if credential.secret is not None:
         row.secret_sealed = sealer.seal(credential.secret, _purpose(row.id))
     items = CredentialItems(db)

@@ -27,8 +27,10 @@ from twofa.methods.base import (
     MethodContext,
     MethodKind,
     MethodUser,
+    NewCredential,
     ResponseRejected,
     StoredCredential,
+    already_registered,
 )
 from twofa.methods.registry import MethodRegistry
 from twofa.security.sealing import Sealer
@@ -174,7 +176,33 @@ class FactorService:
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
         except EnrolmentRefused as exc:
             raise SecondFactorError(exc.message) from exc
-        now = self._clock.now()
+        try:
+            return await self._store_enrolment(session, user, method, challenge, credential, client)
+        except credential_store.DuplicateCredential as exc:  # rolled back whole
+            # Another user's key, or a racing enrolment of this one: refused, and on record.
+            async with self._db.begin() as db:
+                audit.record(
+                    db,
+                    self._clock,
+                    "enrolment",
+                    "refused",
+                    username=user.username,
+                    client=client,
+                    method=method.code,
+                    reason="credential id registered already",
+                )
+            raise SecondFactorError(already_registered(method.title)) from exc
+
+    async def _store_enrolment(
+        self,
+        session: SessionView,
+        user: UserRow,
+        method: Method,
+        challenge: ChallengeRow,
+        credential: NewCredential,
+        client: ClientInfo,
+    ) -> Enrolled:
+        code, now = method.code, self._clock.now()
         async with self._db.begin() as db:
             if not await Challenges(db).consume(
                 challenge.id, user.id, session.id, now, forget_payload=True

@@ -82,17 +82,18 @@ def head_revision() -> str:
     return head
 
 
-async def upgrade(engine: AsyncEngine) -> str:
-    """Migrates to head and returns the revision now applied."""
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> str:
+    """Migrates to `revision` (an earlier one: to test a migration's data step) and returns
+    the revision now applied."""
 
     def run(connection: Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
     async with engine.begin() as connection:
         await connection.run_sync(run)
-    return head_revision()
+    return head_revision() if revision == "head" else revision
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -150,8 +150,13 @@ class CredentialRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # NewCredential.unique_id: unique per method across all users (NULLs never collide).
+    unique_id: Mapped[str | None] = mapped_column(String(1400), nullable=True)
 
-    __table_args__ = (Index("ix_credentials_user_method", "user_id", "method"),)
+    __table_args__ = (
+        Index("ix_credentials_user_method", "user_id", "method"),
+        Index("ux_credentials_method_unique_id", "method", "unique_id", unique=True),
+    )
 
 
 class CredentialItemRow(Base):

@@ -160,7 +160,7 @@ async def test_a_key_the_user_already_registered_is_refused_with_a_reason() -> N
         await METHOD.finish_enrollment(
             CONTEXT, draft.keep, None, {"credential": again}, [credential]
         )
-    assert refused.value.message == "This security key is already registered."
+    assert refused.value.message == "This security key or passkey is already registered."
 
 
 async def test_another_key_registers_beside_the_ones_the_user_has() -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,58 @@ async def test_sqlite_foreign_keys_are_enforced(tmp_path: Path) -> None:
             assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
     finally:
         await engine.dispose()
+
+
+async def security_keys_before_0006(engine: AsyncEngine) -> None:
+    """Three keys as revision 0005 stored them: one credential id registered twice (possible
+    then), one once."""
+    await upgrade(engine, revision="0005")
+    async with engine.begin() as connection:
+        for user_id, name in ((1, "alice"), (2, "bob")):
+            await connection.execute(
+                text(
+                    "INSERT INTO users (id, username, display_name, email, enabled, is_admin,"
+                    " twofa_enabled, created_at, enrolment_postponements, directory)"
+                    " VALUES (:id, :name, '', '', true, false, true, :at, 0, 'local')"
+                ),
+                {"id": user_id, "name": name, "at": datetime(2026, 12, 1, tzinfo=UTC)},
+            )
+        for row_id, user_id, credential_id in ((1, 1, "KEY-A"), (2, 2, "KEY-A"), (3, 2, "KEY-B")):
+            await connection.execute(
+                text(
+                    "INSERT INTO credentials (id, user_id, method, label, state, version,"
+                    " created_at) VALUES (:id, :user_id, 'webauthn', '', :state, 1, :at)"
+                ),
+                {
+                    "id": row_id,
+                    "user_id": user_id,
+                    "state": json.dumps({"credential_id": credential_id, "sign_count": 0}),
+                    "at": datetime(2026, 12, 1, tzinfo=UTC),
+                },
+            )
+
+
+async def assert_0006_backfills_unique_ids(engine: AsyncEngine) -> None:
+    await security_keys_before_0006(engine)
+    await upgrade(engine)
+    async with engine.connect() as connection:
+        rows = await connection.execute(text("SELECT id, unique_id FROM credentials ORDER BY id"))
+        # The oldest row keeps a duplicated id; the later one stays usable, without it.
+        assert rows.all() == [(1, "KEY-A"), (2, None), (3, "KEY-B")]
+
+
+async def test_0006_backfills_security_key_ids_on_sqlite(tmp_path: Path) -> None:
+    engine = create_engine(sqlite_url(tmp_path))
+    try:
+        await assert_0006_backfills_unique_ids(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_0006_backfills_security_key_ids_on_postgresql() -> None:
+    async with postgres_database(migrated=False) as url:
+        engine = create_engine(url)
+        try:
+            await assert_0006_backfills_unique_ids(engine)
+        finally:
+            await engine.dispose()

@@ -73,7 +73,7 @@
     if (name === "NotAllowedError") {
       return "The browser refused: the request was cancelled, timed out or not allowed. Try again.";
     }
-    if (name === "InvalidStateError") return "This security key is already registered. Use another key.";
+    if (name === "InvalidStateError") return "This security key or passkey is already registered. Use another key.";
     if (name === "SecurityError") {
       return "The browser refused: security keys cannot be used at this address (" + window.location.host + "). Tell your administrator.";
     }
