@@ -106,30 +106,14 @@ def start_server(
 
 
 def start_bare_starlette(port: int, workers: int) -> subprocess.Popen[bytes]:
-    uvicorn = Path(sys.executable).with_name("uvicorn")
-    bench_dir = Path(__file__).parent
+    script = Path(__file__).with_name("_bare_starlette.py")
     process = subprocess.Popen(
-        [
-            str(uvicorn),
-            "_bare_starlette:app",
-            "--app-dir",
-            str(bench_dir),
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--workers",
-            str(workers),
-        ],
+        [sys.executable, str(script), "--port", str(port), "--workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_for_port(port, process)
+    time.sleep(1 if workers > 1 else 0)  # the listening socket is up before every worker
     return process
 
 
