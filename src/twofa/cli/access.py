@@ -13,7 +13,7 @@ from twofa.cli.settings_cmd import CLI_ACTOR, run_edit
 from twofa.config import AccessRuleSettings
 from twofa.domain.access import RuleSet
 from twofa.domain.client import CLI
-from twofa.services.access_rules import ConsoleRule, RuleEdit
+from twofa.services.access_rules import ConsoleRule, RuleEdit, rule_fields
 from twofa.services.forward_auth import Explanation
 from twofa.services.runtime import Gateway
 
@@ -95,17 +95,6 @@ NetworkOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def rule_json(rule: AccessRuleSettings) -> dict[str, object]:
-    return {
-        "domains": list(rule.domain),
-        "policy": rule.policy,
-        "paths": list(rule.resources),
-        "users": list(rule.users),
-        "groups": list(rule.groups),
-        "networks": [str(network) for network in rule.networks],
-    }
-
-
 def _rule_row(number: int, source: str, rule: AccessRuleSettings) -> list[str]:
     return [
         str(number),
@@ -130,7 +119,12 @@ def list_rules(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         echo_json(
             [
-                {"source": o.source.value, "position": o.position, "id": o.rule_id, **rule_json(r)}
+                {
+                    "source": o.source.value,
+                    "position": o.position,
+                    "id": o.rule_id,
+                    **rule_fields(r),
+                }
                 for o, r in pairs
             ]
         )

@@ -152,7 +152,8 @@ def _rule_of(row: AccessRuleRow) -> AccessRuleSettings:
     )
 
 
-def _as_json(rule: AccessRuleSettings) -> dict[str, Any]:
+def rule_fields(rule: AccessRuleSettings) -> dict[str, Any]:
+    """A rule as plain JSON values: for the audit log, the CLI's --json and the REST API."""
     return {
         "domains": list(rule.domain),
         "policy": rule.policy,
@@ -231,14 +232,14 @@ class AccessRuleService:
                 created_at=now,
                 updated_at=now,
                 updated_by=actor,
-                **_as_json(rule),
+                **rule_fields(rule),
             )
             rules.add(row)
             await db.flush()
             ordered = await _placed(rules, row, position)
             where = next(found.position for found in ordered if found.id == row.id)
             self._audit(
-                db, "added", actor, client, rule_id=row.id, position=where, after=_as_json(rule)
+                db, "added", actor, client, rule_id=row.id, position=where, after=rule_fields(rule)
             )
         return next(found for found in ordered if found.id == row.id)
 
@@ -257,8 +258,8 @@ class AccessRuleService:
             rules = AccessRules(db)
             await rules.lock_and_bump(now)
             row = await self._existing(rules, rule_id)
-            before = _as_json(_rule_of(row))
-            for name, value in _as_json(rule).items():
+            before = rule_fields(_rule_of(row))
+            for name, value in rule_fields(rule).items():
                 setattr(row, name, value)
             row.updated_at, row.updated_by = now, actor
             ordered = await _placed(rules, row, position)
@@ -271,7 +272,7 @@ class AccessRuleService:
                 rule_id=rule_id,
                 position=saved.position,
                 before=before,
-                after=_as_json(rule),
+                after=rule_fields(rule),
             )
         return saved
 
@@ -280,7 +281,7 @@ class AccessRuleService:
             rules = AccessRules(db)
             await rules.lock_and_bump(self._clock.now())
             row = await self._existing(rules, rule_id)
-            before = _as_json(_rule_of(row))
+            before = rule_fields(_rule_of(row))
             await rules.remove(rule_id)
             self._audit(db, "removed", actor, client, rule_id=rule_id, before=before)
 

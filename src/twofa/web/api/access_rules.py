@@ -10,8 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
-from twofa.config import AccessRuleSettings
-from twofa.services.access_rules import MAX_ITEMS, ConsoleRule, RuleEdit
+from twofa.services.access_rules import MAX_ITEMS, ConsoleRule, RuleEdit, rule_fields
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses
 from twofa.web.api.models import Name150, RequestModel, Text100, Text300
@@ -85,21 +84,10 @@ class AccessRuleIn(RequestModel):
         )
 
 
-def _fields(rule: AccessRuleSettings) -> dict[str, object]:
-    return {
-        "domains": list(rule.domain),
-        "policy": rule.policy,
-        "paths": list(rule.resources),
-        "users": list(rule.users),
-        "groups": list(rule.groups),
-        "networks": [str(network) for network in rule.networks],
-    }
-
-
 def console_rule_out(rule: ConsoleRule) -> ConsoleRuleOut:
     return ConsoleRuleOut.model_validate(
         {
-            **_fields(rule.rule),
+            **rule_fields(rule.rule),
             "id": rule.id,
             "position": rule.position,
             "created_at": rule.created_at,
@@ -113,7 +101,7 @@ def console_rule_out(rule: ConsoleRule) -> ConsoleRuleOut:
 async def list_rules(api: Api) -> AccessRulesOut:
     service = api.gateway.access_rules
     file_rules = [
-        FileRuleOut.model_validate({**_fields(rule), "position": index + 1})
+        FileRuleOut.model_validate({**rule_fields(rule), "position": index + 1})
         for index, rule in enumerate(service.file_rules)
     ]
     return AccessRulesOut.model_validate(
