@@ -247,6 +247,16 @@ class Settings(BaseSettings):
     crowd: CrowdSettings | None = None
     ldap: LdapSettings | None = None
     webauthn: WebAuthnSettings = WebAuthnSettings()
+    # The CA (PEM) that signed the mail server's certificate, for an internal mail relay; it
+    # replaces the system's CAs for SMTP. The server (host, port, TLS) is set in the console.
+    smtp_ca_path: str | None = None
+
+    @field_validator("smtp_ca_path")
+    @classmethod
+    def _smtp_ca_path_exists(cls, value: str | None) -> str | None:
+        if value is not None and not os.path.isfile(value):
+            raise ValueError(f"the CA file {value!r} does not exist")
+        return value
 
     @field_validator("directories", mode="before")
     @classmethod

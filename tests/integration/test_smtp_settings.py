@@ -31,8 +31,9 @@ from tests.support.gateway import csrf_from, gateway_settings, sign_in
 from tests.support.servers import free_port
 from tests.support.smtp import SmtpServer, ThrowawayTls, make_throwaway_tls, smtp_server
 from twofa.cli.main import app
-from twofa.config import Settings
+from twofa.config import Settings, load_settings
 from twofa.domain.client import NO_CLIENT
+from twofa.errors import ConfigurationError
 from twofa.methods.base import Delivery
 from twofa.security.sealing import Sealer
 from twofa.services.console import SettingsRejected
@@ -448,3 +449,25 @@ def test_cli_refuses_a_bad_edit_by_option_name(cli_env: dict[str, str]) -> None:
     assert "--from:" in refused.output
     assert "nothing was saved" in refused.output
     assert "not configured" in twofa(cli_env, "smtp", "show").output
+
+
+async def test_a_ca_file_in_the_settings_is_trusted_for_the_mail_server(
+    settings: Settings, tls: ThrowawayTls, tmp_path: Path
+) -> None:
+    """An internal relay's CA, given as `smtp_ca_path`, replaces the system's CAs for SMTP."""
+    ca_file = tmp_path / "mail-ca.pem"
+    ca_file.write_bytes(tls.ca_pem)
+    with smtp_server(starttls=tls) as server:
+        trusting = settings.model_copy(update={"smtp_ca_path": str(ca_file)})
+        outcome = await send_test_via(trusting, server, None, security="starttls")
+        assert outcome.sent, outcome.message
+        assert len(server.to("ops@example.com")) == 1
+
+
+def test_a_missing_smtp_ca_path_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"smtp_ca_path.*the CA file .* does not exist"):
+        load_settings(
+            environ={"TWOFA_SMTP_CA_PATH": str(tmp_path / "nowhere.pem")},
+            mode="dev",
+            secret_key="x" * 40,
+        )

@@ -137,8 +137,11 @@ class Gateway:
         smtp_tls: ssl.SSLContext | None = None,
     ) -> Gateway:
         """`verify_schema` refuses an unmigrated or newer database with a clear message;
-        `smtp_tls` checks the mail server's certificate (None: the system's CAs)."""
+        `smtp_tls` checks the mail server's certificate (None: `smtp_ca_path` from the
+        settings, else the system's CAs)."""
         clock = clock or SystemClock()
+        if smtp_tls is None and settings.smtp_ca_path is not None:
+            smtp_tls = ssl.create_default_context(cafile=settings.smtp_ca_path)
         engine = create_engine(settings.database_url)
         if verify_schema:
             try:
