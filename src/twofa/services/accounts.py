@@ -18,7 +18,7 @@ from twofa.errors import TwofaError
 from twofa.methods.registry import LOCAL_METHOD_CODES
 from twofa.security.passwords import hash_password
 from twofa.services import audit, throttle
-from twofa.services.console import enforced_for_everyone
+from twofa.services.two_factor_settings import enforced_for_everyone
 from twofa.storage.credentials import Credentials, RememberedDevices
 from twofa.storage.repositories import DuoEnrolments, Groups, Sessions, Users
 from twofa.storage.tables import GroupRow, UserRow

@@ -11,7 +11,8 @@ from typing import Final
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
-from twofa.services.console import ConsoleSettingsService, Enforcement
+from twofa.services.console import ConsoleSettingsService
+from twofa.services.two_factor_settings import Enforcement
 from twofa.storage.repositories import AuditSearch, UserCounts
 
 RECENT: Final = timedelta(hours=24)
