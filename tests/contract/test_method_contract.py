@@ -22,7 +22,7 @@ from twofa.services.duo_push import SecondFactorError
 from twofa.services.factors import FAILURE_MESSAGES, LOCKED_MESSAGE
 from twofa.services.runtime import build_registry
 from twofa.services.sessions import Level
-from twofa.storage.repositories import AuditLog
+from twofa.storage.audit_log import AuditLog
 
 REGISTERED = build_registry(load_settings(environ={}, mode="dev")).codes
 CODES = sorted(code for code in REGISTERED if code in AUTHENTICATORS)

@@ -38,7 +38,8 @@ from twofa.services.duo_factor_rules import (
     refusal_message,
 )
 from twofa.services.sessions import Level, SessionService, SessionView
-from twofa.storage.repositories import Challenges, DuoEnrolments, Users
+from twofa.storage.challenges import Challenges
+from twofa.storage.repositories import DuoEnrolments, Users
 from twofa.storage.tables import ChallengeRow, UserRow
 
 T = TypeVar("T")

@@ -38,8 +38,8 @@ from twofa.services.challenge_book import EXPIRED_MESSAGE, ChallengeBook
 from twofa.services.duo_push import Completion, SecondFactorError
 from twofa.services.factor_access import FactorAccess, StepUpRequired
 from twofa.services.sessions import Level, SessionService, SessionView
+from twofa.storage.challenges import Challenges
 from twofa.storage.credentials import Credentials
-from twofa.storage.repositories import Challenges
 from twofa.storage.tables import ChallengeRow, UserRow
 
 FAILURE_RULE: Final = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
