@@ -47,7 +47,7 @@ from twofa.methods.base import NewCredential
 from twofa.methods.totp import new_secret
 from twofa.security.sealing import Sealer
 from twofa.services import credential_store
-from twofa.services.accounts import NewUser
+from twofa.services.account_input import NewUser
 from twofa.services.runtime import Gateway
 from twofa.services.sessions import Level
 from twofa.services.two_factor_settings import Enforcement, TwoFactorConfig

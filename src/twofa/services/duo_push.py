@@ -24,7 +24,6 @@ from twofa.errors import TwofaError
 from twofa.methods.duo_push import CODE, DuoPushMethod, PushContext
 from twofa.security.tokens import new_token
 from twofa.services import audit, throttle
-from twofa.services.accounts import lockout_keys
 from twofa.services.duo_factor_rules import (
     MESSAGES,
     POLLED_CHALLENGES,
@@ -37,6 +36,7 @@ from twofa.services.duo_factor_rules import (
     push_state,
     refusal_message,
 )
+from twofa.services.lockouts import lockout_keys
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.challenges import Challenges
 from twofa.storage.repositories import DuoEnrolments, Users
