@@ -17,8 +17,8 @@ from twofa.domain.policy import second_factor_policy
 from twofa.methods.registry import DUO_PUSH, MethodRegistry
 from twofa.services import audit
 from twofa.services.console import ConsoleSettingsService
-from twofa.services.duo_push import SecondFactorError
 from twofa.services.factor_access import FactorAccess, StepUpRequired, enrolled_methods
+from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import SessionView
 from twofa.services.two_factor_settings import BackupPolicy, Enforcement
 from twofa.storage.credentials import CredentialItems, Credentials
