@@ -47,10 +47,10 @@ from twofa.methods.base import NewCredential
 from twofa.methods.totp import new_secret
 from twofa.security.sealing import Sealer
 from twofa.services import credential_store
-from twofa.services.accounts import NewUser
-from twofa.services.console import Enforcement, TwoFactorConfig
+from twofa.services.account_input import NewUser
 from twofa.services.runtime import Gateway
 from twofa.services.sessions import Level
+from twofa.services.two_factor_settings import Enforcement, TwoFactorConfig
 from twofa.storage.database import create_engine, upgrade
 from twofa.storage.tables import CredentialRow, UserRow
 from twofa.web.app import create_app

@@ -16,10 +16,10 @@ from twofa.domain.client import NO_CLIENT
 from twofa.methods.base import Delivery
 from twofa.methods.registry import DUO_PUSH
 from twofa.security.sealing import Sealer
-from twofa.services.console import TwoFactorConfig
 from twofa.services.factors import FactorService
 from twofa.services.runtime import Gateway
 from twofa.services.sessions import SessionView
+from twofa.services.two_factor_settings import TwoFactorConfig
 
 SECRET = "contract-secret-key-contract-secret-key-00"
 USERNAME, PASSWORD = "carol", "carol-password-1"

@@ -18,11 +18,11 @@ from twofa.config import load_settings
 from twofa.domain.client import NO_CLIENT
 from twofa.methods.registry import LOCAL_METHOD_CODES
 from twofa.services.challenge_book import EXPIRED_MESSAGE
-from twofa.services.duo_push import SecondFactorError
 from twofa.services.factors import FAILURE_MESSAGES, LOCKED_MESSAGE
 from twofa.services.runtime import build_registry
+from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level
-from twofa.storage.repositories import AuditLog
+from twofa.storage.audit_log import AuditLog
 
 REGISTERED = build_registry(load_settings(environ={}, mode="dev")).codes
 CODES = sorted(code for code in REGISTERED if code in AUTHENTICATORS)

@@ -28,8 +28,8 @@ from tests.support.gateway import csrf_from, running_gateway, sign_in
 from tests.support.totp_flow import challenge_from, post_code, sign_out
 from tests.support.two_factor import allow_methods
 from twofa.config import Settings
-from twofa.services.console import BackupPolicy
 from twofa.services.runtime import Gateway
+from twofa.services.two_factor_settings import BackupPolicy
 from twofa.storage.repositories import Users
 from twofa.storage.tables import AuditRow, ChallengeRow, CredentialItemRow, SessionRow
 

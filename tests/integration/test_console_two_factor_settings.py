@@ -30,8 +30,9 @@ from tests.support.gateway import running_gateway, sign_in
 from twofa.config import load_settings
 from twofa.domain.client import CLI
 from twofa.services import console as console_module
-from twofa.services.console import BackupPolicy, SettingsRejected, TwoFactorConfig
+from twofa.services.console import SettingsRejected
 from twofa.services.runtime import Gateway
+from twofa.services.two_factor_settings import BackupPolicy, TwoFactorConfig
 
 
 @pytest.fixture

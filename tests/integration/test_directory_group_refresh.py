@@ -40,7 +40,7 @@ from tests.support.slapd import (
 from twofa.clock import FrozenClock
 from twofa.config import Settings, load_settings
 from twofa.services.runtime import Gateway
-from twofa.storage.repositories import AuditLog
+from twofa.storage.audit_log import AuditLog
 from twofa.web.app import create_app
 
 APP = "app.example.test"

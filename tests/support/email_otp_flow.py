@@ -21,9 +21,9 @@ from tests.support.totp_flow import challenge_from
 from twofa.clock import FrozenClock
 from twofa.config import Settings
 from twofa.domain.client import NO_CLIENT
-from twofa.services.console import TwoFactorConfig
 from twofa.services.runtime import Gateway
 from twofa.services.smtp_settings import SmtpEdit
+from twofa.services.two_factor_settings import TwoFactorConfig
 from twofa.storage.tables import ChallengeRow, CredentialRow, UserRow
 from twofa.web.app import create_app
 

@@ -21,7 +21,7 @@ from twofa.services.audit_query import (
     parse_criteria,
 )
 from twofa.services.runtime import Gateway
-from twofa.storage.repositories import AuditCriteria
+from twofa.storage.audit_log import AuditCriteria
 
 audit_app = typer.Typer(help="The audit log: list and export events.", no_args_is_help=True)
 

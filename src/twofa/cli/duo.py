@@ -16,7 +16,7 @@ from twofa.cli.common import EXIT_EXPECTED_ERROR, echo_json, run_with_gateway, y
 from twofa.cli.settings_cmd import CLI_ACTOR, echo_fields, run_edit
 from twofa.config import DuoFactor, FailMode
 from twofa.domain.client import CLI
-from twofa.services.console import ConnectionTest, DuoConsoleConfig, DuoEdit
+from twofa.services.duo_settings import ConnectionTest, DuoConsoleConfig, DuoEdit
 from twofa.services.runtime import Gateway
 
 duo_app = typer.Typer(

@@ -20,7 +20,7 @@ from twofa.cli.runtime import run_server, tune_garbage_collector
 from twofa.cli.workers import run_workers
 from twofa.config import Mode, Settings, load_settings
 from twofa.errors import ConfigurationError
-from twofa.services.accounts import AccountError
+from twofa.services.account_input import AccountError
 from twofa.services.runtime import Gateway
 from twofa.simulator import SimulatorSettings, create_simulator_app
 from twofa.storage.database import create_engine, upgrade

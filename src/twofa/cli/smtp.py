@@ -12,7 +12,12 @@ from typing import Annotated, Final
 
 import typer
 
-from twofa.cli.common import EXIT_EXPECTED_ERROR, echo_json, run_with_gateway
+from twofa.cli.common import (
+    EXIT_EXPECTED_ERROR,
+    PasswordFileOption,
+    echo_json,
+    run_with_gateway,
+)
 from twofa.cli.settings_cmd import CLI_ACTOR, echo_fields, run_edit
 from twofa.domain.client import CLI
 from twofa.services.email_delivery import SendTestOutcome
@@ -83,17 +88,7 @@ def set_smtp(
     username: Annotated[
         str | None, typer.Option(help='Login user name; "" for no login.', show_default=False)
     ] = None,
-    password_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--password-file",
-            help="Read the password from the first line of this file.",
-            exists=True,
-            dir_okay=False,
-            readable=True,
-            show_default=False,
-        ),
-    ] = None,
+    password_file: PasswordFileOption = None,
     password_stdin: Annotated[
         bool,
         typer.Option("--password-stdin", help="Read the password from the first line of stdin."),

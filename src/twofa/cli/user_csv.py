@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Final
 
 from twofa.errors import TwofaError
-from twofa.services.accounts import ImportProblem, NewUser
+from twofa.services.account_input import ImportProblem, NewUser
 
 CSV_COLUMNS: Final = ("username", "display_name", "email", "password", "groups")
 GROUP_SEPARATOR: Final = ";"

@@ -14,96 +14,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.domain.client import CLI, ClientInfo
 from twofa.domain.policy import PolicyDecision, second_factor_policy
-from twofa.errors import TwofaError
-from twofa.methods.registry import LOCAL_METHOD_CODES
 from twofa.security.passwords import hash_password
 from twofa.services import audit, throttle
-from twofa.services.console import enforced_for_everyone
+from twofa.services.account_input import (
+    AccountError,
+    ImportProblem,
+    ImportRejected,
+    NewUser,
+    group_name_problem,
+    new_user_problems,
+)
+from twofa.services.lockouts import lockout_ends, lockout_keys
+from twofa.services.two_factor_settings import enforced_for_everyone
 from twofa.storage.credentials import Credentials, RememberedDevices
 from twofa.storage.repositories import DuoEnrolments, Groups, Sessions, Users
 from twofa.storage.tables import GroupRow, UserRow
-
-
-def method_lockout_key(code: str, username: str) -> str:
-    """Each local method counts its own failures, so a locked method leaves the others usable."""
-    return f"2fa-{code}:{username.lower()}"
-
-
-def lockout_keys(username: str) -> tuple[str, ...]:
-    """The throttle keys that can lock this user out (see services.login, services.duo_push,
-    services.factors)."""
-    methods = tuple(method_lockout_key(code, username) for code in LOCAL_METHOD_CODES)
-    return (f"login-user:{username.lower()}", f"duo-passcode:{username}", *methods)
-
-
-async def lockout_ends(db: AsyncSession, username: str, now: datetime) -> datetime | None:
-    """When the latest of the user's active lock-outs ends, or None when none is active."""
-    ends = [await throttle.locked_until(db, key, now) for key in lockout_keys(username)]
-    return max((end for end in ends if end is not None), default=None)
-
-
-class AccountError(TwofaError):
-    """An admin action that cannot be done as asked (unknown user, duplicate name …)."""
-
-
-@dataclass(frozen=True)
-class NewUser:
-    """One user of a bulk import; an empty password leaves the account without one."""
-
-    username: str
-    display_name: str = ""
-    email: str = ""
-    password: str | None = None
-    groups: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ImportProblem:
-    """Why one entry of a bulk import was refused; `position` indexes the list given."""
-
-    position: int
-    message: str
-
-
-class ImportRejected(AccountError):
-    """A bulk import had problems, so none of it was written; `problems` lists all of them."""
-
-    def __init__(self, problems: Sequence[ImportProblem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("; ".join(f"entry {p.position + 1}: {p.message}" for p in self.problems))
 
 
 @dataclass(frozen=True)
 class ImportSummary:
     users_created: int
     groups_created: tuple[str, ...]
-
-
-MAX_NAME_LENGTH = 150
-MAX_DISPLAY_NAME_LENGTH = 200
-MAX_EMAIL_LENGTH = 320
-
-
-def username_problem(username: str) -> str | None:
-    if not username or len(username) > MAX_NAME_LENGTH or any(c.isspace() for c in username):
-        return f"invalid username {username!r}: 1-150 characters, no spaces"
-    return None
-
-
-def group_name_problem(name: str) -> str | None:
-    if not name or len(name) > MAX_NAME_LENGTH:
-        return f"invalid group name {name!r}"
-    return None
-
-
-def new_user_problems(new: NewUser) -> list[str]:
-    """What is wrong with one user of an import on its own, before looking at the database."""
-    problems = [username_problem(new.username), *map(group_name_problem, new.groups)]
-    if len(new.display_name) > MAX_DISPLAY_NAME_LENGTH:
-        problems.append(f"display name longer than {MAX_DISPLAY_NAME_LENGTH} characters")
-    if len(new.email) > MAX_EMAIL_LENGTH:
-        problems.append(f"email longer than {MAX_EMAIL_LENGTH} characters")
-    return [problem for problem in problems if problem]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.clock import Clock
 from twofa.domain.client import NO_CLIENT, ClientInfo
-from twofa.storage.repositories import AuditLog
+from twofa.storage.audit_log import AuditLog
 from twofa.storage.tables import AuditRow
 
 log = logging.getLogger("twofa.audit")

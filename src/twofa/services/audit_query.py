@@ -19,7 +19,7 @@ from twofa.clock import Clock
 from twofa.domain.client import CLI, ClientInfo
 from twofa.errors import TwofaError
 from twofa.services import audit
-from twofa.storage.repositories import AuditCriteria, AuditSearch
+from twofa.storage.audit_log import AuditCriteria, AuditSearch
 from twofa.storage.tables import AuditRow
 
 CSV_COLUMNS: Final = ("at", "kind", "outcome", "username", "client_ip", "user_agent", "detail")

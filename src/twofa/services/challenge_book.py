@@ -19,9 +19,9 @@ from twofa.clock import Clock
 from twofa.methods.base import Method
 from twofa.security.sealing import Sealer
 from twofa.security.tokens import new_token
-from twofa.services.duo_push import SecondFactorError
+from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import SessionView
-from twofa.storage.repositories import Challenges
+from twofa.storage.challenges import Challenges
 from twofa.storage.tables import ChallengeRow, UserRow
 
 SHOW_PURPOSE: Final = "challenge.show"

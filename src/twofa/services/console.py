@@ -1,16 +1,11 @@
-"""Settings an admin edits in the console: the Duo application (Advanced Settings) and the
-2FA rules (Two Factor Settings). They live in the database so every gateway node sees them;
-the Duo secret key is sealed at rest and never shown again.
-
-Saving Duo keys first proves them against Duo (`ping` for reachability and clock skew,
-`check` for the keys); if anything is wrong nothing is saved and each problem names its field.
+"""Settings an admin edits in the console: the Duo application (Advanced Settings, shaped in
+services.duo_settings) and the 2FA rules (Two Factor Settings, in services.two_factor_settings).
+They live in the database so every gateway node sees them; each save is audited, and the Duo
+secret key is sealed at rest and never shown again.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass, field
-from enum import Enum
 from typing import Any, Final
 
 import httpx
@@ -18,37 +13,34 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
-from twofa.config import (
-    DEFAULT_DUO_FACTORS,
-    DuoFactor,
-    DuoSettings,
-    FailMode,
-    duo_factors_problem,
-)
+from twofa.config import DuoFactor, DuoSettings
 from twofa.domain.client import ClientInfo
-from twofa.duo import (
-    DuoApiError,
-    DuoAuthClient,
-    DuoCredentials,
-    DuoEndpoint,
-    DuoError,
-    DuoMalformedResponse,
-    DuoTimeouts,
-    DuoTransportError,
-    InvalidEndpoint,
-)
+from twofa.duo import DuoAuthClient, DuoCredentials, DuoEndpoint, DuoError, DuoTimeouts
 from twofa.errors import TwofaError
 from twofa.methods.registry import DUO_PUSH, LOCAL_METHOD_CODES
 from twofa.security.sealing import Sealer
 from twofa.services import audit
+from twofa.services.duo_settings import (
+    DUO_KEY,
+    SKEY_PURPOSE,
+    ConnectionTest,
+    DuoConsoleConfig,
+    DuoEdit,
+    duo_config_from_json,
+    duo_config_to_json,
+    duo_field_problems,
+    prove_duo_keys,
+)
 from twofa.services.settings_cache import SettingsCache
+from twofa.services.two_factor_settings import (
+    TWO_FACTOR_KEY,
+    BackupPolicy,
+    TwoFactorConfig,
+    two_factor_config_from_json,
+    two_factor_config_to_json,
+)
 from twofa.storage.repositories import ConsoleSettings as ConsoleSettingsRepo
 
-DUO_KEY: Final = "duo"
-TWO_FACTOR_KEY: Final = "two_factor"
-SKEY_PURPOSE: Final = "duo.skey"
-MAX_CLOCK_SKEW_S: Final = 60
-_IKEY = re.compile(r"^DI[A-Z0-9]{18}$")
 KNOWN_METHODS: Final = (DUO_PUSH, *LOCAL_METHOD_CODES)
 
 
@@ -58,185 +50,6 @@ class SettingsRejected(TwofaError):
     def __init__(self, problems: dict[str, str]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{name}: {why}" for name, why in problems.items()))
-
-
-class BackupPolicy(Enum):
-    NONE = "none"
-    OPTIONAL = "optional"
-    REQUIRED = "required"
-
-
-class Enforcement(Enum):
-    SELECTED = "selected"  # only users and groups with 2FA switched on
-    EVERYONE = "everyone"
-
-
-@dataclass(frozen=True)
-class DuoConsoleConfig:
-    ikey: str = ""
-    skey_sealed: str = ""
-    api_hostname: str = ""
-    failmode: FailMode = FailMode.SECURE
-    autopush: bool = True
-    push_type: str = "Login request"
-    application_name: str = "twofa"
-    pushes_per_minute: int = 3
-    allowed_factors: tuple[DuoFactor, ...] = DEFAULT_DUO_FACTORS
-
-    @property
-    def has_secret(self) -> bool:
-        return bool(self.skey_sealed)
-
-
-@dataclass(frozen=True)
-class DuoEdit:
-    """What the admin typed. An empty `skey` keeps the stored one."""
-
-    ikey: str
-    api_hostname: str
-    skey: str = ""
-    failmode: FailMode = FailMode.SECURE
-    autopush: bool = True
-    push_type: str = "Login request"
-    application_name: str = "twofa"
-    pushes_per_minute: int = 3
-    allowed_factors: tuple[DuoFactor, ...] = DEFAULT_DUO_FACTORS
-
-
-@dataclass(frozen=True)
-class TwoFactorConfig:
-    methods: tuple[str, ...] = ("duo_push",)
-    first_method: str = "duo_push"
-    backup: BackupPolicy = BackupPolicy.NONE
-    backup_methods: tuple[str, ...] = field(default_factory=tuple)
-    enforcement: Enforcement = Enforcement.SELECTED
-    grace_postponements: int = 0
-    grace_days: int = 0
-    remember_device_days: int = 0
-
-
-def _duo_from_json(value: dict[str, Any]) -> DuoConsoleConfig:
-    # Rows saved before `allowed_factors` existed get the default (push and passcodes).
-    factors = value.get("allowed_factors", [f.value for f in DEFAULT_DUO_FACTORS])
-    return DuoConsoleConfig(
-        **{
-            **value,
-            "failmode": FailMode(value.get("failmode", "secure")),
-            "allowed_factors": tuple(DuoFactor(name) for name in factors),
-        }
-    )
-
-
-def _duo_to_json(config: DuoConsoleConfig) -> dict[str, Any]:
-    return {
-        **asdict(config),
-        "failmode": config.failmode.value,
-        "allowed_factors": [factor.value for factor in config.allowed_factors],
-    }
-
-
-def _two_factor_from_json(value: dict[str, Any]) -> TwoFactorConfig:
-    return TwoFactorConfig(
-        methods=tuple(value.get("methods", ("duo_push",))),
-        first_method=value.get("first_method", "duo_push"),
-        backup=BackupPolicy(value.get("backup", "none")),
-        backup_methods=tuple(value.get("backup_methods", ())),
-        enforcement=Enforcement(value.get("enforcement", "selected")),
-        grace_postponements=int(value.get("grace_postponements", 0)),
-        grace_days=int(value.get("grace_days", 0)),
-        remember_device_days=int(value.get("remember_device_days", 0)),
-    )
-
-
-def _two_factor_to_json(config: TwoFactorConfig) -> dict[str, Any]:
-    return {
-        **asdict(config),
-        "methods": list(config.methods),
-        "backup_methods": list(config.backup_methods),
-        "backup": config.backup.value,
-        "enforcement": config.enforcement.value,
-    }
-
-
-def duo_field_problems(edit: DuoEdit, keeps_secret: bool) -> dict[str, str]:
-    problems: dict[str, str] = {}
-    if not _IKEY.match(edit.ikey.strip()):
-        problems["ikey"] = (
-            "an integration key is 20 characters: DI followed by 18 letters or digits"
-        )
-    skey = edit.skey.strip()
-    if not skey and not keeps_secret:
-        problems["skey"] = "the secret key is required"
-    elif skey and len(skey) != 40:
-        problems["skey"] = f"a secret key is 40 characters, this one has {len(skey)}"
-    try:
-        DuoEndpoint.parse(edit.api_hostname)
-    except InvalidEndpoint as exc:
-        problems["api_hostname"] = str(exc)
-    if not 1 <= edit.pushes_per_minute <= 60:
-        problems["pushes_per_minute"] = "between 1 and 60"
-    if not edit.push_type.strip() or len(edit.push_type) > 100:
-        problems["push_type"] = "1 to 100 characters"
-    if not edit.application_name.strip() or len(edit.application_name) > 100:
-        problems["application_name"] = "1 to 100 characters"
-    factors_problem = duo_factors_problem(edit.allowed_factors)
-    if factors_problem:
-        problems["allowed_factors"] = factors_problem
-    return problems
-
-
-async def prove_duo_keys(
-    http: httpx.AsyncClient, ikey: str, skey: str, api_hostname: str, now_s: float
-) -> dict[str, str]:
-    """Asks Duo whether these keys work; the problems found, by field (empty: all good)."""
-    endpoint = DuoEndpoint.parse(api_hostname)
-    client = DuoAuthClient(
-        http,
-        credentials=DuoCredentials(ikey, skey),
-        endpoint=endpoint,
-        timeouts=DuoTimeouts(connect=5, read=10, long_poll_read=10),
-    )
-    try:
-        duo_time = await client.ping()
-    except DuoMalformedResponse:
-        return {"api_hostname": f"{endpoint.signed_host} answered, but not like a Duo API host"}
-    except (DuoTransportError, DuoApiError) as exc:
-        return {"api_hostname": f"cannot reach {endpoint.signed_host}: {exc}"}
-    if abs(duo_time - now_s) > MAX_CLOCK_SKEW_S:
-        return {
-            "api_hostname": f"this server's clock is {now_s - duo_time:+.0f} s off Duo's; "
-            "fix the time (NTP) first"
-        }
-    try:
-        await client.check()
-    except DuoApiError as exc:
-        if exc.code == 40102:
-            return {"ikey": "Duo does not know this integration key"}
-        if exc.code == 40103:
-            return {"skey": "Duo refused the signature: the secret key is wrong"}
-        return {"api_hostname": f"Duo refused the check: {exc.message}"}
-    except DuoError as exc:
-        return {"api_hostname": f"the check failed: {exc}"}
-    return {}
-
-
-@dataclass(frozen=True)
-class ConnectionTest:
-    """Test connection's answer: how far Duo's clock is from ours when the keys work, else
-    what is wrong, by field (the same fields a rejected save names)."""
-
-    problems: dict[str, str]
-    clock_skew_s: float | None = None
-
-    @property
-    def connected(self) -> bool:
-        return not self.problems
-
-
-async def enforced_for_everyone(db: AsyncSession) -> bool:
-    """Whether the Two Factor Settings require a second factor from every user."""
-    row = await ConsoleSettingsRepo(db).get(TWO_FACTOR_KEY)
-    return row is not None and _two_factor_from_json(row.value).enforcement is Enforcement.EVERYONE
 
 
 class ConsoleSettingsService:
@@ -267,7 +80,7 @@ class ConsoleSettingsService:
         """The console's Duo settings, or None while the admin has never saved any."""
         snapshot = await self.cache.snapshot()
         config: DuoConsoleConfig | None = snapshot.parsed(
-            DUO_KEY, lambda value: _duo_from_json(value) if value is not None else None
+            DUO_KEY, lambda value: duo_config_from_json(value) if value is not None else None
         )
         return config
 
@@ -308,7 +121,7 @@ class ConsoleSettingsService:
 
     async def save_duo(self, edit: DuoEdit, actor: str, client: ClientInfo) -> DuoConsoleConfig:
         stored = await self._stored(DUO_KEY)
-        before = _duo_from_json(stored) if stored is not None else None
+        before = duo_config_from_json(stored) if stored is not None else None
         problems = duo_field_problems(edit, keeps_secret=bool(before and before.has_secret))
         if problems:
             raise SettingsRejected(problems)
@@ -333,7 +146,11 @@ class ConsoleSettingsService:
             allowed_factors=tuple(f for f in DuoFactor if f in edit.allowed_factors),
         )
         await self._put(
-            DUO_KEY, _duo_to_json(config), actor, client, _duo_to_json(before) if before else None
+            DUO_KEY,
+            duo_config_to_json(config),
+            actor,
+            client,
+            duo_config_to_json(before) if before else None,
         )
         return config
 
@@ -398,7 +215,9 @@ class ConsoleSettingsService:
         snapshot = await self.cache.snapshot()
         config: TwoFactorConfig = snapshot.parsed(
             TWO_FACTOR_KEY,
-            lambda value: _two_factor_from_json(value) if value is not None else TwoFactorConfig(),
+            lambda value: (
+                two_factor_config_from_json(value) if value is not None else TwoFactorConfig()
+            ),
         )
         return config
 
@@ -426,9 +245,13 @@ class ConsoleSettingsService:
         if problems:
             raise SettingsRejected(problems)
         stored = await self._stored(TWO_FACTOR_KEY)
-        before = _two_factor_from_json(stored) if stored is not None else TwoFactorConfig()
+        before = two_factor_config_from_json(stored) if stored is not None else TwoFactorConfig()
         await self._put(
-            TWO_FACTOR_KEY, _two_factor_to_json(config), actor, client, _two_factor_to_json(before)
+            TWO_FACTOR_KEY,
+            two_factor_config_to_json(config),
+            actor,
+            client,
+            two_factor_config_to_json(before),
         )
         return config
 

@@ -18,8 +18,9 @@ from twofa.domain.client import CLI, ClientInfo
 from twofa.domain.policy import enrolment_grace
 from twofa.errors import TwofaError
 from twofa.services import audit
-from twofa.services.accounts import lockout_ends
-from twofa.services.console import ConsoleSettingsService, Enforcement, TwoFactorConfig
+from twofa.services.console import ConsoleSettingsService
+from twofa.services.lockouts import lockout_ends
+from twofa.services.two_factor_settings import Enforcement, TwoFactorConfig
 from twofa.storage.repositories import DuoEnrolments, GroupSearch, Users
 from twofa.storage.tables import UserRow
 

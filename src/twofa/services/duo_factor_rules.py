@@ -17,7 +17,7 @@ from twofa.config import DuoFactor
 from twofa.duo import DuoApiError
 from twofa.duo.models import AuthResult, Capability, Device, DeviceType, TransactionStatus
 from twofa.methods.duo_push import CODE
-from twofa.storage.repositories import Challenges
+from twofa.storage.challenges import Challenges
 
 # Challenge rows (and audit kinds) per factor. A push and a call are followed with
 # auth_status; a text only marks that one was sent, so it counts towards the limit.

@@ -15,7 +15,8 @@ from twofa.domain.client import ClientInfo
 from twofa.duo.models import TransactionStatus
 from twofa.methods.duo_push import PushContext
 from twofa.services.duo_factor_rules import PHONE_CHALLENGE, SMS_CHALLENGE
-from twofa.services.duo_push import Completion, DuoPushService, SecondFactorError
+from twofa.services.duo_push import DuoPushService
+from twofa.services.second_factor_outcomes import Completion, SecondFactorError
 from twofa.services.sessions import SessionView
 
 TOO_MANY: Final = "Too many calls and messages to your phone. Wait a minute, then try again."

@@ -20,11 +20,9 @@ from twofa.config import DuoSettings, FailMode
 from twofa.domain.client import ClientInfo
 from twofa.duo import DuoApiError, DuoError, DuoUnavailable
 from twofa.duo.models import AuthResult, Device, EnrollmentStatus, PreauthOutcome
-from twofa.errors import TwofaError
 from twofa.methods.duo_push import CODE, DuoPushMethod, PushContext
 from twofa.security.tokens import new_token
 from twofa.services import audit, throttle
-from twofa.services.accounts import lockout_keys
 from twofa.services.duo_factor_rules import (
     MESSAGES,
     POLLED_CHALLENGES,
@@ -37,25 +35,21 @@ from twofa.services.duo_factor_rules import (
     push_state,
     refusal_message,
 )
+from twofa.services.lockouts import lockout_keys
+from twofa.services.second_factor_outcomes import (
+    Completion,
+    DuoDown,
+    FailOpen,
+    SecondFactorError,
+)
 from twofa.services.sessions import Level, SessionService, SessionView
-from twofa.storage.repositories import Challenges, DuoEnrolments, Users
+from twofa.storage.challenges import Challenges
+from twofa.storage.repositories import DuoEnrolments, Users
 from twofa.storage.tables import ChallengeRow, UserRow
 
 T = TypeVar("T")
 PUSH_LIFETIME = timedelta(seconds=75)  # Duo's own push timeout is about 60 s
 PASSCODE_RULE = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
-
-
-class SecondFactorError(TwofaError):
-    """A second-factor step refused; `message` is what the user is told."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        super().__init__(message)
-
-
-class DuoDown(SecondFactorError):
-    """Duo could not be asked and failmode is secure."""
 
 
 class SetupKind(Enum):
@@ -73,17 +67,6 @@ class SetupView:
     devices: tuple[Device, ...] = ()  # those that can take a push
     preferred_device: str | None = None
     offer: FactorOffer = field(default_factory=FactorOffer)
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A signed-in session replacing the pending one: set `token` as the new cookie.
-    `enrolled_now` marks the sign-in that finished Duo Push set-up (the backup-method step
-    hooks in there)."""
-
-    token: str
-    session: SessionView
-    enrolled_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -442,7 +425,3 @@ class DuoPushService:
             audit.record(
                 db, self._clock, kind, outcome, username=user.username, client=client, **detail
             )
-
-
-class FailOpen(SecondFactorError):
-    """Duo could not be asked and failmode is safe: sign in on the password alone."""

@@ -11,7 +11,7 @@ from twofa.domain.client import ClientInfo
 from twofa.domain.policy import GraceStatus, enrolment_grace
 from twofa.services import audit
 from twofa.services.console import ConsoleSettingsService
-from twofa.services.duo_push import Completion, SecondFactorError
+from twofa.services.second_factor_outcomes import Completion, SecondFactorError
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.repositories import DuoEnrolments, Users
 from twofa.storage.tables import UserRow

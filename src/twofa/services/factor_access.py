@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.methods.base import Method
 from twofa.methods.registry import DUO_PUSH, MethodRegistry, UnknownMethod
-from twofa.services.console import BackupPolicy, ConsoleSettingsService
-from twofa.services.duo_push import SecondFactorError
+from twofa.services.console import ConsoleSettingsService
+from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level, SessionView
+from twofa.services.two_factor_settings import BackupPolicy
 from twofa.storage.credentials import Credentials
 from twofa.storage.repositories import DuoEnrolments, Users
 from twofa.storage.tables import UserRow

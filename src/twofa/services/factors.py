@@ -35,13 +35,13 @@ from twofa.methods.base import (
 from twofa.methods.registry import MethodRegistry
 from twofa.security.sealing import Sealer
 from twofa.services import audit, credential_store, throttle
-from twofa.services.accounts import method_lockout_key
 from twofa.services.challenge_book import EXPIRED_MESSAGE, ChallengeBook
-from twofa.services.duo_push import Completion, SecondFactorError
 from twofa.services.factor_access import FactorAccess, StepUpRequired
+from twofa.services.lockouts import method_lockout_key
+from twofa.services.second_factor_outcomes import Completion, SecondFactorError
 from twofa.services.sessions import Level, SessionService, SessionView
+from twofa.storage.challenges import Challenges
 from twofa.storage.credentials import Credentials
-from twofa.storage.repositories import Challenges
 from twofa.storage.tables import ChallengeRow, UserRow
 
 FAILURE_RULE: Final = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))

@@ -18,11 +18,12 @@ from twofa.domain.access import in_networks
 from twofa.domain.client import ClientInfo
 from twofa.domain.policy import second_factor_policy
 from twofa.services import audit, throttle
-from twofa.services.accounts import lockout_keys
-from twofa.services.console import ConsoleSettingsService, enforced_for_everyone
+from twofa.services.console import ConsoleSettingsService
 from twofa.services.directory_users import DirectoryConflict, ask_in_order, provision
 from twofa.services.factor_access import enrolled_methods
+from twofa.services.lockouts import lockout_keys
 from twofa.services.sessions import Level, SessionService, SessionView
+from twofa.services.two_factor_settings import enforced_for_everyone
 from twofa.storage.repositories import Users
 from twofa.storage.tables import UserRow
 

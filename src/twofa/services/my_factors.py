@@ -16,10 +16,11 @@ from twofa.domain.client import ClientInfo
 from twofa.domain.policy import second_factor_policy
 from twofa.methods.registry import DUO_PUSH, MethodRegistry
 from twofa.services import audit
-from twofa.services.console import BackupPolicy, ConsoleSettingsService, Enforcement
-from twofa.services.duo_push import SecondFactorError
+from twofa.services.console import ConsoleSettingsService
 from twofa.services.factor_access import FactorAccess, StepUpRequired, enrolled_methods
+from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import SessionView
+from twofa.services.two_factor_settings import BackupPolicy, Enforcement
 from twofa.storage.credentials import CredentialItems, Credentials
 from twofa.storage.repositories import Users
 from twofa.storage.tables import CredentialRow, UserRow

@@ -11,8 +11,10 @@ from typing import Final
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
-from twofa.services.console import ConsoleSettingsService, Enforcement
-from twofa.storage.repositories import AuditSearch, UserCounts
+from twofa.services.console import ConsoleSettingsService
+from twofa.services.two_factor_settings import Enforcement
+from twofa.storage.audit_log import AuditSearch
+from twofa.storage.repositories import UserCounts
 
 RECENT: Final = timedelta(hours=24)
 DENIED_PUSH_OUTCOMES: Final = ("deny", "fraud")

@@ -17,7 +17,7 @@ from twofa.domain.client import ClientInfo
 from twofa.security.tokens import new_token, token_digest
 from twofa.services import audit
 from twofa.services.console import ConsoleSettingsService
-from twofa.services.duo_push import Completion
+from twofa.services.second_factor_outcomes import Completion
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.credentials import RememberedDevices
 from twofa.storage.repositories import Sessions, Users

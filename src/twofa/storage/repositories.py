@@ -1,22 +1,21 @@
-"""Queries over the tables, one small class per aggregate. Repositories never commit: the
-service that uses them owns the transaction (`async with sessions.begin()`)."""
+"""Queries over the tables, one small class per aggregate (challenges are in
+storage.challenges, the audit log in storage.audit_log, second factors in storage.credentials).
+Repositories never commit: the service that uses them owns the transaction
+(`async with sessions.begin()`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.storage.tables import (
     ApiTokenRow,
-    AuditRow,
-    ChallengeRow,
     ConsoleSettingRow,
     DuoEnrolmentRow,
     GroupRow,
@@ -147,100 +146,6 @@ class Sessions:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-class Challenges:
-    def __init__(self, db: AsyncSession) -> None:
-        self._db = db
-
-    def add(self, row: ChallengeRow) -> None:
-        self._db.add(row)
-
-    async def get(self, challenge_id: str) -> ChallengeRow | None:
-        return await self._db.get(ChallengeRow, challenge_id)
-
-    async def count_since(self, user_id: int, method: str, since: datetime) -> int:
-        query = select(func.count()).where(
-            ChallengeRow.user_id == user_id,
-            ChallengeRow.method == method,
-            ChallengeRow.created_at >= since,
-        )
-        return int(await self._db.scalar(query) or 0)
-
-    async def latest_created(self, user_id: int, method: str) -> datetime | None:
-        query = select(func.max(ChallengeRow.created_at)).where(
-            ChallengeRow.user_id == user_id, ChallengeRow.method == method
-        )
-        value = await self._db.scalar(query)
-        # SQLite hands back a naive datetime from an aggregate: it is UTC like every column.
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-    async def latest_open(
-        self,
-        method: str,
-        purpose: str,
-        now: datetime,
-        *,
-        session_id: str | None = None,
-        user_id: int | None = None,
-    ) -> ChallengeRow | None:
-        """The newest challenge still answerable, of one session or of one user."""
-        owner = (
-            ChallengeRow.session_id == session_id
-            if session_id is not None
-            else ChallengeRow.user_id == user_id
-        )
-        query = (
-            select(ChallengeRow)
-            .where(
-                owner,
-                ChallengeRow.method == method,
-                ChallengeRow.purpose == purpose,
-                ChallengeRow.consumed_at.is_(None),
-                ChallengeRow.expires_at > now,
-            )
-            .order_by(ChallengeRow.created_at.desc())
-            .limit(1)
-        )
-        return await self._db.scalar(query)
-
-    async def remove_expired(self, before: datetime) -> int:
-        result = await self._db.execute(
-            delete(ChallengeRow).where(ChallengeRow.expires_at < before)
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
-
-    async def set_status(self, challenge_id: str, status: str) -> None:
-        await self._db.execute(
-            update(ChallengeRow)
-            .where(ChallengeRow.id == challenge_id, ChallengeRow.consumed_at.is_(None))
-            .values(status=status)
-        )
-
-    async def consume(
-        self,
-        challenge_id: str,
-        user_id: int,
-        session_id: str,
-        now: datetime,
-        *,
-        forget_payload: bool = False,
-    ) -> bool:
-        """Marks the challenge used; True for exactly one caller, however many race.
-        `forget_payload` clears its draft, code hash and page in the same statement."""
-        cleared: dict[str, Any] = {"payload": None} if forget_payload else {}
-        result = await self._db.execute(
-            update(ChallengeRow)
-            .where(
-                ChallengeRow.id == challenge_id,
-                ChallengeRow.user_id == user_id,
-                ChallengeRow.session_id == session_id,
-                ChallengeRow.consumed_at.is_(None),
-                ChallengeRow.expires_at > now,
-            )
-            .values(consumed_at=now, status="allow", **cleared)
-        )
-        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
-
-
 class Throttles:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
@@ -253,20 +158,6 @@ class Throttles:
 
     async def remove(self, key: str) -> None:
         await self._db.execute(delete(ThrottleRow).where(ThrottleRow.key == key))
-
-
-class AuditLog:
-    def __init__(self, db: AsyncSession) -> None:
-        self._db = db
-
-    def add(self, row: AuditRow) -> None:
-        self._db.add(row)
-
-    async def recent(self, limit: int = 100, username: str | None = None) -> Sequence[AuditRow]:
-        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
-        if username is not None:
-            query = query.where(AuditRow.username == username)
-        return (await self._db.scalars(query)).all()
 
 
 class ConsoleSettings:
@@ -325,81 +216,6 @@ class ApiTokens:
 
     async def all(self) -> Sequence[ApiTokenRow]:
         return (await self._db.scalars(select(ApiTokenRow).order_by(ApiTokenRow.created_at))).all()
-
-
-@dataclass(frozen=True)
-class AuditCriteria:
-    """Which audit events to select. Empty text and None match everything; `since` is
-    inclusive and `until` exclusive, both aware datetimes."""
-
-    username: str = ""
-    kind: str = ""
-    outcome: str = ""
-    since: datetime | None = None
-    until: datetime | None = None
-
-
-class AuditSearch:
-    """Filtered reads of the audit log for the console, the CLI and the CSV export."""
-
-    def __init__(self, db: AsyncSession) -> None:
-        self._db = db
-
-    async def count(self, criteria: AuditCriteria) -> int:
-        query = select(func.count()).select_from(AuditRow).where(*_audit_conditions(criteria))
-        return int(await self._db.scalar(query) or 0)
-
-    async def newest_first(
-        self, criteria: AuditCriteria, *, offset: int, limit: int
-    ) -> Sequence[AuditRow]:
-        query = (
-            select(AuditRow)
-            .where(*_audit_conditions(criteria))
-            .order_by(AuditRow.at.desc(), AuditRow.id.desc())
-            .offset(offset)
-            .limit(limit)
-        )
-        return (await self._db.scalars(query)).all()
-
-    async def oldest_after(
-        self, criteria: AuditCriteria, after: tuple[datetime, int] | None, limit: int
-    ) -> Sequence[AuditRow]:
-        """The next `limit` events in time order after the (at, id) position `after`: a
-        keyset page, so an export of any size reads in steady batches."""
-        query = select(AuditRow).where(*_audit_conditions(criteria))
-        if after is not None:
-            at, row_id = after
-            query = query.where((AuditRow.at > at) | ((AuditRow.at == at) & (AuditRow.id > row_id)))
-        query = query.order_by(AuditRow.at, AuditRow.id).limit(limit)
-        return (await self._db.scalars(query)).all()
-
-    async def kinds(self) -> list[str]:
-        return list((await self._db.scalars(select(AuditRow.kind).distinct())).all())
-
-    async def outcomes(self) -> list[str]:
-        return list((await self._db.scalars(select(AuditRow.outcome).distinct())).all())
-
-    async def count_events(self, kind: str, outcomes: Sequence[str], since: datetime) -> int:
-        """Events of `kind` at or after `since`, with any of `outcomes` (all when empty)."""
-        query = select(func.count()).where(AuditRow.kind == kind, AuditRow.at >= since)
-        if outcomes:
-            query = query.where(AuditRow.outcome.in_(outcomes))
-        return int(await self._db.scalar(query) or 0)
-
-
-def _audit_conditions(criteria: AuditCriteria) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if criteria.username:
-        conditions.append(AuditRow.username == criteria.username)
-    if criteria.kind:
-        conditions.append(AuditRow.kind == criteria.kind)
-    if criteria.outcome:
-        conditions.append(AuditRow.outcome == criteria.outcome)
-    if criteria.since is not None:
-        conditions.append(AuditRow.at >= criteria.since)
-    if criteria.until is not None:
-        conditions.append(AuditRow.at < criteria.until)
-    return conditions
 
 
 class UserCounts:

@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from twofa.methods.registry import UnknownMethod
 from twofa.services.access_rules import UnknownAccessRule
-from twofa.services.duo_push import DuoDown, SecondFactorError
 from twofa.services.factors import DeliveryFailed
+from twofa.services.second_factor_outcomes import DuoDown, SecondFactorError
 from twofa.web.admin.guard import AdminOnly
 from twofa.web.context import CsrfError, SignInRequired
 from twofa.web.templating import render

@@ -17,9 +17,9 @@ from starlette.datastructures import FormData
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from twofa.methods.registry import DUO_PUSH
-from twofa.services.duo_push import SecondFactorError
 from twofa.services.factor_access import StepUpRequired
 from twofa.services.factors import Started
+from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level, SessionView
 from twofa.web.context import (
     check_csrf,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from twofa.services.duo_push import SecondFactorError
 from twofa.services.factor_access import StepUpRequired
+from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level
 from twofa.web.context import check_csrf, client_of, gateway_of, session_at
 from twofa.web.templating import render

@@ -17,14 +17,8 @@ from twofa.config import DuoFactor
 from twofa.methods.registry import DUO_PUSH
 from twofa.services.duo_factor_rules import CALLING
 from twofa.services.duo_factors import DuoFactorService, FactorNotAllowed
-from twofa.services.duo_push import (
-    Completion,
-    DuoPushService,
-    FailOpen,
-    SecondFactorError,
-    SetupKind,
-    SetupView,
-)
+from twofa.services.duo_push import DuoPushService, SetupKind, SetupView
+from twofa.services.second_factor_outcomes import Completion, FailOpen, SecondFactorError
 from twofa.services.sessions import Level, SessionView
 from twofa.web.context import (
     check_csrf,

@@ -36,10 +36,10 @@ from twofa.methods.base import (
     StoredCredential,
 )
 from twofa.methods.webauthn import CLONED_KEY, WebAuthnMethod, origin_of
-from twofa.services.duo_push import SecondFactorError
 from twofa.services.factors import EXPIRED_MESSAGE, FAILURE_MESSAGES
+from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level
-from twofa.storage.repositories import AuditLog
+from twofa.storage.audit_log import AuditLog
 
 USER = MethodUser(7, "alice", "Alice Liddell", "alice@example.com")
 CONTEXT = MethodContext(USER, datetime(2026, 11, 28, tzinfo=UTC))

@@ -19,7 +19,8 @@ from twofa.services.duo_push import DuoPushService
 from twofa.services.login import LoginOutcome
 from twofa.services.runtime import Gateway
 from twofa.services.sessions import SessionView
-from twofa.storage.repositories import AuditLog, Users
+from twofa.storage.audit_log import AuditLog
+from twofa.storage.repositories import Users
 from twofa.storage.tables import AuditRow
 
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ import pytest
 from tests.unit.services.conftest import PASSWORD, add_user, audit_rows, sign_in
 from twofa.clock import FrozenClock
 from twofa.domain.client import ClientInfo
-from twofa.services.accounts import AccountError
+from twofa.services.account_input import AccountError
 from twofa.services.login import LoginResult
 from twofa.services.runtime import Gateway
 from twofa.storage.repositories import DuoEnrolments

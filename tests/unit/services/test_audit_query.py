@@ -29,7 +29,7 @@ from twofa.services.audit_query import (
     parse_time,
 )
 from twofa.services.runtime import Gateway
-from twofa.storage.repositories import AuditCriteria
+from twofa.storage.audit_log import AuditCriteria
 from twofa.storage.tables import AuditRow
 
 

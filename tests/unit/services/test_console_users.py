@@ -11,7 +11,6 @@ import pytest
 from tests.unit.services.conftest import START, add_user, audit_rows, sign_in
 from twofa.clock import FrozenClock
 from twofa.domain.client import CLI
-from twofa.services.console import Enforcement, TwoFactorConfig
 from twofa.services.console_users import (
     BulkEnableRejected,
     ConsoleUsersService,
@@ -22,6 +21,7 @@ from twofa.services.console_users import (
 )
 from twofa.services.overview import OverviewService
 from twofa.services.runtime import Gateway
+from twofa.services.two_factor_settings import Enforcement, TwoFactorConfig
 from twofa.storage.repositories import DuoEnrolments
 
 

@@ -19,8 +19,9 @@ from tests.unit.services.conftest import (
 )
 from twofa.config import DuoFactor
 from twofa.services.duo_factors import DuoFactorService, FactorNotAllowed
-from twofa.services.duo_push import PushState, SecondFactorError
+from twofa.services.duo_push import PushState
 from twofa.services.runtime import Gateway
+from twofa.services.second_factor_outcomes import SecondFactorError
 
 
 @pytest.fixture

@@ -25,9 +25,10 @@ from tests.unit.services.conftest import (
 )
 from twofa.clock import FrozenClock
 from twofa.config import FailMode
-from twofa.services.duo_push import DuoDown, FailOpen, PushState, SecondFactorError
+from twofa.services.duo_push import PushState
 from twofa.services.login import LoginResult
 from twofa.services.runtime import Gateway
+from twofa.services.second_factor_outcomes import DuoDown, FailOpen, SecondFactorError
 from twofa.services.sessions import Level
 
 

@@ -9,10 +9,10 @@ import pytest
 from tests.unit.services.conftest import BROWSER
 from twofa.clock import FrozenClock
 from twofa.domain.client import NO_CLIENT
-from twofa.services.console import TwoFactorConfig
 from twofa.services.remembered_devices import MAX_PER_USER, device_label
 from twofa.services.runtime import Gateway
 from twofa.services.sessions import Level, SessionView
+from twofa.services.two_factor_settings import TwoFactorConfig
 from twofa.storage.repositories import Users
 
 

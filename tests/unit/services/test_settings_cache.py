@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from sqlalchemy import event
 
 from tests.unit.services.conftest import BROWSER
-from twofa.services.console import TWO_FACTOR_KEY, TwoFactorConfig
 from twofa.services.runtime import Gateway
 from twofa.services.settings_cache import SettingsCache
+from twofa.services.two_factor_settings import TWO_FACTOR_KEY, TwoFactorConfig
 from twofa.storage.repositories import ConsoleSettings
 
 

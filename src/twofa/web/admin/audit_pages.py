@@ -18,7 +18,7 @@ from twofa.services.audit_query import (
     datetime_local,
     parse_criteria,
 )
-from twofa.storage.repositories import AuditCriteria
+from twofa.storage.audit_log import AuditCriteria
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.admin.listing import Pager, fetch_page, page_number
 from twofa.web.context import client_of, gateway_of

@@ -12,14 +12,14 @@ from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.responses import RedirectResponse, Response
 
-from twofa.services.accounts import (
+from twofa.services.account_input import (
     MAX_DISPLAY_NAME_LENGTH,
     MAX_EMAIL_LENGTH,
     AccountError,
-    AccountService,
     group_name_problem,
     username_problem,
 )
+from twofa.services.accounts import AccountService
 from twofa.services.console_users import MAX_CSV_BYTES, BulkEnableRejected, ConsoleUsersService
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.admin.listing import Pager, fetch_page, page_number

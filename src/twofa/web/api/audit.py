@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from twofa.services.audit_query import AuditQueryService
-from twofa.storage.repositories import AuditCriteria
+from twofa.storage.audit_log import AuditCriteria
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses
 from twofa.web.api.models import Limit, Name150, Offset, Text100

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from twofa.errors import TwofaError
 from twofa.services.access_rules import UnknownAccessRule
-from twofa.services.accounts import AccountError
+from twofa.services.account_input import AccountError
 from twofa.services.api_tokens import ApiTokenNameTaken, InvalidApiTokenRequest, UnknownApiToken
 from twofa.services.console import SettingsRejected
 

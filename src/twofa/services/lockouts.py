@@ -1,0 +1,30 @@
+"""The throttle keys that can lock a user out (sign-in, Duo passcodes, each local method), and
+when the latest active lock-out ends. Login, the second-factor services and the admin's
+unlock all name the same keys through here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twofa.methods.registry import LOCAL_METHOD_CODES
+from twofa.services import throttle
+
+
+def method_lockout_key(code: str, username: str) -> str:
+    """Each local method counts its own failures, so a locked method leaves the others usable."""
+    return f"2fa-{code}:{username.lower()}"
+
+
+def lockout_keys(username: str) -> tuple[str, ...]:
+    """The throttle keys that can lock this user out (see services.login, services.duo_push,
+    services.factors)."""
+    methods = tuple(method_lockout_key(code, username) for code in LOCAL_METHOD_CODES)
+    return (f"login-user:{username.lower()}", f"duo-passcode:{username}", *methods)
+
+
+async def lockout_ends(db: AsyncSession, username: str, now: datetime) -> datetime | None:
+    """When the latest of the user's active lock-outs ends, or None when none is active."""
+    ends = [await throttle.locked_until(db, key, now) for key in lockout_keys(username)]
+    return max((end for end in ends if end is not None), default=None)

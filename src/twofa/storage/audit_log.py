@@ -1,0 +1,102 @@
+"""Writes to the audit log and the filtered reads of it that the console, the CLI and the CSV
+export make. Like every repository it never commits: the service owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twofa.storage.tables import AuditRow
+
+
+class AuditLog:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    def add(self, row: AuditRow) -> None:
+        self._db.add(row)
+
+    async def recent(self, limit: int = 100, username: str | None = None) -> Sequence[AuditRow]:
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if username is not None:
+            query = query.where(AuditRow.username == username)
+        return (await self._db.scalars(query)).all()
+
+
+@dataclass(frozen=True)
+class AuditCriteria:
+    """Which audit events to select. Empty text and None match everything; `since` is
+    inclusive and `until` exclusive, both aware datetimes."""
+
+    username: str = ""
+    kind: str = ""
+    outcome: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class AuditSearch:
+    """Filtered reads of the audit log for the console, the CLI and the CSV export."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def count(self, criteria: AuditCriteria) -> int:
+        query = select(func.count()).select_from(AuditRow).where(*_audit_conditions(criteria))
+        return int(await self._db.scalar(query) or 0)
+
+    async def newest_first(
+        self, criteria: AuditCriteria, *, offset: int, limit: int
+    ) -> Sequence[AuditRow]:
+        query = (
+            select(AuditRow)
+            .where(*_audit_conditions(criteria))
+            .order_by(AuditRow.at.desc(), AuditRow.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        return (await self._db.scalars(query)).all()
+
+    async def oldest_after(
+        self, criteria: AuditCriteria, after: tuple[datetime, int] | None, limit: int
+    ) -> Sequence[AuditRow]:
+        """The next `limit` events in time order after the (at, id) position `after`: a
+        keyset page, so an export of any size reads in steady batches."""
+        query = select(AuditRow).where(*_audit_conditions(criteria))
+        if after is not None:
+            at, row_id = after
+            query = query.where((AuditRow.at > at) | ((AuditRow.at == at) & (AuditRow.id > row_id)))
+        query = query.order_by(AuditRow.at, AuditRow.id).limit(limit)
+        return (await self._db.scalars(query)).all()
+
+    async def kinds(self) -> list[str]:
+        return list((await self._db.scalars(select(AuditRow.kind).distinct())).all())
+
+    async def outcomes(self) -> list[str]:
+        return list((await self._db.scalars(select(AuditRow.outcome).distinct())).all())
+
+    async def count_events(self, kind: str, outcomes: Sequence[str], since: datetime) -> int:
+        """Events of `kind` at or after `since`, with any of `outcomes` (all when empty)."""
+        query = select(func.count()).where(AuditRow.kind == kind, AuditRow.at >= since)
+        if outcomes:
+            query = query.where(AuditRow.outcome.in_(outcomes))
+        return int(await self._db.scalar(query) or 0)
+
+
+def _audit_conditions(criteria: AuditCriteria) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if criteria.username:
+        conditions.append(AuditRow.username == criteria.username)
+    if criteria.kind:
+        conditions.append(AuditRow.kind == criteria.kind)
+    if criteria.outcome:
+        conditions.append(AuditRow.outcome == criteria.outcome)
+    if criteria.since is not None:
+        conditions.append(AuditRow.at >= criteria.since)
+    if criteria.until is not None:
+        conditions.append(AuditRow.at < criteria.until)
+    return conditions

@@ -1,0 +1,107 @@
+"""Queries over challenges, the rows the server owns for each second-factor attempt. Using a
+challenge is a conditional UPDATE, so it succeeds for exactly one caller however many race.
+Like every repository it never commits: the service owns the transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twofa.storage.tables import ChallengeRow
+
+
+class Challenges:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    def add(self, row: ChallengeRow) -> None:
+        self._db.add(row)
+
+    async def get(self, challenge_id: str) -> ChallengeRow | None:
+        return await self._db.get(ChallengeRow, challenge_id)
+
+    async def count_since(self, user_id: int, method: str, since: datetime) -> int:
+        query = select(func.count()).where(
+            ChallengeRow.user_id == user_id,
+            ChallengeRow.method == method,
+            ChallengeRow.created_at >= since,
+        )
+        return int(await self._db.scalar(query) or 0)
+
+    async def latest_created(self, user_id: int, method: str) -> datetime | None:
+        query = select(func.max(ChallengeRow.created_at)).where(
+            ChallengeRow.user_id == user_id, ChallengeRow.method == method
+        )
+        value = await self._db.scalar(query)
+        # SQLite hands back a naive datetime from an aggregate: it is UTC like every column.
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    async def latest_open(
+        self,
+        method: str,
+        purpose: str,
+        now: datetime,
+        *,
+        session_id: str | None = None,
+        user_id: int | None = None,
+    ) -> ChallengeRow | None:
+        """The newest challenge still answerable, of one session or of one user."""
+        owner = (
+            ChallengeRow.session_id == session_id
+            if session_id is not None
+            else ChallengeRow.user_id == user_id
+        )
+        query = (
+            select(ChallengeRow)
+            .where(
+                owner,
+                ChallengeRow.method == method,
+                ChallengeRow.purpose == purpose,
+                ChallengeRow.consumed_at.is_(None),
+                ChallengeRow.expires_at > now,
+            )
+            .order_by(ChallengeRow.created_at.desc())
+            .limit(1)
+        )
+        return await self._db.scalar(query)
+
+    async def remove_expired(self, before: datetime) -> int:
+        result = await self._db.execute(
+            delete(ChallengeRow).where(ChallengeRow.expires_at < before)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def set_status(self, challenge_id: str, status: str) -> None:
+        await self._db.execute(
+            update(ChallengeRow)
+            .where(ChallengeRow.id == challenge_id, ChallengeRow.consumed_at.is_(None))
+            .values(status=status)
+        )
+
+    async def consume(
+        self,
+        challenge_id: str,
+        user_id: int,
+        session_id: str,
+        now: datetime,
+        *,
+        forget_payload: bool = False,
+    ) -> bool:
+        """Marks the challenge used; True for exactly one caller, however many race.
+        `forget_payload` clears its draft, code hash and page in the same statement."""
+        cleared: dict[str, Any] = {"payload": None} if forget_payload else {}
+        result = await self._db.execute(
+            update(ChallengeRow)
+            .where(
+                ChallengeRow.id == challenge_id,
+                ChallengeRow.user_id == user_id,
+                ChallengeRow.session_id == session_id,
+                ChallengeRow.consumed_at.is_(None),
+                ChallengeRow.expires_at > now,
+            )
+            .values(consumed_at=now, status="allow", **cleared)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
