@@ -165,7 +165,7 @@ async def test_two_admins_saving_two_factor_settings_at_once_both_are_audited(
     assert sorted(event.username for event in events[1:]) == ["admin", "admin2"]
 
 
-# ---- Known bugs in ConsoleSettingsService._put (services/console.py, not this suite's) ----
+# ---- ConsoleSettingsService._put: concurrent first saves, the version, rule checks ----
 
 
 @pytest.fixture
