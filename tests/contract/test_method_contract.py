@@ -18,7 +18,7 @@ from twofa.config import load_settings
 from twofa.domain.client import NO_CLIENT
 from twofa.methods.registry import LOCAL_METHOD_CODES
 from twofa.services.challenge_book import EXPIRED_MESSAGE
-from twofa.services.factors import FAILURE_MESSAGES, LOCKED_MESSAGE
+from twofa.services.factor_failures import FAILURE_MESSAGES, LOCKED_MESSAGE
 from twofa.services.runtime import build_registry
 from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level

@@ -37,26 +37,21 @@ from twofa.security.sealing import Sealer
 from twofa.services import audit, credential_store, throttle
 from twofa.services.challenge_book import EXPIRED_MESSAGE, ChallengeBook
 from twofa.services.factor_access import FactorAccess, StepUpRequired
-from twofa.services.lockouts import method_lockout_key
+from twofa.services.factor_failures import (
+    FAILURE_MESSAGES,
+    LOCKED_MESSAGE,
+    FailureLedger,
+    failure_key,
+)
 from twofa.services.second_factor_outcomes import Completion, SecondFactorError
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.challenges import Challenges
 from twofa.storage.credentials import Credentials
 from twofa.storage.tables import ChallengeRow, UserRow
 
-FAILURE_RULE: Final = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
 DRAFT_LIFETIME: Final = timedelta(minutes=15)
-FAILURE_MESSAGES: Final = {
-    MethodKind.CODE: "That code didn't work. Check it and try again.",
-    MethodKind.ANSWERS: "Those answers didn't work. Check them and try again.",
-    MethodKind.WEBAUTHN: "That security key didn't work. Try again or use another method.",
-}
-LOCKED_MESSAGE: Final = "Too many failed attempts with this method. Try again in 15 minutes."
 
 __all__ = ["DeliveryFailed", "Enrolled", "FactorService", "Mailer", "Started", "StepUpRequired"]
-
-
-failure_key = method_lockout_key
 
 
 class DeliveryFailed(SecondFactorError):
@@ -103,6 +98,7 @@ class FactorService:
         self._sealer = sealer
         self._mailer = mailer
         self._challenges = ChallengeBook(db, clock, sealer)
+        self._failures = FailureLedger(db, clock)
 
     @property
     def registry(self) -> MethodRegistry:
@@ -160,7 +156,7 @@ class FactorService:
         client: ClientInfo,
     ) -> Enrolled:
         method, user = await self._access.may_enrol(session, code)
-        await self._refuse_if_locked(user, code, client)
+        await self._failures.refuse_if_locked(user, code, client)
         async with self._db.begin() as db:
             challenge = await self._challenges.answerable(
                 db, session, user, code, challenge_id, "enrol"
@@ -172,7 +168,7 @@ class FactorService:
         try:
             credential = await method.finish_enrollment(context, keep, secret, response, enrolled)
         except ResponseRejected as exc:
-            await self._count_failure(user, method, client, "enrolment", exc.reason)
+            await self._failures.count(user, method, client, "enrolment", exc.reason)
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
         except EnrolmentRefused as exc:
             raise SecondFactorError(exc.message) from exc
@@ -180,17 +176,9 @@ class FactorService:
             return await self._store_enrolment(session, user, method, challenge, credential, client)
         except credential_store.DuplicateCredential as exc:  # rolled back whole
             # Another user's key, or a racing enrolment of this one: refused, and on record.
-            async with self._db.begin() as db:
-                audit.record(
-                    db,
-                    self._clock,
-                    "enrolment",
-                    "refused",
-                    username=user.username,
-                    client=client,
-                    method=method.code,
-                    reason="credential id registered already",
-                )
+            await self._failures.refused_enrolment(
+                user, client, method.code, "credential id registered already"
+            )
             raise SecondFactorError(already_registered(method.title)) from exc
 
     async def _store_enrolment(
@@ -286,7 +274,7 @@ class FactorService:
                 await self._context(user, code), keep, credentials, response
             )
         except ResponseRejected as exc:
-            await self._count_failure(user, method, client, "second_factor", exc.reason)
+            await self._failures.count(user, method, client, "second_factor", exc.reason)
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
         now = self._clock.now()
         try:
@@ -301,7 +289,7 @@ class FactorService:
                     await throttle.reset(db, failure_key(code, user.username))
                 return await self._sign_in(db, session, user, client, code, False)
         except _Replayed as exc:
-            await self._count_failure(user, method, client, "second_factor", str(exc))
+            await self._failures.count(user, method, client, "second_factor", str(exc))
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
 
     async def _checked(
@@ -323,7 +311,7 @@ class FactorService:
                 db, failure_key(code, user.username), self._clock.now()
             )
             if lock.locked_until is not None:
-                self._audit_refusal(db, user, client, code, "locked")
+                self._failures.audit_refusal(db, user, client, code, "locked")
                 refusal = SecondFactorError(LOCKED_MESSAGE)
             elif challenge_id is not None:
                 try:
@@ -331,7 +319,7 @@ class FactorService:
                         db, session, user, code, challenge_id, "validate"
                     )
                 except SecondFactorError as exc:
-                    self._audit_refusal(db, user, client, code, "expired")
+                    self._failures.audit_refusal(db, user, client, code, "expired")
                     refusal = exc
             if refusal is None:
                 with_items = credential_store.keeps_items(method)
@@ -341,19 +329,6 @@ class FactorService:
         if refusal is not None:
             raise refusal
         return _Checked(user, challenge, credentials, lock.counted)
-
-    def _audit_refusal(
-        self, db: AsyncSession, user: UserRow, client: ClientInfo, code: str, outcome: str
-    ) -> None:
-        audit.record(
-            db,
-            self._clock,
-            "second_factor",
-            outcome,
-            username=user.username,
-            client=client,
-            method=code,
-        )
 
     async def _sign_in(
         self,
@@ -412,53 +387,6 @@ class FactorService:
                     method=code,
                 )
             raise
-
-    async def _refuse_if_locked(self, user: UserRow, code: str, client: ClientInfo) -> None:
-        async with self._db.begin() as db:
-            locked = await throttle.locked_until(
-                db, failure_key(code, user.username), self._clock.now()
-            )
-            if locked:
-                audit.record(
-                    db,
-                    self._clock,
-                    "second_factor",
-                    "locked",
-                    username=user.username,
-                    client=client,
-                    method=code,
-                )
-        if locked:  # raised after the commit, so the audit record stays
-            raise SecondFactorError(LOCKED_MESSAGE)
-
-    async def _count_failure(
-        self, user: UserRow, method: Method, client: ClientInfo, kind: str, reason: str
-    ) -> None:
-        async with self._db.begin() as db:
-            until = await throttle.record_failure(
-                db, failure_key(method.code, user.username), FAILURE_RULE, self._clock.now()
-            )
-            audit.record(
-                db,
-                self._clock,
-                kind,
-                "refused",
-                username=user.username,
-                client=client,
-                method=method.code,
-                reason=reason,
-            )
-            if until is not None:
-                audit.record(
-                    db,
-                    self._clock,
-                    "lockout",
-                    "locked",
-                    username=user.username,
-                    client=client,
-                    key=failure_key(method.code, user.username),
-                    until=until.isoformat(),
-                )
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from twofa.methods.base import (
     StoredCredential,
 )
 from twofa.methods.webauthn import CLONED_KEY, WebAuthnMethod, origin_of
-from twofa.services.factors import EXPIRED_MESSAGE, FAILURE_MESSAGES
+from twofa.services.challenge_book import EXPIRED_MESSAGE
+from twofa.services.factor_failures import FAILURE_MESSAGES
 from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level
 from twofa.storage.audit_log import AuditLog
