@@ -12,7 +12,14 @@ plus the TOTP code check itself (HMAC-SHA1) and opening the sealed seed (AES-GCM
 N concurrent tasks share one asyncpg pool. Prints the rate and the CPU per verification of
 this process and of PostgreSQL; whatever the end-to-end benchmark reaches, it cannot beat this.
 
-    .venv/bin/python bench/totp_floor.py [--users 4000] [--concurrency 64] [--duration 10]
+`--statements minimal` does the same work with the fewest round trips the same guarantees
+allow (bench/_totp_minimal.py): the challenge page as one statement (a data-modifying CTE),
+the answer as one read and, after the checks in Python, one chained write (consume, step,
+rotation with a new CSRF token, audit), autocommit, and a pool that does not reset connections
+on release; the cookie is a token whose SHA-256 is the session id, as the gateway does it.
+
+    .venv/bin/python bench/totp_floor.py [--statements current|minimal] [--users 20000]
+        [--concurrency 64] [--duration 10] [--pool 20]
 """
 
 from __future__ import annotations
@@ -30,13 +37,16 @@ import asyncpg  # type: ignore[import-untyped]
 
 from twofa.methods.totp import hotp, new_secret, secret_bytes
 from twofa.security.sealing import Sealer
+from twofa.security.tokens import new_token, token_digest
 from twofa.storage.database import create_engine, upgrade
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _totp_load import cpu_seconds, postgres_pids
+from _totp_minimal import answer, keep_connection, open_challenge, session_id_of
 
 POSTGRES_DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 SEALER = Sealer("totp-floor-benchmark-secret-key-0000000000")
+CLIENT = ("127.0.0.1", "bench")
 
 READ_SESSION = """SELECT s.id, s.level, s.csrf_token, s.expires_at, u.id, u.username, u.enabled
 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"""
@@ -53,8 +63,13 @@ AUDIT = """INSERT INTO audit_events (at, kind, outcome, username, client_ip, use
 VALUES ($1, 'second_factor', 'success', $2, '127.0.0.1', 'bench', $3)"""
 
 
-async def prepare(users: int) -> tuple[str, str]:
-    name = f"twofa_floor_{secrets.token_hex(4)}"
+def database_name() -> str:
+    return f"twofa_floor_{secrets.token_hex(4)}"
+
+
+async def prepare(name: str, users: int, sealer: Sealer = SEALER) -> tuple[str, list[str]]:
+    """Creates and migrates database `name` and seeds `users` users with a TOTP credential
+    each (sealed with `sealer`); returns its DSN and the users' secrets (user id i + 1)."""
     admin = await asyncpg.connect(POSTGRES_DSN)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
@@ -63,6 +78,7 @@ async def prepare(users: int) -> tuple[str, str]:
     await upgrade(engine)
     await engine.dispose()
     now = datetime.now(UTC)
+    totp_secrets = [new_secret() for _ in range(users)]
     connection = await asyncpg.connect(dsn)
     await connection.executemany(
         "INSERT INTO users (id, username, display_name, email, enabled, is_admin, twofa_enabled,"
@@ -73,10 +89,57 @@ async def prepare(users: int) -> tuple[str, str]:
     await connection.executemany(
         "INSERT INTO credentials (user_id, method, label, secret_sealed, state, version,"
         " created_at) VALUES ($1, 'totp', '', $2, '{}', 1, $3)",
-        [(i, SEALER.seal(new_secret(), "totp"), now) for i in range(1, users + 1)],
+        [(i, sealer.seal(secret, "totp"), now) for i, secret in enumerate(totp_secrets, 1)],
     )
     await connection.close()
-    return name, dsn
+    return dsn, totp_secrets
+
+
+async def drop_database(name: str) -> None:
+    admin = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def password_sessions(dsn: str, users: int) -> list[str]:
+    """Forgets every TOTP step used and gives each user a fresh session at the password level,
+    as after the password step; returns the cookie values (user id i + 1), whose SHA-256 is
+    the session id, as the gateway stores them."""
+    now = datetime.now(UTC)
+    cookies = [new_token() for _ in range(users)]
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("UPDATE credentials SET state = '{}' WHERE method = 'totp'")
+        await connection.execute("DELETE FROM sessions")
+        await connection.executemany(
+            "INSERT INTO sessions (id, user_id, level, csrf_token, next_url, created_at,"
+            " last_seen_at, expires_at, client_ip, user_agent) VALUES ($1, $2, 1, $3, '/', $4,"
+            " $4, $5, '127.0.0.1', 'bench')",
+            [
+                (token_digest(cookie), i, new_token(), now, now + timedelta(minutes=15))
+                for i, cookie in enumerate(cookies, 1)
+            ],
+        )
+    finally:
+        await connection.close()
+    return cookies
+
+
+def machine_state() -> str:
+    """The load average and whether a test run shares the machine (printed with the figures)."""
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"pytest" in (entry / "cmdline").read_bytes():
+                count += 1
+        except OSError:
+            continue
+    return f"load average {load}; " + (
+        f"{count} pytest process(es) running" if count else "no pytest"
+    )
 
 
 async def new_session(connection: asyncpg.Connection, user_id: int, now: datetime) -> str:
@@ -120,25 +183,61 @@ async def verify(pool: asyncpg.Pool, session_id: str) -> str:
     return rotated
 
 
-async def worker(pool: asyncpg.Pool, sessions: list[str], until: float, done: list[float]) -> None:
+async def verify_minimal(pool: asyncpg.Pool, cookie: str, secret: str) -> str:
+    """The same verification with one statement for the page and one read plus one write for
+    the answer; the code is what the user's app shows now."""
+    session_id = session_id_of(cookie)
+    assert session_id is not None
+    opened = await open_challenge(pool, session_id)  # the challenge page
+    assert opened is not None, "the session may not ask for a code"
+    challenge_id, csrf = opened
+    code = hotp(secret_bytes(secret), int(time.time()) // 30)
+    outcome = await answer(pool, SEALER, session_id, challenge_id, csrf, code, CLIENT)
+    assert outcome.status == "allow", outcome.status
+    return outcome.cookie
+
+
+async def worker(
+    pool: asyncpg.Pool,
+    minimal: bool,
+    sessions: list[tuple[str, str]],
+    until: float,
+    done: list[float],
+) -> None:
     while sessions and time.monotonic() < until:
-        await verify(pool, sessions.pop())
+        cookie, secret = sessions.pop()
+        if minimal:
+            await verify_minimal(pool, cookie, secret)
+        else:
+            await verify(pool, cookie)
         done.append(time.monotonic())
 
 
 async def run(args: argparse.Namespace) -> None:
-    name, dsn = await prepare(args.users)
+    minimal = args.statements == "minimal"
+    name = database_name()
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=10, max_size=20)
-        now = datetime.now(UTC)
-        async with pool.acquire() as connection:
-            sessions = [await new_session(connection, i, now) for i in range(1, args.users + 1)]
+        dsn, totp_secrets = await prepare(name, args.users)
+        if minimal:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=args.pool, max_size=args.pool, reset=keep_connection
+            )
+            cookies = await password_sessions(dsn, args.users)
+            sessions = list(zip(cookies, totp_secrets, strict=True))
+        else:
+            pool = await asyncpg.create_pool(dsn, min_size=10, max_size=args.pool)
+            now = datetime.now(UTC)
+            async with pool.acquire() as connection:
+                sessions = [
+                    (await new_session(connection, i, now), "") for i in range(1, args.users + 1)
+                ]
+        print(f"statements: {args.statements}; {machine_state()}")
         started = time.monotonic()
         until = started + args.duration
         done: list[float] = []
         before = (cpu_seconds(os.getpid()), {p: cpu_seconds(p) for p in postgres_pids(name)})
         await asyncio.gather(
-            *(worker(pool, sessions, until, done) for _ in range(args.concurrency))
+            *(worker(pool, minimal, sessions, until, done) for _ in range(args.concurrency))
         )
         elapsed = (done[-1] if done else time.monotonic()) - started
         client = cpu_seconds(os.getpid()) - before[0]
@@ -148,15 +247,18 @@ async def run(args: argparse.Namespace) -> None:
         print(f"{count} verifications in {elapsed:.1f} s, {args.concurrency} concurrent")
         print(
             f"CPU per verification: this process {client / count * 1000:.2f} ms, "
-            f"PostgreSQL {postgres / count * 1000:.2f} ms"
+            f"PostgreSQL {postgres / count * 1000:.2f} ms, "
+            f"together {(client + postgres) / count * 1000:.2f} ms"
         )
+        print(f"after: {machine_state()}")
         if not sessions:
             print("warning: the sessions ran out before the time did: raise --users")
-        print(f"totp floor: {count / elapsed:,.0f} per s (raw asyncpg, no HTTP), postgresql")
+        kind = "one statement per phase" if minimal else "today's statements"
+        print(
+            f"totp floor: {count / elapsed:,.0f} per s (raw asyncpg, no HTTP, {kind}), postgresql"
+        )
     finally:
-        admin = await asyncpg.connect(POSTGRES_DSN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(name)
 
 
 def main() -> None:
@@ -164,6 +266,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--statements", choices=("current", "minimal"), default="current")
+    parser.add_argument("--pool", type=int, default=20, help="asyncpg connections")
     asyncio.run(run(parser.parse_args()))
 
 
