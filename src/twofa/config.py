@@ -250,6 +250,9 @@ class Settings(BaseSettings):
     # The CA (PEM) that signed the mail server's certificate, for an internal mail relay; it
     # replaces the system's CAs for SMTP. The server (host, port, TLS) is set in the console.
     smtp_ca_path: str | None = None
+    # On PostgreSQL, authenticator-app codes are checked in three statements without the ORM
+    # (services.express); false sends every code through the general path.
+    express_lane: bool = True
 
     @field_validator("smtp_ca_path")
     @classmethod

@@ -49,7 +49,9 @@ async def load(
         StoredCredential(
             id=row.id,
             label=row.label,
-            secret=sealer.open(row.secret_sealed, _purpose(row.id)) if row.secret_sealed else None,
+            secret=sealer.open(row.secret_sealed, secret_purpose(row.id))
+            if row.secret_sealed
+            else None,
             state=dict(row.state or {}),
             version=row.version,
             items=tuple(by_credential.get(row.id, ())),
@@ -58,7 +60,7 @@ async def load(
     ]
 
 
-def _purpose(credential_id: int) -> str:
+def secret_purpose(credential_id: int) -> str:
     """The sealed secret is bound to its row: copied into another row it does not open."""
     return f"{SECRET_PURPOSE}:{credential_id}"
 
@@ -89,7 +91,7 @@ async def store(
             raise
         raise DuplicateCredential(method) from exc
     if credential.secret is not None:
-        row.secret_sealed = sealer.seal(credential.secret, _purpose(row.id))
+        row.secret_sealed = sealer.seal(credential.secret, secret_purpose(row.id))
     items = CredentialItems(db)
     for item in credential.items:
         items.add(CredentialItemRow(credential_id=row.id, slot=item.slot, digest=item.digest))

@@ -31,10 +31,12 @@ from twofa.methods.webauthn import WebAuthnMethod
 from twofa.security.sealing import Sealer
 from twofa.services.access_rules import AccessRuleService
 from twofa.services.accounts import AccountService
+from twofa.services.challenge_book import ChallengeBook
 from twofa.services.console import ConsoleSettingsService
 from twofa.services.duo_push import DuoPushService
 from twofa.services.email_delivery import SmtpMailer, SmtpSettingsService
 from twofa.services.enrolment_grace import EnrolmentGraceService
+from twofa.services.express import ExpressLane
 from twofa.services.factor_access import FactorAccess
 from twofa.services.factors import FactorService
 from twofa.services.forward_auth import ForwardAuthService
@@ -45,6 +47,7 @@ from twofa.services.remembered_devices import RememberedDeviceService
 from twofa.services.rule_book import ConsoleRuleBook
 from twofa.services.sessions import SessionService
 from twofa.storage.database import check_schema, create_engine, session_factory
+from twofa.storage.express import ExpressStore
 
 DUO_CONNECTIONS = 2000  # pending pushes one process may follow at once
 
@@ -123,6 +126,7 @@ class Gateway:
     access_rules: AccessRuleService
     rule_book: ConsoleRuleBook
     duo: DuoPushService | None = None
+    express: ExpressLane | None = None  # PostgreSQL only (services.express)
     _duo_version: int = -1
     directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
 
@@ -191,6 +195,10 @@ class Gateway:
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
         gateway.directory_clients = directory_clients
+        store = await ExpressStore.open(settings.database_url) if settings.express_lane else None
+        if store is not None:
+            book = ChallengeBook(db, clock, sealer)
+            gateway.express = ExpressLane(store, registry, access, sessions, book, sealer, clock)
         return gateway
 
     async def current_duo(self) -> DuoPushService | None:
@@ -203,6 +211,8 @@ class Gateway:
         return self.duo
 
     async def close(self) -> None:
+        if self.express is not None:
+            await self.express.close()
         await self.groups.close()
         await self.rule_book.close()
         await self.http.aclose()

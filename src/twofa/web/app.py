@@ -18,6 +18,7 @@ from twofa.web import (
     admin,
     api,
     errors,
+    express,
     factors,
     forward_auth,
     my_factors,
@@ -30,13 +31,20 @@ from twofa.web.security_headers import SecurityHeaders
 class GatewayApp(FastAPI):
     """The FastAPI app with the forward-auth check and the health route answered before
     FastAPI's own middlewares and router: proxies call the check before every request to
-    every protected app, so it gets no per-request machinery it does not need."""
+    every protected app, so it gets no per-request machinery it does not need. So does the
+    express lane's authenticator-app page on PostgreSQL (web.express), which hands FastAPI
+    whatever it does not answer itself."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             handler = forward_auth.FAST_ROUTES.get(scope["path"])
             if handler is not None:
                 await forward_auth.serve_fast_route(handler, self.state.gateway, scope, send)
+                return
+            lane = self.state.gateway.express
+            if lane is not None and (code := express.express_code(lane, scope)) is not None:
+                scope["app"] = self  # what the pages look the gateway up in
+                await express.serve_express(lane, code, scope, receive, send, super().__call__)
                 return
         await super().__call__(scope, receive, send)
 

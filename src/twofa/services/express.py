@@ -1,0 +1,232 @@
+"""The express lane: the authenticator-app (TOTP) page and its answer on PostgreSQL in three
+statements (storage.express), for the sign-ins and step-ups that go as expected.
+
+It is an optimisation of `FactorService.start` and `.verify`, never a second set of rules:
+it answers only what it can answer exactly as they would (same checks, same rows written,
+same audit record), and returns None for everything else, which the caller then hands to
+`FactorService`: a wrong code, a lock-out, an expired or used challenge, a racing sign-in, a
+session that is not live. Those paths count failures and audit refusals; this one never has
+to. The method still computes (`TotpMethod.verify`); this service persists what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from twofa.clock import Clock
+from twofa.domain.client import ClientInfo
+from twofa.methods.base import MethodContext, MethodUser, ResponseRejected, StoredCredential
+from twofa.methods.registry import MethodRegistry
+from twofa.security.sealing import Sealer, SealError
+from twofa.security.tokens import new_token, same_token, token_digest
+from twofa.services import audit, credential_store
+from twofa.services.challenge_book import KEEP_EXPIRED, SWEEP_EVERY, ChallengeBook
+from twofa.services.factor_access import FactorAccess
+from twofa.services.lockouts import method_lockout_key
+from twofa.services.second_factor_outcomes import SecondFactorError
+from twofa.services.sessions import Level, SessionService
+from twofa.storage.express import AnswerContext, AnswerWrite, ExpressStore
+
+EXPRESS_METHODS: Final = frozenset({"totp"})  # one credential, no items, nothing delivered
+VERIFYING: Final = (Level.PASSWORD, Level.SIGNED_IN)
+
+
+@dataclass
+class ExpressCounts:
+    """What this process's lane did: pages opened, answers that signed in, and requests it
+    handed to the general path (for tests and, later, metrics)."""
+
+    pages: int = 0
+    sign_ins: int = 0
+    handed_on: int = 0
+
+
+@dataclass(frozen=True)
+class ExpressPage:
+    """An opened challenge: what the verify page shows."""
+
+    challenge_id: str
+    csrf_token: str
+    step_up: bool  # a signed-in user confirming a change, not a sign-in
+    show: Mapping[str, Any]
+
+
+class ExpressLane:
+    def __init__(
+        self,
+        store: ExpressStore,
+        registry: MethodRegistry,
+        access: FactorAccess,
+        sessions: SessionService,
+        challenges: ChallengeBook,
+        sealer: Sealer,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._access = access
+        self._sessions = sessions
+        self._challenges = challenges
+        self._sealer = sealer
+        self._clock = clock
+        self._swept_at: datetime | None = None
+        self.counts = ExpressCounts()
+
+    async def close(self) -> None:
+        await self._store.close()
+
+    def serves(self, code: str) -> bool:
+        return code in EXPRESS_METHODS and code in self._registry.codes
+
+    async def open(self, token: str | None, code: str) -> ExpressPage | None:
+        """Opens a challenge for this browser's session, or None: ask `FactorService.start`."""
+        page = await self._open(token, code)
+        if page is None:
+            self.counts.handed_on += 1
+        else:
+            self.counts.pages += 1
+        return page
+
+    async def answer(
+        self,
+        token: str | None,
+        code: str,
+        challenge_id: str,
+        csrf_given: str,
+        response: Mapping[str, str],
+        client: ClientInfo,
+    ) -> str | None:
+        """The new session's cookie value when the answer signs the user in (or confirms a
+        change), or None: ask `FactorService.verify`, which says why not and counts it."""
+        signed_in = await self._answer(token, code, challenge_id, csrf_given, response, client)
+        if signed_in is None:
+            self.counts.handed_on += 1
+        else:
+            self.counts.sign_ins += 1
+        return signed_in
+
+    async def _open(self, token: str | None, code: str) -> ExpressPage | None:
+        if not token or len(token) > 100 or not await self._allowed(code):
+            return None
+        method = self._registry.get(code)
+        window = self._sessions.live_window(VERIFYING)
+        await self._sweep_now_and_then()
+        challenge_id = new_token()
+        payload = json.dumps({"keep": {}, "show": self._challenges.seal_show({})})
+        opened = await self._store.open_challenge(
+            token_digest(token),
+            window,
+            challenge_id,
+            code,
+            method_lockout_key(code, ""),
+            window.now + timedelta(seconds=method.challenge_seconds),
+            payload,
+        )
+        if opened is None or opened.lock_key != method_lockout_key(code, opened.username):
+            return None  # (a name whose lower case Python and PostgreSQL spell differently)
+        return ExpressPage(challenge_id, opened.csrf_token, opened.level == Level.SIGNED_IN, {})
+
+    async def _answer(
+        self,
+        token: str | None,
+        code: str,
+        challenge_id: str,
+        csrf_given: str,
+        response: Mapping[str, str],
+        client: ClientInfo,
+    ) -> str | None:
+        if not token or len(token) > 100 or not challenge_id or len(challenge_id) > 64:
+            return None
+        if not await self._allowed(code):
+            return None
+        session_id = token_digest(token)
+        window = self._sessions.live_window(VERIFYING)
+        rows = await self._store.read_answer(
+            session_id, challenge_id, window, code, method_lockout_key(code, "")
+        )
+        if len(rows) != 1:
+            return None
+        found = rows[0]
+        if found.lock_key != method_lockout_key(code, found.username):
+            return None
+        if not same_token(found.csrf_token, csrf_given):
+            return None  # the pages' own check refuses it, as for any other form
+        state = await self._verified_state(code, found, response, window.now)
+        if state is None:
+            return None
+        new_session = new_token()
+        detail = {"method": code, "step_up": found.level == Level.SIGNED_IN}
+        written = await self._store.write_answer(
+            AnswerWrite(
+                challenge_id=challenge_id,
+                session_id=session_id,
+                user_id=found.user_id,
+                now=window.now,
+                credential_id=found.credential_id,
+                version_read=found.version,
+                new_state=json.dumps(state),
+                new_session_id=token_digest(new_session),
+                new_csrf_token=new_token(),
+                new_session_expires_at=self._sessions.signed_in_until(window.now),
+                signed_in_level=int(Level.SIGNED_IN),
+                client_ip=client.ip,
+                user_agent=client.user_agent[:300],
+                username=found.username,
+                audit_detail=json.dumps(detail),
+                lock_key=found.lock_key,
+                counted=found.counted,
+            )
+        )
+        if not written:
+            return None
+        audit.announce("second_factor", "allow", found.username, client, detail)
+        return new_session
+
+    async def _allowed(self, code: str) -> bool:
+        if not self.serves(code):
+            return False
+        try:
+            await self._access.allowed_method(code)
+        except SecondFactorError:
+            return False
+        return True
+
+    async def _verified_state(
+        self, code: str, found: AnswerContext, response: Mapping[str, str], now: datetime
+    ) -> dict[str, Any] | None:
+        """What the method computes for this answer: the credential's new state, or None."""
+        method = self._registry.get(code)
+        try:
+            secret = (
+                self._sealer.open(
+                    found.secret_sealed, credential_store.secret_purpose(found.credential_id)
+                )
+                if found.secret_sealed
+                else None
+            )
+        except SealError:
+            return None
+        credential = StoredCredential(
+            found.credential_id, found.label, secret, json.loads(found.state), found.version
+        )
+        user = MethodUser(found.user_id, found.username, found.display_name, found.email)
+        context = MethodContext(user, now, await self._access.options(code))
+        try:
+            verified = await method.verify(context, {}, [credential], response)
+        except ResponseRejected:
+            return None
+        if verified.state is None or verified.use_item is not None:
+            return None
+        return dict(verified.state)
+
+    async def _sweep_now_and_then(self) -> None:
+        """Old challenges go, at most once a minute per process, as `ChallengeBook.open`
+        does for the challenges it opens."""
+        now = self._clock.now()
+        if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
+            self._swept_at = now
+            await self._store.sweep(now - KEEP_EXPIRED)

@@ -1,0 +1,162 @@
+"""The express lane's pages: GET and POST `/2fa/m/totp` answered before FastAPI when the
+gateway runs on PostgreSQL (services.express), with the same page, cookie and redirect as
+`web.factors`. Anything the lane does not take (a wrong code, an expired page, "remember this
+device", a form it does not expect) goes on to FastAPI's route unchanged, its body replayed,
+so every refusal, message and audit record comes from one place.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from typing import Final
+
+from starlette.requests import Request, cookie_parser
+from starlette.responses import RedirectResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from twofa.services.express import ExpressLane
+from twofa.services.factors import Started
+from twofa.services.sessions import Level
+from twofa.web.context import CSRF_HEADER, SESSION_COOKIE, client_of, set_session_cookie
+from twofa.web.factors import PAGE_FIELDS, method_page
+from twofa.web.security_headers import SecurityHeaders
+
+PREFIX: Final = "/2fa/m/"
+MAX_FORM_BYTES: Final = 16_384  # a code form is a few hundred bytes; more goes the long way
+FORM_TYPE: Final = b"application/x-www-form-urlencoded"
+SIGNED_IN_LANDING: Final = "/2fa/after"  # web.second_factor.landing_after, no enrolment
+
+
+def express_code(lane: ExpressLane, scope: Scope) -> str | None:
+    """The method code when this request is one the lane may answer."""
+    path: str = scope["path"]
+    if not path.startswith(PREFIX) or scope["method"] not in ("GET", "POST"):
+        return None
+    code = path[len(PREFIX) :]
+    return code if lane.serves(code) and not scope.get("query_string") else None
+
+
+async def serve_express(
+    lane: ExpressLane, code: str, scope: Scope, receive: Receive, send: Send, general: ASGIApp
+) -> None:
+    if scope["method"] == "GET":
+        await _page(lane, code, scope, receive, send, general)
+    else:
+        await _answer(lane, code, scope, receive, send, general)
+
+
+async def _page(
+    lane: ExpressLane, code: str, scope: Scope, receive: Receive, send: Send, general: ASGIApp
+) -> None:
+    request = Request(scope, receive)
+    opened = await lane.open(request.cookies.get(SESSION_COOKIE), code)
+    if opened is None:
+        await general(scope, receive, send)
+        return
+    level = Level.SIGNED_IN if opened.step_up else Level.PASSWORD
+    started = Started(opened.challenge_id, opened.show)
+    response = await method_page(request, code, "verify", started, opened.csrf_token, level)
+    await SecurityHeaders(response)(scope, receive, send)
+
+
+async def _answer(
+    lane: ExpressLane, code: str, scope: Scope, receive: Receive, send: Send, general: ASGIApp
+) -> None:
+    body = await _read_body(receive)
+    replay = _replaying(body, receive)
+    fields = _form_fields(scope, body.data) if body.usable else None
+    token = _session_cookie(scope)
+    if fields is None or token is None:
+        await general(scope, replay, send)
+        return
+    request = Request(scope, replay)
+    signed_in = await lane.answer(
+        token,
+        code,
+        fields.get("challenge", ""),
+        fields.get("csrf_token", ""),
+        {name: value for name, value in fields.items() if name not in PAGE_FIELDS},
+        client_of(request),
+    )
+    if signed_in is None:
+        await general(scope, replay, send)
+        return
+    response = RedirectResponse(SIGNED_IN_LANDING, status_code=303)
+    set_session_cookie(request, response, signed_in)
+    await SecurityHeaders(response)(scope, replay, send)
+
+
+def _session_cookie(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            return cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE)
+    return None
+
+
+def _form_fields(scope: Scope, body: bytes) -> dict[str, str] | None:
+    """The form as the general route would read it, or None when the lane should not guess:
+    not a plain urlencoded form, a CSRF token in a header, a field given twice, a request
+    to remember this device (the general route sets that cookie)."""
+    content_type = b""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value.split(b";", 1)[0].strip().lower()
+        elif name == CSRF_HEADER_BYTES:
+            return None
+    if content_type != FORM_TYPE:
+        return None
+    try:
+        pairs = urllib.parse.parse_qsl(
+            body.decode("latin-1"), keep_blank_values=True, strict_parsing=False
+        )
+    except ValueError:
+        return None
+    fields = dict(pairs)
+    if len(fields) != len(pairs) or "remember" in fields:
+        return None
+    return fields
+
+
+CSRF_HEADER_BYTES: Final = CSRF_HEADER.lower().encode("latin-1")
+
+
+@dataclass(frozen=True)
+class _ReadBody:
+    data: bytes
+    finished: bool  # the whole body was read
+    ended_by: Message | None  # what stopped the reading early (the client went away)
+
+    @property
+    def usable(self) -> bool:
+        return self.finished and len(self.data) <= MAX_FORM_BYTES
+
+
+async def _read_body(receive: Receive) -> _ReadBody:
+    """The request body, up to a little past the lane's limit."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return _ReadBody(b"".join(chunks), False, message)
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return _ReadBody(b"".join(chunks), True, None)
+        if size > MAX_FORM_BYTES:
+            return _ReadBody(b"".join(chunks), False, None)
+
+
+def _replaying(body: _ReadBody, receive: Receive) -> Receive:
+    """A `receive` that gives what was read once more, then the rest of the request."""
+    more = not body.finished and body.ended_by is None
+    pending: list[Message] = [{"type": "http.request", "body": body.data, "more_body": more}]
+    if body.ended_by is not None:
+        pending.append(body.ended_by)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay

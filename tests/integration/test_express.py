@@ -1,0 +1,351 @@
+"""The express lane (services.express, web.express) on PostgreSQL: an authenticator-app sign-in
+or step-up answered in three statements leaves exactly what the general path leaves (rows,
+audit record, cookie, page), and everything else (a wrong or reused code, an expired page,
+a lock-out, "remember this device", a racing second answer, an odd form) is handed to the
+general path, which answers as it always has."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from html import unescape
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import RunningSimulator
+from tests.support.authenticator_totp import code_for
+from tests.support.databases import postgres_database
+from tests.support.gateway import csrf_from, gateway_settings, seed_users, sign_in
+from tests.support.servers import free_port, serve_in_thread
+from tests.support.totp_flow import challenge_from, enrol_alice, post_code, sign_out
+from tests.support.two_factor import allow_methods
+from twofa.clock import FrozenClock
+from twofa.config import Settings
+from twofa.methods.totp import time_step
+from twofa.services.express import ExpressCounts
+from twofa.services.runtime import Gateway
+from twofa.storage.tables import (
+    AuditRow,
+    ChallengeRow,
+    CredentialRow,
+    SessionRow,
+    ThrottleRow,
+    UserRow,
+)
+from twofa.web.app import create_app
+
+pytestmark = pytest.mark.integration
+WRONG = "That code didn't work. Check it and try again."
+VERIFY = "/2fa/m/totp"
+
+
+@dataclass
+class Site:
+    browser: httpx.AsyncClient
+    settings: Settings
+    counts: ExpressCounts | None  # None: the lane is switched off
+    clock: FrozenClock
+
+    def fresh_code(self, secret: str) -> str:
+        """A code of a step no earlier answer used: the gateway's clock moves two steps on
+        (set-up used the step of the real time, which may be one past the clock's)."""
+        self.clock.advance(timedelta(seconds=60))
+        return code_for(secret, time_step(self.clock.now()))
+
+
+@asynccontextmanager
+async def site(simulator: RunningSimulator, *, express: bool = True) -> AsyncIterator[Site]:
+    async with postgres_database() as url:
+        port = free_port()
+        settings = gateway_settings(url, simulator, port, extra={"express_lane": express})
+        await seed_users(settings)
+        await allow_methods(
+            settings, ("totp", "backup_codes"), first_method="totp", remember_device_days=30
+        )
+        clock = FrozenClock(datetime.now(UTC))
+        app = create_app(settings, clock=clock)
+        with serve_in_thread(app, port=port) as base_url:
+            async with httpx.AsyncClient(base_url=base_url, timeout=30) as browser:
+                lane = app.state.gateway.express
+                counts = lane.counts if lane is not None else None
+                yield Site(browser, settings, counts, clock)
+
+
+@pytest.fixture
+async def alice(simulator: RunningSimulator) -> AsyncIterator[tuple[Site, str]]:
+    """Alice with the app set up (through the general path), signed out again."""
+    async with site(simulator) as running:
+        secret = await enrol_alice(running.browser)
+        await sign_out(running.browser)
+        yield running, secret
+
+
+async def rows(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    """What a sign-in leaves in the database, without what differs by nature between two runs
+    (ids, random tokens, times), but with how the times relate."""
+    gateway = await Gateway.start(settings)
+    try:
+        async with gateway.db.begin() as db:
+            sessions = (await db.scalars(select(SessionRow).order_by(SessionRow.level))).all()
+            challenges = (
+                await db.scalars(select(ChallengeRow).order_by(ChallengeRow.created_at))
+            ).all()
+            credentials = (await db.scalars(select(CredentialRow))).all()
+            audit = (await db.scalars(select(AuditRow).order_by(AuditRow.id))).all()
+            throttle = (await db.scalars(select(ThrottleRow))).all()
+    finally:
+        await gateway.close()
+    return {
+        "sessions": [
+            {
+                "level": s.level,
+                "user": s.user_id,
+                "next_url": s.next_url,
+                "client": (s.client_ip, s.user_agent),
+                "lifetime": s.expires_at - s.created_at,
+                "seen_at_start": s.last_seen_at == s.created_at,
+                # (the general path reads the clock twice: microseconds apart)
+                "second_factor_at_start": s.second_factor_at is not None
+                and abs(s.second_factor_at - s.created_at) < timedelta(seconds=1),
+            }
+            for s in sessions
+        ],
+        "challenges": [
+            {
+                "method": c.method,
+                "purpose": c.purpose,
+                "status": c.status,
+                "used": c.consumed_at is not None,
+                "payload": c.payload if c.consumed_at is not None else sorted(c.payload or {}),
+                "lifetime": c.expires_at - c.created_at,
+            }
+            for c in challenges
+        ],
+        "credentials": [
+            {
+                "method": c.method,
+                "state_keys": sorted(c.state),
+                "version": c.version,
+                "used": c.last_used_at is not None,
+            }
+            for c in credentials
+        ],
+        "audit": [
+            (a.kind, a.outcome, a.username, a.client_ip, a.user_agent, a.detail) for a in audit
+        ],
+        "throttle": [(t.key, t.failures) for t in throttle],
+    }
+
+
+def without_tokens(html: str) -> str:
+    return re.sub(r'value="[A-Za-z0-9_\-]{20,}"', 'value="…"', html)
+
+
+async def sign_in_with_code(running: Site, code: str) -> httpx.Response:
+    await sign_in(running.browser, "alice")
+    assert (await running.browser.get("/2fa")).headers["location"] == VERIFY
+    return await post_code(running.browser, VERIFY, code)
+
+
+async def test_a_sign_in_leaves_exactly_what_the_general_path_leaves(
+    simulator: RunningSimulator,
+) -> None:
+    outcomes = {}
+    for express in (True, False):
+        async with site(simulator, express=express) as running:
+            secret = await enrol_alice(running.browser)
+            await sign_out(running.browser)
+            await sign_in(running.browser, "alice")
+            page = await running.browser.get(VERIFY)
+            answer = await running.browser.post(
+                VERIFY,
+                data={
+                    "csrf_token": csrf_from(page.text),
+                    "challenge": challenge_from(page.text),
+                    "code": running.fresh_code(secret),
+                },
+            )
+            cookie = answer.headers["set-cookie"]
+            outcomes[express] = (
+                answer.status_code,
+                answer.headers["location"],
+                re.sub(r"twofa_session=[^;]+", "twofa_session=…", cookie),
+                without_tokens(page.text),
+                {k: v for k, v in page.headers.items() if k not in ("date", "content-length")},
+                await rows(running.settings),
+                running.counts,
+            )
+    on, off = outcomes[True], outcomes[False]
+    assert on[6] == ExpressCounts(pages=1, sign_ins=1, handed_on=0)  # the lane did answer
+    assert off[6] is None
+    for table, left in on[5].items():
+        assert left == off[5][table], table
+    assert on[:5] == off[:5]
+    assert on[0] == 303
+    assert on[1] == "/2fa/after"
+
+
+async def test_a_step_up_goes_the_express_way_and_says_so_in_the_audit(
+    alice: tuple[Site, str],
+) -> None:
+    running, secret = alice
+    assert (await sign_in_with_code(running, running.fresh_code(secret))).status_code == 303
+    # Signed in: confirming with a code again (as My 2FA asks before a sensitive change).
+    confirmed = await post_code(running.browser, VERIFY, running.fresh_code(secret))
+    assert confirmed.status_code == 303
+    assert running.counts == ExpressCounts(pages=2, sign_ins=2, handed_on=0)
+    audit = (await rows(running.settings))["audit"]
+    allows = [entry[5] for entry in audit if entry[:2] == ("second_factor", "allow")]
+    assert allows[-2:] == [
+        {"method": "totp", "step_up": False},
+        {"method": "totp", "step_up": True},
+    ]
+
+
+async def test_a_wrong_code_is_handed_on_counted_and_refused_as_before(
+    alice: tuple[Site, str],
+) -> None:
+    running, secret = alice
+    await sign_in(running.browser, "alice")
+    refused = await post_code(running.browser, VERIFY, "000000")
+    assert refused.status_code == 401
+    assert WRONG in unescape(refused.text)
+    assert running.counts is not None
+    assert running.counts.handed_on == 1
+    state = await rows(running.settings)
+    assert state["throttle"] == [("2fa-totp:alice", 1)]
+    assert ("second_factor", "refused") in [entry[:2] for entry in state["audit"]]
+    # The page the general path showed again takes the right code, and resets the counter.
+    again = await running.browser.post(
+        VERIFY,
+        data={
+            "csrf_token": csrf_from(refused.text),
+            "challenge": challenge_from(refused.text),
+            "code": running.fresh_code(secret),
+        },
+    )
+    assert again.status_code == 303
+    assert (await rows(running.settings))["throttle"] == []
+
+
+async def test_a_used_step_and_a_used_page_are_refused(alice: tuple[Site, str]) -> None:
+    running, secret = alice
+    code = running.fresh_code(secret)
+    assert (await sign_in_with_code(running, code)).status_code == 303
+    await sign_out(running.browser)
+    reused = await sign_in_with_code(running, code)  # the same step again
+    assert reused.status_code == 401
+    assert WRONG in unescape(reused.text)
+
+    page = await running.browser.get(VERIFY)
+    form = {
+        "csrf_token": csrf_from(page.text),
+        "challenge": challenge_from(page.text),
+        "code": running.fresh_code(secret),
+    }
+    assert (await running.browser.post(VERIFY, data=form)).status_code == 303
+    # The same page again, with the new session's form token (signed in now: a step-up).
+    home = await running.browser.get("/")
+    replayed = await running.browser.post(VERIFY, data={**form, "csrf_token": csrf_from(home.text)})
+    assert replayed.status_code == 400
+    assert "expired or was already used" in unescape(replayed.text)
+
+
+async def test_remember_this_device_goes_the_general_way(alice: tuple[Site, str]) -> None:
+    running, secret = alice
+    await sign_in(running.browser, "alice")
+    answer = await post_code(running.browser, VERIFY, running.fresh_code(secret), remember="on")
+    assert answer.status_code == 303
+    assert "twofa_device=" in answer.headers.get("set-cookie", "")
+    assert running.counts == ExpressCounts(pages=1, sign_ins=0, handed_on=0)  # never asked
+
+
+async def test_a_lock_out_is_the_general_path_s_answer(alice: tuple[Site, str]) -> None:
+    running, _secret = alice
+    await sign_in(running.browser, "alice")
+    for _ in range(5):
+        await post_code(running.browser, VERIFY, "000000")
+    locked = await running.browser.get(VERIFY)
+    assert locked.status_code == 400
+    assert "Too many failed attempts" in unescape(locked.text)
+    page_counts = running.counts
+    assert page_counts is not None
+    assert page_counts.pages == 5
+
+
+async def test_two_answers_racing_with_one_code_sign_in_once(alice: tuple[Site, str]) -> None:
+    """Two tabs, two pages, the same code posted at the same moment: the step is spent once."""
+    running, secret = alice
+    await sign_in(running.browser, "alice")
+    pages = [await running.browser.get(VERIFY) for _ in range(2)]
+    code = running.fresh_code(secret)
+    answers = await asyncio.gather(
+        *(
+            running.browser.post(
+                VERIFY,
+                data={
+                    "csrf_token": csrf_from(page.text),
+                    "challenge": challenge_from(page.text),
+                    "code": code,
+                },
+            )
+            for page in pages
+        )
+    )
+    # One lands signed in; the other finds its session replaced (or the step spent).
+    landed = [answer.headers.get("location") for answer in answers]
+    assert landed.count("/2fa/after") == 1, landed
+    allows = [
+        e for e in (await rows(running.settings))["audit"] if e[:2] == ("second_factor", "allow")
+    ]
+    assert len(allows) == 2  # the set-up's sign-in, and one of these
+
+
+@pytest.mark.parametrize(
+    ("extra_headers", "body"),
+    [
+        ({"content-type": "application/json"}, '{"code": "123456"}'),
+        ({"content-type": "application/x-www-form-urlencoded"}, "code=1&code=2"),
+        ({"content-type": "application/x-www-form-urlencoded"}, "x=" + "a" * 20_000),
+    ],
+    ids=["json", "a-field-twice", "oversized"],
+)
+async def test_a_form_the_lane_does_not_expect_gets_the_general_answer(
+    alice: tuple[Site, str], extra_headers: dict[str, str], body: str
+) -> None:
+    running, _ = alice
+    await sign_in(running.browser, "alice")
+    answer = await running.browser.post(VERIFY, content=body, headers=extra_headers)
+    assert answer.status_code == 403  # no CSRF token where the general path reads it
+    assert running.counts == ExpressCounts()
+
+
+async def test_a_disabled_user_cannot_answer(alice: tuple[Site, str]) -> None:
+    running, secret = alice
+    await sign_in(running.browser, "alice")
+    page = await running.browser.get(VERIFY)
+    gateway = await Gateway.start(running.settings)
+    try:
+        async with gateway.db.begin() as db:
+            user = (await db.scalars(select(UserRow).where(UserRow.username == "alice"))).one()
+            user.enabled = False
+    finally:
+        await gateway.close()
+    answer = await running.browser.post(
+        VERIFY,
+        data={
+            "csrf_token": csrf_from(page.text),
+            "challenge": challenge_from(page.text),
+            "code": running.fresh_code(secret),
+        },
+    )
+    assert answer.status_code != 303
+    assert running.counts is not None
+    assert running.counts.sign_ins == 0
