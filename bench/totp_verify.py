@@ -3,8 +3,9 @@
 Creates a throwaway PostgreSQL database (127.0.0.1:5432, dropped at the end), seeds N users
 through the real services (2FA on, Two Factor Settings allowing only TOTP, a TOTP credential
 each) and, before each run, a sign-in session per user at the password level (created
-directly: argon2 is not what is measured). Serves the real app with uvicorn (uvloop,
-httptools, 1 or more worker processes) and drives it from a separate, lean load-generator
+directly: argon2 is not what is measured). Serves the real app with `twofa serve` (uvloop,
+httptools, 1 or more worker processes; on PostgreSQL the TOTP pages take the express lane,
+services.express) and drives it from a separate, lean load-generator
 process (bench/_totp_load.py): each verification is GET /2fa/m/totp (a fresh challenge) then
 POST /2fa/m/totp with the CSRF token, the challenge and a valid code, answered by a 303 that
 signs the user in (challenge consumed, TOTP step stored, session rotated, audit written).
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -37,10 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from fastapi import FastAPI
 from sqlalchemy import select, update
 
-from twofa.cli.runtime import tune_garbage_collector
 from twofa.config import Settings, load_settings
 from twofa.domain.client import ClientInfo
 from twofa.methods.base import NewCredential
@@ -53,20 +51,11 @@ from twofa.services.sessions import Level
 from twofa.services.two_factor_settings import Enforcement, TwoFactorConfig
 from twofa.storage.database import create_engine, upgrade
 from twofa.storage.tables import CredentialRow, UserRow
-from twofa.web.app import create_app
 
 SECRET = "totp-verify-benchmark-secret-key-0000000000"  # noqa: S105 (benchmark only)
 POSTGRES_DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 BROWSER = ClientInfo(ip="127.0.0.1", user_agent="bench/totp_verify")
 BENCH_DIR = Path(__file__).resolve().parent
-
-
-def server_app() -> FastAPI:
-    """The uvicorn factory each worker process calls: configured like `twofa serve` (settings
-    from TWOFA_* variables, INFO logging, the tuned GC)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    tune_garbage_collector()
-    return create_app(load_settings())
 
 
 @dataclass(frozen=True)
@@ -166,11 +155,10 @@ def start_server(database_url: str, port: int, workers: int, log: Path) -> subpr
         "TWOFA_DATABASE_URL": database_url,
         "TWOFA_PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
+    twofa = Path(sys.executable).with_name("twofa")  # as production runs it
     command = [
-        sys.executable, "-m", "uvicorn", "totp_verify:server_app", "--factory",
-        "--app-dir", str(BENCH_DIR), "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
-        "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "75",
+        str(twofa), "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--no-access-log",
     ]  # fmt: skip
     with log.open("ab") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=out)

@@ -349,3 +349,61 @@ async def test_a_disabled_user_cannot_answer(alice: tuple[Site, str]) -> None:
     assert answer.status_code != 303
     assert running.counts is not None
     assert running.counts.sign_ins == 0
+
+
+async def test_an_answer_reaching_another_worker_reads_what_it_needs(
+    simulator: RunningSimulator,
+) -> None:
+    """The page from one gateway process, the answer to another (as with several workers or
+    nodes): the second has not kept the page's context, reads it, and signs in."""
+    async with site(simulator) as first:
+        secret = await enrol_alice(first.browser)
+        await sign_out(first.browser)
+        port = free_port()
+        settings = first.settings.model_copy(update={"public_url": f"http://127.0.0.1:{port}"})
+        other = create_app(settings, clock=first.clock)
+        with serve_in_thread(other, port=port) as other_url:
+            await sign_in(first.browser, "alice")
+            page = await first.browser.get(VERIFY)
+            answer = await first.browser.post(
+                f"{other_url}{VERIFY}",
+                data={
+                    "csrf_token": csrf_from(page.text),
+                    "challenge": challenge_from(page.text),
+                    "code": first.fresh_code(secret),
+                },
+            )
+            assert answer.status_code == 303, answer.text
+            assert answer.headers["location"] == "/2fa/after"
+            assert other.state.gateway.express.counts == ExpressCounts(sign_ins=1)
+
+
+async def test_a_lock_out_after_the_page_opened_still_refuses(alice: tuple[Site, str]) -> None:
+    """The answer's write checks the lock-out itself, not only the page's opening."""
+    running, secret = alice
+    await sign_in(running.browser, "alice")
+    page = await running.browser.get(VERIFY)
+    gateway = await Gateway.start(running.settings)
+    try:
+        async with gateway.db.begin() as db:
+            db.add(
+                ThrottleRow(
+                    key="2fa-totp:alice",
+                    failures=0,
+                    window_started_at=running.clock.now(),
+                    locked_until=running.clock.now() + timedelta(minutes=15),
+                )
+            )
+    finally:
+        await gateway.close()
+    answer = await running.browser.post(
+        VERIFY,
+        data={
+            "csrf_token": csrf_from(page.text),
+            "challenge": challenge_from(page.text),
+            "code": running.fresh_code(secret),
+        },
+    )
+    assert answer.status_code == 401
+    assert "Too many failed attempts" in unescape(answer.text)
+    assert running.counts == ExpressCounts(pages=1, sign_ins=0, handed_on=1)

@@ -12,6 +12,7 @@ to. The method still computes (`TotpMethod.verify`); this service persists what 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +34,7 @@ from twofa.storage.express import AnswerContext, AnswerWrite, ExpressStore
 
 EXPRESS_METHODS: Final = frozenset({"totp"})  # one credential, no items, nothing delivered
 VERIFYING: Final = (Level.PASSWORD, Level.SIGNED_IN)
+KEPT_PAGES: Final = 10_000  # open pages whose context this process keeps (~1 KB each)
 
 
 @dataclass
@@ -43,6 +45,18 @@ class ExpressCounts:
     pages: int = 0
     sign_ins: int = 0
     handed_on: int = 0
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """What opening a page read, kept for its answer: when the answer comes back to this
+    process (a browser keeps its connection, and each worker its own connections), the
+    write alone checks that nothing changed since (it is gated as the read is)."""
+
+    session_id: str
+    code: str
+    context: AnswerContext
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ class ExpressLane:
         self._sealer = sealer
         self._clock = clock
         self._swept_at: datetime | None = None
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self.counts = ExpressCounts()
 
     async def close(self) -> None:
@@ -117,18 +132,22 @@ class ExpressLane:
         await self._sweep_now_and_then()
         challenge_id = new_token()
         payload = json.dumps({"keep": {}, "show": self._challenges.seal_show({})})
+        session_id = token_digest(token)
+        expires_at = window.now + timedelta(seconds=method.challenge_seconds)
         opened = await self._store.open_challenge(
-            token_digest(token),
+            session_id,
             window,
             challenge_id,
             code,
             method_lockout_key(code, ""),
-            window.now + timedelta(seconds=method.challenge_seconds),
+            expires_at,
             payload,
         )
-        if opened is None or opened.lock_key != method_lockout_key(code, opened.username):
-            return None  # (a name whose lower case Python and PostgreSQL spell differently)
-        return ExpressPage(challenge_id, opened.csrf_token, opened.level == Level.SIGNED_IN, {})
+        if len(opened) != 1 or not self._same_lock_key(code, opened[0]):
+            return None  # (none opened, or one the general path will find and refuse)
+        self._keep(challenge_id, _Kept(session_id, code, opened[0], expires_at))
+        step_up = opened[0].level == Level.SIGNED_IN
+        return ExpressPage(challenge_id, opened[0].csrf_token, step_up, {})
 
     async def _answer(
         self,
@@ -145,14 +164,20 @@ class ExpressLane:
             return None
         session_id = token_digest(token)
         window = self._sessions.live_window(VERIFYING)
-        rows = await self._store.read_answer(
-            session_id, challenge_id, window, code, method_lockout_key(code, "")
-        )
-        if len(rows) != 1:
-            return None
-        found = rows[0]
-        if found.lock_key != method_lockout_key(code, found.username):
-            return None
+        kept = self._kept.pop(challenge_id, None)
+        if (
+            kept is not None
+            and (kept.session_id, kept.code) == (session_id, code)
+            and kept.expires_at > window.now
+        ):
+            found = kept.context  # this process opened the page: its context, as read then
+        else:
+            rows = await self._store.read_answer(
+                session_id, challenge_id, window, code, method_lockout_key(code, "")
+            )
+            if len(rows) != 1 or not self._same_lock_key(code, rows[0]):
+                return None
+            found = rows[0]
         if not same_token(found.csrf_token, csrf_given):
             return None  # the pages' own check refuses it, as for any other form
         state = await self._verified_state(code, found, response, window.now)
@@ -178,13 +203,25 @@ class ExpressLane:
                 username=found.username,
                 audit_detail=json.dumps(detail),
                 lock_key=found.lock_key,
-                counted=found.counted,
+                levels=window.levels,
+                idle_since=window.idle_since,
             )
         )
         if not written:
             return None
         audit.announce("second_factor", "allow", found.username, client, detail)
         return new_session
+
+    def _keep(self, challenge_id: str, kept: _Kept) -> None:
+        self._kept[challenge_id] = kept
+        while len(self._kept) > KEPT_PAGES:
+            self._kept.popitem(last=False)
+
+    @staticmethod
+    def _same_lock_key(code: str, found: AnswerContext) -> bool:
+        """The statement's `lower()` of the name agrees with Python's (it may not for some
+        non-ASCII names: then the general path, which counts in Python, answers)."""
+        return found.lock_key == method_lockout_key(code, found.username)
 
     async def _allowed(self, code: str) -> bool:
         if not self.serves(code):

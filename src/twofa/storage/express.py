@@ -1,5 +1,5 @@
 """The express lane for answering a code method on PostgreSQL: the statements that open a
-challenge and take its answer in three round trips, on a small asyncpg pool of their own.
+challenge and take its answer in two or three round trips, on a small asyncpg pool of their own.
 
 The ORM path costs 14-16 ms of CPU per TOTP verification, most of it SQLAlchemy bookkeeping
 around eleven small statements (bench/README.md); these do the same reads and writes as
@@ -7,16 +7,17 @@ around eleven small statements (bench/README.md); these do the same reads and wr
 
 - `open_challenge`: ONE statement finds the live session (level, idle and absolute expiry)
   with its enabled user, checks the user has a credential of the method and that the method
-  is not locked for them, touches the session as `SessionService.load` would, and INSERTs
-  the challenge bound to that session and user.
-- `read_answer`: ONE read of the session, its user, the pending challenge bound to both, the
-  credential and the lock-out state.
+  is not locked for them, touches the session as `SessionService.load` would, INSERTs the
+  challenge bound to that session and user, and returns what answering it needs.
+- `read_answer`: ONE read of the same, with the pending challenge bound to both; the lane
+  skips it when it kept what `open_challenge` returned.
 - `write_answer`: ONE statement whose links gate each other: the conditional consume of the
-  challenge, the version-checked credential state, the session replaced by a signed-in one,
-  the audit row and the failure counter's reset. If the consume matched but a later link did
-  not (a racing sign-in changed the credential, the session was ended), the final SELECT
-  divides by zero and PostgreSQL rolls the whole statement back: nothing is written unless
-  everything is.
+  challenge (itself gated as the read is: live session at a verifying level, enabled user,
+  no lock-out, so it is safe without a read just before), the version-checked credential
+  state, the session replaced by a signed-in one, the audit row and the failure counter's
+  reset. If the consume matched but a later link did not (a racing sign-in changed the
+  credential, the session was ended), the final SELECT divides by zero and PostgreSQL rolls
+  the whole statement back: nothing is written unless everything is.
 
 Every time comes from the caller (the injected clock), never from the database's `now()`.
 """
@@ -31,9 +32,13 @@ from typing import Any, Final
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
-OPEN_CHALLENGE: Final = """WITH s AS (
-  SELECT s.id, s.user_id, s.level, s.csrf_token, u.username, $6 || lower(u.username) AS lock_key
-  FROM sessions s JOIN users u ON u.id = s.user_id
+# The columns of AnswerContext, from `s` (the live session with its user) and `c` (credential).
+_ANSWER_COLUMNS: Final = """s.user_id, s.level, s.csrf_token, u.username, u.display_name,
+  u.email, $LOCK || lower(u.username) AS lock_key, c.id, c.label, c.secret_sealed, c.state,
+  c.version"""
+
+OPEN_CHALLENGE: Final = """WITH live AS (
+  SELECT s.id, s.user_id FROM sessions s JOIN users u ON u.id = s.user_id
   WHERE s.id = $1 AND s.level = ANY($9::int[]) AND s.expires_at > $2 AND s.last_seen_at > $3
     AND u.enabled
     AND EXISTS (SELECT 1 FROM credentials c WHERE c.user_id = u.id AND c.method = $5)
@@ -41,18 +46,19 @@ OPEN_CHALLENGE: Final = """WITH s AS (
                     AND t.locked_until > $2)
 ), touched AS (
   UPDATE sessions SET last_seen_at = $2
-  WHERE id = $1 AND last_seen_at <= $7 AND EXISTS (SELECT 1 FROM s)
+  WHERE id = $1 AND last_seen_at <= $7 AND EXISTS (SELECT 1 FROM live)
 ), opened AS (
   INSERT INTO challenges (id, user_id, session_id, method, purpose, status, created_at,
                           expires_at, payload)
-  SELECT $4, s.user_id, s.id, $5, 'validate', 'pending', $2, $8, $10::json FROM s
-  RETURNING id
+  SELECT $4, live.user_id, live.id, $5, 'validate', 'pending', $2, $8, $10::json FROM live
+  RETURNING user_id
 )
-SELECT s.user_id, s.level, s.csrf_token, s.username, s.lock_key FROM s, opened"""
+SELECT COLUMNS FROM opened JOIN sessions s ON s.id = $1 JOIN users u ON u.id = s.user_id
+JOIN credentials c ON c.user_id = s.user_id AND c.method = $5""".replace(
+    "COLUMNS", _ANSWER_COLUMNS.replace("$LOCK", "$6")
+)
 
-READ_ANSWER: Final = """SELECT s.user_id, s.level, s.csrf_token, u.username, u.display_name,
-  u.email, $5 || lower(u.username) AS lock_key, c.id, c.label, c.secret_sealed, c.state,
-  c.version, EXISTS (SELECT 1 FROM throttle t WHERE t.key = $5 || lower(u.username)) AS counted
+READ_ANSWER: Final = """SELECT COLUMNS
 FROM sessions s
 JOIN users u ON u.id = s.user_id
 JOIN challenges ch ON ch.id = $2 AND ch.session_id = s.id AND ch.user_id = s.user_id
@@ -62,12 +68,20 @@ JOIN credentials c ON c.user_id = s.user_id AND c.method = $4
 WHERE s.id = $1 AND s.level = ANY($7::int[]) AND s.expires_at > $3 AND s.last_seen_at > $6
   AND u.enabled
   AND NOT EXISTS (SELECT 1 FROM throttle t WHERE t.key = $5 || lower(u.username)
-                  AND t.locked_until > $3)"""
+                  AND t.locked_until > $3)""".replace(
+    "COLUMNS", _ANSWER_COLUMNS.replace("$LOCK", "$5")
+)
 
+# Gated as the read is (live session at a verifying level, enabled user, no lock-out), so it
+# is safe on its own: the lane may skip the read when it kept the page's context.
 WRITE_ANSWER: Final = """WITH consumed AS (
   UPDATE challenges SET consumed_at = $4, status = 'allow', payload = NULL
   WHERE id = $1 AND user_id = $3 AND session_id = $2 AND consumed_at IS NULL
     AND expires_at > $4
+    AND EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id
+                WHERE s.id = $2 AND s.user_id = $3 AND s.level = ANY($17::int[])
+                  AND s.expires_at > $4 AND s.last_seen_at > $18 AND u.enabled)
+    AND NOT EXISTS (SELECT 1 FROM throttle t WHERE t.key = $15 AND t.locked_until > $4)
   RETURNING id
 ), stepped AS (
   UPDATE credentials SET state = $7::json, version = $6 + 1, last_used_at = $4
@@ -79,14 +93,14 @@ WRITE_ANSWER: Final = """WITH consumed AS (
 ), started AS (
   INSERT INTO sessions (id, user_id, level, csrf_token, next_url, created_at, last_seen_at,
                         expires_at, client_ip, user_agent, second_factor_at)
-  SELECT $8, user_id, $17, $9, next_url, $4, $4, $10, $11, $12, $4 FROM ended
+  SELECT $8, user_id, $16, $9, next_url, $4, $4, $10, $11, $12, $4 FROM ended
   RETURNING id
 ), audited AS (
   INSERT INTO audit_events (at, kind, outcome, username, client_ip, user_agent, detail)
   SELECT $4, 'second_factor', 'allow', $13, $11, $12, $14::json FROM started
   RETURNING id
 ), reset AS (
-  DELETE FROM throttle WHERE key = $15 AND $16 AND EXISTS (SELECT 1 FROM audited)
+  DELETE FROM throttle WHERE key = $15 AND EXISTS (SELECT 1 FROM audited)
 )
 SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM consumed) THEN 0
   ELSE 1 / (SELECT count(*)::int FROM audited) END"""
@@ -105,15 +119,6 @@ class SessionWindow:
 
 
 @dataclass(frozen=True)
-class OpenedChallenge:
-    user_id: int
-    level: int
-    csrf_token: str
-    username: str
-    lock_key: str  # the throttle key the statement checked, to compare with Python's
-
-
-@dataclass(frozen=True)
 class AnswerContext:
     user_id: int
     level: int
@@ -127,7 +132,6 @@ class AnswerContext:
     secret_sealed: str | None
     state: str  # JSON text
     version: int
-    counted: bool  # the method's failure counter has a row
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ class AnswerWrite:
     username: str
     audit_detail: str  # JSON text
     lock_key: str
-    counted: bool
+    levels: tuple[int, ...]  # the session levels that may answer
+    idle_since: datetime
 
 
 class ExpressStore:
@@ -180,8 +185,10 @@ class ExpressStore:
         lock_key_prefix: str,
         expires_at: datetime,
         payload: str,
-    ) -> OpenedChallenge | None:
-        row = await self._pool.fetchrow(
+    ) -> Sequence[AnswerContext]:
+        """The opened challenge's context, one per credential of the method (none: the
+        session may not open one now, and none was opened)."""
+        rows = await self._pool.fetch(
             OPEN_CHALLENGE,
             session_id,
             window.now,
@@ -194,7 +201,7 @@ class ExpressStore:
             list(window.levels),
             payload,
         )
-        return None if row is None else OpenedChallenge(*row)
+        return [AnswerContext(*row) for row in rows]
 
     async def read_answer(
         self,
@@ -238,8 +245,9 @@ class ExpressStore:
                 write.username,
                 write.audit_detail,
                 write.lock_key,
-                write.counted,
                 write.signed_in_level,
+                list(write.levels),
+                write.idle_since,
             )
         except asyncpg.DivisionByZeroError:  # consumed, but a later link did not match
             return False

@@ -35,6 +35,8 @@ class GatewayApp(FastAPI):
     express lane's authenticator-app page on PostgreSQL (web.express), which hands FastAPI
     whatever it does not answer itself."""
 
+    express_moulds: express.Moulds
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             handler = forward_auth.FAST_ROUTES.get(scope["path"])
@@ -44,7 +46,10 @@ class GatewayApp(FastAPI):
             lane = self.state.gateway.express
             if lane is not None and (code := express.express_code(lane, scope)) is not None:
                 scope["app"] = self  # what the pages look the gateway up in
-                await express.serve_express(lane, code, scope, receive, send, super().__call__)
+                general = super().__call__
+                await express.serve_express(
+                    lane, code, scope, receive, send, general, self.express_moulds
+                )
                 return
         await super().__call__(scope, receive, send)
 
@@ -65,6 +70,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app = GatewayApp(
         title="twofa", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
     )
+    app.express_moulds = express.Moulds()
     static = resources.files("twofa.web").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.include_router(pages.router)

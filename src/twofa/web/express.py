@@ -7,6 +7,7 @@ so every refusal, message and audit record comes from one place.
 
 from __future__ import annotations
 
+import string
 import urllib.parse
 from dataclasses import dataclass
 from typing import Final
@@ -18,14 +19,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from twofa.services.express import ExpressLane
 from twofa.services.factors import Started
 from twofa.services.sessions import Level
-from twofa.web.context import CSRF_HEADER, SESSION_COOKIE, client_of, set_session_cookie
+from twofa.web.context import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    client_of,
+    gateway_of,
+    set_session_cookie,
+)
 from twofa.web.factors import PAGE_FIELDS, method_page
+from twofa.web.moulds import CHALLENGE_MARK, COOKIE_MARK, CSRF_MARK, PageMould, RedirectMould
 from twofa.web.security_headers import SecurityHeaders
 
 PREFIX: Final = "/2fa/m/"
 MAX_FORM_BYTES: Final = 16_384  # a code form is a few hundred bytes; more goes the long way
 FORM_TYPE: Final = b"application/x-www-form-urlencoded"
 SIGNED_IN_LANDING: Final = "/2fa/after"  # web.second_factor.landing_after, no enrolment
+PLAIN_TOKEN: Final = frozenset(string.ascii_letters + string.digits + "-_")  # new_token's
 
 
 def express_code(lane: ExpressLane, scope: Scope) -> str | None:
@@ -37,17 +46,38 @@ def express_code(lane: ExpressLane, scope: Scope) -> str | None:
     return code if lane.serves(code) and not scope.get("query_string") else None
 
 
+class Moulds:
+    """This app's cast responses: a page per (method, step-up, remember-days offer), and the
+    signed-in redirect. The settings they show are the app's own, so one per app."""
+
+    def __init__(self) -> None:
+        self.pages: dict[tuple[str, bool, int], PageMould | None] = {}
+        self.signed_in: RedirectMould | None = None
+
+
 async def serve_express(
-    lane: ExpressLane, code: str, scope: Scope, receive: Receive, send: Send, general: ASGIApp
+    lane: ExpressLane,
+    code: str,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    general: ASGIApp,
+    moulds: Moulds,
 ) -> None:
     if scope["method"] == "GET":
-        await _page(lane, code, scope, receive, send, general)
+        await _page(lane, code, scope, receive, send, general, moulds)
     else:
-        await _answer(lane, code, scope, receive, send, general)
+        await _answer(lane, code, scope, receive, send, general, moulds)
 
 
 async def _page(
-    lane: ExpressLane, code: str, scope: Scope, receive: Receive, send: Send, general: ASGIApp
+    lane: ExpressLane,
+    code: str,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    general: ASGIApp,
+    moulds: Moulds,
 ) -> None:
     request = Request(scope, receive)
     opened = await lane.open(request.cookies.get(SESSION_COOKIE), code)
@@ -55,13 +85,34 @@ async def _page(
         await general(scope, receive, send)
         return
     level = Level.SIGNED_IN if opened.step_up else Level.PASSWORD
-    started = Started(opened.challenge_id, opened.show)
-    response = await method_page(request, code, "verify", started, opened.csrf_token, level)
-    await SecurityHeaders(response)(scope, receive, send)
+    if opened.show:  # a page of its own: not one the moulds hold
+        started = Started(opened.challenge_id, opened.show)
+        response = await method_page(request, code, "verify", started, opened.csrf_token, level)
+        await SecurityHeaders(response)(scope, receive, send)
+        return
+    days = 0 if opened.step_up else await gateway_of(request).devices.days()
+    key = (code, opened.step_up, days)
+    if key not in moulds.pages:
+        marked = Started(CHALLENGE_MARK, {})
+        cast = await method_page(request, code, "verify", marked, CSRF_MARK, level)
+        moulds.pages[key] = PageMould.cast(cast)
+    mould = moulds.pages[key]
+    if mould is None:
+        started = Started(opened.challenge_id, {})
+        response = await method_page(request, code, "verify", started, opened.csrf_token, level)
+        await SecurityHeaders(response)(scope, receive, send)
+        return
+    await mould.send(send, opened.challenge_id, opened.csrf_token)
 
 
 async def _answer(
-    lane: ExpressLane, code: str, scope: Scope, receive: Receive, send: Send, general: ASGIApp
+    lane: ExpressLane,
+    code: str,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    general: ASGIApp,
+    moulds: Moulds,
 ) -> None:
     body = await _read_body(receive)
     replay = _replaying(body, receive)
@@ -81,6 +132,13 @@ async def _answer(
     )
     if signed_in is None:
         await general(scope, replay, send)
+        return
+    if moulds.signed_in is None:
+        cast = RedirectResponse(SIGNED_IN_LANDING, status_code=303)
+        set_session_cookie(request, cast, COOKIE_MARK)
+        moulds.signed_in = RedirectMould.cast(cast)
+    if moulds.signed_in is not None and set(signed_in) <= PLAIN_TOKEN:
+        await moulds.signed_in.send(send, signed_in)
         return
     response = RedirectResponse(SIGNED_IN_LANDING, status_code=303)
     set_session_cookie(request, response, signed_in)

@@ -12,6 +12,8 @@ from starlette.responses import HTMLResponse
 from twofa.web.context import gateway_of
 
 TEMPLATES = Jinja2Templates(directory=str(resources.files("twofa.web").joinpath("templates")))
+# The templates ship with the package: no stat() of every template file on every page.
+TEMPLATES.env.auto_reload = False
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
