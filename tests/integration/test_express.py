@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import unescape
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from twofa.config import Settings
 from twofa.methods.totp import time_step
 from twofa.services.express import ExpressCounts
 from twofa.services.runtime import Gateway
+from twofa.storage.express import ExpressStore
 from twofa.storage.tables import (
     AuditRow,
     ChallengeRow,
@@ -407,3 +409,7 @@ async def test_a_lock_out_after_the_page_opened_still_refuses(alice: tuple[Site,
     assert answer.status_code == 401
     assert "Too many failed attempts" in unescape(answer.text)
     assert running.counts == ExpressCounts(pages=1, sign_ins=0, handed_on=1)
+
+
+async def test_sqlite_has_no_express_lane(tmp_path: Path) -> None:
+    assert await ExpressStore.open(f"sqlite+aiosqlite:///{tmp_path / 'twofa.db'}") is None

@@ -188,6 +188,7 @@ class ExpressLane:
         written = await self._store.write_answer(
             AnswerWrite(
                 challenge_id=challenge_id,
+                method=code,
                 session_id=session_id,
                 user_id=found.user_id,
                 now=window.now,

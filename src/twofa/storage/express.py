@@ -76,8 +76,8 @@ WHERE s.id = $1 AND s.level = ANY($7::int[]) AND s.expires_at > $3 AND s.last_se
 # is safe on its own: the lane may skip the read when it kept the page's context.
 WRITE_ANSWER: Final = """WITH consumed AS (
   UPDATE challenges SET consumed_at = $4, status = 'allow', payload = NULL
-  WHERE id = $1 AND user_id = $3 AND session_id = $2 AND consumed_at IS NULL
-    AND expires_at > $4
+  WHERE id = $1 AND user_id = $3 AND session_id = $2 AND method = $19
+    AND purpose = 'validate' AND consumed_at IS NULL AND expires_at > $4
     AND EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id
                 WHERE s.id = $2 AND s.user_id = $3 AND s.level = ANY($17::int[])
                   AND s.expires_at > $4 AND s.last_seen_at > $18 AND u.enabled)
@@ -137,6 +137,7 @@ class AnswerContext:
 @dataclass(frozen=True)
 class AnswerWrite:
     challenge_id: str
+    method: str
     session_id: str
     user_id: int
     now: datetime
@@ -248,6 +249,7 @@ class ExpressStore:
                 write.signed_in_level,
                 list(write.levels),
                 write.idle_since,
+                write.method,
             )
         except asyncpg.DivisionByZeroError:  # consumed, but a later link did not match
             return False
