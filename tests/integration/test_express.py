@@ -146,6 +146,15 @@ async def rows(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def answer_form(page: httpx.Response, code: str) -> dict[str, str]:
+    """What the page's form posts with `code` typed in."""
+    return {
+        "csrf_token": csrf_from(page.text),
+        "challenge": challenge_from(page.text),
+        "code": code,
+    }
+
+
 def without_tokens(html: str) -> str:
     return re.sub(r'value="[A-Za-z0-9_\-]{20,}"', 'value="…"', html)
 
@@ -168,11 +177,7 @@ async def test_a_sign_in_leaves_exactly_what_the_general_path_leaves(
             page = await running.browser.get(VERIFY)
             answer = await running.browser.post(
                 VERIFY,
-                data={
-                    "csrf_token": csrf_from(page.text),
-                    "challenge": challenge_from(page.text),
-                    "code": running.fresh_code(secret),
-                },
+                data=answer_form(page, running.fresh_code(secret)),
             )
             cookie = answer.headers["set-cookie"]
             outcomes[express] = (
@@ -227,11 +232,7 @@ async def test_a_wrong_code_is_handed_on_counted_and_refused_as_before(
     # The page the general path showed again takes the right code, and resets the counter.
     again = await running.browser.post(
         VERIFY,
-        data={
-            "csrf_token": csrf_from(refused.text),
-            "challenge": challenge_from(refused.text),
-            "code": running.fresh_code(secret),
-        },
+        data=answer_form(refused, running.fresh_code(secret)),
     )
     assert again.status_code == 303
     assert (await rows(running.settings))["throttle"] == []
@@ -247,11 +248,7 @@ async def test_a_used_step_and_a_used_page_are_refused(alice: tuple[Site, str]) 
     assert WRONG in unescape(reused.text)
 
     page = await running.browser.get(VERIFY)
-    form = {
-        "csrf_token": csrf_from(page.text),
-        "challenge": challenge_from(page.text),
-        "code": running.fresh_code(secret),
-    }
+    form = answer_form(page, running.fresh_code(secret))
     assert (await running.browser.post(VERIFY, data=form)).status_code == 303
     # The same page again, with the new session's form token (signed in now: a step-up).
     home = await running.browser.get("/")
@@ -292,11 +289,7 @@ async def test_two_answers_racing_with_one_code_sign_in_once(alice: tuple[Site, 
         *(
             running.browser.post(
                 VERIFY,
-                data={
-                    "csrf_token": csrf_from(page.text),
-                    "challenge": challenge_from(page.text),
-                    "code": code,
-                },
+                data=answer_form(page, code),
             )
             for page in pages
         )
@@ -342,11 +335,7 @@ async def test_a_disabled_user_cannot_answer(alice: tuple[Site, str]) -> None:
         await gateway.close()
     answer = await running.browser.post(
         VERIFY,
-        data={
-            "csrf_token": csrf_from(page.text),
-            "challenge": challenge_from(page.text),
-            "code": running.fresh_code(secret),
-        },
+        data=answer_form(page, running.fresh_code(secret)),
     )
     assert answer.status_code != 303
     assert running.counts is not None
@@ -369,11 +358,7 @@ async def test_an_answer_reaching_another_worker_reads_what_it_needs(
             page = await first.browser.get(VERIFY)
             answer = await first.browser.post(
                 f"{other_url}{VERIFY}",
-                data={
-                    "csrf_token": csrf_from(page.text),
-                    "challenge": challenge_from(page.text),
-                    "code": first.fresh_code(secret),
-                },
+                data=answer_form(page, first.fresh_code(secret)),
             )
             assert answer.status_code == 303, answer.text
             assert answer.headers["location"] == "/2fa/after"
@@ -400,11 +385,7 @@ async def test_a_lock_out_after_the_page_opened_still_refuses(alice: tuple[Site,
         await gateway.close()
     answer = await running.browser.post(
         VERIFY,
-        data={
-            "csrf_token": csrf_from(page.text),
-            "challenge": challenge_from(page.text),
-            "code": running.fresh_code(secret),
-        },
+        data=answer_form(page, running.fresh_code(secret)),
     )
     assert answer.status_code == 401
     assert "Too many failed attempts" in unescape(answer.text)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from starlette.requests import Request, cookie_parser
-from starlette.responses import RedirectResponse
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twofa.services.express import ExpressLane
@@ -55,6 +55,24 @@ class Moulds:
         self.signed_in: RedirectMould | None = None
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One request the lane was offered, and where it goes when the lane does not answer."""
+
+    lane: ExpressLane
+    code: str
+    scope: Scope
+    send: Send
+    general: ASGIApp
+    moulds: Moulds
+
+    async def hand_on(self, receive: Receive) -> None:
+        await self.general(self.scope, receive, self.send)
+
+    async def respond(self, response: Response, receive: Receive) -> None:
+        await SecurityHeaders(response)(self.scope, receive, self.send)
+
+
 async def serve_express(
     lane: ExpressLane,
     code: str,
@@ -64,85 +82,72 @@ async def serve_express(
     general: ASGIApp,
     moulds: Moulds,
 ) -> None:
+    call = _Call(lane, code, scope, send, general, moulds)
     if scope["method"] == "GET":
-        await _page(lane, code, scope, receive, send, general, moulds)
+        await _page(call, receive)
     else:
-        await _answer(lane, code, scope, receive, send, general, moulds)
+        await _answer(call, receive)
 
 
-async def _page(
-    lane: ExpressLane,
-    code: str,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    general: ASGIApp,
-    moulds: Moulds,
-) -> None:
-    request = Request(scope, receive)
-    opened = await lane.open(request.cookies.get(SESSION_COOKIE), code)
+async def _page(call: _Call, receive: Receive) -> None:
+    request = Request(call.scope, receive)
+    opened = await call.lane.open(request.cookies.get(SESSION_COOKIE), call.code)
     if opened is None:
-        await general(scope, receive, send)
+        await call.hand_on(receive)
         return
     level = Level.SIGNED_IN if opened.step_up else Level.PASSWORD
-    if opened.show:  # a page of its own: not one the moulds hold
-        started = Started(opened.challenge_id, opened.show)
-        response = await method_page(request, code, "verify", started, opened.csrf_token, level)
-        await SecurityHeaders(response)(scope, receive, send)
+    mould = await _page_mould(call, request, opened.step_up, level) if not opened.show else None
+    if mould is not None:
+        await mould.send(call.send, opened.challenge_id, opened.csrf_token)
         return
-    days = 0 if opened.step_up else await gateway_of(request).devices.days()
-    key = (code, opened.step_up, days)
-    if key not in moulds.pages:
+    started = Started(opened.challenge_id, opened.show)
+    page = await method_page(request, call.code, "verify", started, opened.csrf_token, level)
+    await call.respond(page, receive)
+
+
+async def _page_mould(
+    call: _Call, request: Request, step_up: bool, level: Level
+) -> PageMould | None:
+    """The verify page cast for what it shows (None: it could not be cast)."""
+    days = 0 if step_up else await gateway_of(request).devices.days()
+    key = (call.code, step_up, days)
+    if key not in call.moulds.pages:
         marked = Started(CHALLENGE_MARK, {})
-        cast = await method_page(request, code, "verify", marked, CSRF_MARK, level)
-        moulds.pages[key] = PageMould.cast(cast)
-    mould = moulds.pages[key]
-    if mould is None:
-        started = Started(opened.challenge_id, {})
-        response = await method_page(request, code, "verify", started, opened.csrf_token, level)
-        await SecurityHeaders(response)(scope, receive, send)
-        return
-    await mould.send(send, opened.challenge_id, opened.csrf_token)
+        cast = await method_page(request, call.code, "verify", marked, CSRF_MARK, level)
+        call.moulds.pages[key] = PageMould.cast(cast)
+    return call.moulds.pages[key]
 
 
-async def _answer(
-    lane: ExpressLane,
-    code: str,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    general: ASGIApp,
-    moulds: Moulds,
-) -> None:
+async def _answer(call: _Call, receive: Receive) -> None:
     body = await _read_body(receive)
     replay = _replaying(body, receive)
-    fields = _form_fields(scope, body.data) if body.usable else None
-    token = _session_cookie(scope)
+    fields = _form_fields(call.scope, body.data) if body.usable else None
+    token = _session_cookie(call.scope)
     if fields is None or token is None:
-        await general(scope, replay, send)
+        await call.hand_on(replay)
         return
-    request = Request(scope, replay)
-    signed_in = await lane.answer(
+    request = Request(call.scope, replay)
+    signed_in = await call.lane.answer(
         token,
-        code,
+        call.code,
         fields.get("challenge", ""),
         fields.get("csrf_token", ""),
         {name: value for name, value in fields.items() if name not in PAGE_FIELDS},
         client_of(request),
     )
     if signed_in is None:
-        await general(scope, replay, send)
+        await call.hand_on(replay)
         return
-    if moulds.signed_in is None:
+    if call.moulds.signed_in is None:
         cast = RedirectResponse(SIGNED_IN_LANDING, status_code=303)
         set_session_cookie(request, cast, COOKIE_MARK)
-        moulds.signed_in = RedirectMould.cast(cast)
-    if moulds.signed_in is not None and set(signed_in) <= PLAIN_TOKEN:
-        await moulds.signed_in.send(send, signed_in)
+        call.moulds.signed_in = RedirectMould.cast(cast)
+    if call.moulds.signed_in is not None and set(signed_in) <= PLAIN_TOKEN:
+        await call.moulds.signed_in.send(call.send, signed_in)
         return
     response = RedirectResponse(SIGNED_IN_LANDING, status_code=303)
     set_session_cookie(request, response, signed_in)
-    await SecurityHeaders(response)(scope, replay, send)
+    await call.respond(response, replay)
 
 
 def _session_cookie(scope: Scope) -> str | None:
