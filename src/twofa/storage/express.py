@@ -32,13 +32,9 @@ from typing import Any, Final
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
-# The columns of AnswerContext, from `s` (the live session with its user) and `c` (credential).
-_ANSWER_COLUMNS: Final = """s.user_id, s.level, s.csrf_token, u.username, u.display_name,
-  u.email, $LOCK || lower(u.username) AS lock_key, c.id, c.label, c.secret_sealed, c.state,
-  c.version"""
-
-OPEN_CHALLENGE: Final = """WITH live AS (
-  SELECT s.id, s.user_id FROM sessions s JOIN users u ON u.id = s.user_id
+OPEN_CHALLENGE: Final = """WITH s AS (
+  SELECT s.id, s.user_id, s.level, s.csrf_token, u.username, u.display_name, u.email
+  FROM sessions s JOIN users u ON u.id = s.user_id
   WHERE s.id = $1 AND s.level = ANY($9::int[]) AND s.expires_at > $2 AND s.last_seen_at > $3
     AND u.enabled
     AND EXISTS (SELECT 1 FROM credentials c WHERE c.user_id = u.id AND c.method = $5)
@@ -46,19 +42,20 @@ OPEN_CHALLENGE: Final = """WITH live AS (
                     AND t.locked_until > $2)
 ), touched AS (
   UPDATE sessions SET last_seen_at = $2
-  WHERE id = $1 AND last_seen_at <= $7 AND EXISTS (SELECT 1 FROM live)
+  WHERE id = $1 AND last_seen_at <= $7 AND EXISTS (SELECT 1 FROM s)
 ), opened AS (
   INSERT INTO challenges (id, user_id, session_id, method, purpose, status, created_at,
                           expires_at, payload)
-  SELECT $4, live.user_id, live.id, $5, 'validate', 'pending', $2, $8, $10::json FROM live
+  SELECT $4, s.user_id, s.id, $5, 'validate', 'pending', $2, $8, $10::json FROM s
   RETURNING user_id
 )
-SELECT COLUMNS FROM opened JOIN sessions s ON s.id = $1 JOIN users u ON u.id = s.user_id
-JOIN credentials c ON c.user_id = s.user_id AND c.method = $5""".replace(
-    "COLUMNS", _ANSWER_COLUMNS.replace("$LOCK", "$6")
-)
+SELECT s.user_id, s.level, s.csrf_token, s.username, s.display_name, s.email,
+  $6 || lower(s.username), c.id, c.label, c.secret_sealed, c.state, c.version
+FROM s JOIN opened ON opened.user_id = s.user_id
+JOIN credentials c ON c.user_id = s.user_id AND c.method = $5"""  # AnswerContext's columns
 
-READ_ANSWER: Final = """SELECT COLUMNS
+READ_ANSWER: Final = """SELECT s.user_id, s.level, s.csrf_token, u.username, u.display_name,
+  u.email, $5 || lower(u.username), c.id, c.label, c.secret_sealed, c.state, c.version
 FROM sessions s
 JOIN users u ON u.id = s.user_id
 JOIN challenges ch ON ch.id = $2 AND ch.session_id = s.id AND ch.user_id = s.user_id
@@ -68,9 +65,7 @@ JOIN credentials c ON c.user_id = s.user_id AND c.method = $4
 WHERE s.id = $1 AND s.level = ANY($7::int[]) AND s.expires_at > $3 AND s.last_seen_at > $6
   AND u.enabled
   AND NOT EXISTS (SELECT 1 FROM throttle t WHERE t.key = $5 || lower(u.username)
-                  AND t.locked_until > $3)""".replace(
-    "COLUMNS", _ANSWER_COLUMNS.replace("$LOCK", "$5")
-)
+                  AND t.locked_until > $3)"""  # AnswerContext's columns
 
 # Gated as the read is (live session at a verifying level, enabled user, no lock-out), so it
 # is safe on its own: the lane may skip the read when it kept the page's context.
