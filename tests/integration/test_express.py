@@ -32,7 +32,7 @@ from twofa.config import Settings
 from twofa.methods.totp import time_step
 from twofa.services.express import ExpressCounts
 from twofa.services.runtime import Gateway
-from twofa.storage.express import ExpressStore
+from twofa.storage.express import ExpressStore, ExpressUnavailable
 from twofa.storage.tables import (
     AuditRow,
     ChallengeRow,
@@ -394,3 +394,32 @@ async def test_a_lock_out_after_the_page_opened_still_refuses(alice: tuple[Site,
 
 async def test_sqlite_has_no_express_lane(tmp_path: Path) -> None:
     assert await ExpressStore.open(f"sqlite+aiosqlite:///{tmp_path / 'twofa.db'}") is None
+
+
+async def test_when_the_lane_cannot_reach_its_database_the_general_path_answers(
+    alice: tuple[Site, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lane's own connections failing must not fail the sign-in: the general path, with
+    its own connections, answers as it always has."""
+    running, secret = alice
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise ExpressUnavailable("ConnectionRefusedError: the lane's connection was refused")
+
+    monkeypatch.setattr(ExpressStore, "open_challenge", unreachable)
+    monkeypatch.setattr(ExpressStore, "read_answer", unreachable)
+    await sign_in(running.browser, "alice")
+    answer = await post_code(running.browser, VERIFY, running.fresh_code(secret))
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/2fa/after"
+    assert running.counts == ExpressCounts(pages=0, sign_ins=0, handed_on=2)
+
+
+async def test_a_store_that_cannot_connect_says_so_in_its_own_terms() -> None:
+    store = await ExpressStore.open("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    assert store is not None
+    try:
+        with pytest.raises(ExpressUnavailable, match=r"ConnectionRefusedError"):
+            await store.sweep(datetime.now(UTC))
+    finally:
+        await store.close()

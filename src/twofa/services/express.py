@@ -12,6 +12,7 @@ to. The method still computes (`TotpMethod.verify`); this service persists what 
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +31,14 @@ from twofa.services.factor_access import FactorAccess
 from twofa.services.lockouts import method_lockout_key
 from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level, SessionService
-from twofa.storage.express import AnswerContext, AnswerWrite, ExpressStore
+from twofa.storage.express import (
+    AnswerContext,
+    AnswerWrite,
+    ExpressStore,
+    ExpressUnavailable,
+)
+
+log = logging.getLogger(__name__)
 
 EXPRESS_METHODS: Final = frozenset({"totp"})  # one credential, no items, nothing delivered
 VERIFYING: Final = (Level.PASSWORD, Level.SIGNED_IN)
@@ -99,7 +107,11 @@ class ExpressLane:
 
     async def open(self, token: str | None, code: str) -> ExpressPage | None:
         """Opens a challenge for this browser's session, or None: ask `FactorService.start`."""
-        page = await self._open(token, code)
+        try:
+            page = await self._open(token, code)
+        except ExpressUnavailable as exc:
+            log.warning("express lane: %s; the general path answers", exc)
+            page = None
         if page is None:
             self.counts.handed_on += 1
         else:
@@ -117,7 +129,11 @@ class ExpressLane:
     ) -> str | None:
         """The new session's cookie value when the answer signs the user in (or confirms a
         change), or None: ask `FactorService.verify`, which says why not and counts it."""
-        signed_in = await self._answer(token, code, challenge_id, csrf_given, response, client)
+        try:
+            signed_in = await self._answer(token, code, challenge_id, csrf_given, response, client)
+        except ExpressUnavailable as exc:
+            log.warning("express lane: %s; the general path answers", exc)
+            signed_in = None
         if signed_in is None:
             self.counts.handed_on += 1
         else:

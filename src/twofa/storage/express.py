@@ -24,13 +24,16 @@ Every time comes from the caller (the injected clock), never from the database's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
+
+from twofa.errors import TwofaError
 
 OPEN_CHALLENGE: Final = """WITH s AS (
   SELECT s.id, s.user_id, s.level, s.csrf_token, u.username, u.display_name, u.email
@@ -101,6 +104,19 @@ SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM consumed) THEN 0
   ELSE 1 / (SELECT count(*)::int FROM audited) END"""
 
 SWEEP: Final = "DELETE FROM challenges WHERE expires_at < $1"
+
+
+class ExpressUnavailable(TwofaError):
+    """The lane's database connection failed (the lane hands the request to the general
+    path, which has its own connections and its own error page)."""
+
+
+@contextmanager
+def _unavailable_as_typed() -> Iterator[None]:
+    try:
+        yield
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise ExpressUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -184,19 +200,20 @@ class ExpressStore:
     ) -> Sequence[AnswerContext]:
         """The opened challenge's context, one per credential of the method (none: the
         session may not open one now, and none was opened)."""
-        rows = await self._pool.fetch(
-            OPEN_CHALLENGE,
-            session_id,
-            window.now,
-            window.idle_since,
-            challenge_id,
-            method,
-            lock_key_prefix,
-            window.touch_before,
-            expires_at,
-            list(window.levels),
-            payload,
-        )
+        with _unavailable_as_typed():
+            rows = await self._pool.fetch(
+                OPEN_CHALLENGE,
+                session_id,
+                window.now,
+                window.idle_since,
+                challenge_id,
+                method,
+                lock_key_prefix,
+                window.touch_before,
+                expires_at,
+                list(window.levels),
+                payload,
+            )
         return [AnswerContext(*row) for row in rows]
 
     async def read_answer(
@@ -208,50 +225,53 @@ class ExpressStore:
         lock_key_prefix: str,
     ) -> Sequence[AnswerContext]:
         """The answer's context, one per credential of the method (none: not answerable)."""
-        rows = await self._pool.fetch(
-            READ_ANSWER,
-            session_id,
-            challenge_id,
-            window.now,
-            method,
-            lock_key_prefix,
-            window.idle_since,
-            list(window.levels),
-        )
+        with _unavailable_as_typed():
+            rows = await self._pool.fetch(
+                READ_ANSWER,
+                session_id,
+                challenge_id,
+                window.now,
+                method,
+                lock_key_prefix,
+                window.idle_since,
+                list(window.levels),
+            )
         return [AnswerContext(*row) for row in rows]
 
     async def write_answer(self, write: AnswerWrite) -> bool:
         """True when everything was written; False when nothing was (the challenge was used
         or expired, or a racing request changed the credential or ended the session)."""
-        try:
-            written: Any = await self._pool.fetchval(
-                WRITE_ANSWER,
-                write.challenge_id,
-                write.session_id,
-                write.user_id,
-                write.now,
-                write.credential_id,
-                write.version_read,
-                write.new_state,
-                write.new_session_id,
-                write.new_csrf_token,
-                write.new_session_expires_at,
-                write.client_ip,
-                write.user_agent,
-                write.username,
-                write.audit_detail,
-                write.lock_key,
-                write.signed_in_level,
-                list(write.levels),
-                write.idle_since,
-                write.method,
-            )
-        except asyncpg.DivisionByZeroError:  # consumed, but a later link did not match
-            return False
+        with _unavailable_as_typed():
+            try:
+                written: Any = await self._pool.fetchval(
+                    WRITE_ANSWER,
+                    write.challenge_id,
+                    write.session_id,
+                    write.user_id,
+                    write.now,
+                    write.credential_id,
+                    write.version_read,
+                    write.new_state,
+                    write.new_session_id,
+                    write.new_csrf_token,
+                    write.new_session_expires_at,
+                    write.client_ip,
+                    write.user_agent,
+                    write.username,
+                    write.audit_detail,
+                    write.lock_key,
+                    write.signed_in_level,
+                    list(write.levels),
+                    write.idle_since,
+                    write.method,
+                )
+            except asyncpg.DivisionByZeroError:  # consumed, but a later link did not match
+                return False
         return bool(written == 1)
 
     async def sweep(self, before: datetime) -> None:
-        await self._pool.execute(SWEEP, before)
+        with _unavailable_as_typed():
+            await self._pool.execute(SWEEP, before)
 
 
 async def _keep_connection(connection: asyncpg.Connection) -> None:
