@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import RunningSimulator
 from tests.support.authenticator_totp import code_for
@@ -32,7 +33,7 @@ from twofa.config import Settings
 from twofa.methods.totp import time_step
 from twofa.services.express import ExpressCounts
 from twofa.services.runtime import Gateway
-from twofa.storage.express import ExpressStore, ExpressUnavailable
+from twofa.storage.express import ExpressStore, ExpressUnavailable, SessionWindow
 from twofa.storage.tables import (
     AuditRow,
     ChallengeRow,
@@ -89,21 +90,28 @@ async def alice(simulator: RunningSimulator) -> AsyncIterator[tuple[Site, str]]:
         yield running, secret
 
 
-async def rows(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    """What a sign-in leaves in the database, without what differs by nature between two runs
-    (ids, random tokens, times), but with how the times relate."""
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """One transaction on the site's database, from outside the running gateway."""
     gateway = await Gateway.start(settings)
     try:
         async with gateway.db.begin() as db:
-            sessions = (await db.scalars(select(SessionRow).order_by(SessionRow.level))).all()
-            challenges = (
-                await db.scalars(select(ChallengeRow).order_by(ChallengeRow.created_at))
-            ).all()
-            credentials = (await db.scalars(select(CredentialRow))).all()
-            audit = (await db.scalars(select(AuditRow).order_by(AuditRow.id))).all()
-            throttle = (await db.scalars(select(ThrottleRow))).all()
+            yield db
     finally:
         await gateway.close()
+
+
+async def rows(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    """What a sign-in leaves in the database, without what differs by nature between two runs
+    (ids, random tokens, times), but with how the times relate."""
+    async with database(settings) as db:
+        sessions = (await db.scalars(select(SessionRow).order_by(SessionRow.level))).all()
+        challenges = (
+            await db.scalars(select(ChallengeRow).order_by(ChallengeRow.created_at))
+        ).all()
+        credentials = (await db.scalars(select(CredentialRow))).all()
+        audit = (await db.scalars(select(AuditRow).order_by(AuditRow.id))).all()
+        throttle = (await db.scalars(select(ThrottleRow))).all()
     return {
         "sessions": [
             {
@@ -326,13 +334,9 @@ async def test_a_disabled_user_cannot_answer(alice: tuple[Site, str]) -> None:
     running, secret = alice
     await sign_in(running.browser, "alice")
     page = await running.browser.get(VERIFY)
-    gateway = await Gateway.start(running.settings)
-    try:
-        async with gateway.db.begin() as db:
-            user = (await db.scalars(select(UserRow).where(UserRow.username == "alice"))).one()
-            user.enabled = False
-    finally:
-        await gateway.close()
+    async with database(running.settings) as db:
+        user = (await db.scalars(select(UserRow).where(UserRow.username == "alice"))).one()
+        user.enabled = False
     answer = await running.browser.post(
         VERIFY,
         data=answer_form(page, running.fresh_code(secret)),
@@ -370,19 +374,15 @@ async def test_a_lock_out_after_the_page_opened_still_refuses(alice: tuple[Site,
     running, secret = alice
     await sign_in(running.browser, "alice")
     page = await running.browser.get(VERIFY)
-    gateway = await Gateway.start(running.settings)
-    try:
-        async with gateway.db.begin() as db:
-            db.add(
-                ThrottleRow(
-                    key="2fa-totp:alice",
-                    failures=0,
-                    window_started_at=running.clock.now(),
-                    locked_until=running.clock.now() + timedelta(minutes=15),
-                )
+    async with database(running.settings) as db:
+        db.add(
+            ThrottleRow(
+                key="2fa-totp:alice",
+                failures=0,
+                window_started_at=running.clock.now(),
+                locked_until=running.clock.now() + timedelta(minutes=15),
             )
-    finally:
-        await gateway.close()
+        )
     answer = await running.browser.post(
         VERIFY,
         data=answer_form(page, running.fresh_code(secret)),
@@ -418,8 +418,10 @@ async def test_when_the_lane_cannot_reach_its_database_the_general_path_answers(
 async def test_a_store_that_cannot_connect_says_so_in_its_own_terms() -> None:
     store = await ExpressStore.open("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
     assert store is not None
+    now = datetime.now(UTC)
+    window = SessionWindow(now, now, now, (1,))
     try:
         with pytest.raises(ExpressUnavailable, match=r"ConnectionRefusedError"):
-            await store.sweep(datetime.now(UTC))
+            await store.read_answer("session", "challenge", window, "totp", "")
     finally:
         await store.close()

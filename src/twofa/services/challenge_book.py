@@ -45,6 +45,20 @@ class ChallengeBook:
         self._sealer = sealer
         self._swept_at: datetime | None = None
 
+    def _due_for_sweep(self, now: datetime) -> bool:
+        """Old challenges go at most once a minute per process."""
+        if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
+            self._swept_at = now
+            return True
+        return False
+
+    async def sweep_if_due(self) -> None:
+        """The sweep for challenges opened elsewhere (services.express opens its own)."""
+        now = self._clock.now()
+        if self._due_for_sweep(now):
+            async with self._db.begin() as db:
+                await Challenges(db).remove_expired(now - KEEP_EXPIRED)
+
     async def open(
         self,
         session: SessionView,
@@ -64,8 +78,7 @@ class ChallengeBook:
             payload["secret"] = self._sealer.seal(secret, DRAFT_PURPOSE)
         challenge_id = new_token()
         async with self._db.begin() as db:
-            if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
-                self._swept_at = now  # old challenges go, at most once a minute per process
+            if self._due_for_sweep(now):
                 await Challenges(db).remove_expired(now - KEEP_EXPIRED)
             Challenges(db).add(
                 ChallengeRow(

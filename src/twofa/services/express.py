@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
@@ -26,7 +26,7 @@ from twofa.methods.registry import MethodRegistry
 from twofa.security.sealing import Sealer, SealError
 from twofa.security.tokens import new_token, same_token, token_digest
 from twofa.services import audit, credential_store
-from twofa.services.challenge_book import KEEP_EXPIRED, SWEEP_EVERY, ChallengeBook
+from twofa.services.challenge_book import ChallengeBook
 from twofa.services.factor_access import FactorAccess
 from twofa.services.lockouts import method_lockout_key
 from twofa.services.second_factor_outcomes import SecondFactorError
@@ -39,6 +39,7 @@ from twofa.storage.express import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EXPRESS_METHODS: Final = frozenset({"totp"})  # one credential, no items, nothing delivered
 VERIFYING: Final = (Level.PASSWORD, Level.SIGNED_IN)
@@ -69,12 +70,12 @@ class _Kept:
 
 @dataclass(frozen=True)
 class ExpressPage:
-    """An opened challenge: what the verify page shows."""
+    """An opened challenge: what the verify page shows (the lane's methods show nothing
+    of their own on it)."""
 
     challenge_id: str
     csrf_token: str
     step_up: bool  # a signed-in user confirming a change, not a sign-in
-    show: Mapping[str, Any]
 
 
 class ExpressLane:
@@ -95,7 +96,6 @@ class ExpressLane:
         self._challenges = challenges
         self._sealer = sealer
         self._clock = clock
-        self._swept_at: datetime | None = None
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self.counts = ExpressCounts()
 
@@ -107,11 +107,7 @@ class ExpressLane:
 
     async def open(self, token: str | None, code: str) -> ExpressPage | None:
         """Opens a challenge for this browser's session, or None: ask `FactorService.start`."""
-        try:
-            page = await self._open(token, code)
-        except ExpressUnavailable as exc:
-            log.warning("express lane: %s; the general path answers", exc)
-            page = None
+        page = await _stepping_aside(self._open(token, code))
         if page is None:
             self.counts.handed_on += 1
         else:
@@ -129,11 +125,8 @@ class ExpressLane:
     ) -> str | None:
         """The new session's cookie value when the answer signs the user in (or confirms a
         change), or None: ask `FactorService.verify`, which says why not and counts it."""
-        try:
-            signed_in = await self._answer(token, code, challenge_id, csrf_given, response, client)
-        except ExpressUnavailable as exc:
-            log.warning("express lane: %s; the general path answers", exc)
-            signed_in = None
+        attempt = self._answer(token, code, challenge_id, csrf_given, response, client)
+        signed_in = await _stepping_aside(attempt)
         if signed_in is None:
             self.counts.handed_on += 1
         else:
@@ -145,7 +138,7 @@ class ExpressLane:
             return None
         method = self._registry.get(code)
         window = self._sessions.live_window(VERIFYING)
-        await self._sweep_now_and_then()
+        await self._challenges.sweep_if_due()
         challenge_id = new_token()
         payload = json.dumps({"keep": {}, "show": self._challenges.seal_show({})})
         session_id = token_digest(token)
@@ -163,7 +156,7 @@ class ExpressLane:
             return None  # (none opened, or one the general path will find and refuse)
         self._keep(challenge_id, _Kept(session_id, code, opened[0], expires_at))
         step_up = opened[0].level == Level.SIGNED_IN
-        return ExpressPage(challenge_id, opened[0].csrf_token, step_up, {})
+        return ExpressPage(challenge_id, opened[0].csrf_token, step_up)
 
     async def _answer(
         self,
@@ -277,10 +270,12 @@ class ExpressLane:
             return None
         return dict(verified.state)
 
-    async def _sweep_now_and_then(self) -> None:
-        """Old challenges go, at most once a minute per process, as `ChallengeBook.open`
-        does for the challenges it opens."""
-        now = self._clock.now()
-        if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
-            self._swept_at = now
-            await self._store.sweep(now - KEEP_EXPIRED)
+
+async def _stepping_aside(attempt: Awaitable[T]) -> T | None:
+    """The attempt's result, or None when the lane's own database connection failed: the
+    general path, with its own connections and error page, answers instead."""
+    try:
+        return await attempt
+    except ExpressUnavailable as exc:
+        log.warning("express lane: %s; the general path answers", exc)
+        return None

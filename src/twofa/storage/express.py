@@ -103,8 +103,6 @@ WRITE_ANSWER: Final = """WITH consumed AS (
 SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM consumed) THEN 0
   ELSE 1 / (SELECT count(*)::int FROM audited) END"""
 
-SWEEP: Final = "DELETE FROM challenges WHERE expires_at < $1"
-
 
 class ExpressUnavailable(TwofaError):
     """The lane's database connection failed (the lane hands the request to the general
@@ -268,10 +266,6 @@ class ExpressStore:
             except asyncpg.DivisionByZeroError:  # consumed, but a later link did not match
                 return False
         return bool(written == 1)
-
-    async def sweep(self, before: datetime) -> None:
-        with _unavailable_as_typed():
-            await self._pool.execute(SWEEP, before)
 
 
 async def _keep_connection(connection: asyncpg.Connection) -> None:

@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Final
 
-from starlette.requests import Request, cookie_parser
+from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,7 +32,7 @@ from twofa.web.security_headers import SecurityHeaders
 
 PREFIX: Final = "/2fa/m/"
 MAX_FORM_BYTES: Final = 16_384  # a code form is a few hundred bytes; more goes the long way
-FORM_TYPE: Final = b"application/x-www-form-urlencoded"
+FORM_TYPE: Final = "application/x-www-form-urlencoded"
 SIGNED_IN_LANDING: Final = "/2fa/after"  # web.second_factor.landing_after, no enrolment
 PLAIN_TOKEN: Final = frozenset(string.ascii_letters + string.digits + "-_")  # new_token's
 
@@ -96,11 +96,11 @@ async def _page(call: _Call, receive: Receive) -> None:
         await call.hand_on(receive)
         return
     level = Level.SIGNED_IN if opened.step_up else Level.PASSWORD
-    mould = await _page_mould(call, request, opened.step_up, level) if not opened.show else None
+    mould = await _page_mould(call, request, opened.step_up, level)
     if mould is not None:
         await mould.send(call.send, opened.challenge_id, opened.csrf_token)
         return
-    started = Started(opened.challenge_id, opened.show)
+    started = Started(opened.challenge_id, {})
     page = await method_page(request, call.code, "verify", started, opened.csrf_token, level)
     await call.respond(page, receive)
 
@@ -121,12 +121,12 @@ async def _page_mould(
 async def _answer(call: _Call, receive: Receive) -> None:
     body = await _read_body(receive)
     replay = _replaying(body, receive)
-    fields = _form_fields(call.scope, body.data) if body.usable else None
-    token = _session_cookie(call.scope)
+    request = Request(call.scope, replay)
+    fields = _form_fields(request, body.data) if body.usable else None
+    token = request.cookies.get(SESSION_COOKIE)
     if fields is None or token is None:
         await call.hand_on(replay)
         return
-    request = Request(call.scope, replay)
     signed_in = await call.lane.answer(
         token,
         call.code,
@@ -150,24 +150,12 @@ async def _answer(call: _Call, receive: Receive) -> None:
     await call.respond(response, replay)
 
 
-def _session_cookie(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"cookie":
-            return cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE)
-    return None
-
-
-def _form_fields(scope: Scope, body: bytes) -> dict[str, str] | None:
+def _form_fields(request: Request, body: bytes) -> dict[str, str] | None:
     """The form as the general route would read it, or None when the lane should not guess:
     not a plain urlencoded form, a CSRF token in a header, a field given twice, a request
     to remember this device (the general route sets that cookie)."""
-    content_type = b""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            content_type = value.split(b";", 1)[0].strip().lower()
-        elif name == CSRF_HEADER_BYTES:
-            return None
-    if content_type != FORM_TYPE:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != FORM_TYPE or CSRF_HEADER in request.headers:
         return None
     try:
         pairs = urllib.parse.parse_qsl(
@@ -179,9 +167,6 @@ def _form_fields(scope: Scope, body: bytes) -> dict[str, str] | None:
     if len(fields) != len(pairs) or "remember" in fields:
         return None
     return fields
-
-
-CSRF_HEADER_BYTES: Final = CSRF_HEADER.lower().encode("latin-1")
 
 
 @dataclass(frozen=True)
