@@ -30,11 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from totp_floor import database_name, drop_database, machine_state, password_sessions, prepare
-from totp_verify import RunResult, free_port, process_tree, report, run_load, tail
+from totp_verify import RunResult, answering, free_port, process_tree, report, run_load, tail
 from twofa.security.sealing import Sealer
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -59,18 +58,7 @@ def start_server(
     ]  # fmt: skip
     with log.open("ab") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited ({process.returncode}):\n{tail(log)}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
-                if answer.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"the server did not answer on port {port}:\n{tail(log)}")
+    return answering(process, port, log)
 
 
 def one_run(

@@ -162,6 +162,11 @@ def start_server(database_url: str, port: int, workers: int, log: Path) -> subpr
     ]  # fmt: skip
     with log.open("ab") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+    return answering(process, port, log)
+
+
+def answering(process: subprocess.Popen[bytes], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`process` once its /healthz answers (30 s at most), with its log when it does not."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
