@@ -37,8 +37,12 @@ class Site:
         await asyncio.sleep(RECHECK_S + 0.2)
 
     async def sign_in_with_code(self, offset: int, **extra: str) -> httpx.Response:
+        """Signs alice in with a code; fails the test unless it is accepted, so a test that
+        then finds nothing remembered cannot pass on a sign-in that never happened."""
         await sign_in(self.client, "alice")
-        return await post_code(self.client, "/2fa/m/totp", code_at(self.secret, offset), **extra)
+        answer = await post_code(self.client, "/2fa/m/totp", code_at(self.secret, offset), **extra)
+        assert answer.status_code == 303, answer.text
+        return answer
 
 
 @pytest.fixture

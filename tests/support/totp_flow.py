@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.support.authenticator_totp import code_at, secret_from_page
+from tests.support.authenticator_totp import code_for, current_step, secret_from_page
 from tests.support.gateway import csrf_from, sign_in
 
 
@@ -31,6 +31,13 @@ async def post_code(client: httpx.AsyncClient, url: str, code: str, **extra: str
 
 async def enrol_alice(client: httpx.AsyncClient) -> str:
     """Signs alice in, sets up the app, returns its secret. She ends signed in."""
+    secret, _ = await enrol_alice_at_step(client)
+    return secret
+
+
+async def enrol_alice_at_step(client: httpx.AsyncClient) -> tuple[str, int]:
+    """As enrol_alice, and also the time step whose code confirmed the set-up (a test that
+    reads the clock again later may find it one step on)."""
     assert (await sign_in(client, "alice")).headers["location"] == "/2fa"
     intro = await client.get("/2fa")
     assert "authenticator app" in intro.text
@@ -43,13 +50,13 @@ async def enrol_alice(client: httpx.AsyncClient) -> str:
         data={
             "csrf_token": csrf_from(page.text),
             "challenge": challenge_from(page.text),
-            "code": code_at(secret),
+            "code": code_for(secret, step := current_step()),
         },
     )
     assert answer.status_code == 303, answer.text
     assert answer.headers["location"] == "/2fa/after?new=1"
     assert (await client.get("/2fa/after?new=1")).headers["location"] == "/"
-    return secret
+    return secret, step
 
 
 async def sign_out(client: httpx.AsyncClient) -> None:
