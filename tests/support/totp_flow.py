@@ -45,12 +45,13 @@ async def enrol_alice_at_step(client: httpx.AsyncClient) -> tuple[str, int]:
     page = await client.get("/2fa/m/totp/enrol")
     secret = secret_from_page(page.text)
     assert "<svg" in page.text  # the QR code
+    step = current_step()
     answer = await client.post(
         "/2fa/m/totp/enrol",
         data={
             "csrf_token": csrf_from(page.text),
             "challenge": challenge_from(page.text),
-            "code": code_for(secret, step := current_step()),
+            "code": code_for(secret, step),
         },
     )
     assert answer.status_code == 303, answer.text
