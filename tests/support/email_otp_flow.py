@@ -62,11 +62,13 @@ class Site:
         finally:
             await gateway.close()
 
-    async def rows(self, table: type[ChallengeRow] | type[CredentialRow]) -> int:
+    async def rows(
+        self, table: type[ChallengeRow] | type[CredentialRow], username: str = ERIN
+    ) -> int:
         async def count(gateway: Gateway) -> int:
             async with gateway.db() as db:
-                erin = select(UserRow.id).where(UserRow.username == ERIN).scalar_subquery()
-                query = select(func.count()).select_from(table).where(table.user_id == erin)
+                user = select(UserRow.id).where(UserRow.username == username).scalar_subquery()
+                query = select(func.count()).select_from(table).where(table.user_id == user)
                 return int(await db.scalar(query) or 0)
 
         return await self.query(count)

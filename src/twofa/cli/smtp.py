@@ -1,7 +1,7 @@
 """`twofa smtp`: the mail server e-mail codes go through (the console's E-mail Settings).
 `set` saves it (options left out keep their values), `show` prints it with the password only as
-set/not set, `test` sends a test message. The password comes from a file or stdin, never an
-option, and is never printed.
+set/not set, `test` sends a test message, `addresses` says or sets who chooses the address
+codes go to. The password comes from a file or stdin, never an option, and is never printed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from twofa.cli.common import (
 )
 from twofa.cli.settings_cmd import CLI_ACTOR, echo_fields, run_edit
 from twofa.domain.client import CLI
+from twofa.services.email_code_options import EmailCodeOptionsService
 from twofa.services.email_delivery import SendTestOutcome
 from twofa.services.runtime import Gateway
 from twofa.services.smtp_settings import SmtpConfig, SmtpEdit, SmtpSecurity
@@ -150,3 +151,34 @@ def test_smtp(
         typer.secho(f"error: {outcome.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_EXPECTED_ERROR)
     typer.echo(outcome.message)
+
+
+ADDRESS_SOURCES: Final = {True: "users choose at set-up", False: "the account's address"}
+
+
+@smtp_app.command("addresses")
+def address_choice(
+    ctx: typer.Context,
+    users_choose: Annotated[
+        bool | None,
+        typer.Option(
+            "--users-choose/--account-only",
+            help="Let users choose the address at set-up (confirmed by a code), or send "
+            "codes only to the account's address. Left out: print the current choice.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Who chooses the address e-mail codes go to."""
+
+    async def apply(gateway: Gateway) -> tuple[bool, bool]:
+        options = EmailCodeOptionsService(gateway.db, gateway.clock, gateway.console.cache)
+        if users_choose is None:
+            return await options.users_choose_address(), False
+        return users_choose, await options.set_users_choose_address(users_choose, CLI_ACTOR, CLI)
+
+    on, changed = run_with_gateway(ctx, apply)
+    if users_choose is None:
+        typer.echo(f"addresses: {ADDRESS_SOURCES[on]}")
+    else:
+        typer.echo(f"{'saved' if changed else 'unchanged'}: {ADDRESS_SOURCES[on]}")

@@ -41,6 +41,17 @@ class EnrolmentRefused(TwofaError):
         super().__init__(message)
 
 
+class DetailsNeeded(TwofaError):
+    """The enrolment can begin only once the user has filled in the method's form (the address
+    codes by e-mail go to, when the admin lets users choose it). `show` goes to that form;
+    `message` says what was wrong with what they typed, "" when they have typed nothing yet."""
+
+    def __init__(self, show: Mapping[str, Any], message: str = "") -> None:
+        self.show = show
+        self.message = message
+        super().__init__(message or "details needed")
+
+
 @dataclass(frozen=True)
 class MethodUser:
     user_id: int
@@ -138,11 +149,13 @@ class Verified:
 @dataclass(frozen=True)
 class MethodContext:
     """Who is enrolling or verifying, when, and the admin's options for this method (from
-    the console; empty when the admin set none)."""
+    the console; empty when the admin set none). `entered`: what the user typed into the form
+    of a `DetailsNeeded` to begin an enrolment; empty otherwise."""
 
     user: MethodUser
     now: datetime
     options: Mapping[str, Any] = field(default_factory=dict)
+    entered: Mapping[str, str] = field(default_factory=dict)
 
 
 class Method(Protocol):
@@ -157,7 +170,8 @@ class Method(Protocol):
     ) -> Draft:
         """`enrolled`: the user's credentials of this method already stored, for a method
         with `many_per_user` (so a second one is not the first again); a method with one
-        per user gets none, since its new credential replaces the old."""
+        per user gets none, since its new credential replaces the old. Raises
+        `EnrolmentRefused`, or `DetailsNeeded` to ask the user for something first."""
         ...
 
     async def finish_enrollment(

@@ -1,12 +1,16 @@
 """One-time codes sent by e-mail: a 6-digit code per challenge, valid for ten minutes, kept on
 the server only as a salted HMAC. Enrolment proves the address by a first code; the address is
 stored with the credential and every later code goes there. The service sends the message.
+
+The address is the account's, unless the admin lets users choose it (the method option
+`users_choose_address`): then enrolment first asks for one, prefilled with the account's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -14,6 +18,7 @@ from typing import Any, Final
 from twofa.errors import TwofaError
 from twofa.methods.base import (
     Delivery,
+    DetailsNeeded,
     Draft,
     EnrolmentRefused,
     MethodContext,
@@ -31,6 +36,15 @@ DIGITS: Final = 6
 VALID_MINUTES: Final = 10
 SALT_BYTES: Final = 16
 NO_ADDRESS: Final = "Your account has no e-mail address. Ask your administrator to add one."
+USERS_CHOOSE_ADDRESS: Final = "users_choose_address"  # the method option
+NOT_AN_ADDRESS: Final = "That doesn't look like an e-mail address. Type it as name@example.com."
+MAX_ADDRESS_LENGTH: Final = 254  # RFC 5321's limit on a path, less its angle brackets
+# Deliberately narrower than RFC 5322: no quoted local parts, comments or spaces, ASCII only,
+# a dotted domain. What passes is safe in a header and what real mailboxes look like.
+_ADDRESS = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
 
 
 def new_code() -> str:
@@ -56,6 +70,23 @@ def code_matches(keep: Mapping[str, Any], typed: str) -> bool:
     if len(code) != DIGITS or not (code.isascii() and code.isdigit()):
         return False
     return hmac.compare_digest(code_digest(code, salt), digest)
+
+
+def users_choose_address(options: Mapping[str, Any]) -> bool:
+    return options.get(USERS_CHOOSE_ADDRESS) is True
+
+
+def checked_address(typed: str) -> str:
+    """The address a user typed, trimmed, or `DetailsNeeded` saying what to fix."""
+    address = typed.strip()
+    local = address.rpartition("@")[0]
+    if len(address) > MAX_ADDRESS_LENGTH or len(local) > 64 or not _ADDRESS.fullmatch(address):
+        raise DetailsNeeded(_address_form(typed[:MAX_ADDRESS_LENGTH]), NOT_AN_ADDRESS)
+    return address
+
+
+def _address_form(prefill: str) -> dict[str, Any]:
+    return {"ask_address": True, "address": prefill, "minutes": VALID_MINUTES}
 
 
 def mask_address(address: str) -> str:
@@ -96,12 +127,24 @@ class EmailOtpMethod:
     async def begin_enrollment(
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
     ) -> Draft:
-        address = context.user.email.strip()
-        if not address:
-            raise EnrolmentRefused(NO_ADDRESS)
+        chosen = users_choose_address(context.options)
+        if chosen:
+            typed = context.entered.get("address")
+            if typed is None:  # the first page: where should codes go?
+                raise DetailsNeeded(_address_form(context.user.email.strip()))
+            address = checked_address(typed)
+        else:  # whatever the form said: the account's address or none
+            address = context.user.email.strip()
+            if not address:
+                raise EnrolmentRefused(NO_ADDRESS)
         code = new_code()
         return Draft(
-            show={"address": mask_address(address), "minutes": VALID_MINUTES},
+            # An address the user just typed is shown whole, so they can spot a typo in it.
+            show={
+                "address": address if chosen else mask_address(address),
+                "chosen": chosen,
+                "minutes": VALID_MINUTES,
+            },
             keep={**kept_code(code), "address": address},
             delivery=code_message(address, code, "set up sign-in codes by e-mail"),
         )

@@ -22,6 +22,7 @@ from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.methods.base import (
     Delivery,
+    DetailsNeeded,
     EnrolmentRefused,
     Method,
     MethodContext,
@@ -68,9 +69,10 @@ class Mailer(Protocol):
 class Started:
     """A challenge or an enrolment draft: the id the page posts back and what it shows."""
 
-    challenge_id: str
+    challenge_id: str  # "" while the method's form asks for details first (DetailsNeeded)
     show: Mapping[str, Any]
     note: str = ""  # said above the form (why no new code was sent)
+    error: str = ""  # what was wrong with the details the user typed
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,16 @@ class FactorService:
     def registry(self) -> MethodRegistry:
         return self._registry
 
-    async def begin_enrolment(self, session: SessionView, code: str, client: ClientInfo) -> Started:
+    async def begin_enrolment(
+        self,
+        session: SessionView,
+        code: str,
+        client: ClientInfo,
+        entered: Mapping[str, str] | None = None,
+    ) -> Started:
+        """`entered`: the fields of the method's details form, when the user submitted it."""
         method, user = await self._access.may_enrol(session, code)
-        await self._challenges.refuse_during_cooldown(user, method)
-        context = await self._context(user, code)
+        context = await self._context(user, code, entered)
         enrolled: list[StoredCredential] = []
         if method.many_per_user:  # no transaction for the others: they compare with nothing
             async with self._db.begin() as db:
@@ -116,7 +124,10 @@ class FactorService:
             draft = await method.begin_enrollment(context, enrolled)
         except EnrolmentRefused as exc:
             raise SecondFactorError(exc.message) from exc
+        except DetailsNeeded as exc:  # nothing is stored until the form comes back
+            return Started("", exc.show, error=exc.message)
         if draft.delivery is not None:
+            await self._challenges.refuse_during_cooldown(user, method)
             await self._deliver(draft.delivery, user, code, client)
         challenge_id = await self._challenges.open(
             session, user, code, "enrol", DRAFT_LIFETIME, draft.keep, draft.show, draft.secret
@@ -363,10 +374,12 @@ class FactorService:
             return []
         return await credential_store.load(db, self._sealer, user.id, method.code)
 
-    async def _context(self, user: UserRow, code: str) -> MethodContext:
+    async def _context(
+        self, user: UserRow, code: str, entered: Mapping[str, str] | None = None
+    ) -> MethodContext:
         options = await self._access.options(code)
         method_user = MethodUser(user.id, user.username, user.display_name, user.email)
-        return MethodContext(method_user, self._clock.now(), options)
+        return MethodContext(method_user, self._clock.now(), options, dict(entered or {}))
 
     async def _deliver(
         self, delivery: Delivery, user: UserRow, code: str, client: ClientInfo

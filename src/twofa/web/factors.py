@@ -158,6 +158,23 @@ async def enrol_page(request: Request, code: str) -> Response:
     return await _page(request, session, code, "enrol", started)
 
 
+@router.post("/m/{code}/enrol/begin")
+async def enrol_with_details(request: Request, code: str) -> Response:
+    """The method's details form (the address codes go to), then its set-up as usual."""
+    session = await session_in(request, *VERIFYING)
+    await check_csrf(request, session)
+    fields = _response_fields(await request.form())
+    try:
+        started = await gateway_of(request).factors.begin_enrolment(
+            session, code, client_of(request), entered=fields
+        )
+    except StepUpRequired:
+        return await _step_up(request, session)
+    if started.error:
+        return await _page(request, session, code, "enrol", started, 400, error=started.error)
+    return await _page(request, session, code, "enrol", started)
+
+
 @router.post("/m/{code}/enrol")
 async def enrol_answer(request: Request, code: str) -> Response:
     session = await session_in(request, *VERIFYING)

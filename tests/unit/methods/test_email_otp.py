@@ -52,7 +52,7 @@ async def test_enrolment_sends_a_code_to_the_directory_address_and_keeps_only_a_
     code = sent_code(draft.delivery)
     assert draft.delivery is not None
     assert draft.delivery.to == ADDRESS
-    assert draft.show == {"address": "e***e@example.com", "minutes": 10}
+    assert draft.show == {"address": "e***e@example.com", "chosen": False, "minutes": 10}
     assert draft.secret is None
     assert code not in json.dumps(dict(draft.keep))
     assert code not in json.dumps(dict(draft.show))

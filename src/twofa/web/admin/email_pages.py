@@ -1,6 +1,7 @@
-"""Admin console: E-mail Settings, the mail server e-mail codes go through, and Send test
-e-mail. Handlers read forms and render the page; the rules live in `SmtpSettingsService`.
-The password is never rendered back: an empty field keeps the stored one."""
+"""Admin console: E-mail Settings, the mail server e-mail codes go through, Send test e-mail,
+and who chooses the address codes go to. Handlers read forms and render the page; the rules
+live in `SmtpSettingsService` and `EmailCodeOptionsService`. The password is never rendered
+back: an empty field keeps the stored one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from twofa.services.console import SettingsRejected
+from twofa.services.email_code_options import EmailCodeOptionsService
 from twofa.services.email_delivery import SendTestOutcome
 from twofa.services.smtp_settings import SmtpEdit, SmtpSecurity
 from twofa.web.admin.guard import Admin, require_admin
@@ -24,11 +26,20 @@ AdminRequired = Annotated[Admin, Depends(require_admin)]
 EMAIL_URL: Final = "/admin/settings/email"
 TAB: Final = "E-mail Settings"
 SAVED: Final = "Saved. The next e-mail code uses this mail server."
+ADDRESSES_SAVED: Final = {
+    True: "Saved. Users now choose the address at set-up and confirm it with a code.",
+    False: "Saved. Codes now go to the account's address; addresses users chose stay in use.",
+}
 SECURITY_LABELS: Final = {
     SmtpSecurity.STARTTLS: "STARTTLS (usually port 587)",
     SmtpSecurity.TLS: "TLS from the start (usually port 465)",
     SmtpSecurity.NONE: "None: plain text, only for a relay on this host or a trusted network",
 }
+
+
+def _options(request: Request) -> EmailCodeOptionsService:
+    gateway = gateway_of(request)
+    return EmailCodeOptionsService(gateway.db, gateway.clock, gateway.console.cache)
 
 
 def _text(form: FormData, name: str) -> str:
@@ -73,6 +84,7 @@ async def _page(
         test=test,
         test_to=test_to,
         configured=saved is not None,
+        users_choose_address=await _options(request).users_choose_address(),
         password_state="set" if saved is not None and saved.has_password else "not set",
         security_labels={security.value: label for security, label in SECURITY_LABELS.items()},
     )
@@ -82,6 +94,8 @@ async def _page(
 async def email_settings(request: Request, admin: AdminRequired) -> Response:
     saved = await gateway_of(request).smtp.get()
     notice = SAVED if request.query_params.get("saved") else None
+    if (addresses := request.query_params.get("addresses")) in ("on", "off"):
+        notice = ADDRESSES_SAVED[addresses == "on"]
     return await _page(request, admin, SmtpEdit.of(saved), notice=notice)
 
 
@@ -105,3 +119,11 @@ async def send_test_email(request: Request, admin: AdminRequired) -> Response:
     outcome = await smtp.send_test(to, admin.username, client_of(request))
     form = SmtpEdit.of(await smtp.get())
     return await _page(request, admin, form, test=outcome, test_to=to)
+
+
+@router.post("/settings/email/addresses")
+async def save_address_choice(request: Request, admin: AdminRequired) -> Response:
+    await check_csrf(request, admin.session)
+    on = _text(await request.form(), "users_choose_address") == "on"
+    await _options(request).set_users_choose_address(on, admin.username, client_of(request))
+    return RedirectResponse(f"{EMAIL_URL}?addresses={'on' if on else 'off'}", status_code=303)
