@@ -7,7 +7,7 @@ PORT   ?= 8000
 HOST   ?= 127.0.0.1
 SIM_PORT ?= 8081
 
-.PHONY: setup run simulator check test test-fast bench clean
+.PHONY: setup run simulator check test test-fast screenshots bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "twofa needs Python 3.11 or newer")'
@@ -31,11 +31,17 @@ check: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Two processes: most tests wait on servers, pages and sockets, so two halve the wall time.
 test: check
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 test-fast: setup
 	$(BIN)/pytest -q -x -m "not integration"
+
+# The README's screenshots, taken again by the end-to-end tests that show those pages.
+screenshots: setup
+	TWOFA_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/e2e/test_admin_console_e2e.py \
+		tests/e2e/test_backup_method_e2e.py tests/e2e/test_webauthn_e2e.py
 
 bench: setup
 	$(BIN)/python bench/duo_push_capacity.py

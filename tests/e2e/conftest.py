@@ -12,6 +12,7 @@ from playwright.async_api import Browser, BrowserContext, async_playwright
 from tests.support.databases import require_or_skip
 
 CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 # Chromium reaches for Google's services at start; this machine's network refuses them.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -25,6 +26,17 @@ CHROMIUM_ARGS = [
     # The deployment tests use real-looking names (jira.example.test); they are all here.
     "--host-resolver-rules=MAP *.example.test 127.0.0.1",
 ]
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where a test saves its screenshots: the README's, in `docs/screenshots`, with
+    TWOFA_UPDATE_SCREENSHOTS=1 (`make screenshots`); a scratch folder otherwise, so that
+    `make test` leaves the checkout as it found it."""
+    if os.environ.get("TWOFA_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return DOCS_SCREENSHOTS
+    return tmp_path
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -19,8 +19,6 @@ from tests.support.gateway import PASSWORDS, running_gateway
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
 
 @pytest.fixture
 async def gateway_url(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[str]:
@@ -48,13 +46,12 @@ async def sign_in(page: Page, gateway_url: str, username: str, password: str) ->
     await page.get_by_role("button", name="Sign in").click()
 
 
-async def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+async def screenshot(page: Page, folder: Path, name: str) -> None:
+    await page.screenshot(path=str(folder / name), full_page=True)
 
 
 async def test_admin_sets_up_duo_push_in_the_console(
-    context: BrowserContext, gateway_url: str, simulator: RunningSimulator
+    context: BrowserContext, gateway_url: str, simulator: RunningSimulator, screenshots: Path
 ) -> None:
     page = await context.new_page()
     await sign_in(page, gateway_url, "admin", ADMIN_PASSWORDS["admin"])
@@ -72,7 +69,7 @@ async def test_admin_sets_up_duo_push_in_the_console(
     await expect(page.get_by_text("Saved. Duo answered: keys are valid.")).to_be_visible()
     await expect(page.get_by_text("Secret key: set.")).to_be_visible()
     await expect(page.get_by_label("Secret key")).to_have_value("")
-    await screenshot(page, "advanced-settings.png")
+    await screenshot(page, screenshots, "advanced-settings.png")
     await page.get_by_role("button", name="Test connection").click()
     await expect(page.get_by_text("Connected: Duo's clock differs by")).to_be_visible()
 
@@ -91,7 +88,7 @@ async def test_admin_sets_up_duo_push_in_the_console(
     await page.get_by_role("button", name="Save").click()
     await expect(page.get_by_text("Saved. The new Two Factor Settings apply")).to_be_visible()
     await expect(page.get_by_label("Remember this device (days, 0 = off)")).to_have_value("14")
-    await screenshot(page, "two-factor-settings.png")
+    await screenshot(page, screenshots, "two-factor-settings.png")
 
     await page.get_by_role("link", name="User Management").click()
     await page.get_by_role("link", name="Groups").click()
@@ -101,13 +98,13 @@ async def test_admin_sets_up_duo_push_in_the_console(
     await expect(page.locator('tr[data-group="engineering"]')).to_contain_text(
         "required for members"
     )
-    await screenshot(page, "user-management-groups.png")
+    await screenshot(page, screenshots, "user-management-groups.png")
 
     await context.clear_cookies()
     await sign_in(page, gateway_url, "alice", PASSWORDS["alice"])
     await page.get_by_role("link", name="Next").click()
     await expect(page.get_by_role("heading", name="Set up Duo Push")).to_be_visible()
-    assert (SCREENSHOTS / "advanced-settings.png").stat().st_size > 0
+    assert (screenshots / "advanced-settings.png").stat().st_size > 0
 
 
 async def test_a_user_who_is_not_an_admin_is_turned_away(

@@ -18,8 +18,6 @@ from tests.support.gateway import running_gateway
 from tests.support.two_factor import allow_methods
 from twofa.services.two_factor_settings import BackupPolicy
 
-SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
-
 
 @pytest.fixture
 async def gateway_url(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[str]:
@@ -38,7 +36,7 @@ async def gateway_url(tmp_path: Path, simulator: RunningSimulator) -> AsyncItera
 
 
 async def test_duo_push_then_the_required_backup_then_recovery_without_the_phone(
-    context: BrowserContext, gateway_url: str, simulator: RunningSimulator
+    context: BrowserContext, gateway_url: str, simulator: RunningSimulator, screenshots: Path
 ) -> None:
     simulator.add_user("alice")  # her phone is already in Duo: set-up goes straight to a push
     page, phone = await context.new_page(), await context.new_page()
@@ -51,11 +49,11 @@ async def test_duo_push_then_the_required_backup_then_recovery_without_the_phone
     await expect(page.get_by_role("heading", name="Set up a backup method")).to_be_visible()
     await expect(page.get_by_text("Your administrator requires one.")).to_be_visible()
     await expect(page.get_by_text("Skip for now")).to_have_count(0)
-    await page.screenshot(path=str(SCREENSHOTS / "backup-method-step.png"))
+    await page.screenshot(path=str(screenshots / "backup-method-step.png"))
     await page.get_by_role("link", name="Set up authenticator app").click()
     await expect(page.get_by_role("heading", name="Set up an authenticator app")).to_be_visible()
     secret = (await page.locator("#totp-secret").inner_text()).replace(" ", "")
-    await page.screenshot(path=str(SCREENSHOTS / "totp-setup.png"))
+    await page.screenshot(path=str(screenshots / "totp-setup.png"))
     await page.get_by_label("Code from the app").fill(code_at(secret))
     await page.get_by_role("button", name="Finish set-up").click()
     await expect(page.locator("#demo-app-welcome")).to_contain_text("Alice Liddell")
@@ -72,4 +70,4 @@ async def test_duo_push_then_the_required_backup_then_recovery_without_the_phone
     await page.goto(f"{gateway_url}/my-2fa")
     await expect(page.locator('tr[data-method="duo_push"]')).to_be_visible()
     await expect(page.locator('tr[data-method="totp"]')).to_be_visible()
-    await page.screenshot(path=str(SCREENSHOTS / "my-2fa.png"), full_page=True)
+    await page.screenshot(path=str(screenshots / "my-2fa.png"), full_page=True)

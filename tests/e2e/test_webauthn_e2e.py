@@ -23,8 +23,6 @@ from tests.support.servers import free_port, serve_in_thread
 from tests.support.two_factor import allow_methods
 from twofa.web.app import create_app
 
-SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
-
 
 @pytest.fixture
 async def gateway_url(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[str]:
@@ -65,7 +63,7 @@ async def credentials_on(devtools: CDPSession, authenticator: str) -> list[dict[
 
 
 async def test_set_up_a_security_key_then_sign_in_by_touching_it(
-    context: BrowserContext, gateway_url: str
+    context: BrowserContext, gateway_url: str, screenshots: Path
 ) -> None:
     page = await context.new_page()
     devtools, key = await plug_in_security_key(context, page)
@@ -79,7 +77,7 @@ async def test_set_up_a_security_key_then_sign_in_by_touching_it(
         page.get_by_role("heading", name="Set up a security key or passkey")
     ).to_be_visible()
     await page.get_by_label("Name of the key").fill("Blue YubiKey")
-    await page.screenshot(path=str(SCREENSHOTS / "webauthn-setup.png"))
+    await page.screenshot(path=str(screenshots / "webauthn-setup.png"))
     await page.get_by_role("button", name="Register security key").click()
     await expect(page.locator("#demo-app-welcome")).to_contain_text("Alice Liddell")
     [made] = await credentials_on(devtools, key)
@@ -91,7 +89,7 @@ async def test_set_up_a_security_key_then_sign_in_by_touching_it(
     await sign_in(page, gateway_url, "alice")
     await expect(page.get_by_role("heading", name="Verify it's you")).to_be_visible()
     await expect(page.get_by_text("Insert your security key and touch it")).to_be_visible()
-    await page.screenshot(path=str(SCREENSHOTS / "webauthn-verify.png"))
+    await page.screenshot(path=str(screenshots / "webauthn-verify.png"))
     await page.get_by_role("button", name="Use security key").click()
     await expect(page.locator("#demo-app-welcome")).to_contain_text("Alice Liddell")
     [used] = await credentials_on(devtools, key)
