@@ -10,20 +10,16 @@ user enrols on their own.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.methods.email_otp import CODE, USERS_CHOOSE_ADDRESS, users_choose_address
-from twofa.services import audit
-from twofa.services.factor_access import options_key
+from twofa.services.method_options import MethodOptions, Options
 from twofa.services.settings_cache import SettingsCache
-from twofa.storage.repositories import ConsoleSettings
-from twofa.storage.tables import ConsoleSettingRow
 
-SETTING_KEY: Final = options_key(CODE)
 AUDIT_KIND: Final = "settings_email_codes"
 
 
@@ -32,38 +28,20 @@ class EmailCodeOptionsService:
         self, db: async_sessionmaker[AsyncSession], clock: Clock, cache: SettingsCache
     ) -> None:
         """`cache`: the gateway's console settings cache, told at once of a save."""
-        self._db = db
-        self._clock = clock
-        self._cache = cache
+        self._options = MethodOptions(db, clock, cache, CODE, AUDIT_KIND)
 
     async def users_choose_address(self) -> bool:
-        async with self._db.begin() as db:
-            row = await ConsoleSettings(db).get(SETTING_KEY)
-        return users_choose_address(_value(row))
+        options, _ = await self._options.read()
+        return users_choose_address(options)
 
     async def set_users_choose_address(self, on: bool, actor: str, client: ClientInfo) -> bool:
         """Saves the choice (audited with before and after); True when it changed. Other
         options of the method, should it gain some, are kept."""
-        async with self._db.begin() as db:
-            row = await db.get(ConsoleSettingRow, SETTING_KEY, with_for_update=True)
-            before = _value(row)
-            if users_choose_address(before) == on:
-                return False
-            after = {**before, USERS_CHOOSE_ADDRESS: on}
-            await ConsoleSettings(db).upsert(SETTING_KEY, after, self._clock.now(), actor)
-            audit.record(
-                db,
-                self._clock,
-                AUDIT_KIND,
-                "saved",
-                username=actor,
-                client=client,
-                before=before,
-                after=after,
-            )
-        self._cache.invalidate()
-        return True
 
+        def switched(options: Options) -> Options | None:
+            if users_choose_address(options) == on:
+                return None
+            return {**options, USERS_CHOOSE_ADDRESS: on}
 
-def _value(row: ConsoleSettingRow | None) -> dict[str, Any]:
-    return dict(row.value) if row is not None else {}
+        _, changed = await self._options.edit(switched, actor, client)
+        return changed

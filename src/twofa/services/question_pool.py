@@ -25,14 +25,10 @@ from twofa.methods.security_questions import (
     normalise_question,
     pool_from_options,
 )
-from twofa.services import audit
 from twofa.services.console import SettingsRejected
-from twofa.services.factor_access import options_key
+from twofa.services.method_options import MethodOptions, Options
 from twofa.services.settings_cache import SettingsCache
-from twofa.storage.repositories import ConsoleSettings
-from twofa.storage.tables import ConsoleSettingRow
 
-SETTING_KEY: Final = options_key(CODE)
 AUDIT_KIND: Final = "settings_security_questions"
 MIN_QUESTION_LENGTH: Final = 5
 MAX_POOL_SIZE: Final = 50
@@ -43,12 +39,6 @@ class QuestionPoolView:
     questions: tuple[str, ...]
     answers_required: int
     customised: bool  # False while the built-in pool applies
-
-
-def _view(row: ConsoleSettingRow | None) -> QuestionPoolView:
-    value: dict[str, Any] = dict(row.value) if row is not None else {}
-    pool = pool_from_options(value)
-    return QuestionPoolView(pool.questions, pool.answers_required, row is not None)
 
 
 def _as_json(pool: QuestionPool) -> dict[str, Any]:
@@ -95,6 +85,10 @@ def _with_count(pool: QuestionPool, count: int) -> QuestionPool:
     return QuestionPool(pool.questions, count)
 
 
+def _in_force(stored: Options | None) -> Options:
+    return _as_json(pool_from_options(stored or {}))
+
+
 class QuestionPoolService:
     def __init__(
         self,
@@ -103,13 +97,12 @@ class QuestionPoolService:
         cache: SettingsCache | None = None,
     ) -> None:
         """`cache`: the gateway's console settings cache, told at once of a save."""
-        self._db = db
-        self._clock = clock
-        self._cache = cache
+        self._options = MethodOptions(db, clock, cache, CODE, AUDIT_KIND, _in_force)
 
     async def pool(self) -> QuestionPoolView:
-        async with self._db.begin() as db:
-            return _view(await ConsoleSettings(db).get(SETTING_KEY))
+        options, customised = await self._options.read()
+        pool = pool_from_options(options)
+        return QuestionPoolView(pool.questions, pool.answers_required, customised)
 
     async def add(self, question: str, actor: str, client: ClientInfo) -> QuestionPoolView:
         return await self._edit(lambda pool: _with_question(pool, question), actor, client)
@@ -123,24 +116,9 @@ class QuestionPoolService:
     async def _edit(
         self, change: Callable[[QuestionPool], QuestionPool], actor: str, client: ClientInfo
     ) -> QuestionPoolView:
-        """Read, change and write in one transaction, the row locked where the database can
-        (PostgreSQL), so two admins editing at once do not lose each other's change."""
-        async with self._db.begin() as db:
-            row = await db.get(ConsoleSettingRow, SETTING_KEY, with_for_update=True)
-            before = _view(row)
-            current = QuestionPool(before.questions, before.answers_required)
-            after = change(current)  # SettingsRejected rolls the transaction back
-            await ConsoleSettings(db).upsert(SETTING_KEY, _as_json(after), self._clock.now(), actor)
-            audit.record(
-                db,
-                self._clock,
-                AUDIT_KIND,
-                "saved",
-                username=actor,
-                client=client,
-                before=_as_json(current),
-                after=_as_json(after),
-            )
-        if self._cache is not None:
-            self._cache.invalidate()
-        return QuestionPoolView(after.questions, after.answers_required, True)
+        """A rejected change (SettingsRejected) writes nothing."""
+        options, _ = await self._options.edit(
+            lambda current: _as_json(change(pool_from_options(current))), actor, client
+        )
+        pool = pool_from_options(options)
+        return QuestionPoolView(pool.questions, pool.answers_required, True)
