@@ -25,21 +25,24 @@ from tests.support.email_otp_flow import (
     ERIN,
     ERIN_EMAIL,
     ERIN_PASSWORD,
+    FRANK,
+    FRANK_PASSWORD,
+    FRANKS_OWN,
     Site,
+    add_frank_without_an_address,
     email_site,
+    let_users_choose,
     submit_code,
 )
 from tests.support.gateway import csrf_from, sign_in
 from tests.support.smtp import SmtpServer, code_in, smtp_server
 from tests.support.totp_flow import sign_out
 from twofa.cli.main import app
-from twofa.domain.client import NO_CLIENT
 from twofa.methods.email_otp import NOT_AN_ADDRESS
-from twofa.services.email_code_options import AUDIT_KIND, EmailCodeOptionsService
+from twofa.services.email_code_options import AUDIT_KIND
 from twofa.services.runtime import Gateway
 from twofa.storage.tables import AuditRow, ChallengeRow, CredentialRow
 
-FRANK, FRANK_PASSWORD, FRANKS_OWN = "frank", "frank-password-1", "frank.home@example.org"
 ENROL, BEGIN, VERIFY = "/2fa/m/email_otp/enrol", "/2fa/m/email_otp/enrol/begin", "/2fa/m/email_otp"
 EMAIL_SETTINGS = "/admin/settings/email"
 
@@ -50,14 +53,6 @@ def mail() -> Iterator[SmtpServer]:
         yield server
 
 
-async def let_users_choose(site: Site, on: bool = True) -> None:
-    async def switch(gateway: Gateway) -> None:
-        options = EmailCodeOptionsService(gateway.db, gateway.clock, gateway.console.cache)
-        await options.set_users_choose_address(on, "test-admin", NO_CLIENT)
-
-    await site.query(switch)
-
-
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name in list(os.environ):
@@ -66,14 +61,6 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     env = {"TWOFA_MODE": "dev", "TWOFA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"}
     assert CliRunner().invoke(app, ["db", "upgrade"], env=env).exit_code == 0
     return env
-
-
-async def add_frank_without_an_address(site: Site) -> None:
-    async def add(gateway: Gateway) -> None:
-        await gateway.accounts.add_user(FRANK, FRANK_PASSWORD)
-        await gateway.accounts.set_user_policy(FRANK, True)
-
-    await site.query(add)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """A gateway over real HTTP whose e-mail goes to a real SMTP server (aiosmtpd), on a clock the
-test moves, with `erin` (2FA on, an e-mail address) and an admin; plus the steps a browser and
+test moves, with `erin` (2FA on, an e-mail address) and an admin (and, for the tests of
+addresses users choose, `frank`, without one); plus the steps a browser and
 a mailbox reader take for codes by e-mail."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.support.totp_flow import challenge_from
 from twofa.clock import FrozenClock
 from twofa.config import Settings
 from twofa.domain.client import NO_CLIENT
+from twofa.services.email_code_options import EmailCodeOptionsService
 from twofa.services.runtime import Gateway
 from twofa.services.smtp_settings import SmtpEdit
 from twofa.services.two_factor_settings import TwoFactorConfig
@@ -29,6 +31,7 @@ from twofa.web.app import create_app
 
 ERIN, ERIN_PASSWORD, ERIN_EMAIL = "erin", "erin-password-1", "erin@example.com"
 ADMIN, ADMIN_PASSWORD = "admin", "admin-password-1"
+FRANK, FRANK_PASSWORD, FRANKS_OWN = "frank", "frank-password-1", "frank.home@example.org"
 FROM = "twofa@example.com"
 COOLDOWN = timedelta(seconds=30)
 T = TypeVar("T")
@@ -117,6 +120,22 @@ async def email_site(
     with serve_in_thread(create_app(settings, clock=clock), port=port) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
             yield Site(client, settings, clock, mail, base_url)
+
+
+async def let_users_choose(site: Site, on: bool = True) -> None:
+    async def switch(gateway: Gateway) -> None:
+        options = EmailCodeOptionsService(gateway.db, gateway.clock, gateway.console.cache)
+        await options.set_users_choose_address(on, "test-admin", NO_CLIENT)
+
+    await site.query(switch)
+
+
+async def add_frank_without_an_address(site: Site) -> None:
+    async def add(gateway: Gateway) -> None:
+        await gateway.accounts.add_user(FRANK, FRANK_PASSWORD)
+        await gateway.accounts.set_user_policy(FRANK, True)
+
+    await site.query(add)
 
 
 async def submit_code(
