@@ -11,6 +11,7 @@ from twofa import __version__
 from twofa.cli.access import access_app
 from twofa.cli.admins import admin_app
 from twofa.cli.audit import audit_app
+from twofa.cli.authenticator_cmd import authenticator_app
 from twofa.cli.common import ConfigFileOption, remember_global_options
 from twofa.cli.db import db_app
 from twofa.cli.duo import duo_app
@@ -39,6 +40,7 @@ app.add_typer(questions_app, name="questions")
 app.add_typer(duo_app, name="duo")
 app.add_typer(smtp_app, name="smtp")
 app.add_typer(settings_app, name="settings")
+settings_app.add_typer(authenticator_app, name="authenticator-app")
 app.add_typer(audit_app, name="audit")
 app.add_typer(token_app, name="token")
 app.add_typer(simulator_app, name="simulator")

@@ -33,6 +33,9 @@ CODE = "totp"
 STEP_SECONDS: Final = 30
 DIGITS: Final = 6
 SECRET_BYTES: Final = 20  # 160 bits, as RFC 4226 recommends for SHA-1
+ISSUER_OPTION: Final = "issuer"  # the method option: the name the apps show
+DEFAULT_ISSUER: Final = "twofa"
+MAX_ISSUER_LENGTH: Final = 40
 
 
 def new_secret() -> str:
@@ -55,6 +58,22 @@ def hotp(key: bytes, counter: int, digits: int = DIGITS, digest: str = "sha1") -
 
 def time_step(moment: datetime) -> int:
     return int(moment.timestamp()) // STEP_SECONDS
+
+
+def issuer_from_options(options: Mapping[str, Any]) -> str:
+    """The name authenticator apps show above the code: the admin's, else the product's."""
+    issuer = options.get(ISSUER_OPTION)
+    return issuer if isinstance(issuer, str) and issuer_problem(issuer) is None else DEFAULT_ISSUER
+
+
+def issuer_problem(issuer: str) -> str | None:
+    """What is wrong with a name for the apps, or None. A colon is refused: the app's label
+    is `issuer:account`, and apps split it at the first colon."""
+    if not 1 <= len(issuer) <= MAX_ISSUER_LENGTH or issuer != issuer.strip():
+        return f"between 1 and {MAX_ISSUER_LENGTH} characters, no spaces around it"
+    if ":" in issuer or not issuer.isprintable():
+        return "no colon and no control characters: apps show the name as 'name:username'"
+    return None
 
 
 def provisioning_uri(secret_b32: str, account: str, issuer: str) -> str:
@@ -102,7 +121,7 @@ class TotpMethod:
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
     ) -> Draft:
         secret = new_secret()
-        issuer = str(context.options.get("issuer") or "twofa")
+        issuer = issuer_from_options(context.options)
         uri = provisioning_uri(secret, context.user.username, issuer)
         grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
         return Draft(show={"uri": uri, "secret": grouped, "issuer": issuer}, secret=secret)

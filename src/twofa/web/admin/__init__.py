@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from twofa.web.admin import (
     access_pages,
     audit_pages,
+    authenticator_pages,
     email_pages,
     overview,
     questions_pages,
@@ -21,6 +22,7 @@ for module in (
     settings_pages,
     email_pages,
     questions_pages,
+    authenticator_pages,
     users_pages,
     audit_pages,
     access_pages,

@@ -1,0 +1,71 @@
+"""Admin console: the Authenticator app page, the name apps show above a user's codes. The
+handler reads the form and renders the page; the rule and the audit live in
+`AuthenticatorOptionsService`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import RedirectResponse, Response
+
+from twofa.methods.totp import DEFAULT_ISSUER, MAX_ISSUER_LENGTH
+from twofa.services.authenticator_options import AuthenticatorOptionsService
+from twofa.services.console import SettingsRejected
+from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.context import check_csrf, client_of, gateway_of
+from twofa.web.templating import render
+
+PAGE_URL: Final = "/admin/settings/authenticator-app"
+SAVED: Final = "Saved. Keys set up from now on show this name; keys already in an app keep theirs."
+
+router = APIRouter(prefix=PAGE_URL)
+
+AdminRequired = Annotated[Admin, Depends(require_admin)]
+
+
+def options_service(request: Request) -> AuthenticatorOptionsService:
+    gateway = gateway_of(request)
+    return AuthenticatorOptionsService(gateway.db, gateway.clock, gateway.console.cache)
+
+
+async def _page(
+    request: Request,
+    admin: Admin,
+    typed_issuer: str,
+    *,
+    problems: dict[str, str] | None = None,
+    notice: str | None = None,
+) -> Response:
+    return render(
+        request,
+        "admin/authenticator_settings.html",
+        status_code=400 if problems else 200,
+        title="Authenticator app",
+        active_tab="Two Factor Settings",
+        admin_name=admin.username,
+        csrf_token=admin.session.csrf_token,
+        issuer=typed_issuer,
+        default_issuer=DEFAULT_ISSUER,
+        max_issuer_length=MAX_ISSUER_LENGTH,
+        problems=problems or {},
+        notice=notice,
+    )
+
+
+@router.get("")
+async def authenticator_settings(request: Request, admin: AdminRequired) -> Response:
+    notice = SAVED if request.query_params.get("saved") else None
+    return await _page(request, admin, await options_service(request).issuer(), notice=notice)
+
+
+@router.post("")
+async def save_authenticator_settings(request: Request, admin: AdminRequired) -> Response:
+    await check_csrf(request, admin.session)
+    typed = (await request.form()).get("issuer")
+    typed = typed if isinstance(typed, str) else ""
+    try:
+        await options_service(request).set_issuer(typed, admin.username, client_of(request))
+    except SettingsRejected as rejected:
+        return await _page(request, admin, typed, problems=rejected.problems)
+    return RedirectResponse(f"{PAGE_URL}?saved=1", status_code=303)
