@@ -220,6 +220,9 @@ class WebAuthnSettings(BaseModel):
         return tuple(origin.lower() for origin in value)
 
 
+REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -253,6 +256,18 @@ class Settings(BaseSettings):
     # On PostgreSQL, authenticator-app codes are checked in three statements without the ORM
     # (services.express); false sends every code through the general path.
     express_lane: bool = True
+    # Redis, for several gateway processes or machines: each tells the others at once of an
+    # ended session or a saved setting (services.change_feed). A secret: it may hold a
+    # password (`TWOFA_REDIS_URL_FILE`). Unset: they follow within a second anyway.
+    redis_url: SecretStr | None = None
+    redis_channel: str = Field(default="twofa:changes", min_length=1, max_length=200)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)}")
+        return value
 
     @field_validator("smtp_ca_path")
     @classmethod

@@ -233,3 +233,18 @@ def test_directory_groups_are_cached_for_five_minutes_unless_told_otherwise() ->
 def test_a_negative_directory_groups_cache_time_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="directory_groups_cache_s"):
         load_settings(environ={"TWOFA_MODE": "dev", "TWOFA_DIRECTORY_GROUPS_CACHE_S": "-1"})
+
+
+def test_a_redis_url_is_a_secret_read_from_a_file_too(tmp_path: Path) -> None:
+    url_file = tmp_path / "redis-url"
+    url_file.write_text("redis://:hunter2-secret@redis.internal:6379/0\n")
+    settings = load_settings(environ={"TWOFA_MODE": "dev", "TWOFA_REDIS_URL_FILE": str(url_file)})
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "redis://:hunter2-secret@redis.internal:6379/0"
+    assert "hunter2" not in repr(settings)
+    assert settings.redis_channel == "twofa:changes"
+
+
+def test_a_redis_url_of_another_scheme_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"redis_url.*must start with redis://"):
+        load_settings(environ={"TWOFA_MODE": "dev", "TWOFA_REDIS_URL": "http://redis:6379"})

@@ -52,6 +52,7 @@ class Verdict(Enum):
 
 @dataclass(frozen=True)
 class SignedInUser:
+    user_id: int
     username: str
     display_name: str
     email: str
@@ -204,7 +205,21 @@ class ForwardAuthService:
 
     def forget(self, token: str) -> None:
         """Drops a cached session at once (this node signed it out)."""
-        self._cache.pop(token_digest(token), None)
+        self.forget_session(token_digest(token))
+
+    def forget_session(self, session_id: str) -> None:
+        """Drops a session another process ended (services.change_feed), and any read of it
+        in flight: begun before the end, it would put the session back."""
+        self._cache.pop(session_id, None)
+        self._loading.pop(session_id, None)
+
+    def forget_user(self, user_id: int) -> None:
+        """Drops every cached session of a user whose sessions another process ended (a new
+        password, a 2FA reset, a disabled account); reads in flight are for unknown users,
+        so all of them are dropped."""
+        for key in [k for k, (_, user) in self._cache.items() if user and user.user_id == user_id]:
+            del self._cache[key]
+        self._loading.clear()
 
     async def _signed_in(self, token: str | None) -> SignedInUser | None:
         if not token or len(token) > 100:
@@ -230,6 +245,8 @@ class ForwardAuthService:
         self._loading[key] = loading
 
         def remember(done: asyncio.Future[SignedInUser | None]) -> None:
+            if self._loading.get(key) is not done:
+                return  # forgotten while it ran: its answer may predate the session's end
             del self._loading[key]
             if done.cancelled() or done.exception() is not None:
                 return  # nothing cached: the next request reads again (and sees the error)
@@ -254,6 +271,7 @@ class ForwardAuthService:
         if self._groups is not None:  # directory groups too old: refreshed in the background
             self._groups.refresh_if_due(user)
         return SignedInUser(
+            user.id,
             user.username,
             user.display_name,
             user.email,

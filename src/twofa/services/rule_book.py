@@ -55,6 +55,11 @@ class ConsoleRuleBook:
         self._adopt(rule_set)
         return rule_set
 
+    def changed_elsewhere(self) -> None:
+        """Another process changed the rules (services.change_feed): the next request starts
+        the reload instead of waiting for the second to pass."""
+        self._checked_at = float("-inf")
+
     async def close(self) -> None:
         if self._recheck is not None:
             self._recheck.cancel()

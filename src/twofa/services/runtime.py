@@ -32,6 +32,7 @@ from twofa.security.sealing import Sealer
 from twofa.services.access_rules import AccessRuleService
 from twofa.services.accounts import AccountService
 from twofa.services.challenge_book import ChallengeBook
+from twofa.services.change_feed import RedisChangeFeed
 from twofa.services.console import ConsoleSettingsService
 from twofa.services.duo_push import DuoPushService
 from twofa.services.email_delivery import SmtpMailer, SmtpSettingsService
@@ -46,6 +47,7 @@ from twofa.services.my_factors import MyFactorsService
 from twofa.services.remembered_devices import RememberedDeviceService
 from twofa.services.rule_book import ConsoleRuleBook
 from twofa.services.sessions import SessionService
+from twofa.storage.change_notes import Changes, announce_commits
 from twofa.storage.database import check_schema, create_engine, session_factory
 from twofa.storage.express import ExpressStore
 
@@ -127,6 +129,7 @@ class Gateway:
     rule_book: ConsoleRuleBook
     duo: DuoPushService | None = None
     express: ExpressLane | None = None  # PostgreSQL only (services.express)
+    change_feed: RedisChangeFeed | None = None  # with `redis_url` (services.change_feed)
     _duo_version: int = -1
     directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
 
@@ -195,11 +198,31 @@ class Gateway:
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
         gateway.directory_clients = directory_clients
+        if settings.redis_url is not None:
+            gateway.follow_other_processes(settings.redis_url.get_secret_value())
         store = await ExpressStore.open(settings.database_url) if settings.express_lane else None
         if store is not None:
             book = ChallengeBook(db, clock, sealer)
             gateway.express = ExpressLane(store, registry, access, sessions, book, sealer, clock)
         return gateway
+
+    def follow_other_processes(self, redis_url: str) -> None:
+        """Announces this process's commits through Redis and applies the others'."""
+        feed = RedisChangeFeed(redis_url, self.apply_changes, self.settings.redis_channel)
+        announce_commits(self.db, feed.announce)
+        feed.start()
+        self.change_feed = feed
+
+    def apply_changes(self, changes: Changes) -> None:
+        """What another process committed: drop the copies this one keeps of it."""
+        for session_id in changes.ended_sessions:
+            self.forward_auth.forget_session(session_id)
+        for user_id in changes.ended_users:
+            self.forward_auth.forget_user(user_id)
+        if changes.settings:
+            self.console.cache.invalidate()
+        if changes.access_rules:
+            self.rule_book.changed_elsewhere()
 
     async def current_duo(self) -> DuoPushService | None:
         """The Duo service for the settings in force now (console first, then the file)."""
@@ -211,6 +234,8 @@ class Gateway:
         return self.duo
 
     async def close(self) -> None:
+        if self.change_feed is not None:
+            await self.change_feed.close()
         if self.express is not None:
             await self.express.close()
         await self.groups.close()

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twofa.storage.change_notes import note_access_rules_changed
 from twofa.storage.tables import AccessRuleRow, AccessRulesVersionRow
 
 VERSION_ROW_ID = 1
@@ -37,6 +38,7 @@ class AccessRules:
             },
         )
         await self._db.execute(statement)
+        note_access_rules_changed(self._db)
 
     async def version(self) -> int:
         found = await self._db.scalar(

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from twofa.errors import TwofaError
 
@@ -73,7 +74,11 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    """Each factory's sessions get a class of their own, so the events one gateway listens
+    to (storage.change_notes) never fire for another's in the same process (tests run
+    several)."""
+    own_class = type("GatewaySession", (Session,), {})
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=own_class)
 
 
 def head_revision() -> str:

@@ -14,6 +14,11 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twofa.storage.change_notes import (
+    note_ended_session,
+    note_ended_user_sessions,
+    note_settings_saved,
+)
 from twofa.storage.tables import (
     ApiTokenRow,
     ConsoleSettingRow,
@@ -137,9 +142,11 @@ class Sessions:
 
     async def remove(self, session_id: str) -> None:
         await self._db.execute(delete(SessionRow).where(SessionRow.id == session_id))
+        note_ended_session(self._db, session_id)
 
     async def remove_for_user(self, user_id: int) -> None:
         await self._db.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
+        note_ended_user_sessions(self._db, user_id)
 
     async def remove_expired(self, now: datetime) -> int:
         result = await self._db.execute(delete(SessionRow).where(SessionRow.expires_at < now))
@@ -191,6 +198,7 @@ class ConsoleSettings:
             },
         )
         await self._db.execute(statement)
+        note_settings_saved(self._db)
 
     async def version_sum(self) -> int:
         return int(

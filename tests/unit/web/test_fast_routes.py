@@ -15,7 +15,7 @@ from twofa.services.forward_auth import AuthzAnswer, OriginalRequest, SignedInUs
 from twofa.web.app import create_app
 from twofa.web.security_headers import SECURITY_HEADERS
 
-ALICE = SignedInUser("alice", "Alice Ärlig", "alice@example.test", ("eng", "ops"), True)
+ALICE = SignedInUser(1, "alice", "Alice Ärlig", "alice@example.test", ("eng", "ops"), True)
 
 
 class StubForwardAuth:
