@@ -7,7 +7,8 @@ Noting is by construction: every path that ends a session goes through `Sessions
 settings save through `ConsoleSettings.upsert`, every rule change through
 `AccessRules.lock_and_bump`, so no service can forget to tell the other nodes. The one path
 around the ORM, the express lane's session rotation (storage.express), is not announced: the
-session it replaces had just passed a second factor, and other nodes drop it within a second.
+session it replaces is its own user's, who has just proven a second factor on it, and other
+nodes drop it within a second.
 """
 
 from __future__ import annotations
