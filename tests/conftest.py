@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.support.servers import serve_in_thread
+from tests.support.smtp import SmtpServer, smtp_server
 from twofa.simulator import SimulatorSettings, create_simulator_app
 
 IKEY = "DITESTINTEGRATION001"
@@ -55,3 +56,10 @@ def simulator(simulator_server: RunningSimulator) -> RunningSimulator:
     """The shared simulator, reset to empty for this test."""
     simulator_server.control.post("/_sim/reset").raise_for_status()
     return simulator_server
+
+
+@pytest.fixture
+def mail() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives."""
+    with smtp_server() as server:
+        yield server

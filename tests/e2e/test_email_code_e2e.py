@@ -4,40 +4,29 @@ mailbox (a real SMTP server, aiosmtpd), finishes set-up, and signs in with a new
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from tests.conftest import RunningSimulator
-from tests.support.databases import sqlite_database
 from tests.support.email_otp_flow import (
     FRANK,
     FRANK_PASSWORD,
     FRANKS_OWN,
     Site,
-    add_frank_without_an_address,
-    email_site,
-    let_users_choose,
+    chosen_address_site,
 )
-from tests.support.smtp import SmtpServer, code_in, smtp_server
+from tests.support.smtp import SmtpServer, code_in
 from twofa.methods.email_otp import NOT_AN_ADDRESS
-
-
-@pytest.fixture
-def mail() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
 
 
 @pytest.fixture
 async def site(
     tmp_path: Path, simulator: RunningSimulator, mail: SmtpServer
 ) -> AsyncIterator[Site]:
-    async with sqlite_database(tmp_path) as url, email_site(url, simulator, mail) as site:
-        await add_frank_without_an_address(site)
-        await let_users_choose(site)
+    async with chosen_address_site(tmp_path, simulator, mail) as site:
         yield site
 
 

@@ -5,7 +5,7 @@ the other methods still offered)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from html import unescape
 from pathlib import Path
@@ -42,12 +42,6 @@ from twofa.storage.tables import AuditRow, ChallengeRow, CredentialRow
 WRONG = "That code didn't work. Check it and try again."
 EXPIRED = "This request has expired or was already used. Start again."
 VERIFY = "/2fa/m/email_otp"
-
-
-@pytest.fixture
-def mail() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
 
 
 @pytest.fixture

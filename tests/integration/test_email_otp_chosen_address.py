@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from html import unescape
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from tests.conftest import RunningSimulator
-from tests.support.databases import postgres_database, sqlite_database
+from tests.support.databases import postgres_database
 from tests.support.email_otp_flow import (
     ADMIN,
     ADMIN_PASSWORD,
@@ -30,12 +30,13 @@ from tests.support.email_otp_flow import (
     FRANKS_OWN,
     Site,
     add_frank_without_an_address,
+    chosen_address_site,
     email_site,
     let_users_choose,
     submit_code,
 )
 from tests.support.gateway import csrf_from, sign_in
-from tests.support.smtp import SmtpServer, code_in, smtp_server
+from tests.support.smtp import SmtpServer, code_in
 from tests.support.totp_flow import sign_out
 from twofa.cli.main import app
 from twofa.methods.email_otp import NOT_AN_ADDRESS
@@ -45,12 +46,6 @@ from twofa.storage.tables import AuditRow, ChallengeRow, CredentialRow
 
 ENROL, BEGIN, VERIFY = "/2fa/m/email_otp/enrol", "/2fa/m/email_otp/enrol/begin", "/2fa/m/email_otp"
 EMAIL_SETTINGS = "/admin/settings/email"
-
-
-@pytest.fixture
-def mail() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
 
 
 @pytest.fixture
@@ -67,9 +62,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 async def site(
     tmp_path: Path, simulator: RunningSimulator, mail: SmtpServer
 ) -> AsyncIterator[Site]:
-    async with sqlite_database(tmp_path) as url, email_site(url, simulator, mail) as site:
-        await add_frank_without_an_address(site)
-        await let_users_choose(site)
+    async with chosen_address_site(tmp_path, simulator, mail) as site:
         yield site
 
 

@@ -95,6 +95,22 @@ async def verdict(forward_auth: ForwardAuthService, token: str) -> Verdict:
     return (await forward_auth.check(token, WIKI)).verdict
 
 
+async def bob_cached_on_the_second(
+    first: Gateway, second: Gateway
+) -> tuple[ForwardAuthService, str]:
+    """Bob signs in on the first node, and the second's frozen forward-auth caches him."""
+    token = await signed_in_bob(first)
+    other = frozen_forward_auth(second)
+    assert await verdict(other, token) is Verdict.ALLOW
+    return other, token
+
+
+async def sign_out(node: Gateway, token: str) -> None:
+    session = await node.sessions.load(token)
+    assert session is not None
+    await node.sessions.end(session)
+
+
 @pytest.fixture
 async def redis_url() -> str:
     return await reachable_redis()
@@ -104,13 +120,9 @@ async def test_a_sign_out_on_one_node_ends_the_session_on_the_other_at_once(
     tmp_path: Path, redis_url: str
 ) -> None:
     async with two_nodes(tmp_path, redis_url) as (first, second):
-        token = await signed_in_bob(first)
-        other = frozen_forward_auth(second)
-        assert await verdict(other, token) is Verdict.ALLOW  # cached on the second node
+        other, token = await bob_cached_on_the_second(first, second)
 
-        session = await first.sessions.load(token)
-        assert session is not None
-        await first.sessions.end(session)
+        await sign_out(first, token)
 
         assert await eventually(lambda: _is(other, token, Verdict.SIGN_IN))
 
@@ -121,12 +133,9 @@ async def test_without_redis_a_node_keeps_its_copy_until_its_second_passes(
     """The control: the same steps, no feed, and the frozen node still lets the ended
     session in (what `CACHE_SECONDS` bounds in real time)."""
     async with two_nodes(tmp_path, None) as (first, second):
-        token = await signed_in_bob(first)
-        other = frozen_forward_auth(second)
-        assert await verdict(other, token) is Verdict.ALLOW
-        session = await first.sessions.load(token)
-        assert session is not None
-        await first.sessions.end(session)
+        other, token = await bob_cached_on_the_second(first, second)
+
+        await sign_out(first, token)
 
         assert not await eventually(lambda: _is(other, token, Verdict.SIGN_IN), within_s=0.5)
 
@@ -135,9 +144,7 @@ async def test_a_new_password_on_one_node_ends_the_users_sessions_on_the_other(
     tmp_path: Path, redis_url: str
 ) -> None:
     async with two_nodes(tmp_path, redis_url) as (first, second):
-        token = await signed_in_bob(first)
-        other = frozen_forward_auth(second)
-        assert await verdict(other, token) is Verdict.ALLOW
+        other, token = await bob_cached_on_the_second(first, second)
 
         await first.accounts.set_password("bob", "a-brand-new-password-1")
 
@@ -222,9 +229,7 @@ async def test_redis_down_at_start_leaves_the_gateway_working_and_says_so(
             assert not await first.change_feed.wait_subscribed(0.5)
             token = await signed_in_bob(first)  # sign-ins go on
             assert await verdict(first.forward_auth, token) is Verdict.ALLOW
-            session = await first.sessions.load(token)
-            assert session is not None
-            await first.sessions.end(session)  # its announcement fails quietly
+            await sign_out(first, token)  # its announcement fails quietly
             await asyncio.sleep(0.2)
     assert "Redis change feed unavailable" in caplog.text
     assert "could not tell the other gateway processes" in caplog.text

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html import unescape
 from pathlib import Path
@@ -51,12 +51,6 @@ from twofa.storage.tables import AuditRow
 EMAIL = "/admin/settings/email"
 SMTP_PASSWORD = "smtp-secret-Pa55"
 LOGIN = ("mailer", SMTP_PASSWORD)
-
-
-@pytest.fixture
-def mail() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TypeVar
 
 import httpx
 from sqlalchemy import func, select
 
 from tests.conftest import RunningSimulator
+from tests.support.databases import sqlite_database
 from tests.support.gateway import csrf_from, gateway_settings, sign_in
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.smtp import SmtpServer, code_in
@@ -136,6 +138,17 @@ async def add_frank_without_an_address(site: Site) -> None:
         await gateway.accounts.set_user_policy(FRANK, True)
 
     await site.query(add)
+
+
+@asynccontextmanager
+async def chosen_address_site(
+    tmp_path: Path, simulator: RunningSimulator, mail: SmtpServer
+) -> AsyncIterator[Site]:
+    """`email_site` on SQLite with users choosing their address and `frank`, who has none."""
+    async with sqlite_database(tmp_path) as url, email_site(url, simulator, mail) as site:
+        await add_frank_without_an_address(site)
+        await let_users_choose(site)
+        yield site
 
 
 async def submit_code(
