@@ -8,7 +8,7 @@ stored with the question's text, so removing only stops new users from picking i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -112,6 +112,26 @@ class QuestionPoolService:
 
     async def set_count(self, count: int, actor: str, client: ClientInfo) -> QuestionPoolView:
         return await self._edit(lambda pool: _with_count(pool, count), actor, client)
+
+    async def replace(
+        self, questions: Sequence[str], answers_required: int, actor: str, client: ClientInfo
+    ) -> QuestionPoolView:
+        """The whole pool at once (the API's PUT), checked by the same rules as one question
+        at a time; a problem names the question it is about."""
+
+        def rebuilt(_: QuestionPool) -> QuestionPool:
+            pool = QuestionPool((), MIN_ANSWERS_REQUIRED)
+            for question in questions:
+                try:
+                    pool = _with_question(pool, question)
+                except SettingsRejected as rejected:
+                    why = rejected.problems["question"]
+                    raise SettingsRejected({"questions": f"{question!r}: {why}"}) from None
+            if len(pool.questions) < MIN_ANSWERS_REQUIRED:
+                raise SettingsRejected({"questions": "at least one question"})
+            return _with_count(pool, answers_required)
+
+        return await self._edit(rebuilt, actor, client)
 
     async def _edit(
         self, change: Callable[[QuestionPool], QuestionPool], actor: str, client: ClientInfo

@@ -10,12 +10,20 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from twofa.web.api import access_rules, audit, groups, settings, tokens, users
+from twofa.web.api import (
+    access_rules,
+    audit,
+    groups,
+    method_settings,
+    settings,
+    tokens,
+    users,
+)
 from twofa.web.api.errors import ApiRoute, error_response
 from twofa.web.api.openapi import build_document, no_such_route
 
 router = APIRouter(prefix="/api/v1", route_class=ApiRoute)
-for module in (users, groups, settings, access_rules, audit, tokens):
+for module in (users, groups, settings, method_settings, access_rules, audit, tokens):
     router.include_router(module.router)
 
 ALL_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
