@@ -228,3 +228,30 @@ def test_the_cli_says_and_sets_who_chooses(cli_env: dict[str, str]) -> None:
     assert twofa("--users-choose") == "unchanged: users choose at set-up\n"
     assert twofa() == "addresses: users choose at set-up\n"
     assert twofa("--account-only") == "saved: the account's address\n"
+
+
+async def test_a_user_changes_the_address_from_my_2fa(site: Site) -> None:
+    page = await address_page(site.client)
+    code_page = await post_address(site.client, page, FRANKS_OWN)
+    [first] = site.mail.to(FRANKS_OWN)
+    assert (
+        await submit_code(site.client, ENROL, code_page, code_in(first.body))
+    ).status_code == 303
+    my_2fa = await site.client.get("/my-2fa")
+    assert (
+        'href="/2fa/m/email_otp/enrol" data-replace="email_otp">Change address</a>' in my_2fa.text
+    )
+    site.wait_out_cooldown()
+
+    form = await site.client.get(ENROL)  # just signed in with a code: no step-up needed
+    moved = await post_address(site.client, form, "frank.new@example.org")
+    [second] = site.mail.to("frank.new@example.org")
+    assert (await submit_code(site.client, ENROL, moved, code_in(second.body))).status_code == 303
+    await sign_out(site.client)
+
+    site.wait_out_cooldown()
+    assert (await sign_in(site.client, FRANK, FRANK_PASSWORD)).headers["location"] == "/2fa"
+    assert (await site.client.get(VERIFY)).status_code == 200
+    assert len(site.mail.to("frank.new@example.org")) == 2
+    assert len(site.mail.to(FRANKS_OWN)) == 1  # the old address gets nothing more
+    assert await site.rows(CredentialRow, FRANK) == 1

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import RunningSimulator
-from tests.support.authenticator_totp import code_at, code_for
+from tests.support.authenticator_totp import code_at, code_for, secret_from_page
 from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import csrf_from, running_gateway, sign_in
 from tests.support.totp_flow import (
@@ -181,3 +181,31 @@ async def test_a_password_only_session_cannot_enrol_over_an_existing_method(
     answer = await browser.get("/2fa/m/totp/enrol")
     assert answer.status_code == 400
     assert "Verify it's you with your second factor first" in unescape(answer.text)
+
+
+async def test_moving_to_a_new_phone_replaces_the_key_once_the_new_one_is_confirmed(
+    browser: httpx.AsyncClient,
+) -> None:
+    old_secret, step = await enrol_alice_at_step(browser)  # a second factor just now
+    my_2fa = await browser.get("/my-2fa")
+    assert 'href="/2fa/m/totp/enrol" data-replace="totp">Move to a new phone</a>' in my_2fa.text
+
+    page = await browser.get("/2fa/m/totp/enrol")
+    new_secret = secret_from_page(page.text)
+    assert new_secret != old_secret
+    confirmed = await browser.post(
+        "/2fa/m/totp/enrol",
+        data={
+            "csrf_token": csrf_from(page.text),
+            "challenge": challenge_from(page.text),
+            "code": code_for(new_secret, step),
+        },
+    )
+    assert confirmed.status_code == 303, confirmed.text
+    await sign_out(browser)
+
+    await sign_in(browser, "alice")
+    old_phone = await post_code(browser, "/2fa/m/totp", code_for(old_secret, step + 1))
+    assert WRONG in unescape(old_phone.text)
+    new_phone = await post_code(browser, "/2fa/m/totp", code_for(new_secret, step + 1))
+    assert new_phone.status_code == 303, new_phone.text
