@@ -88,6 +88,18 @@ async def test_a_protected_request_goes_through_the_portal_then_to_the_app(site:
     assert app.headers["x-query"] == "tab=2"
 
 
+@pytest.mark.parametrize("path", ["/dashboard", "/public/logo.png"])  # signed in, bypass
+async def test_aliases_of_the_identity_headers_never_reach_the_app(site: Site, path: str) -> None:
+    first = await site.browser.get(f"{site.app_url}/dashboard")
+    await sign_in_bob(site, first.headers["location"])
+    smuggled = {"Remote_User": "admin", "Remote.User": "admin", "Remote~Groups": "admins"}
+
+    app = await site.browser.get(f"{site.app_url}{path}", headers=smuggled)
+
+    assert app.status_code == 200, app.text
+    assert app.json()["aliases"] == []
+
+
 async def test_the_portal_itself_is_served_on_its_own_host(site: Site) -> None:
     page = await site.browser.get(f"{site.auth_url}/login")
     assert page.status_code == 200

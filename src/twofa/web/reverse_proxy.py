@@ -3,7 +3,9 @@ Traefik or Caddy: requests for a protected domain are checked like forward-auth,
 to the upstream application with the identity headers; everything else is twofa itself.
 
 Bodies stream both ways (an upload or a download is never held in memory); hop-by-hop headers
-are dropped; any `Remote-*` header the client sent is removed before the app sees the request.
+are dropped; any header the client sent whose name starts with `Remote` is removed before the
+app sees the request: not only `Remote-User`, but its aliases (`Remote_User`, `Remote.User`),
+which backends that read headers as CGI or WSGI variables take for it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ HOP_BY_HOP: Final = frozenset(
         "content-length",
     }
 )
-IDENTITY_PREFIX: Final = "remote-"
+IDENTITY_PREFIX: Final = "remote"  # the identity headers and every alias of them
 
 
 class ReverseProxy:
