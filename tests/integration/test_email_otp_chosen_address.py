@@ -32,6 +32,7 @@ from tests.support.email_otp_flow import (
     add_frank_without_an_address,
     chosen_address_site,
     email_site,
+    enrol_erin,
     let_users_choose,
     submit_code,
 )
@@ -255,3 +256,13 @@ async def test_a_user_changes_the_address_from_my_2fa(site: Site) -> None:
     assert len(site.mail.to("frank.new@example.org")) == 2
     assert len(site.mail.to(FRANKS_OWN)) == 1  # the old address gets nothing more
     assert await site.rows(CredentialRow, FRANK) == 1
+
+
+async def test_with_the_switch_off_my_2fa_offers_no_change_of_address(site: Site) -> None:
+    await let_users_choose(site, on=False)
+    await enrol_erin(site)
+
+    my_2fa = await site.client.get("/my-2fa")
+
+    assert "e***n@example.com" in my_2fa.text
+    assert 'data-replace="email_otp"' not in my_2fa.text
