@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python bench/forward_auth.py
 	$(BIN)/python bench/totp_verify.py
 	$(BIN)/python bench/totp_floor.py
+	$(BIN)/python bench/change_feed.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis src/*.egg-info
