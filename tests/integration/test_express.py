@@ -25,12 +25,15 @@ from tests.conftest import RunningSimulator
 from tests.support.authenticator_totp import code_for
 from tests.support.databases import postgres_database
 from tests.support.gateway import csrf_from, gateway_settings, seed_users, sign_in
+from tests.support.redis_server import own_channel, reachable_redis
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.totp_flow import challenge_from, enrol_alice, post_code, sign_out
 from tests.support.two_factor import allow_methods
 from twofa.clock import FrozenClock
 from twofa.config import Settings
 from twofa.methods.totp import time_step
+from twofa.security.tokens import token_digest
+from twofa.services.change_feed import RedisChangeFeed
 from twofa.services.express import ExpressCounts
 from twofa.services.runtime import Gateway
 from twofa.storage.express import ExpressStore, ExpressUnavailable, SessionWindow
@@ -64,10 +67,12 @@ class Site:
 
 
 @asynccontextmanager
-async def site(simulator: RunningSimulator, *, express: bool = True) -> AsyncIterator[Site]:
+async def site(
+    simulator: RunningSimulator, *, express: bool = True, **extra: Any
+) -> AsyncIterator[Site]:
     async with postgres_database() as url:
         port = free_port()
-        settings = gateway_settings(url, simulator, port, extra={"express_lane": express})
+        settings = gateway_settings(url, simulator, port, extra={"express_lane": express, **extra})
         await seed_users(settings)
         await allow_methods(
             settings, ("totp", "backup_codes"), first_method="totp", remember_device_days=30
@@ -425,3 +430,37 @@ async def test_a_store_that_cannot_connect_says_so_in_its_own_terms() -> None:
             await store.read_answer("session", "challenge", window, "totp", "")
     finally:
         await store.close()
+
+
+async def test_the_session_the_lane_replaces_is_announced_to_other_processes(
+    simulator: RunningSimulator,
+) -> None:
+    """The lane rotates the session outside the ORM, so it announces the old one itself."""
+    redis_url, channel, heard = await reachable_redis(), own_channel(), []
+    listener = RedisChangeFeed(redis_url, heard.append, channel)
+    listener.start()
+    try:
+        async with site(simulator, redis_url=redis_url, redis_channel=channel) as running:
+            secret = await enrol_alice(running.browser)
+            await sign_out(running.browser)
+            assert await listener.wait_subscribed(5)
+            heard.clear()
+            await sign_in(running.browser, "alice")
+            password_session = token_digest(running.browser.cookies["twofa_session"])
+
+            answer = await post_code(running.browser, VERIFY, running.fresh_code(secret))
+
+            assert answer.status_code == 303
+            assert running.counts is not None
+            assert running.counts.sign_ins == 1  # the lane answered
+
+            async def announced() -> bool:
+                return any(password_session in c.ended_sessions for c in heard)
+
+            for _ in range(100):
+                if await announced():
+                    break
+                await asyncio.sleep(0.02)
+            assert await announced()
+    finally:
+        await listener.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
@@ -31,6 +31,7 @@ from twofa.services.factor_access import FactorAccess
 from twofa.services.lockouts import method_lockout_key
 from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level, SessionService
+from twofa.storage.change_notes import Changes
 from twofa.storage.express import (
     AnswerContext,
     AnswerWrite,
@@ -88,8 +89,12 @@ class ExpressLane:
         challenges: ChallengeBook,
         sealer: Sealer,
         clock: Clock,
+        announce: Callable[[Changes], None] | None = None,
     ) -> None:
+        """`announce`: tells other processes of what this lane committed outside the ORM (the
+        session it replaced), as `storage.change_notes` does for the general path."""
         self._store = store
+        self._announce = announce
         self._registry = registry
         self._access = access
         self._sessions = sessions
@@ -220,6 +225,8 @@ class ExpressLane:
         if not written:
             return None
         audit.announce("second_factor", "allow", found.username, client, detail)
+        if self._announce is not None:
+            self._announce(Changes(ended_sessions=frozenset({session_id})))
         return new_session
 
     def _keep(self, challenge_id: str, kept: _Kept) -> None:

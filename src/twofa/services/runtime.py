@@ -203,7 +203,10 @@ class Gateway:
         store = await ExpressStore.open(settings.database_url) if settings.express_lane else None
         if store is not None:
             book = ChallengeBook(db, clock, sealer)
-            gateway.express = ExpressLane(store, registry, access, sessions, book, sealer, clock)
+            announce = gateway.change_feed.announce if gateway.change_feed else None
+            gateway.express = ExpressLane(
+                store, registry, access, sessions, book, sealer, clock, announce
+            )
         return gateway
 
     def follow_other_processes(self, redis_url: str) -> None:
