@@ -27,11 +27,10 @@ from tests.support.email_otp_flow import (
     enrol_erin,
     password_step,
     smtp_edit,
-    submit_code,
 )
 from tests.support.gateway import csrf_from, sign_in
 from tests.support.smtp import SmtpServer, code_in, smtp_server
-from tests.support.totp_flow import challenge_from, sign_out
+from tests.support.totp_flow import challenge_from, sign_out, submit_code
 from twofa.domain.client import NO_CLIENT
 from twofa.methods.email_otp import NO_ADDRESS
 from twofa.methods.totp import time_step

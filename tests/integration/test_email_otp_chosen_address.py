@@ -34,11 +34,10 @@ from tests.support.email_otp_flow import (
     email_site,
     enrol_erin,
     let_users_choose,
-    submit_code,
 )
 from tests.support.gateway import csrf_from, sign_in
 from tests.support.smtp import SmtpServer, code_in
-from tests.support.totp_flow import sign_out
+from tests.support.totp_flow import sign_out, submit_code
 from twofa.cli.main import app
 from twofa.methods.email_otp import NOT_AN_ADDRESS
 from twofa.services.email_code_options import AUDIT_KIND

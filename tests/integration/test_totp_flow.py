@@ -20,6 +20,7 @@ from tests.support.totp_flow import (
     enrol_alice_at_step,
     post_code,
     sign_out,
+    submit_code,
 )
 from tests.support.two_factor import allow_methods
 
@@ -193,14 +194,7 @@ async def test_moving_to_a_new_phone_replaces_the_key_once_the_new_one_is_confir
     page = await browser.get("/2fa/m/totp/enrol")
     new_secret = secret_from_page(page.text)
     assert new_secret != old_secret
-    confirmed = await browser.post(
-        "/2fa/m/totp/enrol",
-        data={
-            "csrf_token": csrf_from(page.text),
-            "challenge": challenge_from(page.text),
-            "code": code_for(new_secret, step),
-        },
-    )
+    confirmed = await submit_code(browser, "/2fa/m/totp/enrol", page, code_for(new_secret, step))
     assert confirmed.status_code == 303, confirmed.text
     await sign_out(browser)
 

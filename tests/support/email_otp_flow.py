@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 
 from tests.conftest import RunningSimulator
 from tests.support.databases import sqlite_database
-from tests.support.gateway import csrf_from, gateway_settings, sign_in
+from tests.support.gateway import gateway_settings, sign_in
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.smtp import SmtpServer, code_in
-from tests.support.totp_flow import challenge_from
+from tests.support.totp_flow import submit_code
 from twofa.clock import FrozenClock
 from twofa.config import Settings
 from twofa.domain.client import NO_CLIENT
@@ -149,20 +149,6 @@ async def chosen_address_site(
         await add_frank_without_an_address(site)
         await let_users_choose(site)
         yield site
-
-
-async def submit_code(
-    client: httpx.AsyncClient, url: str, page: httpx.Response, code: str
-) -> httpx.Response:
-    """Posts `code` on the form of `page` (its challenge), as the browser that shows it."""
-    return await client.post(
-        url,
-        data={
-            "csrf_token": csrf_from(page.text),
-            "challenge": challenge_from(page.text),
-            "code": code,
-        },
-    )
 
 
 async def enrol_erin(site: Site, client: httpx.AsyncClient | None = None) -> None:

@@ -15,9 +15,10 @@ def challenge_from(html: str) -> str:
     return html.split(marker, 1)[1].split('"', 1)[0]
 
 
-async def post_code(client: httpx.AsyncClient, url: str, code: str, **extra: str) -> httpx.Response:
-    page = await client.get(url)
-    assert page.status_code == 200, page.text
+async def submit_code(
+    client: httpx.AsyncClient, url: str, page: httpx.Response, code: str, **extra: str
+) -> httpx.Response:
+    """Posts `code` on the form of `page` (its challenge), as the browser that shows it."""
     return await client.post(
         url,
         data={
@@ -27,6 +28,13 @@ async def post_code(client: httpx.AsyncClient, url: str, code: str, **extra: str
             **extra,
         },
     )
+
+
+async def post_code(client: httpx.AsyncClient, url: str, code: str, **extra: str) -> httpx.Response:
+    """Opens the code page at `url`, then answers it with `code`."""
+    page = await client.get(url)
+    assert page.status_code == 200, page.text
+    return await submit_code(client, url, page, code, **extra)
 
 
 async def enrol_alice(client: httpx.AsyncClient) -> str:
@@ -46,14 +54,7 @@ async def enrol_alice_at_step(client: httpx.AsyncClient) -> tuple[str, int]:
     secret = secret_from_page(page.text)
     assert "<svg" in page.text  # the QR code
     step = current_step()
-    answer = await client.post(
-        "/2fa/m/totp/enrol",
-        data={
-            "csrf_token": csrf_from(page.text),
-            "challenge": challenge_from(page.text),
-            "code": code_for(secret, step),
-        },
-    )
+    answer = await submit_code(client, "/2fa/m/totp/enrol", page, code_for(secret, step))
     assert answer.status_code == 303, answer.text
     assert answer.headers["location"] == "/2fa/after?new=1"
     assert (await client.get("/2fa/after?new=1")).headers["location"] == "/"
