@@ -203,6 +203,11 @@ class ForwardAuthService:
             origin=rule_set.origins[found] if found is not None else None,
         )
 
+    async def close(self) -> None:
+        """Lets the reads in flight (background refreshes) finish before the database goes,
+        so none is cut off half way through its transaction."""
+        await asyncio.gather(*self._loading.values(), return_exceptions=True)
+
     def forget(self, token: str) -> None:
         """Drops a cached session at once (this node signed it out)."""
         self.forget_session(token_digest(token))

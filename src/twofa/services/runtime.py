@@ -241,6 +241,7 @@ class Gateway:
             await self.change_feed.close()
         if self.express is not None:
             await self.express.close()
+        await self.forward_auth.close()
         await self.groups.close()
         await self.rule_book.close()
         await self.http.aclose()

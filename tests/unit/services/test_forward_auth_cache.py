@@ -5,6 +5,7 @@ is never served, so a revocation is seen within a second."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -56,19 +57,37 @@ async def signed_in(gateway: Gateway) -> tuple[str, SessionView]:
     return token, session
 
 
-def service(gateway: Gateway, sessions: ControlledSessions, clock: FakeMonotonic) -> Any:
-    return ForwardAuthService(
-        gateway.db,
-        sessions,  # type: ignore[arg-type]
-        AccessSettings(domains=("app.example.test",)),
-        monotonic=clock,
+Made = list[ForwardAuthService]
+
+
+@pytest.fixture
+async def made() -> AsyncIterator[Made]:
+    """The services a test made, closed before its gateway: a refresh still running when
+    the test ends finishes instead of being cut off with its connection."""
+    services: Made = []
+    yield services
+    for made_service in services:
+        await made_service.close()
+
+
+def service(
+    gateway: Gateway, sessions: ControlledSessions, clock: FakeMonotonic, made: Made
+) -> Any:
+    made.append(
+        ForwardAuthService(
+            gateway.db,
+            sessions,  # type: ignore[arg-type]
+            AccessSettings(domains=("app.example.test",)),
+            monotonic=clock,
+        )
     )
+    return made[-1]
 
 
-async def test_a_fresh_entry_is_served_without_reading_again(gateway: Gateway) -> None:
+async def test_a_fresh_entry_is_served_without_reading_again(gateway: Gateway, made: Made) -> None:
     token, _ = await signed_in(gateway)
     sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
-    forward_auth = service(gateway, sessions, clock)
+    forward_auth = service(gateway, sessions, clock, made)
     first = await forward_auth._signed_in(token)
     clock.now += 0.3
     second = await forward_auth._signed_in(token)
@@ -80,11 +99,11 @@ async def test_a_fresh_entry_is_served_without_reading_again(gateway: Gateway) -
 
 
 async def test_a_busy_session_is_refreshed_in_the_background_without_waiting(
-    gateway: Gateway,
+    gateway: Gateway, made: Made
 ) -> None:
     token, _ = await signed_in(gateway)
     sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
-    forward_auth = service(gateway, sessions, clock)
+    forward_auth = service(gateway, sessions, clock, made)
     await forward_auth._signed_in(token)
     sessions.release.clear()  # the database is slow from now on
     clock.now += 0.7
@@ -102,10 +121,10 @@ async def test_a_busy_session_is_refreshed_in_the_background_without_waiting(
     assert sessions.loads == 2  # the refreshed entry counts from its own read
 
 
-async def test_an_expired_entry_is_never_served(gateway: Gateway) -> None:
+async def test_an_expired_entry_is_never_served(gateway: Gateway, made: Made) -> None:
     token, _ = await signed_in(gateway)
     sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
-    forward_auth = service(gateway, sessions, clock)
+    forward_auth = service(gateway, sessions, clock, made)
     await forward_auth._signed_in(token)
     sessions.release.clear()
     clock.now += CACHE_SECONDS + 0.01
@@ -117,21 +136,21 @@ async def test_an_expired_entry_is_never_served(gateway: Gateway) -> None:
 
 
 async def test_a_session_ended_meanwhile_is_refused_once_the_entry_expires(
-    gateway: Gateway,
+    gateway: Gateway, made: Made
 ) -> None:
     token, session = await signed_in(gateway)
     sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
-    forward_auth = service(gateway, sessions, clock)
+    forward_auth = service(gateway, sessions, clock, made)
     assert await forward_auth._signed_in(token) is not None
     await gateway.sessions.end(session)
     clock.now += CACHE_SECONDS + 0.01
     assert await forward_auth._signed_in(token) is None
 
 
-async def test_a_failed_read_is_not_cached(gateway: Gateway) -> None:
+async def test_a_failed_read_is_not_cached(gateway: Gateway, made: Made) -> None:
     token, _ = await signed_in(gateway)
     sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
-    forward_auth = service(gateway, sessions, clock)
+    forward_auth = service(gateway, sessions, clock, made)
     sessions.fail_next = True
     with pytest.raises(RuntimeError, match="went away"):
         await forward_auth._signed_in(token)
