@@ -13,7 +13,7 @@ it replaced itself (services.express).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import event
@@ -33,41 +33,34 @@ class Changes:
     def __bool__(self) -> bool:
         return bool(self.ended_sessions or self.ended_users or self.settings or self.access_rules)
 
-
-@dataclass
-class _Notes:
-    sessions: set[str] = field(default_factory=set)
-    users: set[int] = field(default_factory=set)
-    settings: bool = False
-    access_rules: bool = False
-
-    def frozen(self) -> Changes:
+    def __or__(self, other: Changes) -> Changes:
         return Changes(
-            frozenset(self.sessions), frozenset(self.users), self.settings, self.access_rules
+            self.ended_sessions | other.ended_sessions,
+            self.ended_users | other.ended_users,
+            self.settings or other.settings,
+            self.access_rules or other.access_rules,
         )
 
 
-def _notes(db: AsyncSession) -> _Notes:
-    notes = db.info.get(NOTES_KEY)
-    if not isinstance(notes, _Notes):
-        notes = db.info[NOTES_KEY] = _Notes()
-    return notes
+def _note(db: AsyncSession, change: Changes) -> None:
+    noted = db.info.get(NOTES_KEY)
+    db.info[NOTES_KEY] = noted | change if isinstance(noted, Changes) else change
 
 
 def note_ended_session(db: AsyncSession, session_id: str) -> None:
-    _notes(db).sessions.add(session_id)
+    _note(db, Changes(ended_sessions=frozenset({session_id})))
 
 
 def note_ended_user_sessions(db: AsyncSession, user_id: int) -> None:
-    _notes(db).users.add(user_id)
+    _note(db, Changes(ended_users=frozenset({user_id})))
 
 
 def note_settings_saved(db: AsyncSession) -> None:
-    _notes(db).settings = True
+    _note(db, Changes(settings=True))
 
 
 def note_access_rules_changed(db: AsyncSession) -> None:
-    _notes(db).access_rules = True
+    _note(db, Changes(access_rules=True))
 
 
 def announce_commits(
@@ -79,8 +72,8 @@ def announce_commits(
     session_class = factory.kw["sync_session_class"]
 
     def committed(session: Session) -> None:
-        notes = session.info.pop(NOTES_KEY, None)
-        if isinstance(notes, _Notes) and (changes := notes.frozen()):
+        changes = session.info.pop(NOTES_KEY, None)
+        if isinstance(changes, Changes) and changes:
             announce(changes)
 
     def rolled_back(session: Session, *_: Any) -> None:
