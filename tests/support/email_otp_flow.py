@@ -24,7 +24,6 @@ from tests.support.totp_flow import submit_code
 from twofa.clock import FrozenClock
 from twofa.config import Settings
 from twofa.domain.client import NO_CLIENT
-from twofa.services.email_code_options import EmailCodeOptionsService
 from twofa.services.runtime import Gateway
 from twofa.services.smtp_settings import SmtpEdit
 from twofa.services.two_factor_settings import TwoFactorConfig
@@ -126,8 +125,7 @@ async def email_site(
 
 async def let_users_choose(site: Site, on: bool = True) -> None:
     async def switch(gateway: Gateway) -> None:
-        options = EmailCodeOptionsService(gateway.db, gateway.clock, gateway.console.cache)
-        await options.set_users_choose_address(on, "test-admin", NO_CLIENT)
+        await gateway.email_codes.set_users_choose_address(on, "test-admin", NO_CLIENT)
 
     await site.query(switch)
 

@@ -12,7 +12,6 @@ import typer
 from twofa.cli.common import run_with_gateway
 from twofa.cli.settings_cmd import CLI_ACTOR, run_edit
 from twofa.domain.client import CLI
-from twofa.services.authenticator_options import AuthenticatorOptionsService
 from twofa.services.runtime import Gateway
 
 authenticator_app = typer.Typer(
@@ -20,16 +19,12 @@ authenticator_app = typer.Typer(
 )
 
 
-def _service(gateway: Gateway) -> AuthenticatorOptionsService:
-    return AuthenticatorOptionsService(gateway.db, gateway.clock, gateway.console.cache)
-
-
 @authenticator_app.command("show")
 def show_authenticator_app(ctx: typer.Context) -> None:
     """The name keys set up now get."""
 
     async def read(gateway: Gateway) -> str:
-        return await _service(gateway).issuer()
+        return await gateway.authenticator_app.issuer()
 
     typer.echo(f"issuer: {run_with_gateway(ctx, read)}")
 
@@ -44,7 +39,7 @@ def set_authenticator_app(
     """Save the name; keys already in an app keep the one they were added with."""
 
     async def save(gateway: Gateway) -> tuple[str, bool]:
-        return await _service(gateway).set_issuer(issuer, CLI_ACTOR, CLI)
+        return await gateway.authenticator_app.set_issuer(issuer, CLI_ACTOR, CLI)
 
     name, changed = run_edit(ctx, save, {"issuer": "--issuer"})
     typer.echo(f"{'saved' if changed else 'unchanged'}: issuer {name}")

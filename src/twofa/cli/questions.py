@@ -13,7 +13,7 @@ from twofa.cli.common import echo_json, run_with_gateway
 from twofa.cli.settings_cmd import CLI_ACTOR, run_edit
 from twofa.domain.client import CLI
 from twofa.services.console import SettingsRejected
-from twofa.services.question_pool import QuestionPoolService, QuestionPoolView
+from twofa.services.question_pool import QuestionPoolView
 from twofa.services.runtime import Gateway
 
 questions_app = typer.Typer(
@@ -22,10 +22,6 @@ questions_app = typer.Typer(
 )
 
 ARGUMENT_NAMES: Final = {"question": "QUESTION", "answers_required": "COUNT"}
-
-
-def _service(gateway: Gateway) -> QuestionPoolService:
-    return QuestionPoolService(gateway.db, gateway.clock, gateway.console.cache)
 
 
 def _echo_pool(pool: QuestionPoolView) -> None:
@@ -43,7 +39,7 @@ def list_questions(
     """The questions users choose from, numbered, and how many each user answers."""
 
     async def read(gateway: Gateway) -> QuestionPoolView:
-        return await _service(gateway).pool()
+        return await gateway.question_pool.pool()
 
     pool = run_with_gateway(ctx, read)
     if as_json:
@@ -60,7 +56,7 @@ def add_question(
     """Add a question to the pool (the first change starts from the built-in pool)."""
 
     async def add(gateway: Gateway) -> QuestionPoolView:
-        return await _service(gateway).add(question, CLI_ACTOR, CLI)
+        return await gateway.question_pool.add(question, CLI_ACTOR, CLI)
 
     _echo_pool(run_edit(ctx, add, ARGUMENT_NAMES))
 
@@ -75,7 +71,7 @@ def remove_question(
     """Take a question out of the pool. Users who already answered it keep it."""
 
     async def remove(gateway: Gateway) -> QuestionPoolView:
-        service = _service(gateway)
+        service = gateway.question_pool
         text = question
         if question.strip().isascii() and question.strip().isdigit():
             questions = (await service.pool()).questions
@@ -99,6 +95,6 @@ def set_count(
     """Set how many questions each user answers at set-up (at sign-in, two are asked)."""
 
     async def save(gateway: Gateway) -> QuestionPoolView:
-        return await _service(gateway).set_count(count, CLI_ACTOR, CLI)
+        return await gateway.question_pool.set_count(count, CLI_ACTOR, CLI)
 
     _echo_pool(run_edit(ctx, save, ARGUMENT_NAMES))

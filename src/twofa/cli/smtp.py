@@ -20,7 +20,6 @@ from twofa.cli.common import (
 )
 from twofa.cli.settings_cmd import CLI_ACTOR, echo_fields, run_edit
 from twofa.domain.client import CLI
-from twofa.services.email_code_options import EmailCodeOptionsService
 from twofa.services.email_delivery import SendTestOutcome
 from twofa.services.runtime import Gateway
 from twofa.services.smtp_settings import SmtpConfig, SmtpEdit, SmtpSecurity
@@ -172,7 +171,7 @@ def address_choice(
     """Who chooses the address e-mail codes go to."""
 
     async def apply(gateway: Gateway) -> tuple[bool, bool]:
-        options = EmailCodeOptionsService(gateway.db, gateway.clock, gateway.console.cache)
+        options = gateway.email_codes
         if users_choose is None:
             return await options.users_choose_address(), False
         return users_choose, await options.set_users_choose_address(users_choose, CLI_ACTOR, CLI)

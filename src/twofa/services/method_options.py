@@ -1,7 +1,8 @@
 """Edits of one method's options, the console setting `method.<code>` (the security question
-pool, who chooses the e-mail address): read, change and write in one transaction, the row
-locked where the database can (PostgreSQL) so two admins editing at once do not lose each
-other's change; audited with before and after; the gateway's settings cache told at once.
+pool, who chooses the e-mail address, the name authenticator apps show): read from the
+gateway's settings cache, like every other console setting; changed and written in one
+transaction, the row locked where the database can (PostgreSQL) so two admins editing at once
+do not lose each other's change; audited with before and after; the cache told at once.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class MethodOptions:
         self,
         db: async_sessionmaker[AsyncSession],
         clock: Clock,
-        cache: SettingsCache | None,
+        cache: SettingsCache,
         code: str,
         audit_kind: str,
         complete: Callable[[Options | None], Options] = _stored,
@@ -48,9 +49,8 @@ class MethodOptions:
 
     async def read(self) -> tuple[Options, bool]:
         """The options in force, and whether an admin ever saved any."""
-        async with self._db.begin() as db:
-            row = await ConsoleSettings(db).get(self._key)
-        return self._complete(dict(row.value) if row is not None else None), row is not None
+        stored = (await self._cache.snapshot()).value(self._key)
+        return self._complete(stored), stored is not None
 
     async def edit(
         self, change: Callable[[Options], Options | None], actor: str, client: ClientInfo
@@ -75,6 +75,5 @@ class MethodOptions:
                 before=before,
                 after=after,
             )
-        if self._cache is not None:
-            self._cache.invalidate()
+        self._cache.invalidate()
         return after, True

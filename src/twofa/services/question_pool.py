@@ -94,7 +94,7 @@ class QuestionPoolService:
         self,
         db: async_sessionmaker[AsyncSession],
         clock: Clock,
-        cache: SettingsCache | None = None,
+        cache: SettingsCache,
     ) -> None:
         """`cache`: the gateway's console settings cache, told at once of a save."""
         self._options = MethodOptions(db, clock, cache, CODE, AUDIT_KIND, _in_force)

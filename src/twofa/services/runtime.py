@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -31,10 +32,12 @@ from twofa.methods.webauthn import WebAuthnMethod
 from twofa.security.sealing import Sealer
 from twofa.services.access_rules import AccessRuleService
 from twofa.services.accounts import AccountService
+from twofa.services.authenticator_options import AuthenticatorOptionsService
 from twofa.services.challenge_book import ChallengeBook
 from twofa.services.change_feed import RedisChangeFeed
 from twofa.services.console import ConsoleSettingsService
 from twofa.services.duo_push import DuoPushService
+from twofa.services.email_code_options import EmailCodeOptionsService
 from twofa.services.email_delivery import SmtpMailer, SmtpSettingsService
 from twofa.services.enrolment_grace import EnrolmentGraceService
 from twofa.services.express import ExpressLane
@@ -44,6 +47,7 @@ from twofa.services.forward_auth import ForwardAuthService
 from twofa.services.group_refresh import GroupRefresher
 from twofa.services.login import LoginService
 from twofa.services.my_factors import MyFactorsService
+from twofa.services.question_pool import QuestionPoolService
 from twofa.services.remembered_devices import RememberedDeviceService
 from twofa.services.rule_book import ConsoleRuleBook
 from twofa.services.sessions import SessionService
@@ -226,6 +230,19 @@ class Gateway:
             self.console.cache.invalidate()
         if changes.access_rules:
             self.rule_book.changed_elsewhere()
+
+    # The methods' own console settings, edited from the console, the CLI and the API.
+    @cached_property
+    def email_codes(self) -> EmailCodeOptionsService:
+        return EmailCodeOptionsService(self.db, self.clock, self.console.cache)
+
+    @cached_property
+    def authenticator_app(self) -> AuthenticatorOptionsService:
+        return AuthenticatorOptionsService(self.db, self.clock, self.console.cache)
+
+    @cached_property
+    def question_pool(self) -> QuestionPoolService:
+        return QuestionPoolService(self.db, self.clock, self.console.cache)
 
     async def current_duo(self) -> DuoPushService | None:
         """The Duo service for the settings in force now (console first, then the file)."""

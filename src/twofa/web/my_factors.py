@@ -6,7 +6,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from twofa.services.email_code_options import EmailCodeOptionsService
 from twofa.services.factor_access import StepUpRequired
 from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level
@@ -31,7 +30,6 @@ async def _page(request: Request, error: str | None = None, status_code: int = 2
     gateway = gateway_of(request)
     mine = await gateway.my_factors.overview(session.user_id)
     devices = await gateway.devices.of_user(session.user_id)
-    options = EmailCodeOptionsService(gateway.db, gateway.clock, gateway.console.cache)
     done = DONE_MESSAGES.get(request.query_params.get("done", ""))
     if request.query_params.get("need") == "second_factor":
         error = error or (
@@ -46,7 +44,7 @@ async def _page(request: Request, error: str | None = None, status_code: int = 2
         mine=mine,
         devices=devices,
         # Change address only when users choose it: else set-up takes the account's again
-        users_choose_address=await options.users_choose_address(),
+        users_choose_address=await gateway.email_codes.users_choose_address(),
         csrf_token=session.csrf_token,
         done=done,
         error=error,

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
 from twofa.methods.totp import DEFAULT_ISSUER, MAX_ISSUER_LENGTH
-from twofa.services.authenticator_options import AuthenticatorOptionsService
 from twofa.services.console import SettingsRejected
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.context import check_csrf, client_of, gateway_of
@@ -22,11 +21,6 @@ SAVED: Final = "Saved. Keys set up from now on show this name; keys already in a
 router = APIRouter(prefix=PAGE_URL)
 
 AdminRequired = Annotated[Admin, Depends(require_admin)]
-
-
-def options_service(request: Request) -> AuthenticatorOptionsService:
-    gateway = gateway_of(request)
-    return AuthenticatorOptionsService(gateway.db, gateway.clock, gateway.console.cache)
 
 
 async def _page(
@@ -56,7 +50,9 @@ async def _page(
 @router.get("")
 async def authenticator_settings(request: Request, admin: AdminRequired) -> Response:
     notice = SAVED if request.query_params.get("saved") else None
-    return await _page(request, admin, await options_service(request).issuer(), notice=notice)
+    return await _page(
+        request, admin, await gateway_of(request).authenticator_app.issuer(), notice=notice
+    )
 
 
 @router.post("")
@@ -65,7 +61,9 @@ async def save_authenticator_settings(request: Request, admin: AdminRequired) ->
     typed = (await request.form()).get("issuer")
     typed = typed if isinstance(typed, str) else ""
     try:
-        await options_service(request).set_issuer(typed, admin.username, client_of(request))
+        await gateway_of(request).authenticator_app.set_issuer(
+            typed, admin.username, client_of(request)
+        )
     except SettingsRejected as rejected:
         return await _page(request, admin, typed, problems=rejected.problems)
     return RedirectResponse(f"{PAGE_URL}?saved=1", status_code=303)

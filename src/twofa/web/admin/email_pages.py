@@ -12,7 +12,6 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from twofa.services.console import SettingsRejected
-from twofa.services.email_code_options import EmailCodeOptionsService
 from twofa.services.email_delivery import SendTestOutcome
 from twofa.services.smtp_settings import SmtpEdit, SmtpSecurity
 from twofa.web.admin.guard import Admin, require_admin
@@ -35,11 +34,6 @@ SECURITY_LABELS: Final = {
     SmtpSecurity.TLS: "TLS from the start (usually port 465)",
     SmtpSecurity.NONE: "None: plain text, only for a relay on this host or a trusted network",
 }
-
-
-def _options(request: Request) -> EmailCodeOptionsService:
-    gateway = gateway_of(request)
-    return EmailCodeOptionsService(gateway.db, gateway.clock, gateway.console.cache)
 
 
 def _text(form: FormData, name: str) -> str:
@@ -84,7 +78,7 @@ async def _page(
         test=test,
         test_to=test_to,
         configured=saved is not None,
-        users_choose_address=await _options(request).users_choose_address(),
+        users_choose_address=await gateway_of(request).email_codes.users_choose_address(),
         password_state="set" if saved is not None and saved.has_password else "not set",
         security_labels={security.value: label for security, label in SECURITY_LABELS.items()},
     )
@@ -125,5 +119,7 @@ async def send_test_email(request: Request, admin: AdminRequired) -> Response:
 async def save_address_choice(request: Request, admin: AdminRequired) -> Response:
     await check_csrf(request, admin.session)
     on = _text(await request.form(), "users_choose_address") == "on"
-    await _options(request).set_users_choose_address(on, admin.username, client_of(request))
+    await gateway_of(request).email_codes.set_users_choose_address(
+        on, admin.username, client_of(request)
+    )
     return RedirectResponse(f"{EMAIL_URL}?addresses={'on' if on else 'off'}", status_code=303)

@@ -11,7 +11,6 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from twofa.services.console import SettingsRejected
-from twofa.services.question_pool import QuestionPoolService
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.context import check_csrf, client_of, gateway_of
 from twofa.web.templating import render
@@ -28,11 +27,6 @@ NOTICES: Final = {
 }
 
 
-def pool_service(request: Request) -> QuestionPoolService:
-    gateway = gateway_of(request)
-    return QuestionPoolService(gateway.db, gateway.clock, gateway.console.cache)
-
-
 async def _page(
     request: Request,
     admin: Admin,
@@ -41,7 +35,7 @@ async def _page(
     notice: str | None = None,
     typed_question: str = "",
 ) -> Response:
-    pool = await pool_service(request).pool()
+    pool = await gateway_of(request).question_pool.pool()
     return render(
         request,
         "admin/security_questions.html",
@@ -73,7 +67,7 @@ async def add_question(request: Request, admin: AdminRequired) -> Response:
     await check_csrf(request, admin.session)
     question = _field(await request.form(), "question")
     try:
-        await pool_service(request).add(question, admin.username, client_of(request))
+        await gateway_of(request).question_pool.add(question, admin.username, client_of(request))
     except SettingsRejected as rejected:
         return await _page(request, admin, problems=rejected.problems, typed_question=question)
     return RedirectResponse(f"{PAGE_URL}?saved=added", status_code=303)
@@ -84,7 +78,7 @@ async def remove_question(request: Request, admin: AdminRequired) -> Response:
     await check_csrf(request, admin.session)
     question = _field(await request.form(), "question")
     try:
-        await pool_service(request).remove(question, admin.username, client_of(request))
+        await gateway_of(request).question_pool.remove(question, admin.username, client_of(request))
     except SettingsRejected as rejected:
         return await _page(request, admin, problems=rejected.problems)
     return RedirectResponse(f"{PAGE_URL}?saved=removed", status_code=303)
@@ -97,7 +91,9 @@ async def set_answers_required(request: Request, admin: AdminRequired) -> Respon
     try:
         if not (typed.isascii() and typed.isdigit()):
             raise SettingsRejected({"answers_required": "a whole number"})
-        await pool_service(request).set_count(int(typed), admin.username, client_of(request))
+        await gateway_of(request).question_pool.set_count(
+            int(typed), admin.username, client_of(request)
+        )
     except SettingsRejected as rejected:
         return await _page(request, admin, problems=rejected.problems)
     return RedirectResponse(f"{PAGE_URL}?saved=count", status_code=303)

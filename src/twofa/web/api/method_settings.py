@@ -10,9 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from twofa.services.authenticator_options import AuthenticatorOptionsService
-from twofa.services.email_code_options import EmailCodeOptionsService
-from twofa.services.question_pool import QuestionPoolService, QuestionPoolView
+from twofa.services.question_pool import QuestionPoolView
 from twofa.services.smtp_settings import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, SmtpConfig, SmtpEdit
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses
@@ -98,21 +96,6 @@ def questions_out(pool: QuestionPoolView) -> SecurityQuestionsOut:
     )
 
 
-def email_codes(api: Api) -> EmailCodeOptionsService:
-    gateway = api.gateway
-    return EmailCodeOptionsService(gateway.db, gateway.clock, gateway.console.cache)
-
-
-def authenticator_app(api: Api) -> AuthenticatorOptionsService:
-    gateway = api.gateway
-    return AuthenticatorOptionsService(gateway.db, gateway.clock, gateway.console.cache)
-
-
-def question_pool(api: Api) -> QuestionPoolService:
-    gateway = api.gateway
-    return QuestionPoolService(gateway.db, gateway.clock, gateway.console.cache)
-
-
 def email_server_out(config: SmtpConfig | None) -> EmailServerOut:
     if config is None:
         return EmailServerOut(
@@ -164,36 +147,38 @@ async def send_test_email(api: Api, body: TestEmailIn) -> TestEmailOut:
 
 @router.get("/email-codes", summary="Who chooses the address codes by e-mail go to")
 async def get_email_codes(api: Api) -> EmailCodesSettings:
-    return EmailCodesSettings(users_choose_address=await email_codes(api).users_choose_address())
+    return EmailCodesSettings(
+        users_choose_address=await api.gateway.email_codes.users_choose_address()
+    )
 
 
 @router.put("/email-codes", summary="Let users choose the address, or not")
 async def put_email_codes(api: Api, body: EmailCodesSettings) -> EmailCodesSettings:
-    options = email_codes(api)
+    options = api.gateway.email_codes
     await options.set_users_choose_address(body.users_choose_address, api.actor, api.client)
     return EmailCodesSettings(users_choose_address=await options.users_choose_address())
 
 
 @router.get("/authenticator-app", summary="The name authenticator apps list keys under")
 async def get_authenticator_app(api: Api) -> AuthenticatorAppSettings:
-    return AuthenticatorAppSettings(issuer=await authenticator_app(api).issuer())
+    return AuthenticatorAppSettings(issuer=await api.gateway.authenticator_app.issuer())
 
 
 @router.put("/authenticator-app", summary="Save the name apps show", responses=REJECTED)
 async def put_authenticator_app(
     api: Api, body: AuthenticatorAppSettings
 ) -> AuthenticatorAppSettings:
-    issuer, _ = await authenticator_app(api).set_issuer(body.issuer, api.actor, api.client)
+    issuer, _ = await api.gateway.authenticator_app.set_issuer(body.issuer, api.actor, api.client)
     return AuthenticatorAppSettings(issuer=issuer)
 
 
 @router.get("/security-questions", summary="The security question pool and how many users answer")
 async def get_security_questions(api: Api) -> SecurityQuestionsOut:
-    return questions_out(await question_pool(api).pool())
+    return questions_out(await api.gateway.question_pool.pool())
 
 
 @router.put("/security-questions", summary="Replace the pool", responses=REJECTED)
 async def put_security_questions(api: Api, body: SecurityQuestionsIn) -> SecurityQuestionsOut:
-    pool = question_pool(api)
+    pool = api.gateway.question_pool
     replaced = await pool.replace(body.questions, body.answers_required, api.actor, api.client)
     return questions_out(replaced)
