@@ -33,7 +33,7 @@ check: setup
 
 # Two processes: most tests wait on servers, pages and sockets, so two halve the wall time.
 test: check
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 2 --durations=15
 
 test-fast: setup
 	$(BIN)/pytest -q -x -m "not integration"

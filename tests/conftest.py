@@ -15,6 +15,8 @@ from twofa.simulator import SimulatorSettings, create_simulator_app
 IKEY = "DITESTINTEGRATION001"
 SKEY = "testsecretkeytestsecretkeytestsecretkey0"
 
+pytest_plugins = ["tests.support.hang_report"]
+
 
 @dataclass(frozen=True)
 class RunningSimulator:

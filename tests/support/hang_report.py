@@ -1,0 +1,74 @@
+"""When a test hangs, reports what every thread and every asyncio task was waiting on.
+
+pytest-timeout fails a hung test after `timeout` seconds with the main thread's stack. For an
+async test that stack is only the event loop idling in select(), which says nothing, so a
+little before the timeout this writes each thread's stack and each pending task's chain of
+awaits to the test's captured stderr, where the failure report shows them (under xdist too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import gc
+import sys
+import threading
+import traceback
+from collections.abc import Generator, Iterator
+from types import FrameType
+from typing import Any
+
+import pytest
+
+REPORT_BEFORE_TIMEOUT_S = 15.0
+
+
+def _await_chain(awaitable: Any) -> Iterator[FrameType]:
+    """The frames a suspended coroutine is waiting in, outermost first: a task's own stack
+    (Task.get_stack) stops at its top coroutine."""
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is not None:
+            yield frame
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+
+
+def _running_loops() -> list[asyncio.AbstractEventLoop]:
+    # The loops run in other threads than this timer's, so asyncio's own lookup can't see
+    # them; a diagnostic may afford a walk of the heap.
+    return [
+        found
+        for found in gc.get_objects()
+        if isinstance(found, asyncio.AbstractEventLoop) and found.is_running()
+    ]
+
+
+def write_hang_report(test_id: str) -> None:
+    # sys.stderr is the capture of the phase running now (setup, call or teardown): what is
+    # written there is in that test's report.
+    out = sys.stderr
+    print(f"\n===== {test_id} is still running: threads and asyncio tasks =====", file=out)
+    out.flush()
+    faulthandler.dump_traceback(file=out, all_threads=True)
+    for loop in _running_loops():
+        for task in list(asyncio.all_tasks(loop)):
+            print(f"\n--- task {task.get_name()}: {task.get_coro()!r}", file=out)
+            frames = [(frame, frame.f_lineno) for frame in _await_chain(task.get_coro())]
+            print("".join(traceback.format_list(traceback.StackSummary.extract(frames))), file=out)
+    out.flush()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    """Times setup, call and teardown together, as pytest-timeout does."""
+    timeout = float(item.config.getini("timeout") or 0)
+    if timeout <= REPORT_BEFORE_TIMEOUT_S:
+        yield
+        return
+    timer = threading.Timer(timeout - REPORT_BEFORE_TIMEOUT_S, write_hang_report, (item.nodeid,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
