@@ -25,6 +25,10 @@ from twofa.storage.change_notes import Changes
 
 DEFAULT_CHANNEL: Final = "twofa:changes"
 CONNECT_TIMEOUT_S: Final = 2.0
+# A Redis that accepts and then stalls must not hold a publish (or a shutdown waiting for it)
+# forever; the listener asks with its own 1 s timeout, well inside this. (redis-py 8 happens to
+# default to the same; named here so it never rests on a library's default.)
+COMMAND_TIMEOUT_S: Final = 5.0
 RETRY_CAP_S: Final = 5.0
 log = logging.getLogger("twofa.change_feed")
 
@@ -69,7 +73,9 @@ class RedisChangeFeed:
     ) -> None:
         """`on_change` gets what other processes changed (never this one's own: it applied
         them already), in the event loop, and must not block."""
-        self._redis = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+        self._redis = Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=COMMAND_TIMEOUT_S
+        )
         self._on_change = on_change
         self._channel = channel
         self._node = secrets.token_hex(8)

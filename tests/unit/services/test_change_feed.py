@@ -3,11 +3,12 @@ accepts, and that anything else on the channel is not taken for a change."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
-from twofa.services.change_feed import decoded, encoded
+from twofa.services.change_feed import COMMAND_TIMEOUT_S, RedisChangeFeed, decoded, encoded
 from twofa.storage.change_notes import Changes
 
 EVERYTHING = Changes(frozenset({"s-1", "s-2"}), frozenset({7, 9}), True, True)
@@ -50,3 +51,29 @@ def test_a_message_names_sessions_by_id_only() -> None:
 )
 def test_anything_else_is_not_a_change(raw: str | bytes) -> None:
     assert decoded(raw) is None
+
+
+async def test_a_redis_that_accepts_and_never_answers_cannot_hold_a_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stalled Redis (a full network path, a paused server) answers nothing: the publish
+    gives up after its command timeout and says so, and closing the feed does not wait
+    forever for it."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    feed = RedisChangeFeed(f"redis://127.0.0.1:{port}/0", on_change=lambda _: None)
+    try:
+        feed.announce(Changes(settings=True))
+        # Far above the command timeout; only a publish that never gives up reaches it.
+        await asyncio.wait_for(feed.close(), COMMAND_TIMEOUT_S * 4)
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert "could not tell the other gateway processes" in caplog.text
