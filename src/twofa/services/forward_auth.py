@@ -42,6 +42,9 @@ from twofa.storage.repositories import Users
 CACHE_SECONDS: Final = 1.0
 REFRESH_AHEAD_SECONDS: Final = 0.5  # a session in use is re-read in the background from here
 CACHE_ENTRIES: Final = 50_000
+# How long closing waits for reads in flight; a database that stalls past it must not hold the
+# gateway's shutdown, so what is left then is cancelled.
+CLOSE_WAIT_SECONDS: Final = 5.0
 
 
 class Verdict(Enum):
@@ -203,10 +206,17 @@ class ForwardAuthService:
             origin=rule_set.origins[found] if found is not None else None,
         )
 
-    async def close(self) -> None:
+    async def close(self, wait_seconds: float = CLOSE_WAIT_SECONDS) -> None:
         """Lets the reads in flight (background refreshes) finish before the database goes,
-        so none is cut off half way through its transaction."""
-        await asyncio.gather(*self._loading.values(), return_exceptions=True)
+        so none is cut off half way through its transaction; one still running after
+        `wait_seconds` is cancelled."""
+        in_flight = list(self._loading.values())
+        if not in_flight:
+            return
+        _, stalled = await asyncio.wait(in_flight, timeout=wait_seconds)
+        for read in stalled:
+            read.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
 
     def forget(self, token: str) -> None:
         """Drops a cached session at once (this node signed it out)."""

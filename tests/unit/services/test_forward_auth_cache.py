@@ -156,3 +156,39 @@ async def test_a_failed_read_is_not_cached(gateway: Gateway, made: Made) -> None
         await forward_auth._signed_in(token)
     assert await forward_auth._signed_in(token) is not None
     assert sessions.loads == 2
+
+
+async def test_closing_waits_for_a_refresh_in_flight_to_finish(gateway: Gateway) -> None:
+    token, _ = await signed_in(gateway)
+    sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
+    forward_auth = service(gateway, sessions, clock, [])
+    await forward_auth._signed_in(token)
+    sessions.release.clear()
+    clock.now += 0.7
+    await forward_auth._signed_in(token)  # starts a refresh, held by the slow database
+    (refresh,) = forward_auth._loading.values()
+
+    closing = asyncio.ensure_future(forward_auth.close(wait_seconds=30))
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # still waiting for the read
+    sessions.release.set()
+    await closing
+    assert refresh.done()
+    assert not refresh.cancelled()  # it finished, not cut off
+    assert refresh.result() is not None
+
+
+async def test_closing_cancels_a_read_the_database_never_answers(gateway: Gateway) -> None:
+    token, _ = await signed_in(gateway)
+    sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
+    forward_auth = service(gateway, sessions, clock, [])
+    sessions.release.clear()  # the database never answers
+    waiting = asyncio.ensure_future(forward_auth._signed_in(token))
+    await asyncio.sleep(0.01)
+    (read,) = forward_auth._loading.values()
+
+    await forward_auth.close(wait_seconds=0.1)
+
+    assert read.cancelled()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
