@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, async_playwright
 
+from tests.support.browser_processes import within
 from tests.support.databases import require_or_skip
 
 CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
+# Closing takes well under a second; past this the browser is stuck and is killed.
+SHUTDOWN_STEP_S = 20.0
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 # Chromium reaches for Google's services at start; this machine's network refuses them.
 CHROMIUM_ARGS = [
@@ -49,14 +52,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 async def browser() -> AsyncIterator[Browser]:
     if not Path(CHROMIUM).exists():  # noqa: ASYNC240 (one stat before the browser starts)
         require_or_skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    async with async_playwright() as playwright:
+    manager = async_playwright()
+    playwright = await manager.__aenter__()
+    try:
         launched = await playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         try:
             yield launched
         finally:
-            await launched.close()
+            await within(launched.close(), "closing Chromium", SHUTDOWN_STEP_S)
+    finally:
+        await within(manager.__aexit__(None, None, None), "stopping Playwright", SHUTDOWN_STEP_S)
 
 
 @pytest.fixture
