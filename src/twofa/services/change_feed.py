@@ -26,8 +26,7 @@ from twofa.storage.change_notes import Changes
 DEFAULT_CHANNEL: Final = "twofa:changes"
 CONNECT_TIMEOUT_S: Final = 2.0
 # A Redis that accepts and then stalls must not hold a publish (or a shutdown waiting for it)
-# forever; the listener asks with its own 1 s timeout, well inside this. (redis-py 8 happens to
-# default to the same; named here so it never rests on a library's default.)
+# forever; the listener asks with its own 1 s timeout, well inside this.
 COMMAND_TIMEOUT_S: Final = 5.0
 RETRY_CAP_S: Final = 5.0
 log = logging.getLogger("twofa.change_feed")
@@ -69,12 +68,16 @@ def decoded(raw: bytes | str) -> tuple[str, Changes] | None:
 
 class RedisChangeFeed:
     def __init__(
-        self, url: str, on_change: Callable[[Changes], None], channel: str = DEFAULT_CHANNEL
+        self,
+        url: str,
+        on_change: Callable[[Changes], None],
+        channel: str = DEFAULT_CHANNEL,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
     ) -> None:
         """`on_change` gets what other processes changed (never this one's own: it applied
         them already), in the event loop, and must not block."""
         self._redis = Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=COMMAND_TIMEOUT_S
+            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=command_timeout_s
         )
         self._on_change = on_change
         self._channel = channel

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from twofa.services.change_feed import COMMAND_TIMEOUT_S, RedisChangeFeed, decoded, encoded
+from twofa.services.change_feed import RedisChangeFeed, decoded, encoded
 from twofa.storage.change_notes import Changes
 
 EVERYTHING = Changes(frozenset({"s-1", "s-2"}), frozenset({7, 9}), True, True)
@@ -66,11 +66,14 @@ async def test_a_redis_that_accepts_and_never_answers_cannot_hold_a_shutdown(
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    feed = RedisChangeFeed(f"redis://127.0.0.1:{port}/0", on_change=lambda _: None)
+    feed = RedisChangeFeed(
+        f"redis://127.0.0.1:{port}/0", on_change=lambda _: None, command_timeout_s=0.3
+    )
     try:
         feed.announce(Changes(settings=True))
-        # Far above the command timeout; only a publish that never gives up reaches it.
-        await asyncio.wait_for(feed.close(), COMMAND_TIMEOUT_S * 4)
+        # Well above the feed's timeout and below redis-py's own default (5 s): only a
+        # publish that waits on the library's default, or forever, reaches it.
+        await asyncio.wait_for(feed.close(), 2.0)
     finally:
         for writer in accepted:
             writer.close()
