@@ -73,4 +73,4 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     try:
         yield context
     finally:
-        await context.close()
+        await within(context.close(), "closing the browser context", SHUTDOWN_STEP_S)
