@@ -4,6 +4,10 @@ pytest-timeout fails a hung test after `timeout` seconds with the main thread's 
 async test that stack is only the event loop idling in select(), which says nothing, so a
 little before the timeout this writes each thread's stack and each pending task's chain of
 awaits to the test's captured stderr, where the failure report shows them (under xdist too).
+
+pytest-timeout fires once: a teardown that hangs after it would hang for good. So a test still
+not done a minute after its timeout gets the report written to the run's own stderr, and its
+process ends; xdist names the test as crashed and starts a new worker for the rest.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import gc
+import os
 import sys
 import threading
 import traceback
@@ -21,6 +26,7 @@ from typing import Any
 import pytest
 
 REPORT_BEFORE_TIMEOUT_S = 15.0
+GIVE_UP_AFTER_TIMEOUT_S = 60.0
 
 
 def _await_chain(awaitable: Any) -> Iterator[FrameType]:
@@ -43,11 +49,11 @@ def _running_loops() -> list[asyncio.AbstractEventLoop]:
     ]
 
 
-def write_hang_report(test_id: str) -> None:
+def write_hang_report(test_id: str, state: str = "is still running") -> None:
     # sys.stderr is the capture of the phase running now (setup, call or teardown): what is
     # written there is in that test's report.
     out = sys.stderr
-    print(f"\n===== {test_id} is still running: threads and asyncio tasks =====", file=out)
+    print(f"\n===== {test_id} {state}: threads and asyncio tasks =====", file=out)
     out.flush()
     faulthandler.dump_traceback(file=out, all_threads=True)
     for loop in _running_loops():
@@ -58,6 +64,15 @@ def write_hang_report(test_id: str) -> None:
     out.flush()
 
 
+def give_up(item: pytest.Item) -> None:
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # past the capture, to the run's own stderr
+        write_hang_report(
+            item.nodeid, f"is still not done {GIVE_UP_AFTER_TIMEOUT_S:.0f} s after its timeout"
+        )
+    os._exit(1)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     """Times setup, call and teardown together, as pytest-timeout does."""
@@ -65,10 +80,15 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     if timeout <= REPORT_BEFORE_TIMEOUT_S:
         yield
         return
-    timer = threading.Timer(timeout - REPORT_BEFORE_TIMEOUT_S, write_hang_report, (item.nodeid,))
-    timer.daemon = True
-    timer.start()
+    timers = [
+        threading.Timer(timeout - REPORT_BEFORE_TIMEOUT_S, write_hang_report, (item.nodeid,)),
+        threading.Timer(timeout + GIVE_UP_AFTER_TIMEOUT_S, give_up, (item,)),
+    ]
+    for timer in timers:
+        timer.daemon = True
+        timer.start()
     try:
         yield
     finally:
-        timer.cancel()
+        for timer in timers:
+            timer.cancel()
