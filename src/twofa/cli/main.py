@@ -14,6 +14,7 @@ from twofa.cli.audit import audit_app
 from twofa.cli.authenticator_cmd import authenticator_app
 from twofa.cli.common import ConfigFileOption, remember_global_options
 from twofa.cli.db import db_app
+from twofa.cli.doctor import doctor
 from twofa.cli.duo import duo_app
 from twofa.cli.groups import group_app
 from twofa.cli.policy import policy_app
@@ -47,6 +48,7 @@ app.add_typer(simulator_app, name="simulator")
 app.add_typer(access_app, name="access")
 app.command()(serve)
 app.command()(demo)
+app.command()(doctor)
 
 
 @app.callback()

@@ -170,14 +170,7 @@ class SmtpSettingsService:
         if config is None:
             raise SmtpNotConfigured("no mail server is set up: save one in the console first")
         message = build_message(config, delivery, self._clock)
-        try:
-            password = (
-                self._sealer.open(config.password_sealed, PASSWORD_PURPOSE)
-                if config.password_sealed
-                else None
-            )
-        except SealError as exc:
-            raise SmtpProblem(f"{exc}; save the SMTP password again") from exc
+        password = self._password(config)
         try:
             await aiosmtplib.send(
                 message,
@@ -192,6 +185,39 @@ class SmtpSettingsService:
             )
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
             raise SmtpProblem(explain(exc, config)) from exc
+
+    async def check_login(self) -> SmtpConfig:
+        """Connects, secures and signs in as sending would, then leaves without sending
+        anything (`twofa doctor`); SmtpProblem says what failed."""
+        config = await self.get()
+        if config is None:
+            raise SmtpNotConfigured("no mail server is set up")
+        password = self._password(config)
+        server = aiosmtplib.SMTP(
+            hostname=config.host,
+            port=config.port,
+            use_tls=config.security is SmtpSecurity.TLS,
+            start_tls=config.security is SmtpSecurity.STARTTLS,
+            timeout=config.timeout_s,
+            tls_context=self._tls,
+        )
+        try:
+            async with server:
+                if config.username and password is not None:
+                    await server.login(config.username, password)
+        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+            raise SmtpProblem(explain(exc, config)) from exc
+        return config
+
+    def _password(self, config: SmtpConfig) -> str | None:
+        try:
+            return (
+                self._sealer.open(config.password_sealed, PASSWORD_PURPOSE)
+                if config.password_sealed
+                else None
+            )
+        except SealError as exc:
+            raise SmtpProblem(f"{exc}; save the SMTP password again") from exc
 
     async def send_test(self, to: str, actor: str, client: ClientInfo) -> SendTestOutcome:
         """Sends a test message to `to` and says, in plain words, whether it went out."""

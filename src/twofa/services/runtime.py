@@ -136,6 +136,7 @@ class Gateway:
     change_feed: RedisChangeFeed | None = None  # with `redis_url` (services.change_feed)
     _duo_version: int = -1
     directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
+    directories: list[ExternalDirectory] = field(default_factory=list)  # in settings' order
 
     @classmethod
     async def start(
@@ -202,6 +203,7 @@ class Gateway:
         )
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
         gateway.directory_clients = directory_clients
+        gateway.directories = external
         if settings.redis_url is not None:
             gateway.follow_other_processes(settings.redis_url.get_secret_value())
         store = await ExpressStore.open(settings.database_url) if settings.express_lane else None

@@ -1,0 +1,168 @@
+"""`twofa doctor` against real parts: the simulator over HTTP, a real SMTP server, Redis, a
+Crowd stand-in; each part that answers is ok, each that does not says why, and one failing
+check never hides the others."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import RunningSimulator
+from tests.support.crowd_standin import CrowdStandIn
+from tests.support.databases import sqlite_database
+from tests.support.email_otp_flow import smtp_edit
+from tests.support.gateway import gateway_settings
+from tests.support.redis_server import reachable_redis
+from tests.support.servers import free_port, serve_in_thread
+from tests.support.smtp import SmtpServer
+from twofa.cli.main import app
+from twofa.domain.client import NO_CLIENT
+from twofa.services.doctor import Finding, State, examine
+from twofa.services.runtime import Gateway
+
+pytestmark = pytest.mark.integration
+CROWD_APP = ("twofa", "crowd-app-password")
+
+
+@pytest.fixture(scope="module")
+def crowd_url() -> Iterator[str]:
+    standin = CrowdStandIn(application_name=CROWD_APP[0], application_password=CROWD_APP[1])
+    with serve_in_thread(standin.app) as origin:
+        yield origin
+
+
+async def started(
+    database_url: str, simulator: RunningSimulator, duo: dict[str, str] | None = None, **extra: Any
+) -> Gateway:
+    settings = gateway_settings(database_url, simulator, free_port(), extra=extra, **(duo or {}))
+    return await Gateway.start(settings, verify_schema=False)
+
+
+def configure_cli(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, simulator: RunningSimulator
+) -> None:
+    for name, value in {
+        "TWOFA_DATABASE_URL": database_url,
+        "TWOFA_MODE": "dev",
+        "TWOFA_DUO__IKEY": simulator.ikey,
+        "TWOFA_DUO__SKEY": simulator.skey,
+        "TWOFA_DUO__API_HOSTNAME": simulator.base_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def by_part(findings: list[Finding]) -> dict[str, Finding]:
+    return {finding.part: finding for finding in findings}
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> AsyncIterator[str]:
+    async with sqlite_database(tmp_path) as url:
+        yield url
+
+
+async def test_every_part_that_answers_is_ok(
+    database_url: str, simulator: RunningSimulator, mail: SmtpServer, crowd_url: str
+) -> None:
+    redis_url = await reachable_redis()
+    gateway = await started(
+        database_url,
+        simulator,
+        redis_url=redis_url,
+        directories=["local", "crowd"],
+        crowd={
+            "url": crowd_url,
+            "application_name": CROWD_APP[0],
+            "application_password": CROWD_APP[1],
+        },
+    )
+    try:
+        await gateway.smtp.save(smtp_edit(mail), "test-admin", NO_CLIENT)
+        findings = by_part(await examine(gateway))
+    finally:
+        await gateway.close()
+
+    assert list(findings) == ["database", "Duo", "mail server", "Redis", "directory crowd"]
+    assert {part: f.state for part, f in findings.items()} == dict.fromkeys(findings, State.OK)
+    assert "up to date" in findings["database"].detail
+    assert "Duo's clock is" in findings["Duo"].detail
+    assert f"{mail.host}:{mail.port} answered" in findings["mail server"].detail
+    assert mail.received == []  # the check signs in and leaves: nothing is sent
+
+
+async def test_parts_that_do_not_answer_each_say_why_and_the_rest_still_run(
+    database_url: str, simulator: RunningSimulator, mail: SmtpServer, crowd_url: str
+) -> None:
+    closed = free_port()
+    gateway = await started(
+        database_url,
+        simulator,
+        redis_url=f"redis://127.0.0.1:{closed}/0",
+        directories=["local", "crowd"],
+        crowd={
+            "url": crowd_url,
+            "application_name": CROWD_APP[0],
+            "application_password": "not-the-password",
+        },
+        duo={"skey": "wrong" * 8},
+    )
+    try:
+        await gateway.smtp.save(smtp_edit(mail, port=str(closed)), "test-admin", NO_CLIENT)
+        findings = by_part(await examine(gateway))
+    finally:
+        await gateway.close()
+
+    assert findings["database"].state is State.OK
+    for part in ("Duo", "mail server", "Redis", "directory crowd"):
+        assert findings[part].state is State.FAILED, findings[part]
+    assert "skey" in findings["Duo"].detail
+    assert str(closed) in findings["mail server"].detail
+    assert "PING" in findings["Redis"].detail
+
+
+async def test_an_unmigrated_database_is_named_with_the_command_that_fixes_it(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    gateway = await started(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", simulator)
+    try:
+        findings = by_part(await examine(gateway))
+    finally:
+        await gateway.close()
+    assert findings["database"].state is State.FAILED
+    assert "twofa db upgrade" in findings["database"].detail
+    assert findings["Duo"].state is State.NOT_CHECKED  # its keys are read from the database
+    assert findings["mail server"].state is State.NOT_CHECKED
+    assert findings["Redis"].state is State.NOT_SET_UP  # checked all the same
+
+
+def test_the_command_prints_a_line_per_part_and_exits_1_when_one_failed(
+    tmp_path: Path, simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_cli(monkeypatch, f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", simulator)
+
+    result = CliRunner().invoke(app, ["doctor"])
+
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("FAILED  database")
+    assert "twofa db upgrade" in lines[0]
+    assert lines[1].startswith("?       Duo")
+    assert lines[2].startswith("?       mail server")
+    assert lines[3].startswith("-       Redis")
+    assert lines[-1] == "1 of 4 checks failed: database"
+
+
+def test_the_command_exits_0_when_nothing_failed(
+    database_url: str, simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_cli(monkeypatch, database_url, simulator)
+
+    result = CliRunner().invoke(app, ["doctor"])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].startswith("ok      Duo")
+    assert result.output.splitlines()[-1] == "no check failed (4 parts)"
