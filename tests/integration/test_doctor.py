@@ -1,5 +1,5 @@
 """`twofa doctor` against real parts: the simulator over HTTP, a real SMTP server, Redis, a
-Crowd stand-in; each part that answers is ok, each that does not says why, and one failing
+Crowd stand-in, slapd; each part that answers is ok, each that does not says why, and one failing
 check never hides the others."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tests.support.email_otp_flow import smtp_edit
 from tests.support.gateway import gateway_settings
 from tests.support.redis_server import reachable_redis
 from tests.support.servers import free_port, serve_in_thread
+from tests.support.slapd import BASE_DN, SERVICE_DN, SERVICE_PASSWORD, RunningSlapd, running_slapd
 from tests.support.smtp import SmtpServer
 from twofa.cli.main import app
 from twofa.domain.client import NO_CLIENT
@@ -166,3 +167,33 @@ def test_the_command_exits_0_when_nothing_failed(
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].startswith("ok      Duo")
     assert result.output.splitlines()[-1] == "no check failed (4 parts)"
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSlapd]:
+    with running_slapd(tmp_path_factory.mktemp("slapd")) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("service_password", "state"), [(SERVICE_PASSWORD, State.OK), ("not-it", State.FAILED)]
+)
+async def test_an_ldap_directory_is_checked_with_its_service_account(
+    database_url: str,
+    simulator: RunningSimulator,
+    slapd: RunningSlapd,
+    service_password: str,
+    state: State,
+) -> None:
+    ldap = {
+        "url": slapd.url,
+        "bind_dn": SERVICE_DN,
+        "bind_password": service_password,
+        "base_dn": BASE_DN,
+    }
+    gateway = await started(database_url, simulator, directories=["local", "ldap"], ldap=ldap)
+    try:
+        findings = by_part(await examine(gateway))
+    finally:
+        await gateway.close()
+    assert findings["directory ldap"].state is state, findings["directory ldap"]
