@@ -1,6 +1,6 @@
 """`twofa doctor` against real parts: the simulator over HTTP, a real SMTP server, Redis, a
-Crowd stand-in, slapd; each part that answers is ok, each that does not says why, and one failing
-check never hides the others."""
+Crowd stand-in and slapd. Each part that answers is ok, each that does not says why, and one
+failing check never hides the others."""
 
 from __future__ import annotations
 
