@@ -13,6 +13,7 @@ from twofa.web.admin import (
     overview,
     questions_pages,
     settings_pages,
+    status_pages,
     users_pages,
 )
 
@@ -26,5 +27,6 @@ for module in (
     users_pages,
     audit_pages,
     access_pages,
+    status_pages,
 ):
     router.include_router(module.router)

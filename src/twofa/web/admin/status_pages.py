@@ -1,0 +1,46 @@
+"""Admin console: the Status page, `twofa doctor` behind a button. The checks reach out to
+Duo, the mail server, Redis and the directories, so they run on a POST with the CSRF token,
+never on a GET a browser might prefetch; the checks themselves live in `services.doctor`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from twofa.services.doctor import Finding, State, examine
+from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.context import check_csrf, gateway_of
+from twofa.web.templating import render
+
+PAGE_URL: Final = "/admin/status"
+
+router = APIRouter(prefix=PAGE_URL)
+
+AdminRequired = Annotated[Admin, Depends(require_admin)]
+
+
+def _page(request: Request, admin: Admin, findings: list[Finding] | None) -> Response:
+    failed = [finding.part for finding in findings or [] if finding.state is State.FAILED]
+    return render(
+        request,
+        "admin/status.html",
+        title="Status",
+        active_tab="Overview",
+        admin_name=admin.username,
+        csrf_token=admin.session.csrf_token,
+        findings=findings,
+        failed=failed,
+    )
+
+
+@router.get("")
+async def status_page(request: Request, admin: AdminRequired) -> Response:
+    return _page(request, admin, None)
+
+
+@router.post("")
+async def run_checks(request: Request, admin: AdminRequired) -> Response:
+    await check_csrf(request, admin.session)
+    return _page(request, admin, await examine(gateway_of(request)))
