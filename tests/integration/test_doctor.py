@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import RunningSimulator
+from tests.integration.test_api import started_api
 from tests.support.crowd_standin import CrowdStandIn
 from tests.support.databases import sqlite_database
 from tests.support.email_otp_flow import smtp_edit
@@ -197,3 +198,37 @@ async def test_an_ldap_directory_is_checked_with_its_service_account(
     finally:
         await gateway.close()
     assert findings["directory ldap"].state is state, findings["directory ldap"]
+
+
+async def test_the_api_status_says_which_parts_answer(
+    database_url: str, simulator: RunningSimulator, mail: SmtpServer
+) -> None:
+    """`twofa doctor` for a monitor: ok until a part fails, then the part and why."""
+    async with started_api(database_url, simulator) as api:
+        answer = await api.http.get("/status")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["ok"] is True
+        states = {check["part"]: check["state"] for check in answer.json()["checks"]}
+        assert states == {
+            "database": "ok",
+            "Duo": "ok",
+            "mail server": "not set up",
+            "Redis": "not set up",
+        }
+
+        await api.http.put(
+            "/settings/email",
+            json={
+                "host": mail.host,
+                "port": 9,  # discard: nothing listens there
+                "security": "none",
+                "from_address": "twofa@example.com",
+                "timeout_s": 2,
+            },
+        )
+        answer = await api.http.get("/status")
+
+        assert answer.json()["ok"] is False
+        (mail_check,) = [c for c in answer.json()["checks"] if c["part"] == "mail server"]
+        assert mail_check["state"] == "FAILED"
+        assert ":9" in mail_check["detail"]

@@ -16,6 +16,7 @@ from twofa.web.api import (
     groups,
     method_settings,
     settings,
+    status,
     tokens,
     users,
 )
@@ -23,7 +24,7 @@ from twofa.web.api.errors import ApiRoute, error_response
 from twofa.web.api.openapi import build_document, no_such_route
 
 router = APIRouter(prefix="/api/v1", route_class=ApiRoute)
-for module in (users, groups, settings, method_settings, access_rules, audit, tokens):
+for module in (users, groups, settings, method_settings, access_rules, audit, tokens, status):
     router.include_router(module.router)
 
 ALL_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
