@@ -4,38 +4,16 @@ stands, so an admin can migrate before starting the gateway (which refuses a sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import typer
 from alembic.util import CommandError
 
 from twofa.cli.common import run_with_gateway
 from twofa.services.runtime import Gateway
-from twofa.storage.database import SchemaError, current_revision, head_revision, upgrade
+from twofa.storage.database import SchemaError, SchemaStatus, schema_status, upgrade
 
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 
 EXIT_NOT_AT_HEAD = 1
-
-
-@dataclass(frozen=True)
-class SchemaStatus:
-    current: str | None
-    head: str
-
-    @property
-    def up_to_date(self) -> bool:
-        return self.current == self.head
-
-    def describe(self) -> str:
-        if self.current is None:
-            return f"database has no twofa schema yet (head {self.head}): run `twofa db upgrade`"
-        if self.up_to_date:
-            return f"database at revision {self.current} (head): up to date"
-        return (
-            f"database at revision {self.current}, this twofa expects {self.head}: "
-            "run `twofa db upgrade` (or, if the database is newer, upgrade twofa)"
-        )
 
 
 async def _upgrade(gateway: Gateway) -> str:
@@ -46,7 +24,7 @@ async def _upgrade(gateway: Gateway) -> str:
 
 
 async def _status(gateway: Gateway) -> SchemaStatus:
-    return SchemaStatus(current=await current_revision(gateway.engine), head=head_revision())
+    return await schema_status(gateway.engine)
 
 
 @db_app.command("upgrade")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import typer
 
 from twofa.cli.common import run_with_gateway
-from twofa.services.doctor import Finding, State, examine
+from twofa.services.doctor import Finding, State, examine, failed_parts
 
 EXIT_SOMETHING_FAILED = 1
 MARKS = {
@@ -25,7 +25,7 @@ def doctor(ctx: typer.Context) -> None:
     width = max(len(finding.part) for finding in findings)
     for finding in findings:
         typer.echo(f"{MARKS[finding.state]}  {finding.part:<{width}}  {finding.detail}")
-    failed = [finding.part for finding in findings if finding.state is State.FAILED]
+    failed = failed_parts(findings)
     if failed:
         typer.echo(f"\n{len(failed)} of {len(findings)} checks failed: {', '.join(failed)}")
         raise typer.Exit(EXIT_SOMETHING_FAILED)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from twofa.directories.base import DirectoryUnavailable, ExternalDirectory
 from twofa.services.email_delivery import SmtpNotConfigured, SmtpProblem
 from twofa.services.runtime import Gateway
-from twofa.storage.database import current_revision, head_revision
+from twofa.storage.database import schema_status
 
 # A name no directory holds: "no such user" proves the service account binds and searches.
 PROBE_USERNAME: Final = "twofa-doctor-probe-0"
@@ -39,6 +39,10 @@ class Finding:
     part: str
     state: State
     detail: str
+
+
+def failed_parts(findings: list[Finding]) -> list[str]:
+    return [finding.part for finding in findings if finding.state is State.FAILED]
 
 
 async def examine(gateway: Gateway) -> list[Finding]:
@@ -75,19 +79,10 @@ async def _bounded(part: str, check: Callable[[], Awaitable[Finding]]) -> Findin
 
 async def _database(gateway: Gateway) -> Finding:
     try:
-        current = await current_revision(gateway.engine)
+        status = await schema_status(gateway.engine)
     except (SQLAlchemyError, OSError) as exc:
         return Finding("database", State.FAILED, f"cannot be reached: {exc}")
-    head = head_revision()
-    if current == head:
-        return Finding("database", State.OK, f"schema at revision {head}, up to date")
-    if current is None:
-        return Finding("database", State.FAILED, "no twofa schema yet: run `twofa db upgrade`")
-    return Finding(
-        "database",
-        State.FAILED,
-        f"schema at revision {current}, this twofa expects {head}: run `twofa db upgrade`",
-    )
+    return Finding("database", State.OK if status.up_to_date else State.FAILED, status.describe())
 
 
 async def _duo(gateway: Gateway) -> Finding:

@@ -13,7 +13,7 @@ import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
-from typing import Final
+from typing import Any, Final
 
 import aiosmtplib
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -174,14 +174,9 @@ class SmtpSettingsService:
         try:
             await aiosmtplib.send(
                 message,
-                hostname=config.host,
-                port=config.port,
                 username=config.username or None,
                 password=password,
-                use_tls=config.security is SmtpSecurity.TLS,
-                start_tls=config.security is SmtpSecurity.STARTTLS,  # never opportunistic
-                timeout=config.timeout_s,
-                tls_context=self._tls,
+                **self._connection(config),
             )
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
             raise SmtpProblem(explain(exc, config)) from exc
@@ -193,14 +188,7 @@ class SmtpSettingsService:
         if config is None:
             raise SmtpNotConfigured("no mail server is set up")
         password = self._password(config)
-        server = aiosmtplib.SMTP(
-            hostname=config.host,
-            port=config.port,
-            use_tls=config.security is SmtpSecurity.TLS,
-            start_tls=config.security is SmtpSecurity.STARTTLS,
-            timeout=config.timeout_s,
-            tls_context=self._tls,
-        )
+        server = aiosmtplib.SMTP(**self._connection(config))
         try:
             async with server:
                 if config.username and password is not None:
@@ -208,6 +196,17 @@ class SmtpSettingsService:
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
             raise SmtpProblem(explain(exc, config)) from exc
         return config
+
+    def _connection(self, config: SmtpConfig) -> dict[str, Any]:
+        """How to reach and secure the server, the same for sending and for checking."""
+        return {
+            "hostname": config.host,
+            "port": config.port,
+            "use_tls": config.security is SmtpSecurity.TLS,
+            "start_tls": config.security is SmtpSecurity.STARTTLS,  # never opportunistic
+            "timeout": config.timeout_s,
+            "tls_context": self._tls,
+        }
 
     def _password(self, config: SmtpConfig) -> str | None:
         try:

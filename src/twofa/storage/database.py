@@ -6,6 +6,7 @@ on a database that is not migrated to exactly this version's head.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -107,6 +108,31 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
     async with engine.connect() as connection:
         return await connection.run_sync(read)
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    current: str | None
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+    def describe(self) -> str:
+        if self.current is None:
+            return f"database has no twofa schema yet (head {self.head}): run `twofa db upgrade`"
+        if self.up_to_date:
+            return f"database at revision {self.current} (head): up to date"
+        return (
+            f"database at revision {self.current}, this twofa expects {self.head}: "
+            "run `twofa db upgrade` (or, if the database is newer, upgrade twofa)"
+        )
+
+
+async def schema_status(engine: AsyncEngine) -> SchemaStatus:
+    """Where the schema stands, for `twofa db status` and `twofa doctor`."""
+    return SchemaStatus(current=await current_revision(engine), head=head_revision())
 
 
 async def check_schema(engine: AsyncEngine) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from twofa.services.doctor import Finding, State, examine
+from twofa.services.doctor import Finding, examine, failed_parts
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.context import check_csrf, gateway_of
 from twofa.web.templating import render
@@ -22,7 +22,6 @@ AdminRequired = Annotated[Admin, Depends(require_admin)]
 
 
 def _page(request: Request, admin: Admin, findings: list[Finding] | None) -> Response:
-    failed = [finding.part for finding in findings or [] if finding.state is State.FAILED]
     return render(
         request,
         "admin/status.html",
@@ -31,7 +30,7 @@ def _page(request: Request, admin: Admin, findings: list[Finding] | None) -> Res
         admin_name=admin.username,
         csrf_token=admin.session.csrf_token,
         findings=findings,
-        failed=failed,
+        failed=failed_parts(findings or []),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from twofa.services.doctor import State, examine
+from twofa.services.doctor import examine, failed_parts
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses
 
@@ -32,7 +32,7 @@ class StatusOut(BaseModel):
 async def get_status(api: Api) -> StatusOut:
     findings = await examine(api.gateway)
     return StatusOut(
-        ok=all(finding.state is not State.FAILED for finding in findings),
+        ok=not failed_parts(findings),
         checks=[
             CheckOut(part=finding.part, state=finding.state.value, detail=finding.detail)
             for finding in findings
