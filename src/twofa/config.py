@@ -89,6 +89,10 @@ class DuoSettings(BaseModel):
     push_type: str = "Login request"
     application_name: str = "twofa"
     pushes_per_minute: int = Field(default=3, ge=1, le=60)
+    # Push fatigue (services.push_fatigue): pushes, calls and texts per user a day, and how
+    # long they stop after the user answers one "This wasn't me" (never 0: no off switch).
+    pushes_per_day: int = Field(default=20, ge=1, le=500)
+    fraud_pause_minutes: int = Field(default=60, ge=1, le=10080)
     allowed_factors: tuple[DuoFactor, ...] = DEFAULT_DUO_FACTORS
     timeout_s: float = Field(default=10.0, gt=0)
     long_poll_s: float = Field(default=25.0, gt=0)
@@ -253,9 +257,10 @@ class Settings(BaseSettings):
     # The CA (PEM) that signed the mail server's certificate, for an internal mail relay; it
     # replaces the system's CAs for SMTP. The server (host, port, TLS) is set in the console.
     smtp_ca_path: str | None = None
-    # On PostgreSQL, authenticator-app codes are checked in three statements without the ORM
-    # (services.express); false sends every code through the general path.
-    express_lane: bool = True
+    # On PostgreSQL, authenticator-app codes are checked in a few statements without the ORM
+    # (services.express); false (the default) sends every code through the general path. On,
+    # a wrong code through it counts twice against the method's limit.
+    express_lane: bool = False
     # Redis, for several gateway processes or machines: each tells the others at once of an
     # ended session or a saved setting (services.change_feed). A secret: it may hold a
     # password (`TWOFA_REDIS_URL_FILE`). Unset: they follow within a second anyway.

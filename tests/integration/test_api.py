@@ -319,6 +319,22 @@ async def test_duo_settings_without_a_secret_key_keep_the_stored_one(
     assert (tested["ok"], tested["problems"]) == (True, {})
 
 
+async def test_duo_push_fatigue_settings_round_trip(api: Api, simulator: RunningSimulator) -> None:
+    before = (await api.http.get("/settings/duo")).json()
+    assert (before["pushes_per_day"], before["fraud_pause_minutes"]) == (20, 60)
+
+    body = duo_body(simulator, pushes_per_day=8, fraud_pause_minutes=240)
+    saved = await api.http.put("/settings/duo", json=body)
+
+    assert saved.status_code == 200, saved.text
+    after = (await api.http.get("/settings/duo")).json()
+    assert (after["pushes_per_day"], after["fraud_pause_minutes"]) == (8, 240)
+    for name, value in (("pushes_per_day", 501), ("fraud_pause_minutes", 0)):
+        refused = await api.http.put("/settings/duo", json=duo_body(simulator, **{name: value}))
+        assert name in str(error_of(refused, 422, "invalid")["fields"])
+    assert (await api.http.get("/settings/duo")).json()["pushes_per_day"] == 8
+
+
 @pytest.mark.parametrize(
     ("changes", "fields"),
     [

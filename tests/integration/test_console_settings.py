@@ -79,6 +79,35 @@ async def test_valid_keys_are_saved_and_audited_with_the_secret_redacted(
     assert saved.skey_sealed not in json.dumps(event.detail)
 
 
+async def test_push_fatigue_settings_are_saved_shown_back_and_in_force(console: Console) -> None:
+    page = (await console.client.get(ADVANCED)).text
+    assert (field_value(page, "pushes_per_day"), field_value(page, "fraud_pause_minutes")) == (
+        "20",
+        "60",
+    )  # the defaults, from the settings file
+
+    answer = await console.post(
+        ADVANCED, console.duo_form(pushes_per_day="7", fraud_pause_minutes="90")
+    )
+
+    assert answer.status_code == 303
+    page = (await console.client.get(ADVANCED)).text
+    assert (field_value(page, "pushes_per_day"), field_value(page, "fraud_pause_minutes")) == (
+        "7",
+        "90",
+    )
+    saved = await console.saved_duo()
+    assert saved is not None
+    assert (saved.pushes_per_day, saved.fraud_pause_minutes) == (7, 90)
+    in_force = await console.query(lambda gateway: gateway.console.effective_duo())
+    assert (in_force.pushes_per_day, in_force.fraud_pause_minutes) == (7, 90)
+    [event] = await console.audit("settings_duo")
+    assert (
+        event.detail["after"]["pushes_per_day"],
+        event.detail["after"]["fraud_pause_minutes"],
+    ) == (7, 90)
+
+
 async def test_wrong_secret_key_is_named_at_its_field_and_the_old_keys_remain(
     console: Console,
 ) -> None:
@@ -122,6 +151,12 @@ async def test_unknown_integration_key_is_named_at_its_field(console: Console) -
         ({"skey": ""}, "skey", "the secret key is required"),
         ({"pushes_per_minute": "0"}, "pushes_per_minute", "between 1 and 60"),
         ({"pushes_per_minute": "many"}, "pushes_per_minute", "a whole number"),
+        ({"pushes_per_day": "0"}, "pushes_per_day", "between 1 and 500"),
+        ({"pushes_per_day": "501"}, "pushes_per_day", "between 1 and 500"),
+        ({"pushes_per_day": "lots"}, "pushes_per_day", "a whole number"),
+        ({"fraud_pause_minutes": "0"}, "fraud_pause_minutes", "between 1 and 10080"),
+        ({"fraud_pause_minutes": "10081"}, "fraud_pause_minutes", "between 1 and 10080"),
+        ({"fraud_pause_minutes": ""}, "fraud_pause_minutes", "a whole number"),
         ({"push_type": ""}, "push_type", "1 to 100 characters"),
         ({"application_name": "x" * 101}, "application_name", "1 to 100 characters"),
         ({"failmode": "open"}, "failmode", "choose secure or safe"),

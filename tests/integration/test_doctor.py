@@ -88,7 +88,14 @@ async def test_every_part_that_answers_is_ok(
     finally:
         await gateway.close()
 
-    assert list(findings) == ["database", "Duo", "mail server", "Redis", "directory crowd"]
+    assert list(findings) == [
+        "database",
+        "Duo",
+        "Duo alerts",
+        "mail server",
+        "Redis",
+        "directory crowd",
+    ]
     assert {part: f.state for part, f in findings.items()} == dict.fromkeys(findings, State.OK)
     assert "up to date" in findings["database"].detail
     assert "Duo's clock is" in findings["Duo"].detail
@@ -137,6 +144,7 @@ async def test_an_unmigrated_database_is_named_with_the_command_that_fixes_it(
     assert findings["database"].state is State.FAILED
     assert "twofa db upgrade" in findings["database"].detail
     assert findings["Duo"].state is State.NOT_CHECKED  # its keys are read from the database
+    assert findings["Duo alerts"].state is State.NOT_CHECKED  # read from the audit log
     assert findings["mail server"].state is State.NOT_CHECKED
     assert findings["Redis"].state is State.NOT_SET_UP  # checked all the same
 
@@ -153,9 +161,10 @@ def test_the_command_prints_a_line_per_part_and_exits_1_when_one_failed(
     assert lines[0].startswith("FAILED  database")
     assert "twofa db upgrade" in lines[0]
     assert lines[1].startswith("?       Duo")
-    assert lines[2].startswith("?       mail server")
-    assert lines[3].startswith("-       Redis")
-    assert lines[-1] == "1 of 4 checks failed: database"
+    assert lines[2].startswith("?       Duo alerts")
+    assert lines[3].startswith("?       mail server")
+    assert lines[4].startswith("-       Redis")
+    assert lines[-1] == "1 of 5 checks failed: database"
 
 
 def test_the_command_exits_0_when_nothing_failed(
@@ -167,7 +176,8 @@ def test_the_command_exits_0_when_nothing_failed(
 
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].startswith("ok      Duo")
-    assert result.output.splitlines()[-1] == "no check failed (4 parts)"
+    assert result.output.splitlines()[2].startswith("ok      Duo alerts")
+    assert result.output.splitlines()[-1] == "no check failed (5 parts)"
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +222,7 @@ async def test_the_api_status_says_which_parts_answer(
         assert states == {
             "database": "ok",
             "Duo": "ok",
+            "Duo alerts": "ok",
             "mail server": "not set up",
             "Redis": "not set up",
         }

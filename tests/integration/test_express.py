@@ -240,7 +240,8 @@ async def test_a_wrong_code_is_handed_on_counted_and_refused_as_before(
     assert running.counts is not None
     assert running.counts.handed_on == 1
     state = await rows(running.settings)
-    assert state["throttle"] == [("2fa-totp:alice", 1)]
+    # Counted before the lane checked it, and again before the general path did.
+    assert state["throttle"] == [("2fa-totp:alice", 2)]
     assert ("second_factor", "refused") in [entry[:2] for entry in state["audit"]]
     # The page the general path showed again takes the right code, and resets the counter.
     again = await running.browser.post(
@@ -280,16 +281,23 @@ async def test_remember_this_device_goes_the_general_way(alice: tuple[Site, str]
 
 
 async def test_a_lock_out_is_the_general_path_s_answer(alice: tuple[Site, str]) -> None:
+    """A wrong code through the lane counts twice (the lane's attempt, then the general
+    path's), so the third locks; the attempt at the limit the lane gives back unchecked, and
+    the general path checks it, refuses it and audits the lock-out."""
     running, _secret = alice
     await sign_in(running.browser, "alice")
-    for _ in range(5):
-        await post_code(running.browser, VERIFY, "000000")
+    for _ in range(3):
+        refused = await post_code(running.browser, VERIFY, "000000")
+        assert WRONG in unescape(refused.text)
     locked = await running.browser.get(VERIFY)
     assert locked.status_code == 400
     assert "Too many failed attempts" in unescape(locked.text)
     page_counts = running.counts
     assert page_counts is not None
-    assert page_counts.pages == 5
+    assert page_counts.pages == 3
+    audit = (await rows(running.settings))["audit"]
+    assert [entry[:2] for entry in audit].count(("second_factor", "refused")) == 3
+    assert [entry[:2] for entry in audit].count(("lockout", "locked")) == 1
 
 
 async def test_two_answers_racing_with_one_code_sign_in_once(alice: tuple[Site, str]) -> None:

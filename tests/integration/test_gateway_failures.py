@@ -14,7 +14,9 @@ from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
 from tests.support.databases import postgres_database, sqlite_database
+from tests.support.duo_flow import enrol_with_duo_push
 from tests.support.gateway import csrf_from, running_gateway, sign_in
+from tests.support.totp_flow import sign_out
 from twofa.services.runtime import Gateway
 from twofa.storage.tables import AuditRow
 from twofa.web.context import SESSION_COOKIE
@@ -135,13 +137,15 @@ async def test_failmode_secure_refuses_when_duo_is_down(
     assert (await client.get("/")).status_code == 303
 
 
-async def test_failmode_safe_signs_in_on_the_password_when_duo_is_down(
+async def test_failmode_safe_signs_in_a_duo_user_on_the_password_when_duo_is_down(
     gateway_factory: Any, simulator: RunningSimulator
 ) -> None:
     client = await gateway_factory(failmode="safe")
+    await enrol_with_duo_push(client, simulator)
+    await sign_out(client)
     await sign_in(client, "alice")
     simulator.control.post("/_sim/faults", json={"endpoints": ["preauth"], "status": 500})
-    answer = await client.get("/2fa/duo/setup")
+    answer = await client.get("/2fa/validate")
     assert answer.status_code == 303
     assert (await client.get("/")).status_code == 200
     kinds = await audit_kinds(client)
@@ -149,24 +153,90 @@ async def test_failmode_safe_signs_in_on_the_password_when_duo_is_down(
     assert ("second_factor", "bypassed") in kinds
 
 
-async def test_wrong_duo_secret_is_treated_as_duo_unreachable(gateway_factory: Any) -> None:
+async def test_failmode_safe_never_lets_in_a_user_who_has_not_set_up_duo(
+    gateway_factory: Any, simulator: RunningSimulator
+) -> None:
+    """Fail-open is for users whose usable methods include Duo Push: a user with no method
+    yet would otherwise be let in for good on the password alone, outage after outage."""
+    client = await gateway_factory(failmode="safe")
+    await sign_in(client, "alice")
+    simulator.control.post("/_sim/faults", json={"endpoints": ["preauth"], "status": 500})
+    answer = await client.get("/2fa/duo/setup")
+    assert answer.status_code == 400
+    assert "cannot sign in without it" in answer.text
+    assert (await client.get("/")).status_code == 303  # still waiting for a second factor
+    kinds = await audit_kinds(client)
+    assert ("second_factor", "bypass_refused") in kinds
+    assert ("second_factor", "bypassed") not in kinds
+
+
+async def test_wrong_duo_secret_fails_closed_even_with_failmode_safe(
+    gateway_factory: Any, simulator: RunningSimulator
+) -> None:
+    """Duo's 401 (a wrong secret key, a clock that is off) is Duo answering, not Duo down: a
+    misconfigured key with failmode safe must not let everyone in."""
+    client = await gateway_factory(failmode="safe")
+    await enrol_with_duo_push(client, simulator)
+    await sign_out(client)
+    await sign_in(client, "alice")
+    simulator.control.post("/_sim/faults", json={"endpoints": ["preauth"], "status": 401})
+    answer = await client.get("/2fa/validate")
+    assert answer.status_code == 503
+    assert "refused its keys" in answer.text
+    assert (await client.get("/")).status_code == 303
+    kinds = await audit_kinds(client)
+    assert ("duo_error", "40103") in kinds
+    assert ("failmode", "safe") not in kinds
+    assert ("second_factor", "bypassed") not in kinds
+
+
+async def test_wrong_duo_secret_key_is_refused_with_its_cause(gateway_factory: Any) -> None:
     client = await gateway_factory(skey="x" * 40)
     await sign_in(client, "alice")
     answer = await client.get("/2fa/duo/setup")
     assert answer.status_code == 503
+    assert "refused its keys" in answer.text
 
 
-@pytest.mark.parametrize(("preauth", "status"), [("deny", 400), ("allow", 303)])
-async def test_duo_policy_deny_refuses_and_bypass_allows(
-    gateway_factory: Any, simulator: RunningSimulator, preauth: str, status: int
-) -> None:
+async def test_duo_policy_deny_refuses(gateway_factory: Any, simulator: RunningSimulator) -> None:
     client = await gateway_factory()
-    simulator.add_user("alice", preauth=preauth)
+    simulator.add_user("alice", preauth="deny")
     await sign_in(client, "alice")
     answer = await client.get("/2fa/duo/setup")
-    assert answer.status_code == status
-    signed_in = (await client.get("/")).status_code == 200
-    assert signed_in is (preauth == "allow")
+    assert answer.status_code == 400
+    assert (await client.get("/")).status_code == 303
+
+
+async def test_duo_bypass_does_not_let_in_a_user_who_has_no_method(
+    gateway_factory: Any, simulator: RunningSimulator
+) -> None:
+    """Duo's bypass status waives Duo's factor, not twofa's: a user with no method yet is
+    not let in by it (one who has Duo Push is, in the next test)."""
+    client = await gateway_factory()
+    simulator.add_user("alice", preauth="allow")
+    await sign_in(client, "alice")
+    refused = await client.get("/2fa/duo/setup")
+    assert refused.status_code == 400
+    assert "needs one you have set up" in refused.text
+    assert (await client.get("/")).status_code == 303
+    assert ("second_factor", "bypass_refused") in await audit_kinds(client)
+
+
+async def test_duo_bypass_signs_in_a_duo_user_without_a_fresh_second_factor(
+    gateway_factory: Any, simulator: RunningSimulator
+) -> None:
+    client = await gateway_factory()
+    await enrol_with_duo_push(client, simulator)
+    await sign_out(client)
+    simulator.add_user("alice", preauth="allow")
+    await sign_in(client, "alice")
+    answer = await client.get("/2fa/validate")
+    assert answer.status_code == 303
+    assert (await client.get("/")).status_code == 200
+    assert ("second_factor", "bypassed") in await audit_kinds(client)
+    # signed in, but no second factor stands behind it: changing methods asks for one
+    again = await client.get("/2fa/duo/setup")  # changing methods: a real factor first
+    assert again.headers["location"] == "/2fa/use?step_up=1"
 
 
 async def test_duo_passcode_signs_in_once(

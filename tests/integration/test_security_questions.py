@@ -1,7 +1,7 @@
 """Security questions over real HTTP: set up as the backup step after the authenticator app,
 signing in with two of them (case and spacing forgiven, both needed, one message whatever was
-wrong), a lock-out of their own, and the admin's pool page (admin-only, CSRF, audited, its
-changes offered to the next user who sets questions up)."""
+wrong), a lock-out of their own (three wrong answers an hour), and the admin's pool page
+(admin-only, CSRF, audited, its changes offered to the next user who sets questions up)."""
 
 from __future__ import annotations
 
@@ -198,18 +198,18 @@ async def test_enrolment_forms_to_correct_are_shown_again(
     assert (await post_enrolment(client)).status_code == 303  # a corrected form goes through
 
 
-async def test_five_wrong_answers_lock_questions_but_not_the_app(site: Site) -> None:
+async def test_three_wrong_answers_lock_questions_for_an_hour_but_not_the_app(site: Site) -> None:
     client, _ = site
     secret = await enrol_app(client)
     answers = await enrol_questions(client)
     await fresh_sign_in(client)
-    for _ in range(5):
+    for _ in range(3):
         _, reply = await answer_questions(client, answers, answer_1="wrong")
         assert reply.status_code == 401
 
     locked = await client.get(VERIFY)
     assert locked.status_code == 400
-    assert "Too many failed attempts" in locked.text
+    assert "Too many failed attempts with this method. Try again in an hour." in locked.text
     page = await client.get("/2fa/m/totp")
     app = await client.post(
         "/2fa/m/totp",

@@ -50,6 +50,8 @@ class Console:
             "push_type": "Login request",
             "application_name": "Console app",
             "pushes_per_minute": "3",
+            "pushes_per_day": "20",
+            "fraud_pause_minutes": "60",
             **changes,
         }
 

@@ -9,11 +9,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
 from tests.support.servers import free_port, serve_in_thread
 from twofa.config import Settings, load_settings
+from twofa.security.tokens import token_digest
 from twofa.services.runtime import Gateway
+from twofa.storage.repositories import DuoEnrolments, Enrolments, Users
+from twofa.storage.tables import ChallengeRow, SessionRow
 from twofa.web.app import create_app
 
 SECRET = "test-secret-key-test-secret-key-test-secret"
@@ -83,6 +87,39 @@ def csrf_from(html: str) -> str:
     )
     assert found, "no CSRF token on the page"
     return found.group(1)
+
+
+async def csrf_token_of(settings: Settings, cookie: str) -> str:
+    """A session's CSRF token, as every page of it carries it, read from the database: for a
+    session whose pages all answer with something else (a redirect, a lock-out)."""
+    gateway = await Gateway.start(settings)
+    try:
+        async with gateway.db.begin() as db:
+            row = await db.get(SessionRow, token_digest(cookie))
+        assert row is not None, "no such session"
+        return row.csrf_token
+    finally:
+        await gateway.close()
+
+
+async def second_factor_state(
+    settings: Settings, username: str
+) -> tuple[list[str], str | None, list[tuple[str, str]]]:
+    """What an attack on `username`'s second factor could have changed: their methods, the
+    Duo activation code handed out for them if any, and every challenge opened for them
+    (method, purpose)."""
+    gateway = await Gateway.start(settings)
+    try:
+        async with gateway.db.begin() as db:
+            user = await Users(db).by_name(username)
+            assert user is not None
+            duo = await DuoEnrolments(db).get(user.id)
+            rows = await db.scalars(select(ChallengeRow).where(ChallengeRow.user_id == user.id))
+            challenges = [(row.method, row.purpose) for row in rows]
+            methods = await Enrolments(db).methods_of(user.id)
+        return methods, duo.activation_code if duo else None, challenges
+    finally:
+        await gateway.close()
 
 
 async def sign_in(

@@ -16,6 +16,7 @@ async def allow_methods(
     backup: BackupPolicy = BackupPolicy.NONE,
     backup_methods: tuple[str, ...] = (),
     remember_device_days: int = 0,
+    grace_postponements: int = 0,
 ) -> None:
     gateway = await Gateway.start(settings)
     try:
@@ -26,6 +27,7 @@ async def allow_methods(
                 backup=backup,
                 backup_methods=backup_methods,
                 remember_device_days=remember_device_days,
+                grace_postponements=grace_postponements,
             ),
             "test-admin",
             NO_CLIENT,

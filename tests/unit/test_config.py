@@ -35,6 +35,7 @@ def test_defaults_in_dev_mode() -> None:
     assert settings.login_failures_per_user == 5
     assert settings.duo.failmode is FailMode.SECURE
     assert settings.duo.pushes_per_minute == 3
+    assert (settings.duo.pushes_per_day, settings.duo.fraud_pause_minutes) == (20, 60)
     assert not settings.duo.configured
 
 

@@ -31,6 +31,8 @@ DUO_OPTIONS: Final = {
     "push_type": "--push-type",
     "application_name": "--application-name",
     "pushes_per_minute": "--pushes-per-minute",
+    "pushes_per_day": "--pushes-per-day",
+    "fraud_pause_minutes": "--fraud-pause-minutes",
     "allowed_factors": "--factors",
 }
 FIELD_NAMES: Final = {"ikey": "integration key", "skey": "secret key", "api_hostname": "API host"}
@@ -114,6 +116,19 @@ def set_duo(
         int | None,
         typer.Option(help="Pushes, calls and texts per minute per user.", show_default=False),
     ] = None,
+    pushes_per_day: Annotated[
+        int | None,
+        typer.Option(
+            help="Pushes, calls and texts per day per user (push fatigue).", show_default=False
+        ),
+    ] = None,
+    fraud_pause_minutes: Annotated[
+        int | None,
+        typer.Option(
+            help="Minutes no push, call or text goes to a user who reported one as fraud.",
+            show_default=False,
+        ),
+    ] = None,
     factors: Annotated[
         str | None,
         typer.Option(
@@ -142,6 +157,10 @@ def set_duo(
             ),
             pushes_per_minute=(
                 pushes_per_minute if pushes_per_minute is not None else base.pushes_per_minute
+            ),
+            pushes_per_day=pushes_per_day if pushes_per_day is not None else base.pushes_per_day,
+            fraud_pause_minutes=(
+                fraud_pause_minutes if fraud_pause_minutes is not None else base.fraud_pause_minutes
             ),
             allowed_factors=allowed_factors
             if allowed_factors is not None
@@ -195,6 +214,8 @@ def show_duo(
             "push type": base.push_type,
             "application name": base.application_name,
             "pushes per minute": str(base.pushes_per_minute),
+            "pushes per day": str(base.pushes_per_day),
+            "fraud pause": f"{base.fraud_pause_minutes} minutes",
             "allowed factors": ", ".join(factor.value for factor in base.allowed_factors),
         }
 

@@ -116,7 +116,7 @@ def list_users(ctx: typer.Context, as_json: JsonOption = False) -> None:
         typer.echo(render_table(USER_COLUMNS, [_user_row(summary) for summary in summaries]))
 
 
-USER_COLUMNS = ("USERNAME", "NAME", "ENABLED", "ADMIN", "GROUPS", "2FA", "REASON", "DUO PUSH")
+USER_COLUMNS = ("USERNAME", "NAME", "ENABLED", "ADMIN", "GROUPS", "2FA", "REASON", "METHODS")
 
 
 def _user_row(summary: UserSummary) -> tuple[str, ...]:
@@ -128,7 +128,7 @@ def _user_row(summary: UserSummary) -> tuple[str, ...]:
         ", ".join(summary.groups) or "-",
         "required" if summary.policy.required else "no",
         summary.policy.reason,
-        "configured" if summary.duo_configured else "not set up",
+        ", ".join(summary.methods) or "not set up",
     )
 
 
@@ -152,7 +152,7 @@ def show_user(ctx: typer.Context, username: UsernameArgument, as_json: JsonOptio
         "admin": yes_no(summary.is_admin),
         "groups": ", ".join(summary.groups) or "-",
         "2FA": f"{required} ({summary.policy.reason})",
-        "Duo Push": "configured" if summary.duo_configured else "not set up",
+        "methods": ", ".join(summary.methods) or "not set up",
     }
     width = max(map(len, details)) + 1
     for label, value in details.items():

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.domain.client import CLI, ClientInfo
 from twofa.domain.policy import PolicyDecision, second_factor_policy
+from twofa.methods.registry import DUO_PUSH
 from twofa.security.passwords import hash_password
 from twofa.services import audit, throttle
 from twofa.services.account_input import (
@@ -24,6 +25,7 @@ from twofa.services.account_input import (
     group_name_problem,
     new_user_problems,
 )
+from twofa.services.factor_access import enrolled_methods
 from twofa.services.lockouts import lockout_ends, lockout_keys
 from twofa.services.two_factor_settings import enforced_for_everyone
 from twofa.storage.credentials import Credentials, RememberedDevices
@@ -47,6 +49,7 @@ class UserSummary:
     groups: tuple[str, ...]
     policy: PolicyDecision
     duo_configured: bool
+    methods: tuple[str, ...] = ()  # every method set up (`enrolled_methods`), Duo Push first
 
 
 @dataclass(frozen=True)
@@ -314,7 +317,7 @@ class AccountService:
 
     async def _summary(self, db: AsyncSession, user: UserRow) -> UserSummary:
         users = Users(db)
-        enrolment = await DuoEnrolments(db).get(user.id)
+        methods = tuple(await enrolled_methods(db, user.id))
         return UserSummary(
             username=user.username,
             display_name=user.display_name,
@@ -327,7 +330,8 @@ class AccountService:
                 await users.group_names(user.id, twofa_only=True),
                 everyone=await enforced_for_everyone(db),
             ),
-            duo_configured=enrolment is not None and enrolment.configured_at is not None,
+            duo_configured=DUO_PUSH in methods,
+            methods=methods,
         )
 
     def _audit(

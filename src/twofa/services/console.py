@@ -103,6 +103,8 @@ class ConsoleSettingsService:
                 "push_type": config.push_type,
                 "application_name": config.application_name,
                 "pushes_per_minute": config.pushes_per_minute,
+                "pushes_per_day": config.pushes_per_day,
+                "fraud_pause_minutes": config.fraud_pause_minutes,
                 "allowed_factors": config.allowed_factors,
             }
         )
@@ -143,6 +145,8 @@ class ConsoleSettingsService:
             push_type=edit.push_type.strip(),
             application_name=edit.application_name.strip(),
             pushes_per_minute=edit.pushes_per_minute,
+            pushes_per_day=edit.pushes_per_day,
+            fraud_pause_minutes=edit.fraud_pause_minutes,
             allowed_factors=tuple(f for f in DuoFactor if f in edit.allowed_factors),
         )
         await self._put(
@@ -167,6 +171,8 @@ class ConsoleSettingsService:
             push_type=source.push_type,
             application_name=source.application_name,
             pushes_per_minute=source.pushes_per_minute,
+            pushes_per_day=source.pushes_per_day,
+            fraud_pause_minutes=source.fraud_pause_minutes,
             allowed_factors=source.allowed_factors,
         )
 
@@ -183,6 +189,8 @@ class ConsoleSettingsService:
             push_type=file_duo.push_type,
             application_name=file_duo.application_name,
             pushes_per_minute=file_duo.pushes_per_minute,
+            pushes_per_day=file_duo.pushes_per_day,
+            fraud_pause_minutes=file_duo.fraud_pause_minutes,
             allowed_factors=file_duo.allowed_factors,
         )
         return await self.save_duo(edit, actor, client)

@@ -19,9 +19,10 @@ from twofa.domain.policy import enrolment_grace
 from twofa.errors import TwofaError
 from twofa.services import audit
 from twofa.services.console import ConsoleSettingsService
+from twofa.services.factor_access import FactorAccess, UnknownMethod, enrolled_methods
 from twofa.services.lockouts import lockout_ends
 from twofa.services.two_factor_settings import Enforcement, TwoFactorConfig
-from twofa.storage.repositories import DuoEnrolments, GroupSearch, Users
+from twofa.storage.repositories import GroupSearch, Users
 from twofa.storage.tables import UserRow
 
 MAX_CSV_BYTES: Final = 1_000_000
@@ -125,6 +126,7 @@ def explain(
     locked_until: datetime | None,
     grace: str,
     now: datetime,
+    first_method: str = "Duo Push",
 ) -> tuple[str, ...]:
     """The status phrases in the order an admin reads them: can the user sign in at all, does
     2FA apply and why, what is set up."""
@@ -137,7 +139,7 @@ def explain(
     if enrolled_methods:
         phrases.append(f"enrolled: {', '.join(enrolled_methods)}")
     elif required_reason:
-        phrases.append("not enrolled yet: sets up Duo Push at the next sign-in")
+        phrases.append(f"not enrolled yet: sets up {first_method} at the next sign-in")
         if grace:
             phrases.append(grace)
     return tuple(phrases)
@@ -183,10 +185,12 @@ class ConsoleUsersService:
         sessions: async_sessionmaker[AsyncSession],
         clock: Clock,
         console: ConsoleSettingsService,
+        access: FactorAccess,
     ) -> None:
         self._db = sessions
         self._clock = clock
         self._console = console
+        self._access = access
 
     async def search(
         self, query: str = "", *, offset: int = 0, limit: int = 20
@@ -248,14 +252,19 @@ class ConsoleUsersService:
                 )
         return BulkEnableResult(tuple(switched), tuple(already))
 
+    def _title(self, code: str) -> str:
+        try:
+            return self._access.title_of(code)
+        except UnknownMethod:  # a credential of a method this server no longer offers
+            return code
+
     async def _status(self, db: AsyncSession, user: UserRow, config: TwoFactorConfig) -> UserStatus:
         now = self._clock.now()
         users = Users(db)
         enabled_groups = await users.group_names(user.id, twofa_only=True)
         everyone = config.enforcement is Enforcement.EVERYONE
         reason = required_because(everyone, user.twofa_enabled, enabled_groups)
-        enrolment = await DuoEnrolments(db).get(user.id)
-        methods = ["Duo Push"] if enrolment is not None and enrolment.configured_at else []
+        methods = [self._title(code) for code in await enrolled_methods(db, user.id)]
         locked_until = await lockout_ends(db, user.username, now)
         grace = grace_phrase(config, user.enrolment_postponements, user.grace_started_at, now)
         return UserStatus(
@@ -274,6 +283,7 @@ class ConsoleUsersService:
                 locked_until=locked_until,
                 grace=grace,
                 now=now,
+                first_method=self._title(config.first_method),
             ),
             locked_until=locked_until,
         )

@@ -1,13 +1,17 @@
 """`twofa doctor`: asks each part the gateway leans on whether it answers, one by one, so an
-admin sees in one place what is wrong before users do: the database schema, Duo's keys, the
-mail server, Redis and each external directory. Nothing is changed, sent or audited.
+admin sees in one place what is wrong before users do: the database schema, Duo's keys, Duo
+alerts of the last hour (fraud reports, Duo refusing or rate-limiting twofa), the mail server,
+Redis and each external directory. Nothing is changed, sent or audited.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum
 from typing import Final
 
@@ -17,7 +21,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from twofa.directories.base import DirectoryUnavailable, ExternalDirectory
 from twofa.services.email_delivery import SmtpNotConfigured, SmtpProblem
+from twofa.services.push_fatigue import FATIGUE_KIND
 from twofa.services.runtime import Gateway
+from twofa.storage.audit_log import AuditCriteria, AuditSearch
 from twofa.storage.database import schema_status
 
 # A name no directory holds: "no such user" proves the service account binds and searches.
@@ -25,6 +31,17 @@ PROBE_USERNAME: Final = "twofa-doctor-probe-0"
 REDIS_TIMEOUT_S: Final = 3.0
 # Each check has its own timeouts; this bounds one that has none in some library's path.
 CHECK_DEADLINE_S: Final = 30.0
+# "Duo alerts" looks this far back in the audit log, at most at this many records a kind.
+ALERT_WINDOW: Final = timedelta(hours=1)
+MOST_ALERTS_READ: Final = 1000
+# Duo refusing twofa itself, by the HTTP status its `duo_error` audit records carry (the
+# error text "Duo answered 429 code 42901: …", or the outcome, Duo's code, as a fallback).
+DUO_REFUSALS: Final = {
+    401: "refused twofa's keys or signature",
+    403: "refused twofa access",
+    429: "rate-limited twofa",
+}
+DUO_ANSWERED = re.compile(r"\bDuo answered (\d{3})\b")
 
 
 class State(Enum):
@@ -51,6 +68,7 @@ async def examine(gateway: Gateway) -> list[Finding]:
     database = await _bounded("database", lambda: _database(gateway))
     needs_database: list[tuple[str, Callable[[], Awaitable[Finding]]]] = [
         ("Duo", lambda: _duo(gateway)),
+        ("Duo alerts", lambda: _duo_alerts(gateway)),
         ("mail server", lambda: _mail_server(gateway)),
     ]
     independent: list[tuple[str, Callable[[], Awaitable[Finding]]]] = [
@@ -96,6 +114,51 @@ async def _duo(gateway: Gateway) -> Finding:
         return Finding("Duo", State.FAILED, problems)
     return Finding(
         "Duo", State.OK, f"keys accepted; Duo's clock is {test.clock_skew_s:+.1f} s from ours"
+    )
+
+
+def duo_refusal_status(outcome: str, error: object) -> int | None:
+    """The HTTP status of a `duo_error` audit record when it is Duo refusing twofa itself."""
+    found = DUO_ANSWERED.search(error) if isinstance(error, str) else None
+    status = int(found.group(1)) if found else None
+    if status is None and len(outcome) == 5 and outcome.isdigit():
+        status = int(outcome[:3])  # Duo's codes start with the HTTP status: 42901
+    return status if status in DUO_REFUSALS else None
+
+
+async def _duo_alerts(gateway: Gateway) -> Finding:
+    """What an admin must look at now: in the last hour, a user reported a push as fraud, or
+    Duo refused twofa's keys or rate-limited it. Reads the audit log only."""
+    since = gateway.clock.now() - ALERT_WINDOW
+    async with gateway.db.begin() as db:
+        search = AuditSearch(db)
+        frauds = await search.newest_first(
+            AuditCriteria(kind=FATIGUE_KIND, outcome="paused", since=since),
+            offset=0,
+            limit=MOST_ALERTS_READ,
+        )
+        errors = await search.newest_first(
+            AuditCriteria(kind="duo_error", since=since), offset=0, limit=MOST_ALERTS_READ
+        )
+    refusals = Counter(
+        status
+        for row in errors
+        if (status := duo_refusal_status(row.outcome, row.detail.get("error"))) is not None
+    )
+    alerts = []
+    if frauds:
+        who = ", ".join(dict.fromkeys(row.username for row in frauds))
+        alerts.append(f"{len(frauds)} fraud report{'s' if len(frauds) != 1 else ''} ({who})")
+    alerts += [
+        f"Duo {DUO_REFUSALS[status]} {count} time{'s' if count != 1 else ''} (HTTP {status})"
+        for status, count in sorted(refusals.items())
+    ]
+    if alerts:
+        return Finding(
+            "Duo alerts", State.FAILED, f"in the last hour: {'; '.join(alerts)} (see the Audit Log)"
+        )
+    return Finding(
+        "Duo alerts", State.OK, "no fraud report, refused key or rate limit in the last hour"
     )
 
 

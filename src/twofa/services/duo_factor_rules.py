@@ -61,6 +61,41 @@ def push_state(status: TransactionStatus, result: AuthResult) -> PushState:
     }.get(status, PushState.DENY)
 
 
+class Bypass(Enum):
+    """Why a sign-in would go ahead on the password alone (`DuoPushService.bypass`)."""
+
+    DUO_ALLOWS = "Duo bypass"  # Duo's own policy: this user needs no second factor
+    FAILMODE_SAFE = "failmode safe"  # Duo cannot be reached and the admin chose to fail open
+
+
+BYPASS_REFUSALS: Final = {
+    Bypass.DUO_ALLOWS: "Duo lets your account in without a second factor, but this server needs "
+    "one you have set up. Use another method, or ask your administrator.",
+    Bypass.FAILMODE_SAFE: "Duo Security cannot be reached right now, and your account cannot "
+    "sign in without it. Use another method, or try again in a few minutes.",
+}
+
+
+CANNOT_CONFIRM: Final = (
+    "Duo Security cannot be reached, so it cannot confirm it's you right now. "
+    "Use another method or try again later."
+)
+
+
+def duo_refused_message(exc: DuoApiError) -> str:
+    """Duo refused twofa itself: say what the user can do; the admin sees the cause."""
+    if exc.http_status == 429:
+        return (
+            "Duo is refusing requests for a moment (too many). Wait a minute and try again, "
+            "or use another method."
+        )
+    return (
+        "This server cannot use Duo right now: Duo refused its keys (a wrong secret key or a "
+        "clock that is off). Sign-in with Duo is refused until your administrator fixes it; "
+        "use another method."
+    )
+
+
 def refusal_message(exc: DuoApiError) -> str:
     if exc.code == 40002 and exc.detail and "username" in exc.detail:
         return (

@@ -61,19 +61,19 @@ class DuoFactorService:
         """Has Duo call the phone; returns the challenge id the page polls like a push."""
         await self._require(DuoFactor.PHONE, session, client)
         push = self._push
-        user = await push.user_of(session)
+        purpose, user = await push.challenger(session)
         await push.limit_phone_requests(user, client, PHONE_CHALLENGE, TOO_MANY)
         context = PushContext(user.username, user.display_name, client.ip, device or "auto")
         txid = await push.ask_duo(push.method.start_call(context), user, client)
         return await push.open_challenge(
-            session, user, client, PHONE_CHALLENGE, txid, context.device
+            session, user, client, (PHONE_CHALLENGE, purpose), txid, context.device
         )
 
     async def text_passcodes(self, session: SessionView, client: ClientInfo, device: str) -> str:
         """Has Duo text a batch of passcodes; returns what to tell the user."""
         await self._require(DuoFactor.SMS, session, client)
         push = self._push
-        user = await push.user_of(session)
+        purpose, user = await push.challenger(session)
         await push.limit_phone_requests(user, client, SMS_CHALLENGE, TOO_MANY)
         context = PushContext(user.username, user.display_name, client.ip, device or "auto")
         outcome = await push.ask_duo(push.method.send_sms_passcodes(context), user, client)
@@ -81,7 +81,7 @@ class DuoFactorService:
             await push.audit_event(user, client, SMS_CHALLENGE, outcome.status.value)
             raise SecondFactorError(f"Duo did not send the text: {outcome.status_msg}")
         await push.open_challenge(
-            session, user, client, SMS_CHALLENGE, None, context.device, status="sent"
+            session, user, client, (SMS_CHALLENGE, purpose), None, context.device, status="sent"
         )
         return SMS_SENT
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from functools import cached_property
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,16 +19,26 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.config import DuoSettings, FailMode
 from twofa.domain.client import ClientInfo
-from twofa.duo import DuoApiError, DuoError, DuoUnavailable
-from twofa.duo.models import AuthResult, Device, EnrollmentStatus, PreauthOutcome
+from twofa.duo import DuoApiError, DuoError, DuoRateLimited, DuoUnavailable
+from twofa.duo.models import (
+    AuthResult,
+    Device,
+    EnrollmentStatus,
+    PreauthOutcome,
+    TransactionStatus,
+)
 from twofa.methods.duo_push import CODE, DuoPushMethod, PushContext
 from twofa.security.tokens import new_token
 from twofa.services import audit, throttle
 from twofa.services.duo_factor_rules import (
+    BYPASS_REFUSALS,
+    CANNOT_CONFIRM,
     MESSAGES,
     POLLED_CHALLENGES,
+    Bypass,
     FactorOffer,
     PushState,
+    duo_refused_message,
     offer_for,
     offer_for_new_duo_mobile,
     pending_message,
@@ -35,21 +46,25 @@ from twofa.services.duo_factor_rules import (
     push_state,
     refusal_message,
 )
+from twofa.services.factor_access import FactorAccess
 from twofa.services.lockouts import lockout_keys
+from twofa.services.push_fatigue import PushFatigue, fraud_answer_message, paused_message
 from twofa.services.second_factor_outcomes import (
     Completion,
     DuoDown,
+    DuoRefused,
     FailOpen,
     SecondFactorError,
 )
 from twofa.services.sessions import Level, SessionService, SessionView
 from twofa.storage.challenges import Challenges
-from twofa.storage.repositories import DuoEnrolments, Users
+from twofa.storage.repositories import DuoEnrolments
 from twofa.storage.tables import ChallengeRow, UserRow
 
 T = TypeVar("T")
 PUSH_LIFETIME = timedelta(seconds=75)  # Duo's own push timeout is about 60 s
 PASSCODE_RULE = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
+PASSCODE_LOCKED = "Too many wrong passcodes. Try again in 15 minutes."
 
 
 class SetupKind(Enum):
@@ -84,12 +99,14 @@ class DuoPushService:
         sessions: SessionService,
         clock: Clock,
         settings: DuoSettings,
+        access: FactorAccess,
     ) -> None:
         self._db = db
         self._method = method
         self._sessions = sessions
         self._clock = clock
         self._settings = settings
+        self._access = access
 
     @property
     def settings(self) -> DuoSettings:
@@ -100,8 +117,19 @@ class DuoPushService:
         return self._method
 
     async def setup(self, session: SessionView, client: ClientInfo) -> SetupView:
-        """What the user must do next; starts (or resumes) a Duo enrolment if needed."""
-        user = await self.user_of(session)
+        """Setting up Duo Push, for a session the gate lets enrol: what the user must do
+        next; starts (or resumes) a Duo enrolment if needed."""
+        user = await self._access.may_enrol_in(session, CODE)
+        return await self._next_step(user, client, enrol=True)
+
+    async def validation(self, session: SessionView, client: ClientInfo) -> SetupView:
+        """The validation page of a user whose usable methods include Duo Push. `ACTIVATE`
+        without a code: Duo no longer knows a phone of theirs, and a password alone may not
+        set up another (the user verifies with another method first)."""
+        user = await self._access.may_verify(session, CODE)
+        return await self._next_step(user, client, enrol=False)
+
+    async def _next_step(self, user: UserRow, client: ClientInfo, *, enrol: bool) -> SetupView:
         preauth = await self.ask_duo(self._method.preauth(user.username, client.ip), user, client)
         allowed = self._settings.allowed_factors
         offer = offer_for(preauth.devices, allowed)
@@ -130,6 +158,8 @@ class DuoPushService:
                     client=client,
                 )
                 return SetupView(kind)
+            if not enrol:
+                return SetupView(SetupKind.ACTIVATE)
             now = self._clock.now()
             if (
                 enrolment.activation_code
@@ -160,7 +190,7 @@ class DuoPushService:
             )
 
     async def activation_status(self, session: SessionView, client: ClientInfo) -> EnrollmentStatus:
-        user = await self.user_of(session)
+        user = await self._access.may_enrol_in(session, CODE)
         async with self._db.begin() as db:
             enrolment = await DuoEnrolments(db).get(user.id)
         if enrolment is None or not enrolment.duo_user_id or not enrolment.activation_code:
@@ -172,41 +202,64 @@ class DuoPushService:
         self, session: SessionView, client: ClientInfo, device: str = "auto"
     ) -> str:
         """Starts a push and returns the challenge id the page polls. Rate-limited per user."""
-        user = await self.user_of(session)
+        purpose, user = await self.challenger(session)
         await self.limit_phone_requests(
             user, client, CODE, "Too many push requests. Wait a minute, then try again."
         )
         context = PushContext(user.username, user.display_name, client.ip, device or "auto")
         txid = await self.ask_duo(self._method.start(context), user, client)
-        return await self.open_challenge(session, user, client, CODE, txid, context.device)
+        return await self.open_challenge(
+            session, user, client, (CODE, purpose), txid, context.device
+        )
+
+    async def challenger(self, session: SessionView) -> tuple[str, UserRow]:
+        """Who a push, call, text or passcode is for, and whether it verifies them
+        ("validate") or finishes setting up Duo Push ("enrol"), as the gate decides."""
+        return await self._access.purpose_for(session, CODE)
+
+    @cached_property
+    def fatigue(self) -> PushFatigue:
+        """The push fatigue guard for these settings (daily cap, pause after a fraud report)."""
+        return PushFatigue(self._db, self._clock, self._settings)
+
+    async def pause_notice(self, session: SessionView) -> str | None:
+        """Why nothing goes to the user's phone, while a pause after their fraud report lasts."""
+        user = await self.user_of(session)
+        until = await self.fatigue.paused_until(user.username)
+        return paused_message(until, self._clock.now()) if until is not None else None
 
     async def limit_phone_requests(
         self, user: UserRow, client: ClientInfo, kind: str, message: str
     ) -> None:
-        """Refuses (and audits) a push, call or text beyond the per-minute limit they share."""
+        """Refuses (and audits), before anything reaches Duo, a push, call or text while the
+        user's phone is paused after a fraud report, beyond the per-minute limit they share
+        (`message`), or beyond the daily cap (services.push_fatigue). The daily count comes
+        last, so only a request that goes on to Duo uses up the day."""
+        await self.fatigue.refuse_if_paused(user, client, kind)
         since = self._clock.now() - timedelta(minutes=1)
         async with self._db.begin() as db:
             recent = await phone_requests_since(db, user.id, since)
         if recent >= self._settings.pushes_per_minute:
-            await self.audit_event(user, client, kind, "rate_limited")
+            await self.audit_event(user, client, kind, "rate_limited", limit="per_minute")
             raise SecondFactorError(message)
+        await self.fatigue.count_request(user, client, kind)
 
     async def open_challenge(
         self,
         session: SessionView,
         user: UserRow,
         client: ClientInfo,
-        kind: str,
+        kind_and_purpose: tuple[str, str],
         txid: str | None,
         device: str,
         *,
         status: str = "pending",
     ) -> str:
-        """Records what was sent to the phone as a challenge row of `kind` bound to this
-        session (a push or call with Duo's txid, followed by `poll`; a text only counts)."""
-        challenge_id, now = new_token(), self._clock.now()
+        """Records what was sent to the phone as a challenge row of its kind and purpose
+        (`challenger`) bound to this session (a push or call with Duo's txid, followed by
+        `poll`; a text only counts)."""
+        (kind, purpose), challenge_id, now = kind_and_purpose, new_token(), self._clock.now()
         async with self._db.begin() as db:
-            purpose = "enrol" if not await self._configured(db, user.id) else "validate"
             Challenges(db).add(
                 ChallengeRow(
                     id=challenge_id,
@@ -257,8 +310,21 @@ class DuoPushService:
         if state is PushState.PENDING:
             return PollResult(state, pending_message(challenge.method))
         if state is not PushState.ALLOW:
-            async with self._db.begin() as db:
-                await Challenges(db).set_status(challenge.id, state.value)
+            return await self._answered_no(challenge, state, user, client)
+        if outcome.status is TransactionStatus.BYPASS:  # Duo waived it: no factor was passed
+            completion = await self._bypassed(session, challenge, user, client)
+            return PollResult(PushState.ALLOW, MESSAGES[PushState.ALLOW], completion)
+        completion = await self._complete(session, challenge, user, client, device)
+        return PollResult(PushState.ALLOW, MESSAGES[PushState.ALLOW], completion)
+
+    async def _answered_no(
+        self, challenge: ChallengeRow, state: PushState, user: UserRow, client: ClientInfo
+    ) -> PollResult:
+        """Records a denied, timed-out or fraud answer once, however many polls race; a
+        fraud report pauses the user's phone in the same transaction (push fatigue)."""
+        paused_until = None
+        async with self._db.begin() as db:
+            if await Challenges(db).settle(challenge.id, state.value):
                 audit.record(
                     db,
                     self._clock,
@@ -267,29 +333,42 @@ class DuoPushService:
                     username=user.username,
                     client=client,
                 )
-            return PollResult(state, MESSAGES[state])
-        completion = await self._complete(session, challenge, user, client, device)
-        return PollResult(PushState.ALLOW, MESSAGES[PushState.ALLOW], completion)
+                if state is PushState.FRAUD:
+                    paused_until = await self.fatigue.pause(db, user, client, challenge.method)
+        if paused_until is not None:
+            return PollResult(state, fraud_answer_message(paused_until, self._clock.now()))
+        return PollResult(state, MESSAGES[state])
 
     async def verify_passcode(
         self, session: SessionView, passcode: str, client: ClientInfo
     ) -> Completion:
-        user = await self.user_of(session)
-        key, now = lockout_keys(user.username)[1], self._clock.now()
-        passcode = passcode.strip()
+        """Count, then check: the attempt is counted (and committed) before Duo sees the
+        passcode, and refused unseen once over the limit. Duo's "bypass" answer (its policy
+        waives the factor for this user, whatever was typed) is a bypass, not a factor."""
+        purpose, user = await self.challenger(session)
+        key, passcode = lockout_keys(user.username)[1], passcode.strip()
         async with self._db.begin() as db:
-            if await throttle.locked_until(db, key, now):
-                raise SecondFactorError("Too many wrong passcodes. Try again in 15 minutes.")
-        if not passcode.isdigit() or not 6 <= len(passcode) <= 10:
-            outcome_ok = False
-        else:
+            attempt = await throttle.take_attempt(db, key, PASSCODE_RULE, self._clock.now())
+            if not attempt.allowed:
+                audit.record(
+                    db,
+                    self._clock,
+                    "duo_passcode",
+                    "locked",
+                    username=user.username,
+                    client=client,
+                )
+        if not attempt.allowed:  # raised after the commit, so the audit record stays
+            raise SecondFactorError(PASSCODE_LOCKED)
+        status = None
+        if passcode.isdigit() and 6 <= len(passcode) <= 10:
             outcome = await self.ask_duo(
                 self._method.verify_passcode(user.username, passcode, client.ip), user, client
             )
-            outcome_ok = outcome.result is AuthResult.ALLOW
-        async with self._db.begin() as db:
-            if not outcome_ok:
-                await throttle.record_failure(db, key, PASSCODE_RULE, now)
+            if outcome.result is AuthResult.ALLOW:
+                status = outcome.status
+        if status is None:
+            async with self._db.begin() as db:
                 audit.record(
                     db,
                     self._clock,
@@ -298,27 +377,51 @@ class DuoPushService:
                     username=user.username,
                     client=client,
                 )
-        if not outcome_ok:
+                throttle.audit_lockout(
+                    db, self._clock, attempt, username=user.username, client=client
+                )
             raise SecondFactorError("That passcode is not valid.")
+        if status is TransactionStatus.BYPASS:
+            async with self._db.begin() as db:
+                await throttle.refund(db, attempt)
+            return await self.bypass(session, client, Bypass.DUO_ALLOWS)
         async with self._db.begin() as db:
             await throttle.reset(db, key)
-            enrolled_now = await self._mark_configured(db, user.id, None)
+            enrolled_now = purpose == "enrol" and await self._mark_configured(db, user.id, None)
             return await self._sign_in(
                 db, session, user, client, ("duo_passcode", "allow"), enrolled_now
             )
 
-    async def bypass(self, session: SessionView, client: ClientInfo, reason: str) -> Completion:
-        """Signs in without a second factor: Duo said allow, or failmode safe."""
-        user = await self.user_of(session)
+    async def bypass(self, session: SessionView, client: ClientInfo, cause: Bypass) -> Completion:
+        """Signs in on the password alone because Duo waives the second factor (its bypass
+        status) or cannot be asked (failmode safe) — only where the gate allows it (a sign-in
+        of a user whose usable methods include Duo Push). Never a fresh second factor, never a
+        remembered device; audited as `second_factor`/`bypassed` with the cause."""
+        user = await self._access.may_fail_open(session, CODE)
+        if user is None:
+            if session.user_id is not None:
+                refused = await self._access.user_of(session)
+                await self.audit_event(
+                    refused, client, "second_factor", "bypass_refused", cause=cause.value
+                )
+            confirming = session.level is Level.SIGNED_IN  # a change: confirming is the point
+            raise SecondFactorError(CANNOT_CONFIRM if confirming else BYPASS_REFUSALS[cause])
         async with self._db.begin() as db:
             return await self._sign_in(
-                db, session, user, client, ("second_factor", "bypassed"), False, reason=reason
+                db, session, user, client, ("second_factor", "bypassed"), False, reason=cause.value
             )
 
-    async def is_configured(self, session: SessionView) -> bool:
-        user = await self.user_of(session)
+    async def _bypassed(
+        self, session: SessionView, challenge: ChallengeRow, user: UserRow, client: ClientInfo
+    ) -> Completion:
+        """A push or call Duo answered with "bypass": the challenge is used up, and the
+        sign-in goes through `bypass` (its rules, its audit), never as a passed factor."""
         async with self._db.begin() as db:
-            return await self._configured(db, user.id)
+            if not await Challenges(db).consume(
+                challenge.id, user.id, session.id, self._clock.now()
+            ):
+                raise SecondFactorError("This login request was already used. Start again.")
+        return await self.bypass(session, client, Bypass.DUO_ALLOWS)
 
     async def _complete(
         self,
@@ -328,6 +431,7 @@ class DuoPushService:
         client: ClientInfo,
         device: str | None,
     ) -> Completion:
+        await self._access.may_pass(session, CODE, challenge.purpose)  # the rules of now
         async with self._db.begin() as db:
             if not await Challenges(db).consume(
                 challenge.id, user.id, session.id, self._clock.now()
@@ -376,30 +480,21 @@ class DuoPushService:
             enrolment.preferred_device = device
         return enrolled_now
 
-    async def _configured(self, db: AsyncSession, user_id: int) -> bool:
-        enrolment = await DuoEnrolments(db).get(user_id)
-        return enrolment is not None and enrolment.configured_at is not None
-
     async def user_of(self, session: SessionView) -> UserRow:
-        """The user of a session that passed the password and waits for a second factor."""
-        if session.user_id is None or session.level not in (Level.PASSWORD, Level.SIGNED_IN):
-            raise SecondFactorError("Your sign-in has expired. Please sign in again.")
-        async with self._db.begin() as db:
-            user = await Users(db).by_id(session.user_id)
-        if user is None or not user.enabled:
-            raise SecondFactorError("Your sign-in has expired. Please sign in again.")
-        return user
+        """The user of a session that passed the password (no decision on the method)."""
+        return await self._access.user_of(session)
 
     async def ask_duo(self, call: Awaitable[T], user: UserRow, client: ClientInfo) -> T:
         """Awaits a Duo call and turns Duo's failures into failmode or a plain message."""
         try:
             return await call
         except (DuoUnavailable, DuoApiError) as exc:
-            if (
-                isinstance(exc, DuoApiError)
-                and not isinstance(exc, DuoUnavailable)
-                and not exc.is_bad_credentials
-            ):
+            if isinstance(exc, DuoRateLimited) or (
+                isinstance(exc, DuoApiError) and exc.is_bad_credentials
+            ):  # Duo answered: a wrong key, a clock off, or too many requests. Never fail open.
+                await self._audit_duo_error(user, client, exc)
+                raise DuoRefused(duo_refused_message(exc)) from exc
+            if isinstance(exc, DuoApiError) and not isinstance(exc, DuoUnavailable):
                 await self._audit_duo_error(user, client, exc)
                 raise SecondFactorError(refusal_message(exc)) from exc
             await self._audit_failmode(user, client, exc)

@@ -44,6 +44,8 @@ class DuoConsoleConfig:
     push_type: str = "Login request"
     application_name: str = "twofa"
     pushes_per_minute: int = 3
+    pushes_per_day: int = 20
+    fraud_pause_minutes: int = 60
     allowed_factors: tuple[DuoFactor, ...] = DEFAULT_DUO_FACTORS
 
     @property
@@ -63,6 +65,8 @@ class DuoEdit:
     push_type: str = "Login request"
     application_name: str = "twofa"
     pushes_per_minute: int = 3
+    pushes_per_day: int = 20
+    fraud_pause_minutes: int = 60
     allowed_factors: tuple[DuoFactor, ...] = DEFAULT_DUO_FACTORS
 
 
@@ -103,6 +107,10 @@ def duo_field_problems(edit: DuoEdit, keeps_secret: bool) -> dict[str, str]:
         problems["api_hostname"] = str(exc)
     if not 1 <= edit.pushes_per_minute <= 60:
         problems["pushes_per_minute"] = "between 1 and 60"
+    if not 1 <= edit.pushes_per_day <= 500:
+        problems["pushes_per_day"] = "between 1 and 500"
+    if not 1 <= edit.fraud_pause_minutes <= 10080:
+        problems["fraud_pause_minutes"] = "between 1 and 10080 (a week)"
     if not edit.push_type.strip() or len(edit.push_type) > 100:
         problems["push_type"] = "1 to 100 characters"
     if not edit.application_name.strip() or len(edit.application_name) > 100:

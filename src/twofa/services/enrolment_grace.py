@@ -11,9 +11,10 @@ from twofa.domain.client import ClientInfo
 from twofa.domain.policy import GraceStatus, enrolment_grace
 from twofa.services import audit
 from twofa.services.console import ConsoleSettingsService
+from twofa.services.factor_access import enrolled_methods
 from twofa.services.second_factor_outcomes import Completion, SecondFactorError
 from twofa.services.sessions import Level, SessionService, SessionView
-from twofa.storage.repositories import DuoEnrolments, Users
+from twofa.storage.repositories import Users
 from twofa.storage.tables import UserRow
 
 
@@ -61,9 +62,8 @@ class EnrolmentGraceService:
         return Completion(token, view)
 
     async def _status(self, db: AsyncSession, user: UserRow) -> GraceStatus:
-        enrolment = await DuoEnrolments(db).get(user.id)
-        if enrolment is not None and enrolment.configured_at is not None:
-            return GraceStatus(False)  # already enrolled: nothing to postpone
+        if await enrolled_methods(db, user.id):
+            return GraceStatus(False)  # enrolled with any method: nothing to postpone
         rules = await self._console.two_factor()
         return enrolment_grace(
             rules.grace_postponements,

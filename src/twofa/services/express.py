@@ -5,8 +5,13 @@ It is an optimisation of `FactorService.start` and `.verify`, never a second set
 it answers only what it can answer exactly as they would (same checks, same rows written,
 same audit record), and returns None for everything else, which the caller then hands to
 `FactorService`: a wrong code, a lock-out, an expired or used challenge, a racing sign-in, a
-session that is not live. Those paths count failures and audit refusals; this one never has
-to. The method still computes (`TotpMethod.verify`); this service persists what it returns.
+session that is not live. Those paths audit refusals; this one never has to. It counts, then
+checks, as they do: a code is checked only under an attempt counted first and below the
+method's limit (the last allowed attempt is given back unchecked and left to the general
+path, which audits the lock-out when it fails). A wrong code the lane checked is counted
+again when the general path answers it, so through the lane it costs two attempts: never
+more checks than the limit, at worst a lock-out sooner. Off by default (`express_lane`).
+The method still computes (`TotpMethod.verify`); this service persists what it returns.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from twofa.security.tokens import new_token, same_token, token_digest
 from twofa.services import audit, credential_store
 from twofa.services.challenge_book import ChallengeBook
 from twofa.services.factor_access import FactorAccess
+from twofa.services.factor_failures import failure_rule
 from twofa.services.lockouts import method_lockout_key
 from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level, SessionService
@@ -194,6 +200,8 @@ class ExpressLane:
             found = rows[0]
         if not same_token(found.csrf_token, csrf_given):
             return None  # the pages' own check refuses it, as for any other form
+        if not await self._counted(code, found.lock_key, window.now):
+            return None
         state = await self._verified_state(code, found, response, window.now)
         if state is None:
             return None
@@ -228,6 +236,19 @@ class ExpressLane:
         if self._announce is not None:
             self._announce(Changes(ended_sessions=frozenset({session_id})))
         return new_session
+
+    async def _counted(self, code: str, lock_key: str, now: datetime) -> bool:
+        """Counts this answer against the method first (committed: the statement runs on its
+        own); True when the lane may check it: below the limit. The attempt that reaches the
+        limit is given back unchecked, so the general path takes it and audits the lock-out
+        if it fails; one over the limit stays counted, as the general path leaves it."""
+        rule = failure_rule(code)
+        counted = await self._store.take_attempt(
+            lock_key, rule.limit, rule.window, rule.lockout, now
+        )
+        if counted.failures == rule.limit:
+            await self._store.give_back(lock_key, counted.window_started_at, rule.limit)
+        return counted.failures < rule.limit
 
     def _keep(self, challenge_id: str, kept: _Kept) -> None:
         self._kept[challenge_id] = kept

@@ -1,6 +1,11 @@
-"""Who may use which second-factor method, and with what options: the admin's allow-list
-from the Two Factor Settings, the per-method options, and the step-up rule (changing one's
-methods needs a second factor passed in the last few minutes)."""
+"""The one gate of the second factor: every route of every method, Duo Push included, asks it
+before it enrols, starts, answers or skips a second factor.
+
+It decides, for one session: may it enrol now (a first sign-in with no method yet, or a
+signed-in session that passed an existing method in the last ten minutes), does the admin allow
+the method (Two Factor Settings), and is it one of the user's usable methods. It also answers
+"is this user enrolled, and with what" (`enrolled_methods`) for every caller, and whether Duo
+may fail open for a session (only for users whose usable methods include Duo Push)."""
 
 from __future__ import annotations
 
@@ -18,11 +23,11 @@ from twofa.services.console import ConsoleSettingsService
 from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level, SessionView
 from twofa.services.two_factor_settings import BackupPolicy
-from twofa.storage.credentials import Credentials
-from twofa.storage.repositories import DuoEnrolments, Users
+from twofa.storage.repositories import Enrolments, Users
 from twofa.storage.tables import UserRow
 
 FRESH_SECOND_FACTOR: Final = timedelta(minutes=10)
+DUO_PUSH_TITLE: Final = "Duo Push"
 SIGNED_OUT_MESSAGE: Final = "Your sign-in has expired. Please sign in again."
 
 
@@ -41,12 +46,10 @@ def options_key(code: str) -> str:
 
 
 async def enrolled_methods(db: AsyncSession, user_id: int) -> list[str]:
-    """The methods the user has set up, Duo Push first when configured."""
-    codes = await Credentials(db).methods_of(user_id)
-    duo = await DuoEnrolments(db).get(user_id)
-    if duo is not None and duo.configured_at is not None:
-        codes.insert(0, DUO_PUSH)
-    return codes
+    """Is this user enrolled, and with what: the methods they have set up (whether or not the
+    admin still allows them), Duo Push first when set up. The one answer for the gateway, the
+    grace period, the console, the API and the CLI."""
+    return await Enrolments(db).methods_of(user_id)
 
 
 class FactorAccess:
@@ -87,14 +90,27 @@ class FactorAccess:
         at = session.second_factor_at
         return at is not None and self._clock.now() - at <= FRESH_SECOND_FACTOR
 
-    async def may_verify(self, session: SessionView, code: str) -> tuple[Method, UserRow]:
-        method = await self.allowed_method(code)
-        return method, await self.user_of(session)
+    async def may_verify(self, session: SessionView, code: str) -> UserRow:
+        """A challenge of `code` may be started or answered: the admin allows the method and
+        the user has it set up (a method the admin withdrew is no way in, set up or not)."""
+        await self.require_allowed(code)
+        user = await self.user_of(session)
+        if code not in await self.usable_methods(user.id):
+            title = self.title_of(code)
+            raise SecondFactorError(
+                f"You have not set up {title if code == DUO_PUSH else title.lower()}."
+            )
+        return user
 
     async def may_enrol(self, session: SessionView, code: str) -> tuple[Method, UserRow]:
+        """`may_enrol_in` for a method of the registry, with the method."""
+        method = self._registry.get(code)  # UnknownMethod for anything not registered
+        return method, await self.may_enrol_in(session, code)
+
+    async def may_enrol_in(self, session: SessionView, code: str) -> UserRow:
         """During a first sign-in only a user with no method yet may enrol; once signed in,
-        a user who has a method must have passed it recently."""
-        method = await self.allowed_method(code)
+        a user who has a method must have passed it recently. Duo Push included."""
+        await self.require_allowed(code)
         user = await self.user_of(session)
         async with self._db.begin() as db:
             has_any = bool(await enrolled_methods(db, user.id))
@@ -102,7 +118,39 @@ class FactorAccess:
             raise SecondFactorError("Verify it's you with your second factor first.")
         if session.level is Level.SIGNED_IN and has_any and not self.is_fresh(session):
             raise StepUpRequired("Confirm it's you with your second factor to change your methods.")
-        return method, user
+        return user
+
+    async def purpose_for(self, session: SessionView, code: str) -> tuple[str, UserRow]:
+        """Whether a challenge of `code` opened now verifies the user ("validate": a usable
+        method) or finishes setting it up ("enrol": `may_enrol_in` allows it); refused when
+        neither. For the out-of-band methods, whose set-up ends with a first challenge."""
+        try:
+            return "validate", await self.may_verify(session, code)
+        except SecondFactorError as not_usable:
+            try:
+                return "enrol", await self.may_enrol_in(session, code)
+            except StepUpRequired:
+                raise
+            except SecondFactorError:
+                raise not_usable from None
+
+    async def may_pass(self, session: SessionView, code: str, purpose: str) -> UserRow:
+        """Checked again when a challenge of `purpose` succeeds: the rules in force then."""
+        if purpose == "enrol":
+            return await self.may_enrol_in(session, code)
+        return await self.may_verify(session, code)
+
+    async def may_fail_open(self, session: SessionView, code: str) -> UserRow | None:
+        """The user this session may sign in without a second factor because `code`'s
+        provider cannot be asked (failmode safe) or waives it (Duo's bypass); None when it may
+        not: only at sign-in, never to confirm a change, and only for a user whose usable
+        methods include `code`."""
+        if session.level is not Level.PASSWORD:
+            return None
+        try:
+            return await self.may_verify(session, code)
+        except SecondFactorError:
+            return None
 
     async def usable_methods(self, user_id: int) -> list[str]:
         """The methods this user has set up that the admin still allows, the user's default
@@ -136,9 +184,17 @@ class FactorAccess:
 
     async def allowed_method(self, code: str) -> Method:
         method = self._registry.get(code)  # UnknownMethod for anything not registered
-        if code not in await self.allowed_codes():
-            raise SecondFactorError(f"{method.title} is not offered on this server.")
+        await self.require_allowed(code)
         return method
+
+    async def require_allowed(self, code: str) -> None:
+        if code != DUO_PUSH:
+            self._registry.get(code)  # UnknownMethod for anything not registered
+        if code not in await self.allowed_codes():
+            raise SecondFactorError(f"{self.title_of(code)} is not offered on this server.")
+
+    def title_of(self, code: str) -> str:
+        return DUO_PUSH_TITLE if code == DUO_PUSH else self._registry.get(code).title
 
 
 __all__ = ["FactorAccess", "StepUpRequired", "UnknownMethod", "enrolled_methods"]

@@ -1,9 +1,11 @@
-"""What a failed second factor costs: each method has its own failure counter per user (five
-failures lock that method, and only that one, for 15 minutes), every refusal is audited, and
-the user sees one plain message per kind of method whatever went wrong."""
+"""What an answer to a second factor costs: each method has its own attempt counter per user
+(five attempts per 15 minutes, then a 15-minute lock-out of that method and only that one;
+security questions three per hour), counted before the answer is checked; every refusal is
+audited, and the user sees one plain message per kind of method whatever went wrong."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Final
 
@@ -18,14 +20,36 @@ from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.storage.tables import UserRow
 
 FAILURE_RULE: Final = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
+# Answers people chose are easier to guess than codes: at most three tries an hour.
+FAILURE_RULES: Final[Mapping[str, throttle.ThrottleRule]] = {
+    "security_questions": throttle.ThrottleRule(3, timedelta(hours=1), timedelta(hours=1)),
+}
 FAILURE_MESSAGES: Final = {
     MethodKind.CODE: "That code didn't work. Check it and try again.",
     MethodKind.ANSWERS: "Those answers didn't work. Check them and try again.",
     MethodKind.WEBAUTHN: "That security key didn't work. Try again or use another method.",
 }
-LOCKED_MESSAGE: Final = "Too many failed attempts with this method. Try again in 15 minutes."
 
 failure_key = method_lockout_key
+
+
+def failure_rule(code: str) -> throttle.ThrottleRule:
+    return FAILURE_RULES.get(code, FAILURE_RULE)
+
+
+def _duration(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    if minutes % 60:
+        return f"{minutes} minutes"
+    return "an hour" if minutes == 60 else f"{minutes // 60} hours"
+
+
+def locked_message(code: str) -> str:
+    lockout = failure_rule(code).lockout
+    return f"Too many failed attempts with this method. Try again in {_duration(lockout)}."
+
+
+LOCKED_MESSAGE: Final = locked_message("")  # the methods with the common rule
 
 
 class FailureLedger:
@@ -47,25 +71,31 @@ class FailureLedger:
             method=code,
         )
 
-    async def refuse_if_locked(self, user: UserRow, code: str, client: ClientInfo) -> None:
+    async def take_attempt(self, user: UserRow, code: str, client: ClientInfo) -> throttle.Attempt:
+        """Counts this answer against the method before anything checks it, in a transaction
+        of its own that is committed on return. An answer over the limit is refused as locked
+        (audited) and never checked."""
+        key = failure_key(code, user.username)
         async with self._db.begin() as db:
-            locked = await throttle.locked_until(
-                db, failure_key(code, user.username), self._clock.now()
-            )
-            if locked:
+            attempt = await throttle.take_attempt(db, key, failure_rule(code), self._clock.now())
+            if not attempt.allowed:
                 self.audit_refusal(db, user, client, code, "locked")
-        if locked:  # raised after the commit, so the audit record stays
-            raise SecondFactorError(LOCKED_MESSAGE)
+        if not attempt.allowed:  # raised after the commit, so the audit record stays
+            raise SecondFactorError(locked_message(code))
+        return attempt
 
-    async def count(
-        self, user: UserRow, method: Method, client: ClientInfo, kind: str, reason: str
+    async def refuse(
+        self,
+        user: UserRow,
+        method: Method,
+        client: ClientInfo,
+        kind: str,
+        reason: str,
+        attempt: throttle.Attempt,
     ) -> None:
-        """A wrong or replayed answer: counted against the method, audited, and the lock-out
-        audited too when this failure starts one."""
+        """A wrong or replayed answer (its attempt counted already): audited, and the lock-out
+        audited too when this failure is the one that locks the method."""
         async with self._db.begin() as db:
-            until = await throttle.record_failure(
-                db, failure_key(method.code, user.username), FAILURE_RULE, self._clock.now()
-            )
             audit.record(
                 db,
                 self._clock,
@@ -76,23 +106,26 @@ class FailureLedger:
                 method=method.code,
                 reason=reason,
             )
-            if until is not None:
-                audit.record(
-                    db,
-                    self._clock,
-                    "lockout",
-                    "locked",
-                    username=user.username,
-                    client=client,
-                    key=failure_key(method.code, user.username),
-                    until=until.isoformat(),
-                )
+            throttle.audit_lockout(db, self._clock, attempt, username=user.username, client=client)
+
+    async def give_back(self, attempt: throttle.Attempt) -> None:
+        """An attempt refused before any secret was checked (a set-up form to correct)."""
+        async with self._db.begin() as db:
+            await throttle.refund(db, attempt)
 
     async def refused_enrolment(
-        self, user: UserRow, client: ClientInfo, code: str, reason: str
+        self,
+        user: UserRow,
+        client: ClientInfo,
+        code: str,
+        reason: str,
+        attempt: throttle.Attempt | None = None,
     ) -> None:
-        """An enrolment refused for what it is, not as a wrong answer: audited, not counted."""
+        """An enrolment refused for what it is, not as a wrong answer: audited, and its attempt
+        (if counted) given back."""
         async with self._db.begin() as db:
+            if attempt is not None:
+                await throttle.refund(db, attempt)
             audit.record(
                 db,
                 self._clock,

@@ -40,9 +40,9 @@ from twofa.services.challenge_book import EXPIRED_MESSAGE, ChallengeBook
 from twofa.services.factor_access import FactorAccess, StepUpRequired
 from twofa.services.factor_failures import (
     FAILURE_MESSAGES,
-    LOCKED_MESSAGE,
     FailureLedger,
     failure_key,
+    locked_message,
 )
 from twofa.services.second_factor_outcomes import Completion, SecondFactorError
 from twofa.services.sessions import Level, SessionService, SessionView
@@ -167,28 +167,29 @@ class FactorService:
         client: ClientInfo,
     ) -> Enrolled:
         method, user = await self._access.may_enrol(session, code)
-        await self._failures.refuse_if_locked(user, code, client)
         async with self._db.begin() as db:
             challenge = await self._challenges.answerable(
                 db, session, user, code, challenge_id, "enrol"
             )
             enrolled = await self._enrolled(db, user, method)
+        attempt = await self._failures.take_attempt(user, code, client)  # committed: then check
         secret = self._challenges.draft_secret(challenge)
         keep = self._challenges.described(challenge).keep
         context = await self._context(user, code)
         try:
             credential = await method.finish_enrollment(context, keep, secret, response, enrolled)
         except ResponseRejected as exc:
-            await self._failures.count(user, method, client, "enrolment", exc.reason)
+            await self._failures.refuse(user, method, client, "enrolment", exc.reason, attempt)
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
-        except EnrolmentRefused as exc:
+        except EnrolmentRefused as exc:  # a form to correct, not a wrong answer
+            await self._failures.give_back(attempt)
             raise SecondFactorError(exc.message) from exc
         try:
             return await self._store_enrolment(session, user, method, challenge, credential, client)
         except credential_store.DuplicateCredential as exc:  # rolled back whole
             # Another user's key, or a racing enrolment of this one: refused, and on record.
             await self._failures.refused_enrolment(
-                user, client, method.code, "credential id registered already"
+                user, client, method.code, "credential id registered already", attempt
             )
             raise SecondFactorError(already_registered(method.title)) from exc
 
@@ -229,7 +230,8 @@ class FactorService:
         return Enrolled(credential_id, completion)
 
     async def start(self, session: SessionView, code: str, client: ClientInfo) -> Started:
-        method = await self._access.allowed_method(code)
+        method = self._registry.get(code)  # UnknownMethod for anything not registered
+        await self._access.may_verify(session, code)  # the gate: allowed, and set up
         checked = await self._checked(session, method, client)
         user, credentials = checked.user, checked.credentials
         if not credentials:
@@ -275,17 +277,21 @@ class FactorService:
         response: Mapping[str, str],
         client: ClientInfo,
     ) -> Completion:
-        method = await self._access.allowed_method(code)
+        method = self._registry.get(code)
+        await self._access.may_verify(session, code)  # the gate, with the rules of now
         checked = await self._checked(session, method, client, challenge_id)
         user, challenge, credentials = checked.user, checked.challenge, checked.credentials
         assert challenge is not None
+        # Count, then check: the attempt is committed before the answer is looked at, and one
+        # over the limit is refused as locked without being looked at.
+        attempt = await self._failures.take_attempt(user, code, client)
         keep = self._challenges.described(challenge).keep
         try:
             verified = await method.verify(
                 await self._context(user, code), keep, credentials, response
             )
         except ResponseRejected as exc:
-            await self._failures.count(user, method, client, "second_factor", exc.reason)
+            await self._failures.refuse(user, method, client, "second_factor", exc.reason, attempt)
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
         now = self._clock.now()
         try:
@@ -296,11 +302,10 @@ class FactorService:
                     raise _Replayed("challenge already used")
                 if not await credential_store.apply(db, verified, credentials, now):
                     raise _Replayed("credential already used by another sign-in")
-                if checked.counted:  # no failure counted when read: nothing to reset
-                    await throttle.reset(db, failure_key(code, user.username))
+                await throttle.reset(db, failure_key(code, user.username))
                 return await self._sign_in(db, session, user, client, code, False)
         except _Replayed as exc:
-            await self._failures.count(user, method, client, "second_factor", str(exc))
+            await self._failures.refuse(user, method, client, "second_factor", str(exc), attempt)
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
 
     async def _checked(
@@ -311,20 +316,22 @@ class FactorService:
         challenge_id: str | None = None,
     ) -> _Checked:
         """One transaction reads what starting (no `challenge_id`) or answering a challenge
-        checks: the user, the method's lock-out, the challenge, the credentials. A refusal is
-        audited in it and raised after its commit, so the audit record stays."""
+        checks: the user, the method's lock-out (starting only: an answer counts itself, see
+        `verify`), the challenge, the credentials. A refusal is audited in it and raised after
+        its commit, so the audit record stays."""
         code, refusal = method.code, None
         challenge: ChallengeRow | None = None
         credentials: list[StoredCredential] = []
         async with self._db.begin() as db:
             user = await self._access.user_in(db, session)  # refused before anything is written
-            lock = await throttle.lock_state(
-                db, failure_key(code, user.username), self._clock.now()
-            )
-            if lock.locked_until is not None:
-                self._failures.audit_refusal(db, user, client, code, "locked")
-                refusal = SecondFactorError(LOCKED_MESSAGE)
-            elif challenge_id is not None:
+            if challenge_id is None:
+                lock = await throttle.lock_state(
+                    db, failure_key(code, user.username), self._clock.now()
+                )
+                if lock.locked_until is not None:
+                    self._failures.audit_refusal(db, user, client, code, "locked")
+                    refusal = SecondFactorError(locked_message(code))
+            else:
                 try:
                     challenge = await self._challenges.answerable(
                         db, session, user, code, challenge_id, "validate"
@@ -339,7 +346,7 @@ class FactorService:
                 )
         if refusal is not None:
             raise refusal
-        return _Checked(user, challenge, credentials, lock.counted)
+        return _Checked(user, challenge, credentials)
 
     async def _sign_in(
         self,
@@ -407,7 +414,6 @@ class _Checked:
     user: UserRow
     challenge: ChallengeRow | None
     credentials: list[StoredCredential]
-    counted: bool  # the method's failure counter had a row when read
 
 
 class _Replayed(Exception):

@@ -1,6 +1,12 @@
 """The first factor: password check (twofa's own users, or external directories in order),
 throttling per user and per IP, the 2FA policy decision and the audit record. Unknown users
-and wrong passwords get the same answer; a directory that cannot be asked gets its own."""
+and wrong passwords get the same answer; a directory that cannot be asked gets its own.
+
+Count, then check: each sign-in first takes an attempt on the client's address and on the
+username (services.throttle), committed before any password is checked; one over either limit
+is refused as locked, unchecked. A right password resets the username's count and gives back
+its own attempt on the address (which others share: it must not clear their failures).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +45,14 @@ class LoginResult(Enum):
 
 
 @dataclass(frozen=True)
+class _Attempts:
+    """A sign-in's attempts, counted and allowed, on the username and on the address."""
+
+    user: throttle.Attempt
+    ip: throttle.Attempt
+
+
+@dataclass(frozen=True)
 class LoginOutcome:
     result: LoginResult
     token: str | None = None
@@ -71,15 +85,10 @@ class LoginService:
         self, session: SessionView, username: str, password: str, client: ClientInfo
     ) -> LoginOutcome:
         username = username.strip()
-        now = self._clock.now()
-        user_key, ip_key = lockout_keys(username)[0], f"login-ip:{client.ip}"
+        attempts = await self._take_attempts(username, client)
+        if attempts is None:
+            return LoginOutcome(LoginResult.LOCKED)
         async with self._db.begin() as db:
-            for key in (user_key, ip_key):
-                if await throttle.locked_until(db, key, now):
-                    audit.record(
-                        db, self._clock, "login", "locked", username=username, client=client
-                    )
-                    return LoginOutcome(LoginResult.LOCKED)
             owner = await Users(db).by_name(username)
             if (owner is not None and owner.directory != LOCAL) or (
                 owner is None and self._external
@@ -88,14 +97,34 @@ class LoginService:
             else:
                 identity = await self._directory.authenticate(db, username, password)
                 if identity is None:
-                    await self._count_failure(db, user_key, ip_key, username, client)
+                    self._refused(db, attempts, username, client)
                     return LoginOutcome(LoginResult.REFUSED)
                 user = await Users(db).by_id(identity.user_id)
                 assert user is not None
-                return await self._signed_in(db, session, user, user_key, client)
-        return await self._sign_in_external(
-            session, username, password, client, external, (user_key, ip_key)
-        )
+                return await self._signed_in(db, session, user, attempts, client)
+        return await self._sign_in_external(session, username, password, client, external, attempts)
+
+    async def _take_attempts(self, username: str, client: ClientInfo) -> _Attempts | None:
+        """Counts the attempt on the address, then on the username, in one short transaction
+        that writes first and is committed before any password is checked; None (audited) when
+        either is over its limit. A locked address does not count against the username (a
+        locked-out guesser cannot lock users out), and a locked username gives back the
+        address's attempt. Always the address's key first, so two transactions never wait
+        for each other's rows in opposite orders."""
+        now = self._clock.now()
+        async with self._db.begin() as db:
+            ip = await throttle.take_attempt(db, f"login-ip:{client.ip}", self._per_ip, now)
+            user = None
+            if ip.allowed:
+                user = await throttle.take_attempt(
+                    db, lockout_keys(username)[0], self._per_user, now
+                )
+                if not user.allowed:
+                    await throttle.refund(db, ip)
+            if user is None or not user.allowed:
+                audit.record(db, self._clock, "login", "locked", username=username, client=client)
+                return None
+        return _Attempts(user, ip)
 
     def _directories_for(self, owner: UserRow | None) -> list[ExternalDirectory]:
         """A known directory user asks only their own directory; a new name asks them all."""
@@ -110,13 +139,16 @@ class LoginService:
         password: str,
         client: ClientInfo,
         directories: list[ExternalDirectory],
-        keys: tuple[str, str],
+        attempts: _Attempts,
     ) -> LoginOutcome:
         """Asks the directories outside any transaction (they are network calls)."""
         try:
             vouched = await ask_in_order(directories, username, password)
         except DirectoryUnavailable as exc:
             async with self._db.begin() as db:
+                # Nothing was checked: neither attempt counts (the address's key first).
+                await throttle.refund(db, attempts.ip)
+                await throttle.refund(db, attempts.user)
                 audit.record(
                     db,
                     self._clock,
@@ -129,7 +161,7 @@ class LoginService:
             return LoginOutcome(LoginResult.UNAVAILABLE)
         async with self._db.begin() as db:
             if vouched is None:
-                await self._count_failure(db, *keys, username, client)
+                self._refused(db, attempts, username, client)
                 return LoginOutcome(LoginResult.REFUSED)
             try:
                 user = await provision(db, vouched, self._clock.now())
@@ -143,24 +175,25 @@ class LoginService:
                     client=client,
                     error=str(exc),
                 )
-                await self._count_failure(db, *keys, username, client)
+                self._refused(db, attempts, username, client)
                 return LoginOutcome(LoginResult.REFUSED)
             if not user.enabled:
-                await self._count_failure(db, *keys, username, client)
+                self._refused(db, attempts, username, client)
                 return LoginOutcome(LoginResult.REFUSED)
-            return await self._signed_in(db, session, user, keys[0], client, vouched.directory)
+            return await self._signed_in(db, session, user, attempts, client, vouched.directory)
 
     async def _signed_in(
         self,
         db: AsyncSession,
         session: SessionView,
         user: UserRow,
-        user_key: str,
+        attempts: _Attempts,
         client: ClientInfo,
         directory: str = LOCAL,
     ) -> LoginOutcome:
         """The password is right: decide on the second factor and open the session."""
-        await throttle.reset(db, user_key)
+        await throttle.refund(db, attempts.ip)  # the address's key first, as when counting
+        await throttle.reset(db, attempts.user.key)
         everyone = await enforced_for_everyone(db)
         enabled_groups = await Users(db).group_names(user.id, twofa_only=True)
         decision = second_factor_policy(user.twofa_enabled, enabled_groups, everyone)
@@ -189,21 +222,11 @@ class LoginService:
         result = LoginResult.SECOND_FACTOR if required else LoginResult.SIGNED_IN
         return LoginOutcome(result, token, view)
 
-    async def _count_failure(
-        self, db: AsyncSession, user_key: str, ip_key: str, username: str, client: ClientInfo
+    def _refused(
+        self, db: AsyncSession, attempts: _Attempts, username: str, client: ClientInfo
     ) -> None:
-        now = self._clock.now()
+        """A wrong password (its attempts counted already): audited, with the lock-out of each
+        key this failure locks."""
         audit.record(db, self._clock, "login", "bad_password", username=username, client=client)
-        for key, rule in ((user_key, self._per_user), (ip_key, self._per_ip)):
-            until = await throttle.record_failure(db, key, rule, now)
-            if until is not None:
-                audit.record(
-                    db,
-                    self._clock,
-                    "lockout",
-                    "locked",
-                    username=username,
-                    client=client,
-                    key=key,
-                    until=until.isoformat(),
-                )
+        for attempt in (attempts.user, attempts.ip):
+            throttle.audit_lockout(db, self._clock, attempt, username=username, client=client)

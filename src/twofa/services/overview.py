@@ -1,6 +1,7 @@
 """The figures on the console's Overview page: who is protected, what happened in the last
-24 hours, and how Duo is configured. Everything is read from the database; Duo itself is not
-called, so the page stays cheap however often it is opened."""
+24 hours (fraud reports included), whose phone is paused after one, and how Duo is configured.
+Everything is read from the database; Duo itself is not called, so the page stays cheap however
+often it is opened."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
 from twofa.services.console import ConsoleSettingsService
+from twofa.services.push_fatigue import FATIGUE_KIND, PausedUser, paused_users
 from twofa.services.two_factor_settings import Enforcement
 from twofa.storage.audit_log import AuditSearch
 from twofa.storage.repositories import UserCounts
@@ -37,6 +39,7 @@ class ActivityFigures:
     denied_pushes: int
     failmode_events: int
     duo_errors: int
+    fraud_reports: int  # pushes or calls answered "This wasn't me" (each pauses the phone)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Overview:
     users: UserFigures
     activity: ActivityFigures
     duo: DuoStatus
+    paused: tuple[PausedUser, ...] = ()  # whose phone gets no push now, after a fraud report
 
 
 class OverviewService:
@@ -66,7 +70,9 @@ class OverviewService:
         self._console = console
 
     async def overview(self) -> Overview:
-        return Overview(await self.users(), await self.activity(), await self.duo())
+        return Overview(
+            await self.users(), await self.activity(), await self.duo(), await self.paused()
+        )
 
     async def users(self) -> UserFigures:
         everyone = (await self._console.two_factor()).enforcement is Enforcement.EVERYONE
@@ -91,7 +97,13 @@ class OverviewService:
                 denied_pushes=await search.count_events("duo_push", DENIED_PUSH_OUTCOMES, since),
                 failmode_events=await search.count_events("failmode", (), since),
                 duo_errors=await search.count_events("duo_error", (), since),
+                fraud_reports=await search.count_events(FATIGUE_KIND, ("paused",), since),
             )
+
+    async def paused(self) -> tuple[PausedUser, ...]:
+        """Users whose pushes, calls and texts are paused now after a fraud report."""
+        async with self._db.begin() as db:
+            return tuple(await paused_users(db, self._clock.now()))
 
     async def duo(self) -> DuoStatus:
         """The Duo settings in force, without their secrets and without asking Duo."""

@@ -71,10 +71,13 @@ class RememberedDeviceService:
     async def days(self) -> int:
         return (await self._console.two_factor()).remember_device_days
 
-    async def remember(self, user_id: int, client: ClientInfo) -> tuple[str, int] | None:
-        """A new device token and its lifetime in days, or None while the feature is off."""
+    async def remember(self, signed_in: Completion, client: ClientInfo) -> tuple[str, int] | None:
+        """A new device token and its lifetime in days for the sign-in that just completed,
+        or None while the feature is off, or when no second factor stands behind the sign-in
+        (a postponement, a Duo fail-open or bypass): a device stands for the factor passed."""
         days = await self.days()
-        if days <= 0:
+        user_id = signed_in.session.user_id
+        if days <= 0 or user_id is None or not signed_in.passed_second_factor:
             return None
         now = self._clock.now()
         token = new_token()

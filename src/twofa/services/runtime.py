@@ -64,6 +64,7 @@ def build_duo_service(
     db: async_sessionmaker[AsyncSession],
     sessions: SessionService,
     clock: Clock,
+    access: FactorAccess,
 ) -> DuoPushService | None:
     if not duo.configured:
         return None
@@ -77,7 +78,7 @@ def build_duo_service(
             long_poll_read=duo.long_poll_s + duo.timeout_s,
         ),
     )
-    return DuoPushService(db, DuoPushMethod(client, duo), sessions, clock, duo)
+    return DuoPushService(db, DuoPushMethod(client, duo), sessions, clock, duo, access)
 
 
 def external_directories(
@@ -201,7 +202,7 @@ class Gateway:
             access_rules,
             rule_book,
         )
-        gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock)
+        gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock, access)
         gateway.directory_clients = directory_clients
         gateway.directories = external
         if settings.redis_url is not None:
@@ -251,7 +252,9 @@ class Gateway:
         version = await self.console.version()  # cached: re-read at most once a second
         if version != self._duo_version:
             effective = await self.console.effective_duo()
-            self.duo = build_duo_service(effective, self.http, self.db, self.sessions, self.clock)
+            self.duo = build_duo_service(
+                effective, self.http, self.db, self.sessions, self.clock, self.access
+            )
             self._duo_version = version
         return self.duo
 

@@ -22,6 +22,11 @@ class DuoDown(SecondFactorError):
     """Duo could not be asked and failmode is secure."""
 
 
+class DuoRefused(SecondFactorError):
+    """Duo answered but refused twofa itself (a wrong key or clock: 401; too many requests:
+    429). Never a reason to fail open: the sign-in is refused and the admin is told."""
+
+
 class FailOpen(SecondFactorError):
     """Duo could not be asked and failmode is safe: sign in on the password alone."""
 
@@ -35,3 +40,9 @@ class Completion:
     token: str
     session: SessionView
     enrolled_now: bool = False
+
+    @property
+    def passed_second_factor(self) -> bool:
+        """A second factor stands behind this session (not a postponement or a fail-open):
+        only such a sign-in may remember the device."""
+        return self.session.second_factor_at is not None

@@ -9,6 +9,7 @@ from typing import Final
 from twofa.simulator.errors import DuoFailure
 
 FAULT_STATUSES: Final = {
+    401: DuoFailure(40103, "Invalid signature in request credentials"),  # as a wrong key or clock
     429: DuoFailure(42901, "Too Many Requests"),
     500: DuoFailure(50001, "Internal server error"),
     502: DuoFailure(50201, "Bad gateway"),

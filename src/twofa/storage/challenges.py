@@ -81,6 +81,21 @@ class Challenges:
             .values(status=status)
         )
 
+    async def settle(self, challenge_id: str, status: str) -> bool:
+        """Records the answer to a pending push or call; True for exactly one caller however
+        many polls race, so what follows an answer (its audit, a fraud report's pause) happens
+        once."""
+        result = await self._db.execute(
+            update(ChallengeRow)
+            .where(
+                ChallengeRow.id == challenge_id,
+                ChallengeRow.consumed_at.is_(None),
+                ChallengeRow.status == "pending",
+            )
+            .values(status=status)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
     async def consume(
         self,
         challenge_id: str,

@@ -11,13 +11,16 @@ around eleven small statements (bench/README.md); these do the same reads and wr
   challenge bound to that session and user, and returns what answering it needs.
 - `read_answer`: ONE read of the same, with the pending challenge bound to both; the lane
   skips it when it kept what `open_challenge` returned.
+- `take_attempt` (and `give_back`): the attempt counter's own statements
+  (storage.repositories.Throttles, compiled once for asyncpg), so the lane counts before it
+  checks a code exactly as the general path does.
 - `write_answer`: ONE statement whose links gate each other: the conditional consume of the
   challenge (itself gated as the read is: live session at a verifying level, enabled user,
-  no lock-out, so it is safe without a read just before), the version-checked credential
-  state, the session replaced by a signed-in one, the audit row and the failure counter's
-  reset. If the consume matched but a later link did not (a racing sign-in changed the
-  credential, the session was ended), the final SELECT divides by zero and PostgreSQL rolls
-  the whole statement back: nothing is written unless everything is.
+  so it is safe without a read just before; the lock-out is the counted attempt's business),
+  the version-checked credential state, the session replaced by a signed-in one, the audit
+  row and the failure counter's reset. If the consume matched but a later link did not (a
+  racing sign-in changed the credential, the session was ended), the final SELECT divides by
+  zero and PostgreSQL rolls the whole statement back: nothing is written unless everything is.
 
 Every time comes from the caller (the injected clock), never from the database's `now()`.
 """
@@ -27,13 +30,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from twofa.errors import TwofaError
+from twofa.storage.repositories import CountedAttempt, Throttles
 
 OPEN_CHALLENGE: Final = """WITH s AS (
   SELECT s.id, s.user_id, s.level, s.csrf_token, u.username, u.display_name, u.email
@@ -70,8 +77,10 @@ WHERE s.id = $1 AND s.level = ANY($7::int[]) AND s.expires_at > $3 AND s.last_se
   AND NOT EXISTS (SELECT 1 FROM throttle t WHERE t.key = $5 || lower(u.username)
                   AND t.locked_until > $3)"""  # AnswerContext's columns
 
-# Gated as the read is (live session at a verifying level, enabled user, no lock-out), so it
-# is safe on its own: the lane may skip the read when it kept the page's context.
+# Gated as the read is (live session at a verifying level, enabled user), so it is safe on its
+# own: the lane may skip the read when it kept the page's context. No lock-out gate: the lane
+# writes only under an attempt it counted first and found allowed (`take_attempt`), as the
+# general path consumes a challenge under its counted attempt.
 WRITE_ANSWER: Final = """WITH consumed AS (
   UPDATE challenges SET consumed_at = $4, status = 'allow', payload = NULL
   WHERE id = $1 AND user_id = $3 AND session_id = $2 AND method = $19
@@ -79,7 +88,6 @@ WRITE_ANSWER: Final = """WITH consumed AS (
     AND EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id
                 WHERE s.id = $2 AND s.user_id = $3 AND s.level = ANY($17::int[])
                   AND s.expires_at > $4 AND s.last_seen_at > $18 AND u.enabled)
-    AND NOT EXISTS (SELECT 1 FROM throttle t WHERE t.key = $15 AND t.locked_until > $4)
   RETURNING id
 ), stepped AS (
   UPDATE credentials SET state = $7::json, version = $6 + 1, last_used_at = $4
@@ -102,6 +110,25 @@ WRITE_ANSWER: Final = """WITH consumed AS (
 )
 SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM consumed) THEN 0
   ELSE 1 / (SELECT count(*)::int FROM audited) END"""
+
+
+class _AsyncpgStatement:
+    """A SQLAlchemy Core statement compiled once for asyncpg: its text and its arguments in
+    order (the compiled statement's own literals included)."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        compiled = statement.compile(dialect=PGDialect_asyncpg())  # type: ignore[no-untyped-call]
+        assert isinstance(compiled, SQLCompiler)
+        self._compiled = compiled
+        self.sql = str(compiled)
+
+    def arguments(self, params: dict[str, Any]) -> list[Any]:
+        values = self._compiled.construct_params(params) or {}
+        return [values[name] for name in self._compiled.positiontup or ()]
+
+
+TAKE_ATTEMPT: Final = _AsyncpgStatement(Throttles.counting_statement("postgresql"))
+GIVE_BACK: Final = tuple(_AsyncpgStatement(s) for s in Throttles.give_back_statements())
 
 
 class ExpressUnavailable(TwofaError):
@@ -235,6 +262,21 @@ class ExpressStore:
                 list(window.levels),
             )
         return [AnswerContext(*row) for row in rows]
+
+    async def take_attempt(
+        self, key: str, limit: int, window: timedelta, lockout: timedelta, now: datetime
+    ) -> CountedAttempt:
+        """Counts one attempt (committed on return: the statement runs on its own)."""
+        params = Throttles.counting_params(key, limit, window, lockout, now)
+        with _unavailable_as_typed():
+            row = await self._pool.fetchrow(TAKE_ATTEMPT.sql, *TAKE_ATTEMPT.arguments(params))
+        return CountedAttempt(int(row[0]), row[1], row[2])
+
+    async def give_back(self, key: str, window_started_at: datetime, limit: int) -> None:
+        params = Throttles.give_back_params(key, window_started_at, limit)
+        with _unavailable_as_typed():
+            for statement in GIVE_BACK:
+                await self._pool.execute(statement.sql, *statement.arguments(params))
 
     async def write_answer(self, write: AnswerWrite) -> bool:
         """True when everything was written; False when nothing was (the challenge was used

@@ -12,7 +12,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from twofa.methods.registry import UnknownMethod
 from twofa.services.access_rules import UnknownAccessRule
 from twofa.services.factors import DeliveryFailed
-from twofa.services.second_factor_outcomes import DuoDown, SecondFactorError
+from twofa.services.push_fatigue import DailyCapReached, PushesPaused
+from twofa.services.second_factor_outcomes import DuoDown, DuoRefused, SecondFactorError
 from twofa.web.admin.guard import AdminOnly
 from twofa.web.context import CsrfError, SignInRequired
 from twofa.web.templating import render
@@ -65,10 +66,10 @@ async def admin_only(request: Request, exc: Exception) -> Response:
 
 async def second_factor_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SecondFactorError)
-    if isinstance(exc, DeliveryFailed):
-        return problem(request, 503, exc.message, other_methods=True)
-    status = 503 if isinstance(exc, DuoDown) else 400
-    return problem(request, status, exc.message)
+    unavailable = isinstance(exc, (DeliveryFailed, DuoDown, DuoRefused))
+    # the user's other methods may still work: say so with a way to them
+    elsewhere = unavailable or isinstance(exc, (PushesPaused, DailyCapReached))
+    return problem(request, 503 if unavailable else 400, exc.message, other_methods=elsewhere)
 
 
 async def unknown_method(request: Request, exc: Exception) -> Response:

@@ -27,9 +27,13 @@ from twofa.web.context import (
     gateway_of,
     session_at,
     session_in,
-    set_device_cookie,
 )
-from twofa.web.second_factor import completed, method_url
+from twofa.web.second_factor import (
+    ask_for_step_up,
+    completed,
+    method_url,
+    remember_device_if_asked,
+)
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/2fa")
@@ -48,24 +52,6 @@ PAGE_FIELDS = frozenset({"csrf_token", "challenge", "remember"})  # not the meth
 
 def _response_fields(form: FormData) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str) and k not in PAGE_FIELDS}
-
-
-async def remember_if_asked(
-    request: Request, response: Response, form: FormData, session: SessionView
-) -> None:
-    """Remember this device, when the user ticked it at sign-in and the admin allows it."""
-    if form.get("remember") != "on" or session.level is not Level.PASSWORD:
-        return
-    assert session.user_id is not None
-    remembered = await gateway_of(request).devices.remember(session.user_id, client_of(request))
-    if remembered is not None:
-        set_device_cookie(request, response, *remembered)
-
-
-async def _step_up(request: Request, session: SessionView) -> Response:
-    """Remembers the page that needs a fresh second factor, then asks for one."""
-    await gateway_of(request).sessions.set_next_url(session, request.url.path)
-    return RedirectResponse("/2fa/use?step_up=1", status_code=303)
 
 
 async def _page(
@@ -142,7 +128,7 @@ async def verify_answer(request: Request, code: str) -> Response:
         mine = await gateway_of(request).my_factors.overview(session.user_id)
         if mine.low_on_backup_codes:  # say so before the user goes on
             response.headers["location"] = "/2fa/after?codes_low=1"
-    await remember_if_asked(request, response, form, session)
+    await remember_device_if_asked(request, response, session, completion, form.get("remember"))
     return response
 
 
@@ -154,7 +140,7 @@ async def enrol_page(request: Request, code: str) -> Response:
             session, code, client_of(request)
         )
     except StepUpRequired:
-        return await _step_up(request, session)
+        return await ask_for_step_up(request, session)
     return await _page(request, session, code, "enrol", started)
 
 
@@ -169,7 +155,7 @@ async def enrol_with_details(request: Request, code: str) -> Response:
             session, code, client_of(request), entered=fields
         )
     except StepUpRequired:
-        return await _step_up(request, session)
+        return await ask_for_step_up(request, session)
     if started.error:
         return await _page(request, session, code, "enrol", started, 400, error=started.error)
     return await _page(request, session, code, "enrol", started)
@@ -187,7 +173,7 @@ async def enrol_answer(request: Request, code: str) -> Response:
             session, code, challenge_id, _response_fields(form), client_of(request)
         )
     except StepUpRequired:
-        return await _step_up(request, session)
+        return await ask_for_step_up(request, session)
     except SecondFactorError as exc:
         again = await factors.reopen(session, code, challenge_id, "enrol")
         if again is None:

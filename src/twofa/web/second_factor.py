@@ -8,6 +8,7 @@ All of them need a session that passed the password (`Level.PASSWORD`). Decision
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import segno
 from fastapi import APIRouter, Request
@@ -15,9 +16,11 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from twofa.config import DuoFactor
 from twofa.methods.registry import DUO_PUSH
-from twofa.services.duo_factor_rules import CALLING
+from twofa.services.duo_factor_rules import CALLING, Bypass
 from twofa.services.duo_factors import DuoFactorService, FactorNotAllowed
 from twofa.services.duo_push import DuoPushService, SetupKind, SetupView
+from twofa.services.factor_access import StepUpRequired
+from twofa.services.push_fatigue import without_phone_requests
 from twofa.services.second_factor_outcomes import Completion, FailOpen, SecondFactorError
 from twofa.services.sessions import Level, SessionView
 from twofa.web.context import (
@@ -32,6 +35,11 @@ from twofa.web.context import (
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/2fa")
+NO_DUO_DEVICE = (
+    "Duo no longer knows a phone for your account, and a new one can only be set up once you "
+    "have verified with another method. Use another method, or ask your administrator to "
+    "reset your two-factor authentication."
+)
 # A second factor is asked at sign-in (PASSWORD) and to confirm a sensitive change (SIGNED_IN).
 VERIFYING = (Level.PASSWORD, Level.SIGNED_IN)
 
@@ -69,15 +77,10 @@ def completed(request: Request, completion: Completion) -> RedirectResponse:
 
 
 async def fail_open(request: Request, session: SessionView) -> Completion:
-    """failmode safe: Duo could not be asked, so the password alone signs the user in. A
-    signed-in user confirming a change gets no such pass: confirming is the point."""
-    if session.level is Level.SIGNED_IN:
-        raise SecondFactorError(
-            "Duo Security cannot be reached, so it cannot confirm it's you right now. "
-            "Use another method or try again later."
-        )
+    """failmode safe: Duo could not be asked, so the password alone signs the user in where
+    the gate allows it (a sign-in of a user who has Duo Push; never to confirm a change)."""
     duo = await duo_of(request)
-    return await duo.bypass(session, client_of(request), "failmode safe")
+    return await duo.bypass(session, client_of(request), Bypass.FAILMODE_SAFE)
 
 
 async def remember_days_for(request: Request, session: SessionView) -> int:
@@ -88,11 +91,17 @@ async def remember_days_for(request: Request, session: SessionView) -> int:
 
 
 async def remember_device_if_asked(
-    request: Request, response: Response, session: SessionView, remember: str
+    request: Request,
+    response: Response,
+    session: SessionView,
+    completion: Completion,
+    remember: object,
 ) -> None:
-    if remember != "on" or session.level is not Level.PASSWORD or session.user_id is None:
+    """Remember this device, when the user ticked it at sign-in (not when confirming a
+    change) and the admin allows it; the service refuses a sign-in with no second factor."""
+    if remember != "on" or session.level is not Level.PASSWORD:
         return
-    remembered = await gateway_of(request).devices.remember(session.user_id, client_of(request))
+    remembered = await gateway_of(request).devices.remember(completion, client_of(request))
     if remembered is not None:
         set_device_cookie(request, response, *remembered)
 
@@ -142,14 +151,20 @@ async def postpone_enrolment(request: Request) -> Response:
     return completed(request, completion)
 
 
-async def _setup_or_complete(request: Request, session: SessionView) -> SetupView | Response:
+async def _setup_or_complete(
+    request: Request, session: SessionView, *, enrol: bool
+) -> SetupView | Response:
+    """The set-up (`enrol`) or validation page's view of Duo, or the sign-in when Duo waives
+    the second factor or cannot be asked and the gate lets the user in without it."""
     duo = await duo_of(request)
     try:
-        setup = await duo.setup(session, client_of(request))
+        setup = await (
+            duo.setup(session, client_of(request)) if enrol else _duo_view(request, duo, session)
+        )
     except FailOpen:
         return completed(request, await fail_open(request, session))
     if setup.kind is SetupKind.BYPASS:
-        completion = await duo.bypass(session, client_of(request), "Duo bypass")
+        completion = await duo.bypass(session, client_of(request), Bypass.DUO_ALLOWS)
         return completed(request, completion)
     if setup.kind is SetupKind.DENIED:
         raise SecondFactorError(
@@ -158,10 +173,19 @@ async def _setup_or_complete(request: Request, session: SessionView) -> SetupVie
     return setup
 
 
+async def ask_for_step_up(request: Request, session: SessionView) -> Response:
+    """Remembers the page that needs a fresh second factor, then asks for one."""
+    await gateway_of(request).sessions.set_next_url(session, request.url.path)
+    return RedirectResponse("/2fa/use?step_up=1", status_code=303)
+
+
 @router.get("/duo/setup")
 async def duo_setup(request: Request) -> Response:
-    session = await session_at(request, Level.PASSWORD)
-    setup = await _setup_or_complete(request, session)
+    session = await session_in(request, *VERIFYING)
+    try:
+        setup = await _setup_or_complete(request, session, enrol=True)
+    except StepUpRequired:
+        return await ask_for_step_up(request, session)
     if isinstance(setup, Response):
         return setup
     qr = activation_qr_svg(setup.activation_code) if setup.activation_code else None
@@ -179,30 +203,61 @@ async def duo_setup(request: Request) -> Response:
 @router.get("/validate")
 async def validate(request: Request) -> Response:
     session = await session_in(request, *VERIFYING)
-    setup = await _setup_or_complete(request, session)
+    setup = await _setup_or_complete(request, session, enrol=False)
     if isinstance(setup, Response):
         return setup
-    if setup.kind is SetupKind.ACTIVATE:  # Duo no longer knows a device: set up again
+    if setup.kind is SetupKind.ACTIVATE and setup.activation_code:  # a first set-up
         return RedirectResponse("/2fa/duo/setup", status_code=303)
+    if setup.kind is SetupKind.ACTIVATE:  # a password alone may not set up another phone
+        raise SecondFactorError(NO_DUO_DEVICE)
     # Back from "Text Me Passcodes": show the passcode field, and no push over it.
     sms_sent = request.query_params.get("sms") == "sent" and bool(setup.offer.sms)
-    autopush = (await duo_of(request)).settings.autopush and setup.offer.push and not sms_sent
+    return await _validation_page(request, session, setup, sms_sent=sms_sent)
+
+
+async def _validation_page(
+    request: Request,
+    session: SessionView,
+    setup: SetupView,
+    *,
+    sms_sent: bool = False,
+    passcode_error: str | None = None,
+) -> Response:
+    """The validation page, first shown or after a wrong passcode. After a fraud report it
+    says why pushes are paused and offers nothing that reaches the phone (no autopush)."""
+    duo = await duo_of(request)
+    pause_notice = await duo.pause_notice(session)
+    if pause_notice is not None:
+        setup = replace(setup, offer=without_phone_requests(setup.offer))
+    autopush = duo.settings.autopush and setup.offer.push and not sms_sent and not passcode_error
     return render(
         request,
         "validate.html",
+        status_code=401 if passcode_error else 200,
         title="Verify it's you",
         setup=setup,
         csrf_token=session.csrf_token,
         autopush=autopush,
         activated=True,
         sms_sent=sms_sent,
+        pause_notice=pause_notice,
+        passcode_error=passcode_error,
         remember_days=await remember_days_for(request, session),
     )
 
 
+async def _duo_view(request: Request, duo: DuoPushService, session: SessionView) -> SetupView:
+    """What Duo offers this session now: its validation, or its set-up while enrolling (a
+    user whose phone Duo knows already approves a first push on the validation page)."""
+    purpose, _ = await gateway_of(request).access.purpose_for(session, DUO_PUSH)
+    if purpose == "validate":
+        return await duo.validation(session, client_of(request))
+    return await duo.setup(session, client_of(request))
+
+
 @router.get("/duo/activation")
 async def activation_status(request: Request) -> Response:
-    session = await session_at(request, Level.PASSWORD)
+    session = await session_in(request, *VERIFYING)
     duo = await duo_of(request)
     try:
         status = await duo.activation_status(session, client_of(request))
@@ -277,7 +332,7 @@ async def push_status(
         body["redirect"] = landing_after(result.completion)
         response = JSONResponse(body)
         set_session_cookie(request, response, result.completion.token)
-        await remember_device_if_asked(request, response, session, remember)
+        await remember_device_if_asked(request, response, session, result.completion, remember)
     return response
 
 
@@ -296,19 +351,8 @@ async def passcode(request: Request) -> Response:
     except FactorNotAllowed:
         raise  # a page of its own: there is no passcode field to show the error under
     except SecondFactorError as exc:
-        setup = await duo.setup(session, client_of(request))
-        return render(
-            request,
-            "validate.html",
-            status_code=401,
-            title="Verify it's you",
-            setup=setup,
-            csrf_token=session.csrf_token,
-            autopush=False,
-            activated=True,
-            passcode_error=exc.message,
-            remember_days=await remember_days_for(request, session),
-        )
+        setup = await _duo_view(request, duo, session)
+        return await _validation_page(request, session, setup, passcode_error=exc.message)
     response = completed(request, completion)
-    await remember_device_if_asked(request, response, session, str(form.get("remember", "")))
+    await remember_device_if_asked(request, response, session, completion, form.get("remember"))
     return response

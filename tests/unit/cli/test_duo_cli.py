@@ -53,7 +53,8 @@ def test_set_saves_keys_duo_accepts(
     result = cli.ok(
         "duo", "set", *keys(simulator, skey_file),
         "--failmode", "safe", "--push-type", "Sign-in", "--application-name", "Jira",
-        "--no-autopush", "--pushes-per-minute", "5",
+        "--no-autopush", "--pushes-per-minute", "5", "--pushes-per-day", "12",
+        "--fraud-pause-minutes", "120",
     )  # fmt: skip
 
     assert "saved; Duo answered: keys are valid" in result.stdout
@@ -66,6 +67,7 @@ def test_set_saves_keys_duo_accepts(
     )
     assert (saved.push_type, saved.application_name, saved.autopush) == ("Sign-in", "Jira", False)
     assert saved.pushes_per_minute == 5
+    assert (saved.pushes_per_day, saved.fraud_pause_minutes) == (12, 120)
 
 
 def test_set_is_audited_as_cli_with_the_secret_redacted(
@@ -146,6 +148,8 @@ def test_a_wrong_secret_is_refused_by_option_name_and_nothing_is_saved(
         ("--ikey", "DI123", "--ikey: an integration key is 20 characters"),
         ("--host", "http://duo.example.com", "--host: plain http is only allowed"),
         ("--pushes-per-minute", "0", "--pushes-per-minute: between 1 and 60"),
+        ("--pushes-per-day", "501", "--pushes-per-day: between 1 and 500"),
+        ("--fraud-pause-minutes", "0", "--fraud-pause-minutes: between 1 and 10080"),
     ],
 )
 def test_bad_values_are_refused_by_option_name(
@@ -234,6 +238,7 @@ def test_show_never_prints_the_secret(
     assert simulator.skey not in shown
     as_json = json.loads(cli.ok("duo", "show", "--json").stdout)
     assert (as_json["secret key"], as_json["source"]) == ("set", "console")
+    assert (as_json["pushes per day"], as_json["fraud pause"]) == ("20", "60 minutes")
 
 
 def test_show_before_any_keys_says_not_configured(cli: TwofaCli) -> None:

@@ -147,7 +147,7 @@ def test_disable_an_unknown_user_exits_2(cli: TwofaCli) -> None:
     assert "no user 'nobody'" in result.stderr
 
 
-def test_list_shows_a_table_with_policy_and_duo_columns(cli: TwofaCli) -> None:
+def test_list_shows_a_table_with_policy_and_method_columns(cli: TwofaCli) -> None:
     cli.ok("user", "add", "alice", "--no-password", "--display-name", "Alice Liddell")
     cli.ok("user", "add", "bob", "--no-password", "--admin")
     cli.ok("group", "add", "engineering")
@@ -158,7 +158,7 @@ def test_list_shows_a_table_with_policy_and_duo_columns(cli: TwofaCli) -> None:
     lines = cli.ok("user", "list").stdout.splitlines()
 
     assert lines[0].split() == [
-        "USERNAME", "NAME", "ENABLED", "ADMIN", "GROUPS", "2FA", "REASON", "DUO", "PUSH",
+        "USERNAME", "NAME", "ENABLED", "ADMIN", "GROUPS", "2FA", "REASON", "METHODS",
     ]  # fmt: skip
     assert lines[2].split()[:8] == [
         "alice", "Alice", "Liddell", "yes", "no", "engineering", "required", "enabled",
@@ -193,7 +193,7 @@ def test_show_describes_one_user(cli: TwofaCli) -> None:
     assert shown["2FA"].strip() == (
         "not required (2FA is not enabled for the user or any of their groups)"
     )
-    assert shown["Duo Push"].strip() == "not set up"
+    assert shown["methods"].strip() == "not set up"
 
 
 def test_show_an_unknown_user_exits_2(cli: TwofaCli) -> None:
@@ -207,7 +207,7 @@ def test_reset_2fa_forgets_duo_push_and_ends_sessions(cli: TwofaCli) -> None:
     cli.ok("user", "add", "alice", "--no-password")
     cli.query(lambda gateway: _configure_duo_push(gateway, "alice"))
     cli.query(lambda gateway: _open_session(gateway, "alice"))
-    assert cli.ok("user", "show", "alice").stdout.splitlines()[-1] == "Duo Push: configured"
+    assert cli.ok("user", "show", "alice").stdout.splitlines()[-1] == "methods:  duo_push"
 
     result = cli.ok("user", "reset-2fa", "alice")
 

@@ -26,7 +26,7 @@ from twofa.storage.repositories import DuoEnrolments
 
 
 def console_users(gateway: Gateway) -> ConsoleUsersService:
-    return ConsoleUsersService(gateway.db, gateway.clock, gateway.console)
+    return ConsoleUsersService(gateway.db, gateway.clock, gateway.console, gateway.access)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ round trip on PostgreSQL."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,11 +25,19 @@ from tests.unit.services.conftest import (
 )
 from twofa.clock import FrozenClock
 from twofa.config import FailMode
+from twofa.duo import DuoRateLimited
+from twofa.services.duo_factor_rules import Bypass
 from twofa.services.duo_push import PushState
 from twofa.services.login import LoginResult
 from twofa.services.runtime import Gateway
-from twofa.services.second_factor_outcomes import DuoDown, FailOpen, SecondFactorError
+from twofa.services.second_factor_outcomes import (
+    DuoDown,
+    DuoRefused,
+    FailOpen,
+    SecondFactorError,
+)
 from twofa.services.sessions import Level
+from twofa.storage.repositories import DuoEnrolments, Users
 
 
 def issue_passcode(simulator: RunningSimulator, username: str) -> str:
@@ -129,7 +137,7 @@ async def test_wrong_passcodes_are_throttled_after_five(
     with pytest.raises(SecondFactorError, match="Too many wrong passcodes"):
         await duo.verify_passcode(session, good, BROWSER)
     refused = await audit_rows(duo_gateway, "duo_passcode", "alice")
-    assert [row.outcome for row in refused] == ["refused"] * 5
+    assert [row.outcome for row in refused] == ["refused"] * 5 + ["locked"]  # unseen by Duo
     clock = duo_gateway.clock
     assert isinstance(clock, FrozenClock)
     clock.advance(timedelta(minutes=15))
@@ -137,36 +145,16 @@ async def test_wrong_passcodes_are_throttled_after_five(
     assert completion.session.level is Level.SIGNED_IN
 
 
-@pytest.fixture
-async def failing_gateway(
-    request: pytest.FixtureRequest, database_url: str, simulator: RunningSimulator
-) -> AsyncIterator[Gateway]:
-    """A gateway whose Duo cannot be asked: 503s, or a wrong secret key (401)."""
-    failmode, cause = request.param
-    skey = "wrong-secret-key-wrong-secret-key-00000000" if cause == "bad_skey" else None
-    if cause == "503":
-        simulator.control.post("/_sim/faults", json={"status": 503}).raise_for_status()
-    simulator.add_user("alice")
-    running = await start_duo_gateway(
-        duo_settings(database_url, simulator, failmode=FailMode(failmode), skey=skey)
-    )
-    try:
-        yield running
-    finally:
-        await running.close()
+async def configure_duo(gateway: Gateway, user_id: int) -> None:
+    """Alice has set up Duo Push (as an approved first push would have recorded)."""
+    async with gateway.db.begin() as db:
+        (await DuoEnrolments(db).get_or_create(user_id)).configured_at = gateway.clock.now()
 
 
-FAILURES = [("503", "DuoServerError"), ("bad_skey", "DuoApiError")]
-
-
-@pytest.mark.parametrize(
-    ("failing_gateway", "error"),
-    [(("secure", cause), error) for cause, error in FAILURES],
-    indirect=["failing_gateway"],
-)
 async def test_failmode_secure_refuses_when_duo_cannot_be_asked(
-    failing_gateway: Gateway, error: str
+    failing: FailingGateway,
 ) -> None:
+    failing_gateway = await failing("secure", "503")
     await add_user(failing_gateway, "alice", twofa=True)
     session = await password_session(failing_gateway, "alice")
     duo = duo_of(failing_gateway)
@@ -176,28 +164,102 @@ async def test_failmode_secure_refuses_when_duo_cannot_be_asked(
         await duo.setup(session, BROWSER)
     rows = await audit_rows(failing_gateway, "failmode", "alice")
     assert [row.outcome for row in rows] == ["secure", "secure"]
-    assert rows[0].detail["error"].startswith(error)
+    assert rows[0].detail["error"].startswith("DuoServerError")
     assert rows[0].client_ip == BROWSER.ip
     assert await audit_rows(failing_gateway, "duo_push") == []  # no challenge was stored
 
 
-@pytest.mark.parametrize(
-    "failing_gateway", [("safe", cause) for cause, _ in FAILURES], indirect=True
-)
-async def test_failmode_safe_fails_open_and_audits_it(failing_gateway: Gateway) -> None:
-    await add_user(failing_gateway, "alice", twofa=True)
+FailingGateway = Callable[[str, str], Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def failing(database_url: str, simulator: RunningSimulator) -> AsyncIterator[FailingGateway]:
+    """Starts a gateway in failmode `failmode` whose Duo cannot be asked (`cause` "503"), or
+    refuses its keys ("bad_skey": a wrong secret, 401), or answers ("none")."""
+    started: list[Gateway] = []
+
+    async def start(failmode: str, cause: str) -> Gateway:
+        skey = "wrong-secret-key-wrong-secret-key-00000000" if cause == "bad_skey" else None
+        if cause == "503":
+            simulator.control.post("/_sim/faults", json={"status": 503}).raise_for_status()
+        simulator.add_user("alice")
+        settings = duo_settings(database_url, simulator, failmode=FailMode(failmode), skey=skey)
+        started.append(await start_duo_gateway(settings))
+        return started[-1]
+
+    yield start
+    for gateway in started:
+        await gateway.close()
+
+
+async def test_failmode_safe_fails_open_for_a_duo_user_and_audits_it(
+    failing: FailingGateway,
+) -> None:
+    failing_gateway = await failing("safe", "503")
+    await configure_duo(failing_gateway, await add_user(failing_gateway, "alice", twofa=True))
     session = await password_session(failing_gateway, "alice")
     duo = duo_of(failing_gateway)
     with pytest.raises(FailOpen) as caught:
         await duo.send_push(session, BROWSER)
     assert not isinstance(caught.value, DuoDown)
     assert [row.outcome for row in await audit_rows(failing_gateway, "failmode")] == ["safe"]
-    completion = await duo.bypass(session, BROWSER, reason="failmode safe")
+    completion = await duo.bypass(session, BROWSER, Bypass.FAILMODE_SAFE)
     assert completion.session.level is Level.SIGNED_IN
+    assert not completion.passed_second_factor  # never fresh, never a remembered device
+    assert await failing_gateway.devices.remember(completion, BROWSER) is None
     bypassed = await audit_rows(failing_gateway, "second_factor", "alice")
     assert [(row.outcome, row.detail["reason"]) for row in bypassed] == [
         ("bypassed", "failmode safe")
     ]
+
+
+async def test_failmode_safe_does_not_let_in_a_user_without_duo(
+    failing: FailingGateway,
+) -> None:
+    failing_gateway = await failing("safe", "503")
+    await add_user(failing_gateway, "alice", twofa=True)
+    session = await password_session(failing_gateway, "alice")
+    with pytest.raises(SecondFactorError, match="cannot sign in without it"):
+        await duo_of(failing_gateway).bypass(session, BROWSER, Bypass.FAILMODE_SAFE)
+    refused = await audit_rows(failing_gateway, "second_factor", "alice")
+    assert [(row.outcome, row.detail["cause"]) for row in refused] == [
+        ("bypass_refused", "failmode safe")
+    ]
+
+
+@pytest.mark.parametrize("failmode", ["secure", "safe"])
+async def test_a_wrong_secret_key_fails_closed_in_either_failmode(
+    failing: FailingGateway, failmode: str
+) -> None:
+    failing_gateway = await failing(failmode, "bad_skey")
+    await configure_duo(failing_gateway, await add_user(failing_gateway, "alice", twofa=True))
+    session = await password_session(failing_gateway, "alice")
+    with pytest.raises(DuoRefused, match="refused its keys") as caught:
+        await duo_of(failing_gateway).send_push(session, BROWSER)
+    assert not isinstance(caught.value, FailOpen | DuoDown)
+    assert await audit_rows(failing_gateway, "failmode") == []
+    [error] = await audit_rows(failing_gateway, "duo_error", "alice")
+    assert error.detail["error"].startswith("Duo answered 401")
+
+
+async def test_duo_rate_limiting_fails_closed_even_in_failmode_safe(
+    failing: FailingGateway,
+) -> None:
+    """A 429 outlasting Duo's back-off schedule: Duo answered, so no fail-open."""
+    safe = await failing("safe", "none")
+    user_id = await add_user(safe, "alice", twofa=True)
+    await configure_duo(safe, user_id)
+    async with safe.db.begin() as db:
+        user = await Users(db).by_id(user_id)
+    assert user is not None
+
+    async def rate_limited() -> None:
+        raise DuoRateLimited(http_status=429, code=42901, message="Too Many Requests", detail=None)
+
+    with pytest.raises(DuoRefused, match="too many"):
+        await duo_of(safe).ask_duo(rate_limited(), user, BROWSER)
+    assert await audit_rows(safe, "failmode") == []
+    assert [row.outcome for row in await audit_rows(safe, "duo_error")] == ["42901"]
 
 
 async def test_failmode_applies_while_polling(

@@ -11,6 +11,7 @@ from twofa.clock import FrozenClock
 from twofa.domain.client import NO_CLIENT
 from twofa.services.remembered_devices import MAX_PER_USER, device_label
 from twofa.services.runtime import Gateway
+from twofa.services.second_factor_outcomes import Completion
 from twofa.services.sessions import Level, SessionView
 from twofa.services.two_factor_settings import TwoFactorConfig
 from twofa.storage.repositories import Users
@@ -55,6 +56,22 @@ async def alice(gateway: Gateway) -> int:
     return await user_id(gateway, "alice")
 
 
+def signed_in_with_a_second_factor(gateway: Gateway, user_id: int) -> Completion:
+    """The sign-in a device is remembered for: one that has just passed a second factor."""
+    view = SessionView("s", user_id, Level.SIGNED_IN, "csrf", "/", gateway.clock.now())
+    return Completion("token", view)
+
+
+async def test_a_sign_in_without_a_second_factor_remembers_no_device(
+    gateway: Gateway, alice: int
+) -> None:
+    """A postponement or a Duo fail-open signs in on the password: it must not leave a device
+    that later counts as a passed second factor."""
+    view = SessionView("s", alice, Level.SIGNED_IN, "csrf", "/", None)
+    assert await gateway.devices.remember(Completion("token", view), BROWSER) is None
+    assert await gateway.devices.of_user(alice) == []
+
+
 async def user_id(gateway: Gateway, username: str) -> int:
     async with gateway.db.begin() as db:
         user = await Users(db).by_name(username)
@@ -67,7 +84,9 @@ async def test_a_user_keeps_at_most_the_cap_newest_first_out(
 ) -> None:
     tokens = []
     for _ in range(MAX_PER_USER + 2):
-        remembered = await gateway.devices.remember(alice, BROWSER)
+        remembered = await gateway.devices.remember(
+            signed_in_with_a_second_factor(gateway, alice), BROWSER
+        )
         assert remembered is not None
         tokens.append(remembered[0])
         clock.advance(timedelta(seconds=1))
@@ -87,7 +106,9 @@ async def test_a_user_keeps_at_most_the_cap_newest_first_out(
 async def test_a_device_expires_after_the_admins_days(
     gateway: Gateway, alice: int, clock: FrozenClock
 ) -> None:
-    remembered = await gateway.devices.remember(alice, BROWSER)
+    remembered = await gateway.devices.remember(
+        signed_in_with_a_second_factor(gateway, alice), BROWSER
+    )
     assert remembered is not None
     assert remembered[1] == 7
     clock.advance(timedelta(days=7, seconds=1))
@@ -97,7 +118,9 @@ async def test_a_device_expires_after_the_admins_days(
 
 
 async def test_another_users_device_token_does_not_sign_in(gateway: Gateway, alice: int) -> None:
-    remembered = await gateway.devices.remember(alice, BROWSER)
+    remembered = await gateway.devices.remember(
+        signed_in_with_a_second_factor(gateway, alice), BROWSER
+    )
     assert remembered is not None
     bob_session = await password_session(gateway, await user_id(gateway, "bob"))
 

@@ -1,5 +1,6 @@
 """The console's Overview page: how many users 2FA protects and how many still have to set it
-up, what happened in the last 24 hours, and which Duo application the gateway uses."""
+up, what happened in the last 24 hours, whose pushes are paused after a fraud report, and which
+Duo application the gateway uses."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.responses import Response
 
 from twofa.services.audit_query import datetime_local
 from twofa.services.overview import OverviewService
+from twofa.services.push_fatigue import FATIGUE_KIND, utc_time
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.context import gateway_of
 from twofa.web.templating import render
@@ -24,7 +26,7 @@ SignedInAdmin = Annotated[Admin, Depends(require_admin)]
 async def overview(request: Request, admin: SignedInAdmin) -> Response:
     gateway = gateway_of(request)
     figures = await OverviewService(gateway.db, gateway.clock, gateway.console).overview()
-    since = datetime_local(figures.activity.since)
+    since, now = datetime_local(figures.activity.since), gateway.clock.now()
 
     def audit_link(kind: str, outcome: str = "") -> str:
         """The Audit Log filtered to the events behind one figure."""
@@ -38,10 +40,12 @@ async def overview(request: Request, admin: SignedInAdmin) -> Response:
         active_tab="Overview",
         admin_name=admin.username,
         figures=figures,
+        paused=[(user.username, utc_time(user.until, now)) for user in figures.paused],
         links={
             "sign_ins": audit_link("login", "password_ok"),
             "denied_pushes": audit_link("duo_push"),
             "failmode": audit_link("failmode"),
             "duo_errors": audit_link("duo_error"),
+            "fraud_reports": audit_link(FATIGUE_KIND, "paused"),
         },
     )

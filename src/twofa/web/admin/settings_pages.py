@@ -80,6 +80,8 @@ class DuoForm:
     push_type: str
     application_name: str
     pushes_per_minute: str
+    pushes_per_day: str
+    fraud_pause_minutes: str
     allowed_factors: tuple[str, ...] | None  # None: a form without the checkboxes (keep them)
 
     @classmethod
@@ -92,6 +94,8 @@ class DuoForm:
             push_type=edit.push_type,
             application_name=edit.application_name,
             pushes_per_minute=str(edit.pushes_per_minute),
+            pushes_per_day=str(edit.pushes_per_day),
+            fraud_pause_minutes=str(edit.fraud_pause_minutes),
             allowed_factors=tuple(factor.value for factor in edit.allowed_factors),
         )
 
@@ -108,6 +112,8 @@ class DuoForm:
             push_type=_text(form, "push_type"),
             application_name=_text(form, "application_name"),
             pushes_per_minute=_text(form, "pushes_per_minute"),
+            pushes_per_day=_text(form, "pushes_per_day"),
+            fraud_pause_minutes=_text(form, "fraud_pause_minutes"),
             allowed_factors=factors if form.get("allowed_factors_shown") else None,
         )
 
@@ -118,6 +124,12 @@ def duo_edit_from(form: DuoForm, skey: str, keeps_secret: bool) -> DuoEdit:
     pushes = _whole_number(form.pushes_per_minute)
     if pushes is None:
         problems["pushes_per_minute"] = "a whole number between 1 and 60"
+    per_day = _whole_number(form.pushes_per_day)
+    if per_day is None:
+        problems["pushes_per_day"] = "a whole number between 1 and 500"
+    pause = _whole_number(form.fraud_pause_minutes)
+    if pause is None:
+        problems["fraud_pause_minutes"] = "a whole number of minutes between 1 and 10080"
     try:
         failmode = FailMode(form.failmode)
     except ValueError:
@@ -138,6 +150,8 @@ def duo_edit_from(form: DuoForm, skey: str, keeps_secret: bool) -> DuoEdit:
         push_type=form.push_type,
         application_name=form.application_name,
         pushes_per_minute=pushes if pushes is not None else 1,
+        pushes_per_day=per_day if per_day is not None else 1,
+        fraud_pause_minutes=pause if pause is not None else 1,
         allowed_factors=tuple(factors),
     )
     if problems:  # report the other fields' problems too, in one round trip

@@ -79,7 +79,7 @@ def accounts_for(request: Request, admin: Admin) -> AccountService:
 
 def console_users(request: Request) -> ConsoleUsersService:
     gateway = gateway_of(request)
-    return ConsoleUsersService(gateway.db, gateway.clock, gateway.console)
+    return ConsoleUsersService(gateway.db, gateway.clock, gateway.console, gateway.access)
 
 
 async def users_page(

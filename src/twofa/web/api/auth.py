@@ -70,7 +70,9 @@ class ApiContext:
     @property
     def user_statuses(self) -> ConsoleUsersService:
         """Users as the console's User Management shows them."""
-        return ConsoleUsersService(self.gateway.db, self.gateway.clock, self.gateway.console)
+        return ConsoleUsersService(
+            self.gateway.db, self.gateway.clock, self.gateway.console, self.gateway.access
+        )
 
     @property
     def tokens(self) -> ApiTokenService:

@@ -32,6 +32,15 @@ FACTORS_HELP = (
     "SMS cost Duo telephony credits; push or passcode must be among them."
 )
 
+PER_DAY_HELP = (
+    "Pushes, calls and texts to one user's phone in 24 hours (push fatigue); past it they "
+    "stop for 24 hours, until an admin unlocks the user."
+)
+FRAUD_PAUSE_HELP = (
+    'Minutes no push, call or text goes to a user after they answer one "This wasn\'t me"; '
+    "an admin's unlock lifts the pause early."
+)
+
 
 class DuoSettingsOut(BaseModel):
     source: DuoSource = Field(
@@ -46,6 +55,8 @@ class DuoSettingsOut(BaseModel):
     push_type: str
     application_name: str
     pushes_per_minute: int
+    pushes_per_day: int = Field(description=PER_DAY_HELP)
+    fraud_pause_minutes: int = Field(description=FRAUD_PAUSE_HELP)
     allowed_factors: list[FactorName] = Field(description=FACTORS_HELP)
 
 
@@ -60,6 +71,8 @@ class DuoSettingsIn(RequestModel):
     push_type: Text100 = "Login request"
     application_name: Text100 = "twofa"
     pushes_per_minute: Annotated[int, Field(ge=1, le=60)] = 3
+    pushes_per_day: Annotated[int, Field(ge=1, le=500, description=PER_DAY_HELP)] = 20
+    fraud_pause_minutes: Annotated[int, Field(ge=1, le=10080, description=FRAUD_PAUSE_HELP)] = 60
     allowed_factors: Annotated[list[FactorName], Field(min_length=1, max_length=4)] = Field(
         default_factory=lambda: list(DEFAULT_FACTOR_NAMES), description=FACTORS_HELP
     )
@@ -95,6 +108,8 @@ def duo_out(
         push_type=fields.push_type,
         application_name=fields.application_name,
         pushes_per_minute=fields.pushes_per_minute,
+        pushes_per_day=fields.pushes_per_day,
+        fraud_pause_minutes=fields.fraud_pause_minutes,
         allowed_factors=[factor.value for factor in fields.allowed_factors],
     )
 
@@ -138,6 +153,8 @@ async def put_duo(api: Api, body: DuoSettingsIn) -> DuoSettingsOut:
         push_type=body.push_type,
         application_name=body.application_name,
         pushes_per_minute=body.pushes_per_minute,
+        pushes_per_day=body.pushes_per_day,
+        fraud_pause_minutes=body.fraud_pause_minutes,
         allowed_factors=tuple(DuoFactor(name) for name in body.allowed_factors),
     )
     saved = await api.gateway.console.save_duo(edit, api.actor, api.client)

@@ -1,0 +1,198 @@
+"""The push fatigue guard: someone who has a user's password must not wear them down with
+pushes until they approve one. Pushes, calls and texts to a user's phone share a daily cap,
+counted before anything reaches Duo, and a push or call the user answers "This wasn't me"
+(Duo's fraud result) stops all of them for the admin's `fraud_pause_minutes`.
+
+Both live in the throttle table (services.throttle, keys from services.lockouts), so every
+gateway process sees them at once, and the admin's Unlock in User Management lifts them early.
+Passcodes typed from Duo Mobile or a token stay accepted during a pause: they buzz nothing, and
+they prove the phone is in the user's hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from twofa.clock import Clock
+from twofa.config import DuoSettings
+from twofa.domain.client import ClientInfo
+from twofa.services import audit, throttle
+from twofa.services.duo_factor_rules import MESSAGES, PUSH_CHALLENGE, FactorOffer, PushState
+from twofa.services.lockouts import phone_day_key, push_pause_key
+from twofa.services.second_factor_outcomes import SecondFactorError
+from twofa.storage.audit_log import AuditCriteria, AuditSearch
+from twofa.storage.tables import UserRow
+
+log = logging.getLogger("twofa.push_fatigue")
+
+FATIGUE_KIND: Final = "push_fatigue"  # audit kind of a pause (outcome `paused`, with `until`)
+DAY: Final = timedelta(days=1)
+LONGEST_PAUSE: Final = timedelta(minutes=10080)  # DuoSettings.fraud_pause_minutes' maximum
+MOST_PAUSES_LISTED: Final = 500  # fraud reports are rare; the Overview reads this many at most
+
+
+def utc_time(moment: datetime, now: datetime) -> str:
+    """ "14:05 UTC" today, "2026-11-29 14:05 UTC" on another day."""
+    shown = "%H:%M" if moment.date() == now.date() else "%Y-%m-%d %H:%M"
+    return f"{moment.strftime(shown)} UTC"
+
+
+def paused_message(until: datetime, now: datetime) -> str:
+    return (
+        "You reported a Duo Push you did not make, so pushes, calls and texts to your phone "
+        f"are paused until {utc_time(until, now)}. Sign in with another method (or a "
+        "passcode from Duo Mobile), or ask your administrator to lift the pause."
+    )
+
+
+def fraud_answer_message(until: datetime, now: datetime) -> str:
+    """What the page says right after the user answered "This wasn't me"."""
+    return (
+        f"{MESSAGES[PushState.FRAUD]} Pushes to your phone are paused until "
+        f"{utc_time(until, now)}; use another method to sign in."
+    )
+
+
+def daily_cap_message(cap: int, until: datetime, now: datetime) -> str:
+    return (
+        f"Your phone has had {cap} pushes, calls and texts in the last day, the most your "
+        f"administrator allows, so no more are sent until {utc_time(until, now)}. Sign in with "
+        "another method (or a passcode from Duo Mobile), or ask your administrator."
+    )
+
+
+class PushesPaused(SecondFactorError):
+    """The user reported a push as fraud: nothing goes to their phone until `until`."""
+
+    def __init__(self, message: str, until: datetime) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+class DailyCapReached(SecondFactorError):
+    """The user's phone had the day's pushes, calls and texts; nothing more until `until`."""
+
+    def __init__(self, message: str, until: datetime) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+def without_phone_requests(offer: FactorOffer) -> FactorOffer:
+    """What a paused user is offered: passcodes only (nothing that reaches their phone)."""
+    return replace(offer, push=False, phone=(), sms=())
+
+
+@dataclass(frozen=True)
+class PausedUser:
+    username: str
+    until: datetime
+
+
+class PushFatigue:
+    """The guard for one set of Duo settings (the caps come from `settings`)."""
+
+    def __init__(
+        self, db: async_sessionmaker[AsyncSession], clock: Clock, settings: DuoSettings
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._settings = settings
+
+    async def paused_until(self, username: str) -> datetime | None:
+        async with self._db.begin() as db:
+            return await throttle.locked_until(db, push_pause_key(username), self._clock.now())
+
+    async def refuse_if_paused(self, user: UserRow, client: ClientInfo, kind: str) -> None:
+        """Refuses (audited as `kind`/`paused`) a push, call or text during a pause."""
+        now = self._clock.now()
+        async with self._db.begin() as db:
+            until = await throttle.locked_until(db, push_pause_key(user.username), now)
+            if until is not None:
+                audit.record(
+                    db,
+                    self._clock,
+                    kind,
+                    "paused",
+                    username=user.username,
+                    client=client,
+                    until=until.isoformat(),
+                )
+        if until is not None:
+            raise PushesPaused(paused_message(until, now), until)
+
+    async def count_request(self, user: UserRow, client: ClientInfo, kind: str) -> None:
+        """Takes the request's number of the day in one atomic statement (count, then check),
+        committed before Duo is asked, so concurrent requests never send more than the cap.
+        Past it: refused, audited as `kind`/`rate_limited` with `limit` "daily". The day is a
+        24-hour window opened by its first request; the request that reaches the cap locks
+        the rest out for 24 hours from then. A request Duo then fails still counts."""
+        cap, now = self._settings.pushes_per_day, self._clock.now()
+        rule = throttle.ThrottleRule(cap, DAY, DAY)
+        async with self._db.begin() as db:
+            attempt = await throttle.take_attempt(db, phone_day_key(user.username), rule, now)
+            until = attempt.locked_until or now + DAY
+            if not attempt.allowed:
+                audit.record(
+                    db,
+                    self._clock,
+                    kind,
+                    "rate_limited",
+                    username=user.username,
+                    client=client,
+                    limit="daily",
+                    per_day=cap,
+                    until=until.isoformat(),
+                )
+        if not attempt.allowed:
+            raise DailyCapReached(daily_cap_message(cap, until, now), until)
+
+    async def pause(
+        self, db: AsyncSession, user: UserRow, client: ClientInfo, reported: str
+    ) -> datetime:
+        """After a fraud report on a `reported` challenge (a push or a call), in the caller's
+        transaction: nothing more goes to the phone for `fraud_pause_minutes` from now (a
+        later report starts the pause afresh). Audited as `push_fatigue`/`paused` and logged
+        at WARNING; returns when the pause ends."""
+        now, minutes = self._clock.now(), self._settings.fraud_pause_minutes
+        pause = timedelta(minutes=minutes)
+        key = push_pause_key(user.username)
+        await throttle.reset(db, key)
+        attempt = await throttle.take_attempt(db, key, throttle.ThrottleRule(1, pause, pause), now)
+        until = attempt.locked_until or now + pause
+        audit.record(
+            db,
+            self._clock,
+            FATIGUE_KIND,
+            "paused",
+            username=user.username,
+            client=client,
+            reported=reported,
+            minutes=minutes,
+            until=until.isoformat(),
+        )
+        log.warning(
+            "%s reported a Duo %s as fraud (not theirs): pushes, calls and texts to their "
+            "phone are paused until %s",
+            user.username,
+            "push" if reported == PUSH_CHALLENGE else "call",
+            until.isoformat(),
+        )
+        return until
+
+
+async def paused_users(db: AsyncSession, now: datetime) -> list[PausedUser]:
+    """Who is paused now, newest report first: the users of recent pauses (their audit
+    records) whose pause is still in force (their throttle key: an Unlock ends it)."""
+    criteria = AuditCriteria(kind=FATIGUE_KIND, outcome="paused", since=now - LONGEST_PAUSE)
+    rows = await AuditSearch(db).newest_first(criteria, offset=0, limit=MOST_PAUSES_LISTED)
+    paused = []
+    for username in dict.fromkeys(row.username for row in rows):
+        until = await throttle.locked_until(db, push_pause_key(username), now)
+        if until is not None:
+            paused.append(PausedUser(username, until))
+    return paused
