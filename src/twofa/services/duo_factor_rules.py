@@ -7,17 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from enum import Enum
 from typing import Final
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.config import DuoFactor
 from twofa.duo import DuoApiError
 from twofa.duo.models import AuthResult, Capability, Device, DeviceType, TransactionStatus
 from twofa.methods.duo_push import CODE
-from twofa.storage.challenges import Challenges
 
 # Challenge rows (and audit kinds) per factor. A push and a call are followed with
 # auth_status; a text only marks that one was sent, so it counts towards the limit.
@@ -25,7 +21,6 @@ PUSH_CHALLENGE: Final = CODE
 PHONE_CHALLENGE: Final = "duo_phone"
 SMS_CHALLENGE: Final = "duo_sms"
 POLLED_CHALLENGES: Final = (PUSH_CHALLENGE, PHONE_CHALLENGE)
-PHONE_REQUESTS: Final = (PUSH_CHALLENGE, PHONE_CHALLENGE, SMS_CHALLENGE)
 
 
 class PushState(Enum):
@@ -151,10 +146,3 @@ def offer_for_new_duo_mobile(allowed: Iterable[DuoFactor]) -> FactorOffer:
     """A phone activated on twofa's set-up page has no number: it pushes and shows passcodes."""
     permitted = set(allowed)
     return FactorOffer(push=DuoFactor.PUSH in permitted, passcode=DuoFactor.PASSCODE in permitted)
-
-
-async def phone_requests_since(db: AsyncSession, user_id: int, since: datetime) -> int:
-    """Pushes, calls and texts sent to this user since `since`: they share one limit, since
-    each one buzzes the same phone (and calls and texts cost telephony credits)."""
-    challenges = Challenges(db)
-    return sum([await challenges.count_since(user_id, kind, since) for kind in PHONE_REQUESTS])

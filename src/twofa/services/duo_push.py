@@ -42,7 +42,6 @@ from twofa.services.duo_factor_rules import (
     offer_for,
     offer_for_new_duo_mobile,
     pending_message,
-    phone_requests_since,
     push_state,
     refusal_message,
 )
@@ -233,16 +232,10 @@ class DuoPushService:
     ) -> None:
         """Refuses (and audits), before anything reaches Duo, a push, call or text while the
         user's phone is paused after a fraud report, beyond the per-minute limit they share
-        (`message`), or beyond the daily cap (services.push_fatigue). The daily count comes
-        last, so only a request that goes on to Duo uses up the day."""
+        (`message`), or beyond the daily cap: both counted before Duo is asked
+        (services.push_fatigue)."""
         await self.fatigue.refuse_if_paused(user, client, kind)
-        since = self._clock.now() - timedelta(minutes=1)
-        async with self._db.begin() as db:
-            recent = await phone_requests_since(db, user.id, since)
-        if recent >= self._settings.pushes_per_minute:
-            await self.audit_event(user, client, kind, "rate_limited", limit="per_minute")
-            raise SecondFactorError(message)
-        await self.fatigue.count_request(user, client, kind)
+        await self.fatigue.count_request(user, client, kind, message)
 
     async def open_challenge(
         self,

@@ -24,6 +24,12 @@ def push_pause_key(username: str) -> str:
     return f"duo-push-paused:{username.lower()}"
 
 
+def phone_minute_key(username: str) -> str:
+    """Counts the pushes, calls and texts of the user's minute (not a lock-out an admin sees:
+    it ends within the minute)."""
+    return f"duo-phone-minute:{username.lower()}"
+
+
 def phone_day_key(username: str) -> str:
     """Counts the pushes, calls and texts of the user's day; locked once at the daily cap."""
     return f"duo-phone-day:{username.lower()}"

@@ -23,7 +23,7 @@ from twofa.config import DuoSettings
 from twofa.domain.client import ClientInfo
 from twofa.services import audit, throttle
 from twofa.services.duo_factor_rules import MESSAGES, PUSH_CHALLENGE, FactorOffer, PushState
-from twofa.services.lockouts import phone_day_key, push_pause_key
+from twofa.services.lockouts import phone_day_key, phone_minute_key, push_pause_key
 from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.storage.audit_log import AuditCriteria, AuditSearch
 from twofa.storage.tables import UserRow
@@ -32,6 +32,7 @@ log = logging.getLogger("twofa.push_fatigue")
 
 FATIGUE_KIND: Final = "push_fatigue"  # audit kind of a pause (outcome `paused`, with `until`)
 DAY: Final = timedelta(days=1)
+MINUTE: Final = timedelta(minutes=1)
 LONGEST_PAUSE: Final = timedelta(minutes=10080)  # DuoSettings.fraud_pause_minutes' maximum
 MOST_PAUSES_LISTED: Final = 500  # fraud reports are rare; the Overview reads this many at most
 
@@ -125,31 +126,71 @@ class PushFatigue:
         if until is not None:
             raise PushesPaused(paused_message(until, now), until)
 
-    async def count_request(self, user: UserRow, client: ClientInfo, kind: str) -> None:
-        """Takes the request's number of the day in one atomic statement (count, then check),
-        committed before Duo is asked, so concurrent requests never send more than the cap.
-        Past it: refused, audited as `kind`/`rate_limited` with `limit` "daily". The day is a
-        24-hour window opened by its first request; the request that reaches the cap locks
-        the rest out for 24 hours from then. A request Duo then fails still counts."""
-        cap, now = self._settings.pushes_per_day, self._clock.now()
-        rule = throttle.ThrottleRule(cap, DAY, DAY)
+    async def count_request(
+        self, user: UserRow, client: ClientInfo, kind: str, too_fast: str
+    ) -> None:
+        """Takes the request's number of the minute and of the day, each in one atomic
+        statement (count, then check), committed before Duo is asked, so concurrent requests
+        never send more than either limit. Past the per-minute limit: refused with
+        `too_fast`, audited as `kind`/`rate_limited` with `limit` "per_minute" (the day is not
+        used up). Past the daily cap: refused, audited with `limit` "daily", and the minute's
+        attempt given back. The day is a 24-hour window opened by its first request; the
+        request that reaches the cap locks the rest out for 24 hours from then. A request Duo
+        then fails still counts."""
+        settings, now = self._settings, self._clock.now()
+        per_minute = throttle.ThrottleRule(settings.pushes_per_minute, MINUTE, MINUTE)
+        per_day = throttle.ThrottleRule(settings.pushes_per_day, DAY, DAY)
         async with self._db.begin() as db:
-            attempt = await throttle.take_attempt(db, phone_day_key(user.username), rule, now)
-            until = attempt.locked_until or now + DAY
-            if not attempt.allowed:
-                audit.record(
-                    db,
-                    self._clock,
-                    kind,
-                    "rate_limited",
-                    username=user.username,
-                    client=client,
-                    limit="daily",
-                    per_day=cap,
-                    until=until.isoformat(),
-                )
-        if not attempt.allowed:
-            raise DailyCapReached(daily_cap_message(cap, until, now), until)
+            minute = await throttle.take_attempt(
+                db, phone_minute_key(user.username), per_minute, now
+            )
+            day = None
+            if minute.allowed:
+                day = await throttle.take_attempt(db, phone_day_key(user.username), per_day, now)
+            refusal = self._refusal(db, user, client, kind, too_fast, minute, day)
+            if day is not None and not day.allowed:
+                await throttle.refund(db, minute)
+        if refusal is not None:  # raised after the commit, so the audit record stays
+            raise refusal
+
+    def _refusal(
+        self,
+        db: AsyncSession,
+        user: UserRow,
+        client: ClientInfo,
+        kind: str,
+        too_fast: str,
+        minute: throttle.Attempt,
+        day: throttle.Attempt | None,
+    ) -> SecondFactorError | None:
+        """The refusal for attempts over a limit, audited in `db`; None within both."""
+        now = self._clock.now()
+        if not minute.allowed:
+            audit.record(
+                db,
+                self._clock,
+                kind,
+                "rate_limited",
+                username=user.username,
+                client=client,
+                limit="per_minute",
+            )
+            return SecondFactorError(too_fast)
+        if day is None or day.allowed:
+            return None
+        cap, until = day.limit, day.locked_until or now + DAY
+        audit.record(
+            db,
+            self._clock,
+            kind,
+            "rate_limited",
+            username=user.username,
+            client=client,
+            limit="daily",
+            per_day=cap,
+            until=until.isoformat(),
+        )
+        return DailyCapReached(daily_cap_message(cap, until, now), until)
 
     async def pause(
         self, db: AsyncSession, user: UserRow, client: ClientInfo, reported: str

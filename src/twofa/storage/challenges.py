@@ -23,14 +23,6 @@ class Challenges:
     async def get(self, challenge_id: str) -> ChallengeRow | None:
         return await self._db.get(ChallengeRow, challenge_id)
 
-    async def count_since(self, user_id: int, method: str, since: datetime) -> int:
-        query = select(func.count()).where(
-            ChallengeRow.user_id == user_id,
-            ChallengeRow.method == method,
-            ChallengeRow.created_at >= since,
-        )
-        return int(await self._db.scalar(query) or 0)
-
     async def latest_created(self, user_id: int, method: str) -> datetime | None:
         query = select(func.max(ChallengeRow.created_at)).where(
             ChallengeRow.user_id == user_id, ChallengeRow.method == method

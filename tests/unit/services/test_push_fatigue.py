@@ -194,6 +194,27 @@ async def test_concurrent_pushes_never_send_more_than_the_daily_cap(
     assert transactions(simulator) == 3
 
 
+async def test_concurrent_pushes_never_send_more_than_the_minute_allows(
+    database_url: str, simulator: RunningSimulator
+) -> None:
+    """The per-minute limit is counted before Duo is asked too: it used to count the
+    challenge rows already written, so requests racing each other all saw room."""
+    settings = fatigue_settings(database_url, simulator, pushes_per_day=20, pushes_per_minute=3)
+    gateway = await start_duo_gateway(settings)
+    try:
+        session = await alice(gateway, simulator)
+        outcomes = await asyncio.gather(
+            *(duo_of(gateway).send_push(session, BROWSER) for _ in range(10)),
+            return_exceptions=True,
+        )
+    finally:
+        await gateway.close()
+    sent = [outcome for outcome in outcomes if isinstance(outcome, str)]
+    too_fast = [o for o in outcomes if "Too many push requests" in str(o)]
+    assert (len(sent), len(too_fast)) == (3, 7), outcomes
+    assert transactions(simulator) == 3
+
+
 # ---- the pause after a fraud report --------------------------------------------------------
 
 
