@@ -273,3 +273,36 @@ async def test_duos_bypass_answer_to_a_passcode_is_no_second_factor(
         d.get("reason") for o, d in await audit_of(settings, "second_factor") if o == "bypassed"
     ]
     assert bypassed == ["Duo bypass"]
+
+
+@pytest.mark.parametrize("second", ["totp", "backup_codes"])
+async def test_two_sessions_racing_a_first_sign_in_set_up_one_method(
+    site_factory: Any, second: str
+) -> None:
+    """Found by the adversary run: two browsers with the password, both at a first sign-in,
+    finishing a set-up at once. Both had passed the gate before either stored anything: both
+    were signed in, with two methods, or the second app key silently replacing the first.
+    The store now takes the user's row and asks the gate again: one wins, the other is told
+    to verify with the method that now exists."""
+    alice, attacker, settings = await site_factory()
+    await allow_methods(settings, ("totp", "backup_codes"), first_method="totp")
+    for browser in (alice, attacker):
+        await sign_in(browser, "alice")
+    mine = await alice.get("/2fa/m/totp/enrol")
+    theirs = await attacker.get(f"/2fa/m/{second}/enrol")
+    their_answer: dict[str, str] = {"csrf_token": csrf_from(theirs.text), "saved": "on"}
+    their_answer["challenge"] = theirs.text.split('name="challenge" value="')[1].split('"')[0]
+    if second == "totp":
+        their_answer["code"] = code_for(secret_from_page(theirs.text), current_step())
+
+    answers = await asyncio.gather(
+        submit_code(
+            alice, "/2fa/m/totp/enrol", mine, code_for(secret_from_page(mine.text), current_step())
+        ),
+        attacker.post(f"/2fa/m/{second}/enrol", data=their_answer),
+    )
+
+    assert sorted(answer.status_code for answer in answers) == [303, 400]
+    assert sorted([await is_signed_in(alice), await is_signed_in(attacker)]) == [False, True]
+    methods, _, _ = await alices_state(settings)
+    assert len(methods) == 1

@@ -379,6 +379,8 @@ class DuoPushService:
                 await throttle.refund(db, attempt)
             return await self.bypass(session, client, Bypass.DUO_ALLOWS)
         async with self._db.begin() as db:
+            if purpose == "enrol":
+                await self._access.hold_enrolment(db, session, user.id)
             await throttle.reset(db, key)
             enrolled_now = purpose == "enrol" and await self._mark_configured(db, user.id, None)
             return await self._sign_in(
@@ -426,6 +428,8 @@ class DuoPushService:
     ) -> Completion:
         await self._access.may_pass(session, CODE, challenge.purpose)  # the rules of now
         async with self._db.begin() as db:
+            if challenge.purpose == "enrol":
+                await self._access.hold_enrolment(db, session, user.id)
             if not await Challenges(db).consume(
                 challenge.id, user.id, session.id, self._clock.now()
             ):

@@ -120,6 +120,16 @@ class FactorAccess:
             raise StepUpRequired("Confirm it's you with your second factor to change your methods.")
         return user
 
+    async def hold_enrolment(self, db: AsyncSession, session: SessionView, user_id: int) -> None:
+        """First, in the transaction that stores a new method: takes the user's row, then asks
+        again whether this session may enrol. Two sessions racing a first sign-in both passed
+        `may_enrol_in` before either stored anything; the second now waits for the first, sees
+        its method, and is refused (a password alone sets up one method, not two, and never
+        replaces the one just set up)."""
+        await Users(db).lock(user_id)
+        if session.level is Level.PASSWORD and await enrolled_methods(db, user_id):
+            raise SecondFactorError("Verify it's you with your second factor first.")
+
     async def purpose_for(self, session: SessionView, code: str) -> tuple[str, UserRow]:
         """Whether a challenge of `code` opened now verifies the user ("validate": a usable
         method) or finishes setting it up ("enrol": `may_enrol_in` allows it); refused when

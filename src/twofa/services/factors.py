@@ -204,6 +204,7 @@ class FactorService:
     ) -> Enrolled:
         code, now = method.code, self._clock.now()
         async with self._db.begin() as db:
+            await self._access.hold_enrolment(db, session, user.id)
             if not await Challenges(db).consume(
                 challenge.id, user.id, session.id, now, forget_payload=True
             ):

@@ -61,6 +61,12 @@ class Users:
     async def by_id(self, user_id: int) -> UserRow | None:
         return await self._db.get(UserRow, user_id)
 
+    async def lock(self, user_id: int) -> None:
+        """Takes the user's row for the rest of the transaction: a no-op write, which holds
+        PostgreSQL's row lock and SQLite's write lock alike (FOR UPDATE is no lock on
+        SQLite), so a second transaction doing the same waits here, then sees the first."""
+        await self._db.execute(update(UserRow).where(UserRow.id == user_id).values(id=UserRow.id))
+
     async def all(self) -> Sequence[UserRow]:
         return (await self._db.scalars(select(UserRow).order_by(UserRow.username))).all()
 
