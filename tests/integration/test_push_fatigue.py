@@ -131,6 +131,9 @@ async def test_the_21st_push_of_a_day_is_refused_and_never_reaches_duo(
         async with signed_in_again(base_url) as client:
             for _ in range(19):
                 assert (await send_push(client, "/2fa/validate")).status_code == 200
+                # each left to time out on the phone (or the next push waits to read it)
+                [pushed] = simulator.pending("alice")
+                simulator.settle(str(pushed["txid"]), "timeout").raise_for_status()
             assert transactions(simulator) == 20
 
             refused = await send_push(client, "/2fa/validate")
@@ -140,11 +143,36 @@ async def test_the_21st_push_of_a_day_is_refused_and_never_reaches_duo(
         assert "20 pushes, calls and texts in the last day" in refused.json()["message"]
         assert "another method" in refused.json()["message"]
         assert transactions(simulator) == 20  # nothing more reached Duo
-        limited = [row for row in await audited(settings, "duo_push") if row.outcome != "sent"]
+        limited = [
+            row
+            for row in await audited(settings, "duo_push")
+            if row.outcome not in ("sent", "timeout")
+        ]
         assert [(r.outcome, r.detail.get("limit")) for r in limited] == [
             ("allow", None),
             ("rate_limited", "daily"),
         ]
+
+
+async def test_a_fraud_answer_pauses_pushes_even_when_nobody_polled_it(
+    database_url: str, simulator: RunningSimulator
+) -> None:
+    """Found by the adversary run: a script that sends pushes and never polls them never
+    read the "This wasn't me", so nothing paused. The next request reads it first."""
+    async with gateway(database_url, simulator) as (base_url, settings):
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as first:
+            await enrol_with_duo_push(first, simulator)
+        async with signed_in_again(base_url) as attacker:
+            assert (await send_push(attacker, "/2fa/validate")).status_code == 200
+            [pushed] = simulator.pending("alice")
+            simulator.settle(str(pushed["txid"]), "fraud").raise_for_status()
+            again = await send_push(attacker, "/2fa/validate")
+
+        assert again.status_code == 400
+        assert "You reported a Duo Push you did not make" in again.json()["message"]
+        assert transactions(simulator) == 2  # the set-up push and the reported one
+        [paused] = await audited(settings, "push_fatigue")
+        assert (paused.outcome, paused.username) == ("paused", "alice")
 
 
 async def test_concurrent_pushes_cannot_pass_the_daily_cap(

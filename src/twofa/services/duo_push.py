@@ -7,6 +7,7 @@ answer is accepted only for that row, and only once (a conditional UPDATE).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -64,6 +65,9 @@ T = TypeVar("T")
 PUSH_LIFETIME = timedelta(seconds=75)  # Duo's own push timeout is about 60 s
 PASSCODE_RULE = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
 PASSCODE_LOCKED = "Too many wrong passcodes. Try again in 15 minutes."
+SETTLE_WINDOW = timedelta(minutes=15)  # earlier pushes and calls read before the phone is asked
+SETTLE_LATEST = 3  # at most this many of them (the per-minute limit's default)
+SETTLE_WAIT_S = 1.0  # how long one may take to answer (one still waiting holds the new one)
 
 
 class SetupKind(Enum):
@@ -234,6 +238,7 @@ class DuoPushService:
         user's phone is paused after a fraud report, beyond the per-minute limit they share
         (`message`), or beyond the daily cap: both counted before Duo is asked
         (services.push_fatigue)."""
+        await self.settle_earlier_requests(user, client)
         await self.fatigue.refuse_if_paused(user, client, kind)
         await self.fatigue.count_request(user, client, kind, message)
 
@@ -309,6 +314,30 @@ class DuoPushService:
             return PollResult(PushState.ALLOW, MESSAGES[PushState.ALLOW], completion)
         completion = await self._complete(session, challenge, user, client, device)
         return PollResult(PushState.ALLOW, MESSAGES[PushState.ALLOW], completion)
+
+    async def settle_earlier_requests(self, user: UserRow, client: ClientInfo) -> None:
+        """Reads how the user's latest pushes and calls ended when nobody polled them (a
+        script sending pushes never asks), so that a "This wasn't me" pauses the phone before
+        it is asked again. Duo's auth_status long-polls a push still waiting, so each is given
+        `SETTLE_WAIT_S`, all at once; one still waiting, or Duo not answering, is left as is."""
+        since = self._clock.now() - SETTLE_WINDOW
+        async with self._db.begin() as db:
+            earlier = await Challenges(db).unanswered(
+                user.id, POLLED_CHALLENGES, since, SETTLE_LATEST
+            )
+        states = await asyncio.gather(*(self._answer_if_any(row) for row in earlier))
+        for challenge, state in zip(earlier, states, strict=True):
+            if state in (PushState.DENY, PushState.FRAUD, PushState.TIMEOUT):
+                await self._answered_no(challenge, state, user, client)
+
+    async def _answer_if_any(self, challenge: ChallengeRow) -> PushState | None:
+        try:
+            outcome = await asyncio.wait_for(
+                self._method.poll(str(challenge.external_id)), SETTLE_WAIT_S
+            )
+        except (TimeoutError, DuoError):
+            return None
+        return push_state(outcome.status, outcome.result)
 
     async def _answered_no(
         self, challenge: ChallengeRow, state: PushState, user: UserRow, client: ClientInfo

@@ -4,6 +4,7 @@ Like every repository it never commits: the service owns the transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,26 @@ class Challenges:
 
     async def get(self, challenge_id: str) -> ChallengeRow | None:
         return await self._db.get(ChallengeRow, challenge_id)
+
+    async def unanswered(
+        self, user_id: int, methods: Sequence[str], since: datetime, most: int
+    ) -> Sequence[ChallengeRow]:
+        """The user's newest challenges of `methods` sent to a phone since `since` whose
+        answer nobody has read yet (still pending here, whatever the phone did)."""
+        query = (
+            select(ChallengeRow)
+            .where(
+                ChallengeRow.user_id == user_id,
+                ChallengeRow.method.in_(methods),
+                ChallengeRow.status == "pending",
+                ChallengeRow.consumed_at.is_(None),
+                ChallengeRow.external_id.is_not(None),
+                ChallengeRow.created_at >= since,
+            )
+            .order_by(ChallengeRow.created_at.desc())
+            .limit(most)
+        )
+        return (await self._db.scalars(query)).all()
 
     async def latest_created(self, user_id: int, method: str) -> datetime | None:
         query = select(func.max(ChallengeRow.created_at)).where(
