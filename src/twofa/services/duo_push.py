@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
-from twofa.config import DuoSettings, FailMode
+from twofa.config import DuoSettings
 from twofa.domain.client import ClientInfo
-from twofa.duo import DuoApiError, DuoError, DuoRateLimited, DuoUnavailable
+from twofa.duo import DuoError
 from twofa.duo.models import (
     AuthResult,
     Device,
@@ -31,6 +31,7 @@ from twofa.duo.models import (
 from twofa.methods.duo_push import CODE, DuoPushMethod, PushContext
 from twofa.security.tokens import new_token
 from twofa.services import audit, throttle
+from twofa.services.duo_calls import DuoCalls
 from twofa.services.duo_factor_rules import (
     BYPASS_REFUSALS,
     CANNOT_CONFIRM,
@@ -39,21 +40,16 @@ from twofa.services.duo_factor_rules import (
     Bypass,
     FactorOffer,
     PushState,
-    duo_refused_message,
     offer_for,
     offer_for_new_duo_mobile,
     pending_message,
     push_state,
-    refusal_message,
 )
 from twofa.services.factor_access import FactorAccess
 from twofa.services.lockouts import lockout_keys
 from twofa.services.push_fatigue import PushFatigue, fraud_answer_message, paused_message
 from twofa.services.second_factor_outcomes import (
     Completion,
-    DuoDown,
-    DuoRefused,
-    FailOpen,
     SecondFactorError,
 )
 from twofa.services.sessions import Level, SessionService, SessionView
@@ -110,6 +106,7 @@ class DuoPushService:
         self._clock = clock
         self._settings = settings
         self._access = access
+        self._calls = DuoCalls(db, clock, settings)
 
     @property
     def settings(self) -> DuoSettings:
@@ -511,38 +508,10 @@ class DuoPushService:
         return await self._access.user_of(session)
 
     async def ask_duo(self, call: Awaitable[T], user: UserRow, client: ClientInfo) -> T:
-        """Awaits a Duo call and turns Duo's failures into failmode or a plain message."""
-        try:
-            return await call
-        except (DuoUnavailable, DuoApiError) as exc:
-            if isinstance(exc, DuoRateLimited) or (
-                isinstance(exc, DuoApiError) and exc.is_bad_credentials
-            ):  # Duo answered: a wrong key, a clock off, or too many requests. Never fail open.
-                await self._audit_duo_error(user, client, exc)
-                raise DuoRefused(duo_refused_message(exc)) from exc
-            if isinstance(exc, DuoApiError) and not isinstance(exc, DuoUnavailable):
-                await self._audit_duo_error(user, client, exc)
-                raise SecondFactorError(refusal_message(exc)) from exc
-            await self._audit_failmode(user, client, exc)
-            if self._settings.failmode is FailMode.SAFE:
-                raise FailOpen(str(exc)) from exc
-            raise DuoDown(
-                "Duo Security cannot be reached, so sign-in is refused for now "
-                "(failmode: secure). Try again in a few minutes or contact your administrator."
-            ) from exc
-
-    async def _audit_failmode(self, user: UserRow, client: ClientInfo, exc: DuoError) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        await self.audit_event(user, client, "failmode", self._settings.failmode.value, error=error)
-
-    async def _audit_duo_error(self, user: UserRow, client: ClientInfo, exc: DuoApiError) -> None:
-        await self.audit_event(user, client, "duo_error", str(exc.code), error=str(exc))
+        """Awaits a Duo call; Duo's failures become failmode or a plain refusal (duo_calls)."""
+        return await self._calls.ask(call, user, client)
 
     async def audit_event(
         self, user: UserRow, client: ClientInfo, kind: str, outcome: str, **detail: Any
     ) -> None:
-        """Audits in a transaction of its own (for decisions that change nothing else)."""
-        async with self._db.begin() as db:
-            audit.record(
-                db, self._clock, kind, outcome, username=user.username, client=client, **detail
-            )
+        await self._calls.audit_event(user, client, kind, outcome, **detail)
