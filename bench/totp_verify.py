@@ -4,8 +4,8 @@ Creates a throwaway PostgreSQL database (127.0.0.1:5432, dropped at the end), se
 through the real services (2FA on, Two Factor Settings allowing only TOTP, a TOTP credential
 each) and, before each run, a sign-in session per user at the password level (created
 directly: argon2 is not what is measured). Serves the real app with `twofa serve` (uvloop,
-httptools, 1 or more worker processes; on PostgreSQL the TOTP pages take the express lane,
-services.express) and drives it from a separate, lean load-generator
+httptools, 1 or more worker processes; every code through the one path, services.factors)
+and drives it from a separate, lean load-generator
 process (bench/_totp_load.py): each verification is GET /2fa/m/totp (a fresh challenge) then
 POST /2fa/m/totp with the CSRF token, the challenge and a valid code, answered by a 303 that
 signs the user in (challenge consumed, TOTP step stored, session rotated, audit written).

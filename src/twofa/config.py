@@ -257,10 +257,6 @@ class Settings(BaseSettings):
     # The CA (PEM) that signed the mail server's certificate, for an internal mail relay; it
     # replaces the system's CAs for SMTP. The server (host, port, TLS) is set in the console.
     smtp_ca_path: str | None = None
-    # On PostgreSQL, authenticator-app codes are checked in a few statements without the ORM
-    # (services.express); false (the default) sends every code through the general path. On,
-    # a wrong code through it counts twice against the method's limit.
-    express_lane: bool = False
     # Redis, for several gateway processes or machines: each tells the others at once of an
     # ended session or a saved setting (services.change_feed). A secret: it may hold a
     # password (`TWOFA_REDIS_URL_FILE`). Unset: they follow within a second anyway.

@@ -42,7 +42,6 @@ def record(
 
 
 def announce(kind: str, outcome: str, username: str, client: ClientInfo, detail: Any) -> None:
-    """The application log's line for an audit record (written by `record`, or by a
-    statement of its own: storage.express)."""
+    """The application log's line for an audit record written by `record`."""
     level = logging.WARNING if kind in _LOUD_KINDS else logging.INFO
     log.log(level, "%s %s user=%s ip=%s %s", kind, outcome, username, client.ip, detail)

@@ -52,13 +52,6 @@ class ChallengeBook:
             return True
         return False
 
-    async def sweep_if_due(self) -> None:
-        """The sweep for challenges opened elsewhere (services.express opens its own)."""
-        now = self._clock.now()
-        if self._due_for_sweep(now):
-            async with self._db.begin() as db:
-                await Challenges(db).remove_expired(now - KEEP_EXPIRED)
-
     async def open(
         self,
         session: SessionView,

@@ -93,9 +93,9 @@ class FactorAccess:
     async def may_verify(self, session: SessionView, code: str) -> UserRow:
         """A challenge of `code` may be started or answered: the admin allows the method and
         the user has it set up (a method the admin withdrew is no way in, set up or not)."""
-        await self.require_allowed(code)
-        user = await self.user_of(session)
-        if code not in await self.usable_methods(user.id):
+        await self.require_allowed(code)  # so "usable" is "set up" from here on
+        user, enrolled = await self._user_and_methods(session)
+        if code not in enrolled:
             title = self.title_of(code)
             raise SecondFactorError(
                 f"You have not set up {title if code == DUO_PUSH else title.lower()}."
@@ -111,14 +111,19 @@ class FactorAccess:
         """During a first sign-in only a user with no method yet may enrol; once signed in,
         a user who has a method must have passed it recently. Duo Push included."""
         await self.require_allowed(code)
-        user = await self.user_of(session)
-        async with self._db.begin() as db:
-            has_any = bool(await enrolled_methods(db, user.id))
+        user, enrolled = await self._user_and_methods(session)
+        has_any = bool(enrolled)
         if session.level is Level.PASSWORD and has_any:
             raise SecondFactorError("Verify it's you with your second factor first.")
         if session.level is Level.SIGNED_IN and has_any and not self.is_fresh(session):
             raise StepUpRequired("Confirm it's you with your second factor to change your methods.")
         return user
+
+    async def _user_and_methods(self, session: SessionView) -> tuple[UserRow, list[str]]:
+        """The session's user (refused unless enabled) and their methods, in one transaction."""
+        async with self._db.begin() as db:
+            user = await self.user_in(db, session)
+            return user, await enrolled_methods(db, user.id)
 
     async def hold_enrolment(self, db: AsyncSession, session: SessionView, user_id: int) -> None:
         """First, in the transaction that stores a new method: takes the user's row, then asks

@@ -33,14 +33,12 @@ from twofa.security.sealing import Sealer
 from twofa.services.access_rules import AccessRuleService
 from twofa.services.accounts import AccountService
 from twofa.services.authenticator_options import AuthenticatorOptionsService
-from twofa.services.challenge_book import ChallengeBook
 from twofa.services.change_feed import RedisChangeFeed
 from twofa.services.console import ConsoleSettingsService
 from twofa.services.duo_push import DuoPushService
 from twofa.services.email_code_options import EmailCodeOptionsService
 from twofa.services.email_delivery import SmtpMailer, SmtpSettingsService
 from twofa.services.enrolment_grace import EnrolmentGraceService
-from twofa.services.express import ExpressLane
 from twofa.services.factor_access import FactorAccess
 from twofa.services.factors import FactorService
 from twofa.services.forward_auth import ForwardAuthService
@@ -53,7 +51,6 @@ from twofa.services.rule_book import ConsoleRuleBook
 from twofa.services.sessions import SessionService
 from twofa.storage.change_notes import Changes, announce_commits
 from twofa.storage.database import check_schema, create_engine, session_factory
-from twofa.storage.express import ExpressStore
 
 DUO_CONNECTIONS = 2000  # pending pushes one process may follow at once
 
@@ -133,7 +130,6 @@ class Gateway:
     access_rules: AccessRuleService
     rule_book: ConsoleRuleBook
     duo: DuoPushService | None = None
-    express: ExpressLane | None = None  # PostgreSQL only (services.express)
     change_feed: RedisChangeFeed | None = None  # with `redis_url` (services.change_feed)
     _duo_version: int = -1
     directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
@@ -207,13 +203,6 @@ class Gateway:
         gateway.directories = external
         if settings.redis_url is not None:
             gateway.follow_other_processes(settings.redis_url.get_secret_value())
-        store = await ExpressStore.open(settings.database_url) if settings.express_lane else None
-        if store is not None:
-            book = ChallengeBook(db, clock, sealer)
-            announce = gateway.change_feed.announce if gateway.change_feed else None
-            gateway.express = ExpressLane(
-                store, registry, access, sessions, book, sealer, clock, announce
-            )
         return gateway
 
     def follow_other_processes(self, redis_url: str) -> None:
@@ -261,8 +250,6 @@ class Gateway:
     async def close(self) -> None:
         if self.change_feed is not None:
             await self.change_feed.close()
-        if self.express is not None:
-            await self.express.close()
         await self.forward_auth.close()
         await self.groups.close()
         await self.rule_book.close()

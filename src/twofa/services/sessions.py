@@ -17,7 +17,6 @@ from twofa.clock import Clock
 from twofa.config import Settings
 from twofa.domain.client import ClientInfo
 from twofa.security.tokens import new_token, token_digest
-from twofa.storage.express import SessionWindow
 from twofa.storage.repositories import Sessions
 from twofa.storage.tables import SessionRow
 
@@ -57,12 +56,6 @@ class SessionService:
         self._absolute = timedelta(hours=settings.session_absolute_hours)
         self._pending = timedelta(minutes=settings.pending_login_minutes)
         self._swept_at: datetime | None = None
-
-    def live_window(self, levels: tuple[Level, ...]) -> SessionWindow:
-        """The times `load` checks a session against, now, for statements that check them
-        in the database themselves (storage.express)."""
-        now = self._clock.now()
-        return SessionWindow(now, now - self._idle, now - _TOUCH_EVERY, tuple(map(int, levels)))
 
     def signed_in_until(self, now: datetime) -> datetime:
         """When a session signed in at `now` ends, whatever happens in between."""

@@ -5,9 +5,7 @@ feed, `services.change_feed`); a transaction rolled back announces nothing.
 
 Noting is by construction: every path that ends a session goes through `Sessions`, every
 settings save through `ConsoleSettings.upsert`, every rule change through
-`AccessRules.lock_and_bump`, so no service can forget to tell the other nodes. The one path
-around the ORM, the express lane's session rotation (storage.express), announces the session
-it replaced itself (services.express).
+`AccessRules.lock_and_bump`, so no service can forget to tell the other nodes.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from twofa.web import (
     admin,
     api,
     errors,
-    express,
     factors,
     forward_auth,
     my_factors,
@@ -31,25 +30,13 @@ from twofa.web.security_headers import SecurityHeaders
 class GatewayApp(FastAPI):
     """The FastAPI app with the forward-auth check and the health route answered before
     FastAPI's own middlewares and router: proxies call the check before every request to
-    every protected app, so it gets no per-request machinery it does not need. So does the
-    express lane's authenticator-app page on PostgreSQL (web.express), which hands FastAPI
-    whatever it does not answer itself."""
-
-    express_moulds: express.Moulds
+    every protected app, so it gets no per-request machinery it does not need."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             handler = forward_auth.FAST_ROUTES.get(scope["path"])
             if handler is not None:
                 await forward_auth.serve_fast_route(handler, self.state.gateway, scope, send)
-                return
-            lane = self.state.gateway.express
-            if lane is not None and (code := express.express_code(lane, scope)) is not None:
-                scope["app"] = self  # what the pages look the gateway up in
-                general = super().__call__
-                await express.serve_express(
-                    lane, code, scope, receive, send, general, self.express_moulds
-                )
                 return
         await super().__call__(scope, receive, send)
 
@@ -70,7 +57,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app = GatewayApp(
         title="twofa", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
     )
-    app.express_moulds = express.Moulds()
     static = resources.files("twofa.web").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.include_router(pages.router)

@@ -63,26 +63,11 @@ async def _page(
     status_code: int = 200,
     **extra: Any,
 ) -> Response:
-    return await method_page(
-        request, code, template, started, session.csrf_token, session.level, status_code, **extra
-    )
-
-
-async def method_page(
-    request: Request,
-    code: str,
-    template: str,
-    started: Started,
-    csrf_token: str,
-    level: Level,
-    status_code: int = 200,
-    **extra: Any,
-) -> Response:
-    """A method's set-up or verify page (web.express renders the same one)."""
+    """A method's set-up or verify page."""
     gateway = gateway_of(request)
     method = gateway.factors.registry.get(code)
     show = dict(started.show)
-    offer_remember = template == "verify" and level is Level.PASSWORD
+    offer_remember = template == "verify" and session.level is Level.PASSWORD
     return render(
         request,
         f"methods/{code}/{template}.html",
@@ -92,8 +77,8 @@ async def method_page(
         show=show,
         qr_svg=qr_svg(show["uri"]) if isinstance(show.get("uri"), str) else None,
         challenge_id=started.challenge_id,
-        csrf_token=csrf_token,
-        step_up=level is Level.SIGNED_IN,
+        csrf_token=session.csrf_token,
+        step_up=session.level is Level.SIGNED_IN,
         remember_days=await gateway.devices.days() if offer_remember else 0,
         note=started.note,
         **extra,
