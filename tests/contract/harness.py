@@ -80,9 +80,9 @@ async def harness_on(database_url: str) -> AsyncIterator[Harness]:
     try:
         await gateway.accounts.add_user(USERNAME, PASSWORD, email="carol@example.com")
         await gateway.accounts.set_user_policy(USERNAME, True)
-        codes = gateway.factors.registry.codes
+        codes = gateway.factors.registry.codes  # Duo Push first
         await gateway.console.save_two_factor(
-            TwoFactorConfig(methods=(DUO_PUSH, *codes), first_method=DUO_PUSH),
+            TwoFactorConfig(methods=codes, first_method=DUO_PUSH),
             "contract-suite",
             NO_CLIENT,
         )

@@ -24,7 +24,7 @@ from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level
 from twofa.storage.audit_log import AuditLog
 
-REGISTERED = build_registry(load_settings(environ={}, mode="dev")).codes
+REGISTERED = build_registry(load_settings(environ={}, mode="dev")).local_codes
 CODES = sorted(code for code in REGISTERED if code in AUTHENTICATORS)
 
 

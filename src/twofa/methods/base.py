@@ -1,10 +1,12 @@
-"""The one protocol every locally verified second factor implements (TOTP, backup codes,
-e-mail codes, security questions, security keys), and the values that cross it.
+"""The protocols every second factor implements, and the values that cross them: `Method` for
+those verified here (TOTP, backup codes, e-mail codes, security questions, security keys),
+`OutOfBandMethod` for one a provider verifies on the user's phone (Duo Push: start, then poll).
 
 Methods compute, services persist: a method never touches the database. It gets what the
 service loaded (the user's credentials, secrets already opened) and returns what should be
 stored (a new credential, a new state, an item to mark used); the service applies that in the
-transaction that consumes the challenge. Duo Push talks to Duo and has its own service.
+transaction that consumes the challenge. An out-of-band method computes too: it turns its
+provider's answer into an `OutOfBandAnswer`, and the service decides what that answer allows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,19 @@ class MethodKind(Enum):
     CODE = "code"  # the user types a code (TOTP, backup code, e-mail code)
     ANSWERS = "answers"  # the user answers questions
     WEBAUTHN = "webauthn"  # the browser asks an authenticator
+    OUT_OF_BAND = "out_of_band"  # a provider asks the user's phone (a push, a call)
+
+
+class OutOfBandAnswer(Enum):
+    """How an out-of-band request ended, or that it has not yet. WAIVED: the provider let the
+    user through without asking them (Duo's bypass status), which proves no factor."""
+
+    PENDING = "pending"
+    ALLOW = "allow"
+    WAIVED = "waived"
+    DENY = "deny"
+    FRAUD = "fraud"  # the user answered "This wasn't me"
+    TIMEOUT = "timeout"
 
 
 class ResponseRejected(TwofaError):
@@ -156,6 +171,32 @@ class MethodContext:
     now: datetime
     options: Mapping[str, Any] = field(default_factory=dict)
     entered: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutOfBandRequest:
+    """What the phone shows: who, from which address; `device` picks one of the user's."""
+
+    username: str
+    display_name: str
+    client_ip: str
+    device: str = "auto"
+
+
+class OutOfBandMethod(Protocol):
+    """A second factor a provider checks on a device of the user's. `start` sends the request
+    and returns the provider's handle without waiting for the phone; `poll` asks how it ended
+    (it may hold a while for an answer, as Duo's long poll does)."""
+
+    code: str
+    title: str
+    kind: MethodKind  # OUT_OF_BAND
+    many_per_user: bool
+    challenge_seconds: int
+
+    async def start(self, request: OutOfBandRequest) -> str: ...
+
+    async def poll(self, handle: str) -> OutOfBandAnswer: ...
 
 
 class Method(Protocol):

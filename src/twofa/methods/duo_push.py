@@ -1,5 +1,6 @@
-"""Duo Push as a second factor, with Duo's other factors (a phone call, SMS passcodes, Duo
-Mobile passcodes): the calls to Duo and what they mean, no persistence.
+"""Duo Push as a second factor, an out-of-band method (methods.base.OutOfBandMethod: start,
+then poll), with Duo's other factors (a phone call, SMS passcodes, Duo Mobile passcodes): the
+calls to Duo and what their answers mean (`answer_of`), no persistence.
 
 The service layer stores what this returns (enrolment, txid, preferred device) and decides
 failmode; this module only speaks Duo.
@@ -7,39 +8,73 @@ failmode; this module only speaks Duo.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from twofa.config import DuoSettings
 from twofa.duo import AuthRequest, DuoAuthClient
 from twofa.duo.models import (
     AuthOutcome,
+    AuthResult,
     Enrollment,
     EnrollmentStatus,
     Factor,
     Preauth,
     PushRequest,
+    TransactionStatus,
 )
+from twofa.errors import TwofaError
+from twofa.methods.base import MethodKind, OutOfBandAnswer, OutOfBandRequest
 
 CODE = "duo_push"
 ACTIVATION_VALID_SECS = 3600
 
 
-@dataclass(frozen=True)
-class PushContext:
-    """What the phone shows: who, for which application, from which address."""
+class DuoNotConfigured(TwofaError):
+    """Duo was asked before the gateway had keys for it (the service is only built once it
+    has them, so this is a wiring error, never a user's)."""
 
-    username: str
-    display_name: str
-    client_ip: str
-    device: str = "auto"
+
+def answer_of(outcome: AuthOutcome) -> OutOfBandAnswer:
+    """What Duo's answer to a push, a call or a passcode means. "allow" with status "bypass"
+    is Duo's policy waiving the factor for this user (whatever was typed or tapped): WAIVED,
+    which proves nothing."""
+    if outcome.result is AuthResult.WAITING:
+        return OutOfBandAnswer.PENDING
+    if outcome.result is AuthResult.ALLOW:
+        waived = outcome.status is TransactionStatus.BYPASS
+        return OutOfBandAnswer.WAIVED if waived else OutOfBandAnswer.ALLOW
+    return {
+        TransactionStatus.FRAUD: OutOfBandAnswer.FRAUD,
+        TransactionStatus.TIMEOUT: OutOfBandAnswer.TIMEOUT,
+    }.get(outcome.status, OutOfBandAnswer.DENY)
 
 
 class DuoPushMethod:
-    code = CODE
+    """Registered once at start-up (methods.registry); the console may change Duo's keys while
+    the gateway runs, so `connect` gives it the client and settings in force, and every call
+    uses the latest."""
 
-    def __init__(self, client: DuoAuthClient, settings: DuoSettings) -> None:
-        self._client = client
-        self._settings = settings
+    code = CODE
+    title = "Duo Push"
+    kind = MethodKind.OUT_OF_BAND
+    many_per_user = False
+    challenge_seconds = 75  # Duo's own push timeout is about 60 s
+
+    def __init__(self) -> None:
+        self._connection: tuple[DuoAuthClient, DuoSettings] | None = None
+
+    def connect(self, client: DuoAuthClient, settings: DuoSettings) -> None:
+        self._connection = (client, settings)
+
+    @property
+    def _client(self) -> DuoAuthClient:
+        if self._connection is None:
+            raise DuoNotConfigured("Duo Push has no Duo application yet")
+        return self._connection[0]
+
+    @property
+    def _settings(self) -> DuoSettings:
+        if self._connection is None:
+            raise DuoNotConfigured("Duo Push has no Duo application yet")
+        return self._connection[1]
 
     async def preauth(self, username: str, client_ip: str) -> Preauth:
         return await self._client.preauth(username=username, ipaddr=client_ip or None)
@@ -52,7 +87,7 @@ class DuoPushMethod:
             user_id=duo_user_id, activation_code=activation_code
         )
 
-    async def start(self, context: PushContext) -> str:
+    async def start(self, context: OutOfBandRequest) -> str:
         """Sends the push (`async=1`) and returns Duo's txid; never waits for the phone."""
         pushinfo: tuple[tuple[str, str], ...] = (("Application", self._settings.application_name),)
         if context.client_ip:
@@ -70,7 +105,7 @@ class DuoPushMethod:
         )
         return await self._client.start_auth(request)
 
-    async def start_call(self, context: PushContext) -> str:
+    async def start_call(self, context: OutOfBandRequest) -> str:
         """Has Duo call the phone (`async=1`); followed with `poll` exactly like a push."""
         request = AuthRequest(
             factor=Factor.PHONE,
@@ -80,7 +115,7 @@ class DuoPushMethod:
         )
         return await self._client.start_auth(request)
 
-    async def send_sms_passcodes(self, context: PushContext) -> AuthOutcome:
+    async def send_sms_passcodes(self, context: OutOfBandRequest) -> AuthOutcome:
         """Has Duo text a new batch of passcodes. Duo answers at once with result `deny` and
         status `sent`: nobody is signed in by this, the user types one of the passcodes next."""
         request = AuthRequest(
@@ -91,14 +126,16 @@ class DuoPushMethod:
         )
         return await self._client.auth(request)
 
-    async def poll(self, txid: str) -> AuthOutcome:
-        return await self._client.auth_status(txid)
+    async def poll(self, handle: str) -> OutOfBandAnswer:
+        return answer_of(await self._client.auth_status(handle))
 
-    async def verify_passcode(self, username: str, passcode: str, client_ip: str) -> AuthOutcome:
+    async def verify_passcode(
+        self, username: str, passcode: str, client_ip: str
+    ) -> OutOfBandAnswer:
         request = AuthRequest(
             factor=Factor.PASSCODE,
             username=username,
             passcode=passcode,
             ipaddr=client_ip or None,
         )
-        return await self._client.auth(request)
+        return answer_of(await self._client.auth(request))

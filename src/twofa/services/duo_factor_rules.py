@@ -12,7 +12,7 @@ from typing import Final
 
 from twofa.config import DuoFactor
 from twofa.duo import DuoApiError
-from twofa.duo.models import AuthResult, Capability, Device, DeviceType, TransactionStatus
+from twofa.duo.models import Capability, Device, DeviceType
 from twofa.methods.duo_push import CODE
 
 # Challenge rows (and audit kinds) per factor. A push and a call are followed with
@@ -43,17 +43,6 @@ CALLING: Final = "Calling your phone… Answer it and press 1 to approve."
 
 def pending_message(challenge_kind: str) -> str:
     return CALLING if challenge_kind == PHONE_CHALLENGE else MESSAGES[PushState.PENDING]
-
-
-def push_state(status: TransactionStatus, result: AuthResult) -> PushState:
-    if result is AuthResult.WAITING:
-        return PushState.PENDING
-    if result is AuthResult.ALLOW:
-        return PushState.ALLOW
-    return {
-        TransactionStatus.FRAUD: PushState.FRAUD,
-        TransactionStatus.TIMEOUT: PushState.TIMEOUT,
-    }.get(status, PushState.DENY)
 
 
 class Bypass(Enum):

@@ -13,7 +13,7 @@ from typing import Final, NoReturn
 from twofa.config import DuoFactor
 from twofa.domain.client import ClientInfo
 from twofa.duo.models import TransactionStatus
-from twofa.methods.duo_push import PushContext
+from twofa.methods.base import OutOfBandRequest
 from twofa.services.duo_factor_rules import PHONE_CHALLENGE, SMS_CHALLENGE
 from twofa.services.duo_push import DuoPushService
 from twofa.services.second_factor_outcomes import Completion, SecondFactorError
@@ -63,7 +63,7 @@ class DuoFactorService:
         push = self._push
         purpose, user = await push.challenger(session)
         await push.limit_phone_requests(user, client, PHONE_CHALLENGE, TOO_MANY)
-        context = PushContext(user.username, user.display_name, client.ip, device or "auto")
+        context = OutOfBandRequest(user.username, user.display_name, client.ip, device or "auto")
         txid = await push.ask_duo(push.method.start_call(context), user, client)
         return await push.open_challenge(
             session, user, client, (PHONE_CHALLENGE, purpose), txid, context.device
@@ -75,7 +75,7 @@ class DuoFactorService:
         push = self._push
         purpose, user = await push.challenger(session)
         await push.limit_phone_requests(user, client, SMS_CHALLENGE, TOO_MANY)
-        context = PushContext(user.username, user.display_name, client.ip, device or "auto")
+        context = OutOfBandRequest(user.username, user.display_name, client.ip, device or "auto")
         outcome = await push.ask_duo(push.method.send_sms_passcodes(context), user, client)
         if outcome.status is not TransactionStatus.SENT:
             await push.audit_event(user, client, SMS_CHALLENGE, outcome.status.value)

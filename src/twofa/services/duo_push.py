@@ -22,13 +22,12 @@ from twofa.config import DuoSettings
 from twofa.domain.client import ClientInfo
 from twofa.duo import DuoError
 from twofa.duo.models import (
-    AuthResult,
     Device,
     EnrollmentStatus,
     PreauthOutcome,
-    TransactionStatus,
 )
-from twofa.methods.duo_push import CODE, DuoPushMethod, PushContext
+from twofa.methods.base import OutOfBandAnswer, OutOfBandRequest
+from twofa.methods.duo_push import CODE, DuoPushMethod
 from twofa.security.tokens import new_token
 from twofa.services import audit, throttle
 from twofa.services.duo_calls import DuoCalls
@@ -43,7 +42,6 @@ from twofa.services.duo_factor_rules import (
     offer_for,
     offer_for_new_duo_mobile,
     pending_message,
-    push_state,
 )
 from twofa.services.factor_access import FactorAccess
 from twofa.services.lockouts import lockout_keys
@@ -58,7 +56,8 @@ from twofa.storage.repositories import DuoEnrolments
 from twofa.storage.tables import ChallengeRow, UserRow
 
 T = TypeVar("T")
-PUSH_LIFETIME = timedelta(seconds=75)  # Duo's own push timeout is about 60 s
+# How a push or call ended when the user said no (or nothing): the page's state of the same name
+ANSWERED_NO = (OutOfBandAnswer.DENY, OutOfBandAnswer.FRAUD, OutOfBandAnswer.TIMEOUT)
 PASSCODE_RULE = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
 PASSCODE_LOCKED = "Too many wrong passcodes. Try again in 15 minutes."
 SETTLE_WINDOW = timedelta(minutes=15)  # earlier pushes and calls read before the phone is asked
@@ -206,7 +205,7 @@ class DuoPushService:
         await self.limit_phone_requests(
             user, client, CODE, "Too many push requests. Wait a minute, then try again."
         )
-        context = PushContext(user.username, user.display_name, client.ip, device or "auto")
+        context = OutOfBandRequest(user.username, user.display_name, client.ip, device or "auto")
         txid = await self.ask_duo(self._method.start(context), user, client)
         return await self.open_challenge(
             session, user, client, (CODE, purpose), txid, context.device
@@ -265,7 +264,7 @@ class DuoPushService:
                     external_id=txid,
                     status=status,
                     created_at=now,
-                    expires_at=now + PUSH_LIFETIME,
+                    expires_at=now + timedelta(seconds=self._method.challenge_seconds),
                 )
             )
             audit.record(
@@ -300,13 +299,12 @@ class DuoPushService:
         if challenge.status != "pending":
             state = PushState(challenge.status)
             return PollResult(state, MESSAGES[state])
-        outcome = await self.ask_duo(self._method.poll(str(challenge.external_id)), user, client)
-        state = push_state(outcome.status, outcome.result)
-        if state is PushState.PENDING:
-            return PollResult(state, pending_message(challenge.method))
-        if state is not PushState.ALLOW:
-            return await self._answered_no(challenge, state, user, client)
-        if outcome.status is TransactionStatus.BYPASS:  # Duo waived it: no factor was passed
+        answer = await self.ask_duo(self._method.poll(str(challenge.external_id)), user, client)
+        if answer is OutOfBandAnswer.PENDING:
+            return PollResult(PushState.PENDING, pending_message(challenge.method))
+        if answer in ANSWERED_NO:
+            return await self._answered_no(challenge, PushState(answer.value), user, client)
+        if answer is OutOfBandAnswer.WAIVED:  # Duo waived it: no factor was passed
             completion = await self._bypassed(session, challenge, user, client)
             return PollResult(PushState.ALLOW, MESSAGES[PushState.ALLOW], completion)
         completion = await self._complete(session, challenge, user, client, device)
@@ -322,19 +320,18 @@ class DuoPushService:
             earlier = await Challenges(db).unanswered(
                 user.id, POLLED_CHALLENGES, since, SETTLE_LATEST
             )
-        states = await asyncio.gather(*(self._answer_if_any(row) for row in earlier))
-        for challenge, state in zip(earlier, states, strict=True):
-            if state in (PushState.DENY, PushState.FRAUD, PushState.TIMEOUT):
-                await self._answered_no(challenge, state, user, client)
+        answers = await asyncio.gather(*(self._answer_if_any(row) for row in earlier))
+        for challenge, answer in zip(earlier, answers, strict=True):
+            if answer in ANSWERED_NO:
+                await self._answered_no(challenge, PushState(answer.value), user, client)
 
-    async def _answer_if_any(self, challenge: ChallengeRow) -> PushState | None:
+    async def _answer_if_any(self, challenge: ChallengeRow) -> OutOfBandAnswer:
         try:
-            outcome = await asyncio.wait_for(
+            return await asyncio.wait_for(
                 self._method.poll(str(challenge.external_id)), SETTLE_WAIT_S
             )
         except (TimeoutError, DuoError):
-            return None
-        return push_state(outcome.status, outcome.result)
+            return OutOfBandAnswer.PENDING
 
     async def _answered_no(
         self, challenge: ChallengeRow, state: PushState, user: UserRow, client: ClientInfo
@@ -379,14 +376,12 @@ class DuoPushService:
                 )
         if not attempt.allowed:  # raised after the commit, so the audit record stays
             raise SecondFactorError(PASSCODE_LOCKED)
-        status = None
+        answer = OutOfBandAnswer.DENY
         if passcode.isdigit() and 6 <= len(passcode) <= 10:
-            outcome = await self.ask_duo(
+            answer = await self.ask_duo(
                 self._method.verify_passcode(user.username, passcode, client.ip), user, client
             )
-            if outcome.result is AuthResult.ALLOW:
-                status = outcome.status
-        if status is None:
+        if answer not in (OutOfBandAnswer.ALLOW, OutOfBandAnswer.WAIVED):
             async with self._db.begin() as db:
                 audit.record(
                     db,
@@ -400,7 +395,7 @@ class DuoPushService:
                     db, self._clock, attempt, username=user.username, client=client
                 )
             raise SecondFactorError("That passcode is not valid.")
-        if status is TransactionStatus.BYPASS:
+        if answer is OutOfBandAnswer.WAIVED:
             async with self._db.begin() as db:
                 await throttle.refund(db, attempt)
             return await self.bypass(session, client, Bypass.DUO_ALLOWS)

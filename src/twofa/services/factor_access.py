@@ -17,8 +17,8 @@ from typing import Any, Final
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
-from twofa.methods.base import Method
-from twofa.methods.registry import DUO_PUSH, MethodRegistry, UnknownMethod
+from twofa.methods.base import Method, MethodKind
+from twofa.methods.registry import MethodRegistry, UnknownMethod
 from twofa.services.console import ConsoleSettingsService
 from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.services.sessions import Level, SessionView
@@ -27,7 +27,6 @@ from twofa.storage.repositories import Enrolments, Users
 from twofa.storage.tables import UserRow
 
 FRESH_SECOND_FACTOR: Final = timedelta(minutes=10)
-DUO_PUSH_TITLE: Final = "Duo Push"
 SIGNED_OUT_MESSAGE: Final = "Your sign-in has expired. Please sign in again."
 
 
@@ -96,15 +95,12 @@ class FactorAccess:
         await self.require_allowed(code)  # so "usable" is "set up" from here on
         user, enrolled = await self._user_and_methods(session)
         if code not in enrolled:
-            title = self.title_of(code)
-            raise SecondFactorError(
-                f"You have not set up {title if code == DUO_PUSH else title.lower()}."
-            )
+            raise SecondFactorError(f"You have not set up {self._phrase(code)}.")
         return user
 
     async def may_enrol(self, session: SessionView, code: str) -> tuple[Method, UserRow]:
-        """`may_enrol_in` for a method of the registry, with the method."""
-        method = self._registry.get(code)  # UnknownMethod for anything not registered
+        """`may_enrol_in` for a method verified here, with the method."""
+        method = self._registry.local(code)  # UnknownMethod for anything else
         return method, await self.may_enrol_in(session, code)
 
     async def may_enrol_in(self, session: SessionView, code: str) -> UserRow:
@@ -189,7 +185,7 @@ class FactorAccess:
             return None
         async with self._db.begin() as db:
             enrolled = await enrolled_methods(db, user_id)
-        offered = tuple(code for code in config.backup_methods if code in self._registry)
+        offered = tuple(c for c in config.backup_methods if self._registry.is_local(c))
         if not offered or any(code in enrolled for code in config.backup_methods):
             return None
         required = config.backup is BackupPolicy.REQUIRED
@@ -198,18 +194,22 @@ class FactorAccess:
         return BackupStep(offered, required)
 
     async def allowed_method(self, code: str) -> Method:
-        method = self._registry.get(code)  # UnknownMethod for anything not registered
+        method = self._registry.local(code)  # UnknownMethod for anything else
         await self.require_allowed(code)
         return method
 
     async def require_allowed(self, code: str) -> None:
-        if code != DUO_PUSH:
-            self._registry.get(code)  # UnknownMethod for anything not registered
+        self._registry.get(code)  # UnknownMethod for anything not registered
         if code not in await self.allowed_codes():
             raise SecondFactorError(f"{self.title_of(code)} is not offered on this server.")
 
     def title_of(self, code: str) -> str:
-        return DUO_PUSH_TITLE if code == DUO_PUSH else self._registry.get(code).title
+        return self._registry.get(code).title
+
+    def _phrase(self, code: str) -> str:
+        """The method's title inside a sentence: a brand keeps its capitals."""
+        method = self._registry.get(code)
+        return method.title if method.kind is MethodKind.OUT_OF_BAND else method.title.lower()
 
 
 __all__ = ["FactorAccess", "StepUpRequired", "UnknownMethod", "enrolled_methods"]

@@ -231,7 +231,7 @@ class FactorService:
         return Enrolled(credential_id, completion)
 
     async def start(self, session: SessionView, code: str, client: ClientInfo) -> Started:
-        method = self._registry.get(code)  # UnknownMethod for anything not registered
+        method = self._registry.local(code)  # UnknownMethod for anything else
         await self._access.may_verify(session, code)  # the gate: allowed, and set up
         checked = await self._checked(session, method, client)
         user, credentials = checked.user, checked.credentials
@@ -278,7 +278,7 @@ class FactorService:
         response: Mapping[str, str],
         client: ClientInfo,
     ) -> Completion:
-        method = self._registry.get(code)
+        method = self._registry.local(code)
         await self._access.may_verify(session, code)  # the gate, with the rules of now
         checked = await self._checked(session, method, client, challenge_id)
         user, challenge, credentials = checked.user, checked.challenge, checked.credentials

@@ -74,7 +74,7 @@ class MyFactorsService:
         addable = tuple(
             (code, self._registry.get(code).title)
             for code in allowed
-            if code in self._registry
+            if self._registry.is_local(code)  # Duo Push is added through its own set-up
             and (self._registry.get(code).many_per_user or code not in enrolled)
         )
         low = any(s.codes_left is not None and s.codes_left <= LOW_BACKUP_CODES for s in summaries)
@@ -183,7 +183,7 @@ class MyFactorsService:
             )
 
     async def _summary(self, db: AsyncSession, row: CredentialRow) -> CredentialSummary:
-        method = self._registry.get(row.method) if row.method in self._registry else None
+        method = self._registry.local(row.method) if self._registry.is_local(row.method) else None
         items = CredentialItems(db)
         single_use = row.method == "backup_codes"
         return CredentialSummary(

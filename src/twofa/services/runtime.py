@@ -25,7 +25,7 @@ from twofa.duo import DuoAuthClient, DuoCredentials, DuoEndpoint, DuoTimeouts, m
 from twofa.methods.backup_codes import BackupCodesMethod
 from twofa.methods.duo_push import DuoPushMethod
 from twofa.methods.email_otp import EmailOtpMethod
-from twofa.methods.registry import DUO_PUSH, MethodRegistry
+from twofa.methods.registry import MethodRegistry
 from twofa.methods.security_questions import SecurityQuestionsMethod
 from twofa.methods.totp import TotpMethod
 from twofa.methods.webauthn import WebAuthnMethod
@@ -62,7 +62,10 @@ def build_duo_service(
     sessions: SessionService,
     clock: Clock,
     access: FactorAccess,
+    method: DuoPushMethod,
 ) -> DuoPushService | None:
+    """Connects the registered Duo Push method to the Duo application of `duo` (the settings
+    in force) and builds the service on it; None while Duo has no keys."""
     if not duo.configured:
         return None
     client = DuoAuthClient(
@@ -75,7 +78,8 @@ def build_duo_service(
             long_poll_read=duo.long_poll_s + duo.timeout_s,
         ),
     )
-    return DuoPushService(db, DuoPushMethod(client, duo), sessions, clock, duo, access)
+    method.connect(client, duo)
+    return DuoPushService(db, method, sessions, clock, duo, access)
 
 
 def external_directories(
@@ -95,8 +99,8 @@ def external_directories(
     return directories, clients
 
 
-def build_registry(settings: Settings) -> MethodRegistry:
-    """Every local method this gateway offers, explicitly; the admin allows a subset."""
+def build_registry(settings: Settings, duo_push: DuoPushMethod | None = None) -> MethodRegistry:
+    """Every method this gateway offers, explicitly; the admin allows a subset."""
     return MethodRegistry(
         [
             TotpMethod(),
@@ -104,7 +108,8 @@ def build_registry(settings: Settings) -> MethodRegistry:
             BackupCodesMethod(),
             EmailOtpMethod(),
             SecurityQuestionsMethod(),
-        ]
+        ],
+        out_of_band=[duo_push or DuoPushMethod()],
     )
 
 
@@ -130,6 +135,7 @@ class Gateway:
     access_rules: AccessRuleService
     rule_book: ConsoleRuleBook
     duo: DuoPushService | None = None
+    duo_push: DuoPushMethod = field(default_factory=DuoPushMethod)  # the registered method
     change_feed: RedisChangeFeed | None = None  # with `redis_url` (services.change_feed)
     _duo_version: int = -1
     directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
@@ -165,8 +171,9 @@ class Gateway:
             DuoEndpoint.parse("api-placeholder.duosecurity.com"), max_connections=DUO_CONNECTIONS
         )
         sealer = Sealer(settings.secret_key.get_secret_value())
-        registry = build_registry(settings)
-        offered = (DUO_PUSH, *registry.codes)
+        duo_push = DuoPushMethod()  # connected to Duo's keys as the console sets them
+        registry = build_registry(settings, duo_push)
+        offered = registry.codes
         console = ConsoleSettingsService(db, clock, sealer, http, settings.duo, offered)
         external, directory_clients = external_directories(settings)
         login = LoginService(db, sessions, LocalDirectory(), clock, settings, console, external)
@@ -198,7 +205,8 @@ class Gateway:
             access_rules,
             rule_book,
         )
-        gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock, access)
+        gateway.duo_push = duo_push
+        gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock, access, duo_push)
         gateway.directory_clients = directory_clients
         gateway.directories = external
         if settings.redis_url is not None:
@@ -242,7 +250,7 @@ class Gateway:
         if version != self._duo_version:
             effective = await self.console.effective_duo()
             self.duo = build_duo_service(
-                effective, self.http, self.db, self.sessions, self.clock, self.access
+                effective, self.http, self.db, self.sessions, self.clock, self.access, self.duo_push
             )
             self._duo_version = version
         return self.duo

@@ -65,7 +65,7 @@ async def _page(
 ) -> Response:
     """A method's set-up or verify page."""
     gateway = gateway_of(request)
-    method = gateway.factors.registry.get(code)
+    method = gateway.factors.registry.local(code)
     show = dict(started.show)
     offer_remember = template == "verify" and session.level is Level.PASSWORD
     return render(

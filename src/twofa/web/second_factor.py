@@ -128,7 +128,7 @@ async def second_factor_start(request: Request) -> Response:
     first = (await gateway.console.two_factor()).first_method
     if first == DUO_PUSH:
         await duo_of(request)  # fails closed, with the reason, when Duo is not configured
-    method_title = "Duo Push" if first == DUO_PUSH else gateway.factors.registry.get(first).title
+    method_title = gateway.factors.registry.get(first).title
     grace = await gateway.grace.status(session)
     return render(
         request,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from twofa.config import DEFAULT_DUO_FACTORS, DuoFactor
-from twofa.duo.models import Capability, Device, DeviceType, TransactionStatus
+from twofa.duo.models import Capability, Device, DeviceType
 from twofa.services.duo_factor_rules import (
     CALLING,
     MESSAGES,
@@ -15,7 +15,6 @@ from twofa.services.duo_factor_rules import (
     offer_for,
     offer_for_new_duo_mobile,
     pending_message,
-    push_state,
 )
 
 EVERY = tuple(DuoFactor)
@@ -84,18 +83,3 @@ def test_a_phone_about_to_be_activated_pushes_and_shows_passcodes_only() -> None
 def test_a_ringing_call_says_so_and_a_push_says_approve() -> None:
     assert pending_message(PHONE_CHALLENGE) == CALLING
     assert pending_message(PUSH_CHALLENGE) == MESSAGES[PushState.PENDING]
-
-
-@pytest.mark.parametrize(
-    ("status", "state"),
-    [
-        (TransactionStatus.CALLING, PushState.PENDING),
-        (TransactionStatus.ANSWERED, PushState.PENDING),
-        (TransactionStatus.ALLOW, PushState.ALLOW),
-        (TransactionStatus.DENY, PushState.DENY),
-        (TransactionStatus.FRAUD, PushState.FRAUD),
-        (TransactionStatus.TIMEOUT, PushState.TIMEOUT),
-    ],
-)
-def test_call_statuses_end_like_push_statuses(status: TransactionStatus, state: PushState) -> None:
-    assert push_state(status, status.result) is state
