@@ -92,9 +92,14 @@ class FactorAccess:
     async def may_verify(self, session: SessionView, code: str) -> UserRow:
         """A challenge of `code` may be started or answered: the admin allows the method and
         the user has it set up (a method the admin withdrew is no way in, set up or not)."""
+        async with self._db.begin() as db:
+            return await self.may_verify_in(db, session, code)
+
+    async def may_verify_in(self, db: AsyncSession, session: SessionView, code: str) -> UserRow:
+        """`may_verify`, read in the caller's transaction (the one that loads the challenge)."""
         await self.require_allowed(code)  # so "usable" is "set up" from here on
-        user, enrolled = await self._user_and_methods(session)
-        if code not in enrolled:
+        user = await self.user_in(db, session)
+        if code not in await enrolled_methods(db, user.id):
             raise SecondFactorError(f"You have not set up {self._phrase(code)}.")
         return user
 
@@ -108,12 +113,15 @@ class FactorAccess:
         a user who has a method must have passed it recently. Duo Push included."""
         await self.require_allowed(code)
         user, enrolled = await self._user_and_methods(session)
-        has_any = bool(enrolled)
-        if session.level is Level.PASSWORD and has_any:
-            raise SecondFactorError("Verify it's you with your second factor first.")
-        if session.level is Level.SIGNED_IN and has_any and not self.is_fresh(session):
-            raise StepUpRequired("Confirm it's you with your second factor to change your methods.")
+        self._refuse_enrolment(session, enrolled)
         return user
+
+    def _refuse_enrolment(self, session: SessionView, enrolled: list[str]) -> None:
+        """The enrolment rule itself, given the user's methods as read."""
+        if session.level is Level.PASSWORD and enrolled:
+            raise SecondFactorError("Verify it's you with your second factor first.")
+        if session.level is Level.SIGNED_IN and enrolled and not self.is_fresh(session):
+            raise StepUpRequired("Confirm it's you with your second factor to change your methods.")
 
     async def _user_and_methods(self, session: SessionView) -> tuple[UserRow, list[str]]:
         """The session's user (refused unless enabled) and their methods, in one transaction."""
@@ -123,27 +131,28 @@ class FactorAccess:
 
     async def hold_enrolment(self, db: AsyncSession, session: SessionView, user_id: int) -> None:
         """First, in the transaction that stores a new method: takes the user's row, then asks
-        again whether this session may enrol. Two sessions racing a first sign-in both passed
+        the enrolment rule again. Two sessions racing a first sign-in both passed
         `may_enrol_in` before either stored anything; the second now waits for the first, sees
         its method, and is refused (a password alone sets up one method, not two, and never
         replaces the one just set up)."""
         await Users(db).lock(user_id)
-        if session.level is Level.PASSWORD and await enrolled_methods(db, user_id):
-            raise SecondFactorError("Verify it's you with your second factor first.")
+        self._refuse_enrolment(session, await enrolled_methods(db, user_id))
 
     async def purpose_for(self, session: SessionView, code: str) -> tuple[str, UserRow]:
         """Whether a challenge of `code` opened now verifies the user ("validate": a usable
-        method) or finishes setting it up ("enrol": `may_enrol_in` allows it); refused when
-        neither. For the out-of-band methods, whose set-up ends with a first challenge."""
+        method) or finishes setting it up ("enrol": the enrolment rule allows it); refused
+        when neither. For the out-of-band methods, whose set-up ends with a first challenge."""
+        await self.require_allowed(code)
+        user, enrolled = await self._user_and_methods(session)
+        if code in enrolled:
+            return "validate", user
         try:
-            return "validate", await self.may_verify(session, code)
-        except SecondFactorError as not_usable:
-            try:
-                return "enrol", await self.may_enrol_in(session, code)
-            except StepUpRequired:
-                raise
-            except SecondFactorError:
-                raise not_usable from None
+            self._refuse_enrolment(session, enrolled)
+        except StepUpRequired:
+            raise
+        except SecondFactorError:
+            raise SecondFactorError(f"You have not set up {self._phrase(code)}.") from None
+        return "enrol", user
 
     async def may_pass(self, session: SessionView, code: str, purpose: str) -> UserRow:
         """Checked again when a challenge of `purpose` succeeds: the rules in force then."""
@@ -192,11 +201,6 @@ class FactorAccess:
         if not required and not just_enrolled:
             return None
         return BackupStep(offered, required)
-
-    async def allowed_method(self, code: str) -> Method:
-        method = self._registry.local(code)  # UnknownMethod for anything else
-        await self.require_allowed(code)
-        return method
 
     async def require_allowed(self, code: str) -> None:
         self._registry.get(code)  # UnknownMethod for anything not registered

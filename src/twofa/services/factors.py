@@ -232,11 +232,8 @@ class FactorService:
 
     async def start(self, session: SessionView, code: str, client: ClientInfo) -> Started:
         method = self._registry.local(code)  # UnknownMethod for anything else
-        await self._access.may_verify(session, code)  # the gate: allowed, and set up
         checked = await self._checked(session, method, client)
-        user, credentials = checked.user, checked.credentials
-        if not credentials:
-            raise SecondFactorError(f"You have not set up {method.title.lower()}.")
+        user, credentials = checked.user, checked.credentials  # the gate: set up, so some
         try:
             await self._challenges.refuse_during_cooldown(user, method)
         except SecondFactorError as exc:
@@ -279,7 +276,6 @@ class FactorService:
         client: ClientInfo,
     ) -> Completion:
         method = self._registry.local(code)
-        await self._access.may_verify(session, code)  # the gate, with the rules of now
         checked = await self._checked(session, method, client, challenge_id)
         user, challenge, credentials = checked.user, checked.challenge, checked.credentials
         assert challenge is not None
@@ -324,7 +320,8 @@ class FactorService:
         challenge: ChallengeRow | None = None
         credentials: list[StoredCredential] = []
         async with self._db.begin() as db:
-            user = await self._access.user_in(db, session)  # refused before anything is written
+            # The gate (allowed, and set up), refused before anything is written.
+            user = await self._access.may_verify_in(db, session, code)
             if challenge_id is None:
                 lock = await throttle.lock_state(
                     db, failure_key(code, user.username), self._clock.now()
