@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.services import audit
-from twofa.storage.repositories import Throttles
+from twofa.storage.throttles import Throttles
 
 
 @dataclass(frozen=True)

@@ -6,24 +6,14 @@ Repositories never commit: the service that uses them owns the transaction
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Delete,
-    Insert,
-    Integer,
-    String,
-    Update,
-    and_,
-    bindparam,
-    case,
     delete,
     func,
     literal,
-    or_,
     select,
     union,
     update,
@@ -45,9 +35,7 @@ from twofa.storage.tables import (
     GroupRow,
     MembershipRow,
     SessionRow,
-    ThrottleRow,
     UserRow,
-    UtcDateTime,
 )
 
 
@@ -179,132 +167,6 @@ class Sessions:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True)
-class CountedAttempt:
-    """A key's row as one counting statement left it."""
-
-    failures: int  # attempts counted in the window, this one included
-    window_started_at: datetime
-    locked_until: datetime | None
-
-
-class Throttles:
-    """Attempt counters (services.throttle). Each count is one atomic statement, so
-    concurrent requests on one key see each other's numbers; none reads a row to write it."""
-
-    def __init__(self, db: AsyncSession) -> None:
-        self._db = db
-
-    async def get(self, key: str) -> ThrottleRow | None:
-        return await self._db.get(ThrottleRow, key)
-
-    async def count_attempt(
-        self, key: str, limit: int, window: timedelta, lockout: timedelta, now: datetime
-    ) -> CountedAttempt:
-        statement = self.counting_statement(self._db.get_bind().dialect.name)
-        params = self.counting_params(key, limit, window, lockout, now)
-        row = (await self._db.execute(statement, params)).one()
-        return CountedAttempt(int(row.failures), row.window_started_at, row.locked_until)
-
-    @staticmethod
-    def counting_statement(dialect: str) -> Insert:
-        """INSERT … ON CONFLICT (key) DO UPDATE … RETURNING: the row's count after this
-        attempt. A new key, an ended lock-out or a window that has passed starts again at 1;
-        an active lock-out counts on from at least `limit + 1`, so it is never an allowed
-        number; the attempt whose number reaches `limit` sets the lock-out (`lock_end`)
-        in the same statement. Every SET expression reads the row as it was before."""
-        now = bindparam("t_now", type_=UtcDateTime())
-        limit = bindparam("t_limit", type_=Integer())
-        first_lock = bindparam("t_first_lock", type_=UtcDateTime())  # lock_end when limit is 1
-        row = ThrottleRow
-        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert(ThrottleRow).values(
-            key=bindparam("t_key", type_=String()),
-            failures=1,
-            window_started_at=now,
-            locked_until=first_lock,
-        )
-        afresh = or_(
-            and_(row.locked_until.is_not(None), row.locked_until <= now),
-            and_(
-                row.locked_until.is_(None),
-                row.window_started_at < bindparam("t_window_floor", type_=UtcDateTime()),
-            ),
-        )
-        return statement.on_conflict_do_update(
-            index_elements=[ThrottleRow.key],
-            set_={
-                "failures": case(
-                    (afresh, 1),
-                    (and_(row.locked_until.is_not(None), row.failures < limit), limit + 1),
-                    else_=row.failures + 1,
-                ),
-                "window_started_at": case((afresh, now), else_=row.window_started_at),
-                "locked_until": case(
-                    (afresh, first_lock),
-                    (
-                        and_(row.locked_until.is_(None), row.failures + 1 >= limit),
-                        bindparam("t_lock_end", type_=UtcDateTime()),
-                    ),
-                    else_=row.locked_until,
-                ),
-            },
-        ).returning(ThrottleRow.failures, ThrottleRow.window_started_at, ThrottleRow.locked_until)
-
-    @staticmethod
-    def counting_params(
-        key: str, limit: int, window: timedelta, lockout: timedelta, now: datetime
-    ) -> dict[str, Any]:
-        lock_end = now + lockout
-        return {
-            "t_key": key,
-            "t_now": now,
-            "t_limit": limit,
-            "t_window_floor": now - window,
-            "t_lock_end": lock_end,
-            "t_first_lock": lock_end if limit <= 1 else None,
-        }
-
-    async def give_back(self, key: str, window_started_at: datetime, limit: int) -> None:
-        params = self.give_back_params(key, window_started_at, limit)
-        for statement in self.give_back_statements():
-            await self._db.execute(statement, params)
-
-    @staticmethod
-    def give_back_params(key: str, window_started_at: datetime, limit: int) -> dict[str, Any]:
-        return {"t_key": key, "t_window_started_at": window_started_at, "t_limit": limit}
-
-    @staticmethod
-    def give_back_statements() -> tuple[Update, Delete]:
-        """Takes back one attempt counted in this window (not in a later one), and lifts the
-        lock-out when the count falls below the limit again; then drops the row if nothing is
-        left in it (a shared key every right password gives back would otherwise stay)."""
-        row = ThrottleRow
-        emptied = delete(ThrottleRow).where(
-            row.key == bindparam("t_key", type_=String()),
-            row.failures <= 0,
-            row.locked_until.is_(None),
-        )
-        return (
-            update(ThrottleRow)
-            .where(
-                row.key == bindparam("t_key", type_=String()),
-                row.window_started_at == bindparam("t_window_started_at", type_=UtcDateTime()),
-                row.failures > 0,
-            )
-            .values(
-                failures=row.failures - 1,
-                locked_until=case(
-                    (row.failures - 1 < bindparam("t_limit", type_=Integer()), None),
-                    else_=row.locked_until,
-                ),
-            )
-        ), emptied
-
-    async def remove(self, key: str) -> None:
-        await self._db.execute(delete(ThrottleRow).where(ThrottleRow.key == key))
-
-
 class ConsoleSettings:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
@@ -411,6 +273,7 @@ class Enrolments:
     a credential of any local method. Per user for the gateway, as a condition for counts."""
 
     DUO_PUSH = "duo_push"
+    _DUO_SET_UP = DuoEnrolmentRow.configured_at.is_not(None)
 
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
@@ -418,17 +281,15 @@ class Enrolments:
     async def methods_of(self, user_id: int) -> list[str]:
         """The user's methods, Duo Push first when set up, then the others by code."""
         duo = select(literal(self.DUO_PUSH).label("method")).where(
-            DuoEnrolmentRow.user_id == user_id, DuoEnrolmentRow.configured_at.is_not(None)
+            DuoEnrolmentRow.user_id == user_id, self._DUO_SET_UP
         )
         local = select(CredentialRow.method).where(CredentialRow.user_id == user_id)
         codes = set(await self._db.scalars(union(duo, local)))
-        return [code for code in (self.DUO_PUSH,) if code in codes] + sorted(
-            codes - {self.DUO_PUSH}
-        )
+        return sorted(codes, key=lambda code: (code != self.DUO_PUSH, code))
 
-    @staticmethod
-    def is_enrolled() -> ColumnElement[bool]:
-        duo = select(DuoEnrolmentRow.user_id).where(DuoEnrolmentRow.configured_at.is_not(None))
+    @classmethod
+    def is_enrolled(cls) -> ColumnElement[bool]:
+        duo = select(DuoEnrolmentRow.user_id).where(cls._DUO_SET_UP)
         return UserRow.id.in_(duo) | UserRow.id.in_(select(CredentialRow.user_id))
 
 

@@ -16,8 +16,8 @@ from tests.support.databases import postgres_database, sqlite_database
 from twofa.clock import FrozenClock
 from twofa.services import throttle
 from twofa.services.runtime import Gateway
-from twofa.storage.repositories import Throttles
 from twofa.storage.tables import ThrottleRow
+from twofa.storage.throttles import Throttles
 
 RULE = throttle.ThrottleRule(limit=3, window=timedelta(minutes=10), lockout=timedelta(minutes=15))
 KEY = "login-user:alice"

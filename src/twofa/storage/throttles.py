@@ -1,0 +1,97 @@
+"""Attempt counters (services.throttle): one row per key (`2fa-totp:alice`,
+`login-ip:203.0.113.5`), each count one atomic statement, so concurrent requests on one key
+see each other's numbers and none reads a row to write it. Like every repository it never
+commits: the service owns the transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, delete, literal, or_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twofa.storage.tables import ThrottleRow, UtcDateTime
+
+
+@dataclass(frozen=True)
+class CountedAttempt:
+    """A key's row as one counting statement left it."""
+
+    failures: int  # attempts counted in the window, this one included
+    window_started_at: datetime
+    locked_until: datetime | None
+
+
+class Throttles:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def get(self, key: str) -> ThrottleRow | None:
+        return await self._db.get(ThrottleRow, key)
+
+    async def count_attempt(
+        self, key: str, limit: int, window: timedelta, lockout: timedelta, now: datetime
+    ) -> CountedAttempt:
+        """INSERT … ON CONFLICT (key) DO UPDATE … RETURNING: the row's count after this
+        attempt. A new key, an ended lock-out or a window that has passed starts again at 1;
+        an active lock-out counts on from at least `limit + 1`, so it is never an allowed
+        number; the attempt whose number reaches `limit` sets the lock-out in the same
+        statement. Every SET expression reads the row as it was before."""
+        row = ThrottleRow
+        # Times inside CASE carry the column's type (the stored form SQLite compares as text).
+        at, lock_end = literal(now, UtcDateTime()), literal(now + lockout, UtcDateTime())
+        first_lock = lock_end if limit <= 1 else literal(None, UtcDateTime())
+        dialect = self._db.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        afresh = or_(
+            and_(row.locked_until.is_not(None), row.locked_until <= now),
+            and_(row.locked_until.is_(None), row.window_started_at < now - window),
+        )
+        statement = (
+            insert(ThrottleRow)
+            .values(key=key, failures=1, window_started_at=at, locked_until=first_lock)
+            .on_conflict_do_update(
+                index_elements=[ThrottleRow.key],
+                set_={
+                    "failures": case(
+                        (afresh, 1),
+                        (and_(row.locked_until.is_not(None), row.failures < limit), limit + 1),
+                        else_=row.failures + 1,
+                    ),
+                    "window_started_at": case((afresh, at), else_=row.window_started_at),
+                    "locked_until": case(
+                        (afresh, first_lock),
+                        (and_(row.locked_until.is_(None), row.failures + 1 >= limit), lock_end),
+                        else_=row.locked_until,
+                    ),
+                },
+            )
+            .returning(row.failures, row.window_started_at, row.locked_until)
+        )
+        counted = (await self._db.execute(statement)).one()
+        return CountedAttempt(
+            int(counted.failures), counted.window_started_at, counted.locked_until
+        )
+
+    async def give_back(self, key: str, window_started_at: datetime, limit: int) -> None:
+        """Takes back one attempt counted in this window (not in a later one), and lifts the
+        lock-out when the count falls below the limit again; then drops the row if nothing is
+        left in it (a shared key every right password gives back would otherwise stay)."""
+        row = ThrottleRow
+        await self._db.execute(
+            update(ThrottleRow)
+            .where(row.key == key, row.window_started_at == window_started_at, row.failures > 0)
+            .values(
+                failures=row.failures - 1,
+                locked_until=case((row.failures - 1 < limit, None), else_=row.locked_until),
+            )
+        )
+        await self._db.execute(
+            delete(ThrottleRow).where(row.key == key, row.failures <= 0, row.locked_until.is_(None))
+        )
+
+    async def remove(self, key: str) -> None:
+        await self._db.execute(delete(ThrottleRow).where(ThrottleRow.key == key))
