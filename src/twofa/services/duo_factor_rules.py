@@ -6,14 +6,17 @@ the user's phone: pushes, calls and texts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Final
 
 from twofa.config import DuoFactor
 from twofa.duo import DuoApiError
 from twofa.duo.models import Capability, Device, DeviceType
+from twofa.methods.base import OutOfBandAnswer
 from twofa.methods.duo_push import CODE
+from twofa.services.second_factor_outcomes import Completion
 
 # Challenge rows (and audit kinds) per factor. A push and a call are followed with
 # auth_status; a text only marks that one was sent, so it counts towards the limit.
@@ -38,6 +41,8 @@ MESSAGES: Final = {
     PushState.FRAUD: "Login request reported as fraudulent. Your administrator has been told.",
     PushState.TIMEOUT: "The login request expired before it was answered.",
 }
+# How a push or call ended when the user said no (or nothing): the page's state of the same name
+ANSWERED_NO: Final = (OutOfBandAnswer.DENY, OutOfBandAnswer.FRAUD, OutOfBandAnswer.TIMEOUT)
 CALLING: Final = "Calling your phone… Answer it and press 1 to approve."
 
 
@@ -135,3 +140,27 @@ def offer_for_new_duo_mobile(allowed: Iterable[DuoFactor]) -> FactorOffer:
     """A phone activated on twofa's set-up page has no number: it pushes and shows passcodes."""
     permitted = set(allowed)
     return FactorOffer(push=DuoFactor.PUSH in permitted, passcode=DuoFactor.PASSCODE in permitted)
+
+
+class SetupKind(Enum):
+    ACTIVATE = "activate"  # scan the QR code, then push
+    READY = "ready"  # already has a push-capable device in Duo
+    BYPASS = "bypass"  # Duo says allow without a second factor
+    DENIED = "denied"  # Duo's policy refuses this user
+
+
+@dataclass(frozen=True)
+class SetupView:
+    kind: SetupKind
+    activation_code: str | None = None
+    expires_at: datetime | None = None
+    devices: tuple[Device, ...] = ()  # those that can take a push
+    preferred_device: str | None = None
+    offer: FactorOffer = field(default_factory=FactorOffer)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    state: PushState
+    message: str
+    completion: Completion | None = None

@@ -62,7 +62,7 @@ class DuoFactorService:
         await self._require(DuoFactor.PHONE, session, client)
         push = self._push
         purpose, user = await push.challenger(session)
-        await push.limit_phone_requests(user, client, PHONE_CHALLENGE, TOO_MANY)
+        await push.fatigue.limit_phone_requests(user, client, PHONE_CHALLENGE, TOO_MANY)
         context = OutOfBandRequest(user.username, user.display_name, client.ip, device or "auto")
         txid = await push.ask_duo(push.method.start_call(context), user, client)
         return await push.open_challenge(
@@ -74,7 +74,7 @@ class DuoFactorService:
         await self._require(DuoFactor.SMS, session, client)
         push = self._push
         purpose, user = await push.challenger(session)
-        await push.limit_phone_requests(user, client, SMS_CHALLENGE, TOO_MANY)
+        await push.fatigue.limit_phone_requests(user, client, SMS_CHALLENGE, TOO_MANY)
         context = OutOfBandRequest(user.username, user.display_name, client.ip, device or "auto")
         outcome = await push.ask_duo(push.method.send_sms_passcodes(context), user, client)
         if outcome.status is not TransactionStatus.SENT:

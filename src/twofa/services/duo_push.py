@@ -7,11 +7,8 @@ answer is accepted only for that row, and only once (a conditional UPDATE).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -20,9 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.config import DuoSettings
 from twofa.domain.client import ClientInfo
-from twofa.duo import DuoError
 from twofa.duo.models import (
-    Device,
     EnrollmentStatus,
     PreauthOutcome,
 )
@@ -32,20 +27,23 @@ from twofa.security.tokens import new_token
 from twofa.services import audit, throttle
 from twofa.services.duo_calls import DuoCalls
 from twofa.services.duo_factor_rules import (
+    ANSWERED_NO,
     BYPASS_REFUSALS,
     CANNOT_CONFIRM,
     MESSAGES,
     POLLED_CHALLENGES,
     Bypass,
-    FactorOffer,
+    PollResult,
     PushState,
+    SetupKind,
+    SetupView,
     offer_for,
     offer_for_new_duo_mobile,
     pending_message,
 )
 from twofa.services.factor_access import FactorAccess
 from twofa.services.lockouts import lockout_keys
-from twofa.services.push_fatigue import PushFatigue, fraud_answer_message, paused_message
+from twofa.services.push_fatigue import PushFatigue, paused_message
 from twofa.services.second_factor_outcomes import (
     Completion,
     SecondFactorError,
@@ -56,37 +54,8 @@ from twofa.storage.repositories import DuoEnrolments
 from twofa.storage.tables import ChallengeRow, UserRow
 
 T = TypeVar("T")
-# How a push or call ended when the user said no (or nothing): the page's state of the same name
-ANSWERED_NO = (OutOfBandAnswer.DENY, OutOfBandAnswer.FRAUD, OutOfBandAnswer.TIMEOUT)
 PASSCODE_RULE = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
 PASSCODE_LOCKED = "Too many wrong passcodes. Try again in 15 minutes."
-SETTLE_WINDOW = timedelta(minutes=15)  # earlier pushes and calls read before the phone is asked
-SETTLE_LATEST = 3  # at most this many of them (the per-minute limit's default)
-SETTLE_WAIT_S = 1.0  # how long one may take to answer (one still waiting holds the new one)
-
-
-class SetupKind(Enum):
-    ACTIVATE = "activate"  # scan the QR code, then push
-    READY = "ready"  # already has a push-capable device in Duo
-    BYPASS = "bypass"  # Duo says allow without a second factor
-    DENIED = "denied"  # Duo's policy refuses this user
-
-
-@dataclass(frozen=True)
-class SetupView:
-    kind: SetupKind
-    activation_code: str | None = None
-    expires_at: datetime | None = None
-    devices: tuple[Device, ...] = ()  # those that can take a push
-    preferred_device: str | None = None
-    offer: FactorOffer = field(default_factory=FactorOffer)
-
-
-@dataclass(frozen=True)
-class PollResult:
-    state: PushState
-    message: str
-    completion: Completion | None = None
 
 
 class DuoPushService:
@@ -202,7 +171,7 @@ class DuoPushService:
     ) -> str:
         """Starts a push and returns the challenge id the page polls. Rate-limited per user."""
         purpose, user = await self.challenger(session)
-        await self.limit_phone_requests(
+        await self.fatigue.limit_phone_requests(
             user, client, CODE, "Too many push requests. Wait a minute, then try again."
         )
         context = OutOfBandRequest(user.username, user.display_name, client.ip, device or "auto")
@@ -219,24 +188,13 @@ class DuoPushService:
     @cached_property
     def fatigue(self) -> PushFatigue:
         """The push fatigue guard for these settings (daily cap, pause after a fraud report)."""
-        return PushFatigue(self._db, self._clock, self._settings)
+        return PushFatigue(self._db, self._clock, self._settings, self._method)
 
     async def pause_notice(self, session: SessionView) -> str | None:
         """Why nothing goes to the user's phone, while a pause after their fraud report lasts."""
         user = await self.user_of(session)
         until = await self.fatigue.paused_until(user.username)
         return paused_message(until, self._clock.now()) if until is not None else None
-
-    async def limit_phone_requests(
-        self, user: UserRow, client: ClientInfo, kind: str, message: str
-    ) -> None:
-        """Refuses (and audits), before anything reaches Duo, a push, call or text while the
-        user's phone is paused after a fraud report, beyond the per-minute limit they share
-        (`message`), or beyond the daily cap: both counted before Duo is asked
-        (services.push_fatigue)."""
-        await self.settle_earlier_requests(user, client)
-        await self.fatigue.refuse_if_paused(user, client, kind)
-        await self.fatigue.count_request(user, client, kind, message)
 
     async def open_challenge(
         self,
@@ -303,57 +261,12 @@ class DuoPushService:
         if answer is OutOfBandAnswer.PENDING:
             return PollResult(PushState.PENDING, pending_message(challenge.method))
         if answer in ANSWERED_NO:
-            return await self._answered_no(challenge, PushState(answer.value), user, client)
+            return await self.fatigue.answered_no(challenge, PushState(answer.value), user, client)
         if answer is OutOfBandAnswer.WAIVED:  # Duo waived it: no factor was passed
             completion = await self._bypassed(session, challenge, user, client)
             return PollResult(PushState.ALLOW, MESSAGES[PushState.ALLOW], completion)
         completion = await self._complete(session, challenge, user, client, device)
         return PollResult(PushState.ALLOW, MESSAGES[PushState.ALLOW], completion)
-
-    async def settle_earlier_requests(self, user: UserRow, client: ClientInfo) -> None:
-        """Reads how the user's latest pushes and calls ended when nobody polled them (a
-        script sending pushes never asks), so that a "This wasn't me" pauses the phone before
-        it is asked again. Duo's auth_status long-polls a push still waiting, so each is given
-        `SETTLE_WAIT_S`, all at once; one still waiting, or Duo not answering, is left as is."""
-        since = self._clock.now() - SETTLE_WINDOW
-        async with self._db.begin() as db:
-            earlier = await Challenges(db).unanswered(
-                user.id, POLLED_CHALLENGES, since, SETTLE_LATEST
-            )
-        answers = await asyncio.gather(*(self._answer_if_any(row) for row in earlier))
-        for challenge, answer in zip(earlier, answers, strict=True):
-            if answer in ANSWERED_NO:
-                await self._answered_no(challenge, PushState(answer.value), user, client)
-
-    async def _answer_if_any(self, challenge: ChallengeRow) -> OutOfBandAnswer:
-        try:
-            return await asyncio.wait_for(
-                self._method.poll(str(challenge.external_id)), SETTLE_WAIT_S
-            )
-        except (TimeoutError, DuoError):
-            return OutOfBandAnswer.PENDING
-
-    async def _answered_no(
-        self, challenge: ChallengeRow, state: PushState, user: UserRow, client: ClientInfo
-    ) -> PollResult:
-        """Records a denied, timed-out or fraud answer once, however many polls race; a
-        fraud report pauses the user's phone in the same transaction (push fatigue)."""
-        paused_until = None
-        async with self._db.begin() as db:
-            if await Challenges(db).settle(challenge.id, state.value):
-                audit.record(
-                    db,
-                    self._clock,
-                    challenge.method,
-                    state.value,
-                    username=user.username,
-                    client=client,
-                )
-                if state is PushState.FRAUD:
-                    paused_until = await self.fatigue.pause(db, user, client, challenge.method)
-        if paused_until is not None:
-            return PollResult(state, fraud_answer_message(paused_until, self._clock.now()))
-        return PollResult(state, MESSAGES[state])
 
     async def verify_passcode(
         self, session: SessionView, passcode: str, client: ClientInfo

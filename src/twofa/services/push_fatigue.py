@@ -11,6 +11,7 @@ they prove the phone is in the user's hand.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -21,18 +22,32 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.config import DuoSettings
 from twofa.domain.client import ClientInfo
+from twofa.duo import DuoError
+from twofa.methods.base import OutOfBandAnswer, OutOfBandMethod
 from twofa.services import audit, throttle
-from twofa.services.duo_factor_rules import MESSAGES, PUSH_CHALLENGE, FactorOffer, PushState
+from twofa.services.duo_factor_rules import (
+    ANSWERED_NO,
+    MESSAGES,
+    POLLED_CHALLENGES,
+    PUSH_CHALLENGE,
+    FactorOffer,
+    PollResult,
+    PushState,
+)
 from twofa.services.lockouts import phone_day_key, phone_minute_key, push_pause_key
 from twofa.services.second_factor_outcomes import SecondFactorError
 from twofa.storage.audit_log import AuditCriteria, AuditSearch
-from twofa.storage.tables import UserRow
+from twofa.storage.challenges import Challenges
+from twofa.storage.tables import ChallengeRow, UserRow
 
 log = logging.getLogger("twofa.push_fatigue")
 
 FATIGUE_KIND: Final = "push_fatigue"  # audit kind of a pause (outcome `paused`, with `until`)
 DAY: Final = timedelta(days=1)
 MINUTE: Final = timedelta(minutes=1)
+SETTLE_WINDOW: Final = timedelta(minutes=15)  # earlier pushes and calls read before a new one
+SETTLE_LATEST: Final = 3  # at most this many of them (the per-minute limit's default)
+SETTLE_WAIT_S: Final = 1.0  # how long one may take to answer (one still waiting holds a new one)
 LONGEST_PAUSE: Final = timedelta(minutes=10080)  # DuoSettings.fraud_pause_minutes' maximum
 MOST_PAUSES_LISTED: Final = 500  # fraud reports are rare; the Overview reads this many at most
 
@@ -98,11 +113,71 @@ class PushFatigue:
     """The guard for one set of Duo settings (the caps come from `settings`)."""
 
     def __init__(
-        self, db: async_sessionmaker[AsyncSession], clock: Clock, settings: DuoSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        settings: DuoSettings,
+        method: OutOfBandMethod,
     ) -> None:
         self._db = db
         self._clock = clock
         self._settings = settings
+        self._method = method  # to read how earlier pushes ended
+
+    async def limit_phone_requests(
+        self, user: UserRow, client: ClientInfo, kind: str, too_fast: str
+    ) -> None:
+        """Refuses (and audits), before anything reaches Duo, a push, call or text while the
+        user's phone is paused after a fraud report, beyond the per-minute limit they share
+        (`too_fast`), or beyond the daily cap: both counted before Duo is asked."""
+        await self._settle_earlier_requests(user, client)
+        await self.refuse_if_paused(user, client, kind)
+        await self.count_request(user, client, kind, too_fast)
+
+    async def _settle_earlier_requests(self, user: UserRow, client: ClientInfo) -> None:
+        """Reads how the user's latest pushes and calls ended when nobody polled them (a
+        script sending pushes never asks), so that a "This wasn't me" pauses the phone before
+        it is asked again. Duo's auth_status long-polls a push still waiting, so each is given
+        `SETTLE_WAIT_S`, all at once; one still waiting, or Duo not answering, is left as is."""
+        since = self._clock.now() - SETTLE_WINDOW
+        async with self._db.begin() as db:
+            earlier = await Challenges(db).unanswered(
+                user.id, POLLED_CHALLENGES, since, SETTLE_LATEST
+            )
+        answers = await asyncio.gather(*(self._answer_if_any(row) for row in earlier))
+        for challenge, answer in zip(earlier, answers, strict=True):
+            if answer in ANSWERED_NO:
+                await self.answered_no(challenge, PushState(answer.value), user, client)
+
+    async def _answer_if_any(self, challenge: ChallengeRow) -> OutOfBandAnswer:
+        try:
+            return await asyncio.wait_for(
+                self._method.poll(str(challenge.external_id)), SETTLE_WAIT_S
+            )
+        except (TimeoutError, DuoError):
+            return OutOfBandAnswer.PENDING
+
+    async def answered_no(
+        self, challenge: ChallengeRow, state: PushState, user: UserRow, client: ClientInfo
+    ) -> PollResult:
+        """Records a denied, timed-out or fraud answer once, however many polls race; a
+        fraud report pauses the user's phone in the same transaction."""
+        paused_until = None
+        async with self._db.begin() as db:
+            if await Challenges(db).settle(challenge.id, state.value):
+                audit.record(
+                    db,
+                    self._clock,
+                    challenge.method,
+                    state.value,
+                    username=user.username,
+                    client=client,
+                )
+                if state is PushState.FRAUD:
+                    paused_until = await self.pause(db, user, client, challenge.method)
+        if paused_until is not None:
+            return PollResult(state, fraud_answer_message(paused_until, self._clock.now()))
+        return PollResult(state, MESSAGES[state])
 
     async def paused_until(self, username: str) -> datetime | None:
         async with self._db.begin() as db:

@@ -16,9 +16,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from twofa.config import DuoFactor
 from twofa.methods.registry import DUO_PUSH
-from twofa.services.duo_factor_rules import CALLING, Bypass
+from twofa.services.duo_factor_rules import CALLING, Bypass, SetupKind, SetupView
 from twofa.services.duo_factors import DuoFactorService, FactorNotAllowed
-from twofa.services.duo_push import DuoPushService, SetupKind, SetupView
+from twofa.services.duo_push import DuoPushService
 from twofa.services.factor_access import StepUpRequired
 from twofa.services.push_fatigue import without_phone_requests
 from twofa.services.second_factor_outcomes import Completion, FailOpen, SecondFactorError

@@ -18,8 +18,8 @@ from tests.unit.services.conftest import (
     start_duo_gateway,
 )
 from twofa.config import DuoFactor
+from twofa.services.duo_factor_rules import PushState
 from twofa.services.duo_factors import DuoFactorService, FactorNotAllowed
-from twofa.services.duo_push import PushState
 from twofa.services.runtime import Gateway
 from twofa.services.second_factor_outcomes import SecondFactorError
 

@@ -26,8 +26,7 @@ from tests.unit.services.conftest import (
 from twofa.clock import FrozenClock
 from twofa.config import FailMode
 from twofa.duo import DuoRateLimited
-from twofa.services.duo_factor_rules import Bypass
-from twofa.services.duo_push import PushState
+from twofa.services.duo_factor_rules import Bypass, PushState
 from twofa.services.login import LoginResult
 from twofa.services.runtime import Gateway
 from twofa.services.second_factor_outcomes import (

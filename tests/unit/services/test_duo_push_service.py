@@ -19,7 +19,7 @@ from tests.unit.services.conftest import (
 )
 from twofa.clock import FrozenClock
 from twofa.duo.models import EnrollmentStatus
-from twofa.services.duo_push import PollResult, PushState, SetupKind
+from twofa.services.duo_factor_rules import PollResult, PushState, SetupKind
 from twofa.services.runtime import Gateway
 from twofa.services.second_factor_outcomes import DuoDown, SecondFactorError
 from twofa.services.sessions import Level, SessionView

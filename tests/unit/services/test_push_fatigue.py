@@ -29,9 +29,9 @@ from twofa.domain.client import NO_CLIENT
 from twofa.duo.models import Capability, Device, DeviceType
 from twofa.services import audit
 from twofa.services.doctor import State, duo_refusal_status, examine
-from twofa.services.duo_factor_rules import FactorOffer
+from twofa.services.duo_factor_rules import FactorOffer, PollResult, PushState
 from twofa.services.duo_factors import DuoFactorService
-from twofa.services.duo_push import DuoPushService, PollResult, PushState
+from twofa.services.duo_push import DuoPushService
 from twofa.services.overview import OverviewService
 from twofa.services.push_fatigue import (
     DailyCapReached,
