@@ -33,7 +33,7 @@ from twofa.security.sealing import Sealer
 from twofa.security.tokens import new_token, token_digest
 
 # Written into the statements as literals: the default Settings (30 minutes idle, 12 hours
-# signed in), TotpMethod.challenge_seconds (300), services.accounts.method_lockout_key.
+# signed in), TotpMethod.challenge_seconds (300), services.admin.accounts.method_lockout_key.
 
 # $1 session id (digest of the cookie), $2 new challenge id
 OPEN_PAGE = """WITH s AS (

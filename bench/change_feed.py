@@ -24,8 +24,8 @@ from pathlib import Path
 
 from twofa.config import load_settings
 from twofa.domain.client import NO_CLIENT
-from twofa.services.change_feed import RedisChangeFeed
 from twofa.services.runtime import Gateway
+from twofa.services.state.change_feed import RedisChangeFeed
 from twofa.storage.change_notes import Changes
 from twofa.storage.database import create_engine, upgrade
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from twofa.config import load_settings
 from twofa.domain.client import NO_CLIENT
 from twofa.services.runtime import Gateway
-from twofa.services.sessions import Level
+from twofa.services.state.sessions import Level
 from twofa.storage.database import create_engine, upgrade
 from twofa.storage.repositories import Users
 

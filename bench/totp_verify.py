@@ -4,7 +4,8 @@ Creates a throwaway PostgreSQL database (127.0.0.1:5432, dropped at the end), se
 through the real services (2FA on, Two Factor Settings allowing only TOTP, a TOTP credential
 each) and, before each run, a sign-in session per user at the password level (created
 directly: argon2 is not what is measured). Serves the real app with `twofa serve` (uvloop,
-httptools, 1 or more worker processes; every code through the one path, services.factors)
+httptools, 1 or more worker processes; every code through the one path,
+services.second_factor.pipeline)
 and drives it from a separate, lean load-generator
 process (bench/_totp_load.py): each verification is GET /2fa/m/totp (a fresh challenge) then
 POST /2fa/m/totp with the CSRF token, the challenge and a valid code, answered by a 303 that
@@ -40,15 +41,15 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import select, update
 
 from twofa.config import Settings, load_settings
+from twofa.domain.account_input import NewUser
 from twofa.domain.client import ClientInfo
 from twofa.methods.base import NewCredential
 from twofa.methods.totp import new_secret
 from twofa.security.sealing import Sealer
-from twofa.services import credential_store
-from twofa.services.account_input import NewUser
 from twofa.services.runtime import Gateway
-from twofa.services.sessions import Level
-from twofa.services.two_factor_settings import Enforcement, TwoFactorConfig
+from twofa.services.second_factor import credential_store
+from twofa.services.settings.two_factor import Enforcement, TwoFactorConfig
+from twofa.services.state.sessions import Level
 from twofa.storage.database import create_engine, upgrade
 from twofa.storage.tables import CredentialRow, UserRow
 
@@ -139,7 +140,7 @@ async def fresh_sessions(settings: Settings, seeded: Seeded) -> list[list[str]]:
         async with gateway.db.begin() as db:
             for user_id, secret in seeded.secrets.items():
                 token, _view = await gateway.sessions.promote(
-                    db, anonymous, user_id, Level.PASSWORD, BROWSER
+                    db, anonymous, user_id, Level.AWAITING_SECOND_FACTOR, BROWSER
                 )
                 pairs.append([token, secret])
         return pairs

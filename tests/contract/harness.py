@@ -16,10 +16,10 @@ from twofa.domain.client import NO_CLIENT
 from twofa.methods.base import Delivery
 from twofa.methods.registry import DUO_PUSH
 from twofa.security.sealing import Sealer
-from twofa.services.factors import FactorService
 from twofa.services.runtime import Gateway
-from twofa.services.sessions import SessionView
-from twofa.services.two_factor_settings import TwoFactorConfig
+from twofa.services.second_factor.pipeline import SecondFactorService
+from twofa.services.settings.two_factor import TwoFactorConfig
+from twofa.services.state.sessions import SessionView
 
 SECRET = "contract-secret-key-contract-secret-key-00"
 USERNAME, PASSWORD = "carol", "carol-password-1"
@@ -39,7 +39,7 @@ class Mailbox:
 @dataclass
 class Harness:
     gateway: Gateway
-    factors: FactorService
+    second_factor: SecondFactorService
     clock: FrozenClock
     mailbox: Mailbox
     settings: Settings
@@ -80,18 +80,18 @@ async def harness_on(database_url: str) -> AsyncIterator[Harness]:
     try:
         await gateway.accounts.add_user(USERNAME, PASSWORD, email="carol@example.com")
         await gateway.accounts.set_user_policy(USERNAME, True)
-        codes = gateway.factors.registry.codes  # Duo Push first
+        codes = gateway.second_factor.registry.codes  # Duo Push first
         await gateway.console.save_two_factor(
             TwoFactorConfig(methods=codes, first_method=DUO_PUSH),
             "contract-suite",
             NO_CLIENT,
         )
         mailbox = Mailbox()
-        factors = FactorService(
+        factors = SecondFactorService(
             gateway.db,
-            gateway.factors.registry,
+            gateway.second_factor.registry,
             gateway.sessions,
-            gateway.access,
+            gateway.gate,
             clock,
             Sealer(SECRET),
             mailbox,

@@ -1,4 +1,4 @@
-"""FactorService rules beyond the per-method contract: questions cannot be re-rolled, and no
+"""SecondFactorService rules beyond the per-method contract: questions cannot be re-rolled, and no
 page secret is left readable in the database."""
 
 from __future__ import annotations
@@ -25,18 +25,20 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 
 async def enrol(harness: Harness, code: str) -> None:
     session = await harness.password_session()
-    started = await harness.factors.begin_enrolment(session, code, NO_CLIENT)
+    started = await harness.second_factor.begin_enrolment(session, code, NO_CLIENT)
     response = AUTHENTICATORS[code]().enrolment_response(started.show, harness)
-    await harness.factors.finish_enrolment(session, code, started.challenge_id, response, NO_CLIENT)
+    await harness.second_factor.finish_enrolment(
+        session, code, started.challenge_id, response, NO_CLIENT
+    )
 
 
 async def test_reloading_asks_the_same_questions_in_any_browser(harness: Harness) -> None:
     await enrol(harness, "security_questions")
-    first = await harness.factors.start(
+    first = await harness.second_factor.start(
         await harness.password_session(), "security_questions", NO_CLIENT
     )
     for _ in range(5):
-        again = await harness.factors.start(
+        again = await harness.second_factor.start(
             await harness.password_session(), "security_questions", NO_CLIENT
         )
         assert again.show["questions"] == first.show["questions"]
@@ -45,7 +47,7 @@ async def test_reloading_asks_the_same_questions_in_any_browser(harness: Harness
 
 async def test_no_totp_secret_is_readable_in_a_challenge_row(harness: Harness) -> None:
     session = await harness.password_session()
-    started = await harness.factors.begin_enrolment(session, "totp", NO_CLIENT)
+    started = await harness.second_factor.begin_enrolment(session, "totp", NO_CLIENT)
     secret = str(started.show["secret"]).replace(" ", "")
     async with harness.gateway.db.begin() as db:
         payloads = (await db.scalars(select(ChallengeRow.payload))).all()

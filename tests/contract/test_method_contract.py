@@ -1,5 +1,5 @@
 """The contract every second-factor method keeps, run over every registered method through
-the real FactorService on SQLite and PostgreSQL: enrolment round-trips; a valid response
+the real SecondFactorService on SQLite and PostgreSQL: enrolment round-trips; a valid response
 succeeds exactly once; a wrong one fails with the method's one failure message; an expired
 challenge fails; failures up to the method's limit lock it; every outcome is audited."""
 
@@ -17,11 +17,11 @@ from tests.support.databases import postgres_database, sqlite_database
 from twofa.config import load_settings
 from twofa.domain.client import NO_CLIENT
 from twofa.methods.registry import LOCAL_METHOD_CODES
-from twofa.services.challenge_book import EXPIRED_MESSAGE
-from twofa.services.factor_failures import FAILURE_MESSAGES, failure_rule, locked_message
 from twofa.services.runtime import build_registry
-from twofa.services.second_factor_outcomes import SecondFactorError
-from twofa.services.sessions import Level
+from twofa.services.second_factor.challenges import EXPIRED_MESSAGE
+from twofa.services.second_factor.failures import FAILURE_MESSAGES, failure_rule, locked_message
+from twofa.services.second_factor.outcomes import SecondFactorError
+from twofa.services.state.sessions import Level
 from twofa.storage.audit_log import AuditLog
 
 REGISTERED = build_registry(load_settings(environ={}, mode="dev")).local_codes
@@ -39,9 +39,9 @@ async def enrol(harness: Harness, code: str) -> Authenticator:
     """Carol's first sign-in: she sets the method up, which also signs her in."""
     authenticator = AUTHENTICATORS[code]()
     session = await harness.password_session()
-    started = await harness.factors.begin_enrolment(session, code, NO_CLIENT)
+    started = await harness.second_factor.begin_enrolment(session, code, NO_CLIENT)
     response = authenticator.enrolment_response(started.show, harness)
-    enrolled = await harness.factors.finish_enrolment(
+    enrolled = await harness.second_factor.finish_enrolment(
         session, code, started.challenge_id, response, NO_CLIENT
     )
     assert enrolled.completion is not None
@@ -68,7 +68,7 @@ async def test_enrolment_round_trips_and_is_audited(harness: Harness, code: str)
 
     assert "added" in await audit_outcomes(harness, "enrolment")
     assert "allow" in await audit_outcomes(harness, "second_factor")
-    mine = await harness.gateway.my_factors.overview(
+    mine = await harness.gateway.my_methods.overview(
         (await harness.password_session()).user_id or 0
     )
     assert [c.method for c in mine.credentials] == [code]
@@ -78,17 +78,17 @@ async def test_enrolment_round_trips_and_is_audited(harness: Harness, code: str)
 async def test_a_valid_response_succeeds_exactly_once(harness: Harness, code: str) -> None:
     authenticator = await enrol(harness, code)
     session = await harness.password_session()
-    started = await harness.factors.start(session, code, NO_CLIENT)
+    started = await harness.second_factor.start(session, code, NO_CLIENT)
     response = authenticator.verification_response(started.show, harness)
 
-    completion = await harness.factors.verify(
+    completion = await harness.second_factor.verify(
         session, code, started.challenge_id, response, NO_CLIENT
     )
     assert completion.session.level is Level.SIGNED_IN
     assert completion.session.second_factor_at == harness.clock.now()
 
     with pytest.raises(SecondFactorError, match="expired or was already used"):
-        await harness.factors.verify(session, code, started.challenge_id, response, NO_CLIENT)
+        await harness.second_factor.verify(session, code, started.challenge_id, response, NO_CLIENT)
 
 
 @pytest.mark.parametrize("code", CODES)
@@ -96,13 +96,15 @@ async def test_wrong_and_malformed_responses_fail_with_one_message(
     harness: Harness, code: str
 ) -> None:
     authenticator = await enrol(harness, code)
-    message = FAILURE_MESSAGES[harness.factors.registry.get(code).kind]
+    message = FAILURE_MESSAGES[harness.second_factor.registry.get(code).kind]
     session = await harness.password_session()
-    started = await harness.factors.start(session, code, NO_CLIENT)
+    started = await harness.second_factor.start(session, code, NO_CLIENT)
 
     for response in (authenticator.wrong_response(started.show, harness), {}, {"x": "\x00"}):
         with pytest.raises(SecondFactorError) as caught:
-            await harness.factors.verify(session, code, started.challenge_id, response, NO_CLIENT)
+            await harness.second_factor.verify(
+                session, code, started.challenge_id, response, NO_CLIENT
+            )
         assert caught.value.message == message
     assert (await audit_outcomes(harness, "second_factor")).count("refused") == 3
 
@@ -111,13 +113,13 @@ async def test_wrong_and_malformed_responses_fail_with_one_message(
 async def test_an_expired_challenge_fails(harness: Harness, code: str) -> None:
     authenticator = await enrol(harness, code)
     session = await harness.password_session()
-    started = await harness.factors.start(session, code, NO_CLIENT)
-    lifetime = harness.factors.registry.get(code).challenge_seconds
+    started = await harness.second_factor.start(session, code, NO_CLIENT)
+    lifetime = harness.second_factor.registry.get(code).challenge_seconds
     harness.clock.advance(timedelta(seconds=lifetime + 1))
     response = authenticator.verification_response(started.show, harness)
 
     with pytest.raises(SecondFactorError) as caught:
-        await harness.factors.verify(session, code, started.challenge_id, response, NO_CLIENT)
+        await harness.second_factor.verify(session, code, started.challenge_id, response, NO_CLIENT)
     assert caught.value.message == EXPIRED_MESSAGE
     assert "expired" in await audit_outcomes(harness, "second_factor")
 
@@ -130,22 +132,24 @@ async def test_failures_up_to_the_limit_lock_the_method_for_the_user(
     rule = failure_rule(code)
     authenticator = await enrol(harness, code)
     session = await harness.password_session()
-    started = await harness.factors.start(session, code, NO_CLIENT)
+    started = await harness.second_factor.start(session, code, NO_CLIENT)
     wrong = authenticator.wrong_response(started.show, harness)
     for _ in range(rule.limit):
         with pytest.raises(SecondFactorError):
-            await harness.factors.verify(session, code, started.challenge_id, wrong, NO_CLIENT)
+            await harness.second_factor.verify(
+                session, code, started.challenge_id, wrong, NO_CLIENT
+            )
 
     with pytest.raises(SecondFactorError) as caught:
-        await harness.factors.start(session, code, NO_CLIENT)
+        await harness.second_factor.start(session, code, NO_CLIENT)
     assert caught.value.message == locked_message(code)
     assert await audit_outcomes(harness, "lockout") == ["locked"]
     assert "locked" in await audit_outcomes(harness, "second_factor")
 
     harness.clock.advance(rule.lockout + timedelta(minutes=1))  # the lock-out ends
-    again = await harness.factors.start(session, code, NO_CLIENT)
+    again = await harness.second_factor.start(session, code, NO_CLIENT)
     response = authenticator.verification_response(again.show, harness)
-    completion = await harness.factors.verify(
+    completion = await harness.second_factor.verify(
         session, code, again.challenge_id, response, NO_CLIENT
     )
     assert completion.session.level is Level.SIGNED_IN

@@ -16,7 +16,7 @@ from tests.support.authenticator_totp import code_at
 from tests.support.databases import sqlite_database
 from tests.support.gateway import running_gateway
 from tests.support.two_factor import allow_methods
-from twofa.services.two_factor_settings import BackupPolicy
+from twofa.services.settings.two_factor import BackupPolicy
 
 
 @pytest.fixture

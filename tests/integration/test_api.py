@@ -21,7 +21,7 @@ from tests.support.databases import sqlite_database
 from tests.support.gateway import running_gateway
 from twofa.clock import FrozenClock
 from twofa.config import Settings
-from twofa.services.api_tokens import ApiTokenService
+from twofa.services.admin.api_tokens import ApiTokenService
 from twofa.services.runtime import Gateway
 from twofa.storage.tables import AuditRow
 

@@ -20,7 +20,7 @@ from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import gateway_settings, seed_users
 from tests.support.servers import free_port, serve_in_thread
 from twofa.config import Settings
-from twofa.services.api_tokens import ApiTokenService
+from twofa.services.admin.api_tokens import ApiTokenService
 from twofa.services.runtime import Gateway
 from twofa.web.api import openapi_document
 from twofa.web.app import create_app

@@ -36,9 +36,9 @@ from tests.support.smtp import SmtpServer
 from tests.support.totp_flow import challenge_from, enrol_alice, sign_out, submit_code
 from tests.support.two_factor import allow_methods
 from twofa.config import Settings
-from twofa.services.factor_failures import failure_rule
 from twofa.services.runtime import Gateway
-from twofa.services.two_factor_settings import BackupPolicy
+from twofa.services.second_factor.failures import failure_rule
+from twofa.services.settings.two_factor import BackupPolicy
 from twofa.storage.tables import AuditRow, ThrottleRow
 
 ATTEMPTS = 50

@@ -20,7 +20,7 @@ from tests.support.console import Console, field_problem, field_value, start_con
 from tests.support.gateway import csrf_from, sign_in
 from tests.support.two_factor import allow_methods
 from twofa.cli.main import app
-from twofa.services.authenticator_options import AUDIT_KIND
+from twofa.services.second_factor.authenticator_options import AUDIT_KIND
 
 PAGE = "/admin/settings/authenticator-app"
 

@@ -29,7 +29,7 @@ from tests.support.totp_flow import challenge_from, post_code, sign_out
 from tests.support.two_factor import allow_methods
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
-from twofa.services.two_factor_settings import BackupPolicy
+from twofa.services.settings.two_factor import BackupPolicy
 from twofa.storage.repositories import Users
 from twofa.storage.tables import AuditRow, ChallengeRow, CredentialItemRow, SessionRow
 
@@ -347,7 +347,7 @@ async def low_on_codes(settings: Settings) -> bool:
         async with gateway.db() as db:
             alice = await Users(db).by_name("alice")
         assert alice is not None
-        return (await gateway.my_factors.overview(alice.id)).low_on_backup_codes
+        return (await gateway.my_methods.overview(alice.id)).low_on_backup_codes
     finally:
         await gateway.close()
 

@@ -20,7 +20,7 @@ from tests.conftest import RunningSimulator
 from tests.support.console import Console, field_problem, field_value, start_console
 from tests.support.gateway import csrf_from
 from tests.support.servers import serve_in_thread
-from twofa.services.access_rules import ConsoleRule
+from twofa.services.access.rules import ConsoleRule
 from twofa.web.app import create_app
 
 APP = "jira.example.com"

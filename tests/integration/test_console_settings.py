@@ -27,7 +27,7 @@ from tests.support.console import (
 )
 from tests.support.gateway import csrf_from
 from tests.support.servers import free_port
-from twofa.services.two_factor_settings import Enforcement
+from twofa.services.settings.two_factor import Enforcement
 
 WRONG_SKEY = "wrongsecretwrongsecretwrongsecretwrong00"
 

@@ -29,10 +29,10 @@ from tests.support.databases import sqlite_database
 from tests.support.gateway import running_gateway, sign_in
 from twofa.config import load_settings
 from twofa.domain.client import CLI
-from twofa.services import console as console_module
-from twofa.services.console import SettingsRejected
 from twofa.services.runtime import Gateway
-from twofa.services.two_factor_settings import BackupPolicy, TwoFactorConfig
+from twofa.services.settings import console as console_module
+from twofa.services.settings.console import SettingsRejected
+from twofa.services.settings.two_factor import BackupPolicy, TwoFactorConfig
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tests.support.user_management import (
     status_phrases,
     user_row_html,
 )
-from twofa.services.account_input import NewUser
+from twofa.domain.account_input import NewUser
 from twofa.services.runtime import Gateway
 from twofa.storage.repositories import DuoEnrolments, Users
 

@@ -14,7 +14,7 @@ from tests.support.databases import POSTGRES_DSN, postgres_database
 from twofa.config import Mode, Settings
 from twofa.domain.client import ClientInfo
 from twofa.services.runtime import Gateway
-from twofa.services.sessions import Level
+from twofa.services.state.sessions import Level
 
 BROWSER = ClientInfo(ip="203.0.113.7", user_agent="pytest-browser")
 

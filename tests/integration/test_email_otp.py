@@ -34,7 +34,7 @@ from tests.support.totp_flow import challenge_from, sign_out, submit_code
 from twofa.domain.client import NO_CLIENT
 from twofa.methods.email_otp import NO_ADDRESS
 from twofa.methods.totp import time_step
-from twofa.services.email_delivery import SEND_FAILED
+from twofa.services.mail.delivery import SEND_FAILED
 from twofa.services.runtime import Gateway
 from twofa.storage.tables import AuditRow, ChallengeRow, CredentialRow
 

@@ -40,8 +40,8 @@ from tests.support.smtp import SmtpServer, code_in
 from tests.support.totp_flow import sign_out, submit_code
 from twofa.cli.main import app
 from twofa.methods.email_otp import NOT_AN_ADDRESS
-from twofa.services.email_code_options import AUDIT_KIND
 from twofa.services.runtime import Gateway
+from twofa.services.second_factor.email_code_options import AUDIT_KIND
 from twofa.storage.tables import AuditRow, ChallengeRow, CredentialRow
 
 ENROL, BEGIN, VERIFY = "/2fa/m/email_otp/enrol", "/2fa/m/email_otp/enrol/begin", "/2fa/m/email_otp"

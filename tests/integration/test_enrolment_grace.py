@@ -13,7 +13,7 @@ from tests.support.console import start_console
 from tests.support.gateway import csrf_from, sign_in
 from twofa.domain.client import ClientInfo
 from twofa.services.runtime import Gateway
-from twofa.services.two_factor_settings import TwoFactorConfig
+from twofa.services.settings.two_factor import TwoFactorConfig
 
 
 async def test_user_may_postpone_enrolment_once_then_must_enrol(

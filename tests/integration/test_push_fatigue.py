@@ -26,8 +26,8 @@ from tests.support.duo_flow import JSON, enrol_with_duo_push, send_push
 from tests.support.gateway import csrf_from, running_gateway, sign_in
 from twofa.clock import SystemClock
 from twofa.config import Settings
-from twofa.services.lockouts import push_pause_key
 from twofa.services.runtime import Gateway
+from twofa.services.state.lockouts import push_pause_key
 from twofa.storage.tables import AuditRow, ThrottleRow
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """Two gateway processes on one database, told of each other's changes through a real Redis
-(services.change_feed): a sign-out, a new password and a settings save on one reach the
+(services.state.change_feed): a sign-out, a new password and a settings save on one reach the
 other's caches at once. The other's caches are frozen here (their clocks never move), so
 without the feed they would keep their copies for good, and a control test shows they do.
 Also: messages that are not twofa's, and Redis down at start."""
@@ -21,12 +21,12 @@ from tests.support.redis_server import own_channel, reachable_redis
 from tests.support.servers import free_port
 from twofa.config import Settings, load_settings
 from twofa.domain.client import NO_CLIENT
-from twofa.services.change_feed import RedisChangeFeed
-from twofa.services.forward_auth import ForwardAuthService, OriginalRequest, Verdict
-from twofa.services.login import LoginResult
+from twofa.services.access.forward_auth import ForwardAuthService, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
-from twofa.services.settings_cache import SettingsCache
-from twofa.services.two_factor_settings import TwoFactorConfig
+from twofa.services.settings.cache import SettingsCache
+from twofa.services.settings.two_factor import TwoFactorConfig
+from twofa.services.signin.login import LoginResult
+from twofa.services.state.change_feed import RedisChangeFeed
 from twofa.storage.change_notes import Changes
 
 APP = "app.example.test"

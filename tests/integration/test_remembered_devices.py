@@ -19,7 +19,7 @@ from tests.support.totp_flow import enrol_alice, post_code, sign_out
 from tests.support.two_factor import allow_methods
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
-from twofa.services.settings_cache import RECHECK_S
+from twofa.services.settings.cache import RECHECK_S
 
 DEVICE_COOKIE = "twofa_device"
 

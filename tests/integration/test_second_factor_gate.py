@@ -1,6 +1,6 @@
 """The second factor cannot be skipped or faked: the attacks of issue 13, each over real HTTP
 against the gateway, the Duo simulator, SQLite and PostgreSQL, refused by the one gate
-(`services.factor_access.FactorAccess`) that every method's routes ask.
+(`services.second_factor.gate.MethodGate`) that every method's routes ask.
 
 The attacker knows alice's password and nothing else: every test signs in with it from a
 browser of its own and tries to reach a signed-in session or a new second factor of alice's.
@@ -31,8 +31,8 @@ from tests.support.gateway import (
 from tests.support.totp_flow import enrol_alice, sign_out, submit_code
 from tests.support.two_factor import allow_methods
 from twofa.config import Settings
-from twofa.services.console_users import ConsoleUsersService
-from twofa.services.overview import OverviewService
+from twofa.services.admin.console_users import ConsoleUsersService
+from twofa.services.admin.overview import OverviewService
 from twofa.services.runtime import Gateway
 from twofa.storage.tables import AuditRow
 from twofa.web.context import DEVICE_COOKIE, SESSION_COOKIE
@@ -197,7 +197,7 @@ async def test_the_console_counts_any_method_as_enrolled(site_factory: Any) -> N
     await enrol_alice(alice)
     gateway = await Gateway.start(settings)
     try:
-        users = ConsoleUsersService(gateway.db, gateway.clock, gateway.console, gateway.access)
+        users = ConsoleUsersService(gateway.db, gateway.clock, gateway.console, gateway.gate)
         status = await users.status("alice")
         figures = await OverviewService(gateway.db, gateway.clock, gateway.console).users()
     finally:

@@ -29,7 +29,7 @@ from tests.support.totp_flow import challenge_from, sign_out
 from tests.support.two_factor import allow_methods
 from twofa.config import Settings
 from twofa.methods.security_questions import DEFAULT_QUESTIONS
-from twofa.services.two_factor_settings import BackupPolicy
+from twofa.services.settings.two_factor import BackupPolicy
 
 WRONG = "Those answers didn't work. Check them and try again."
 ENROL = "/2fa/m/security_questions/enrol"

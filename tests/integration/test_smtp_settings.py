@@ -33,19 +33,19 @@ from tests.support.smtp import SmtpServer, ThrowawayTls, make_throwaway_tls, smt
 from twofa.cli.main import app
 from twofa.config import Settings, load_settings
 from twofa.domain.client import NO_CLIENT
+from twofa.domain.smtp_settings import PASSWORD_PURPOSE, SmtpConfig, SmtpEdit
 from twofa.errors import ConfigurationError
 from twofa.methods.base import Delivery
 from twofa.security.sealing import Sealer
-from twofa.services.console import SettingsRejected
-from twofa.services.email_delivery import (
+from twofa.services.mail.delivery import (
     NOT_CONFIGURED,
     SEND_FAILED,
     SendTestOutcome,
     SmtpMailer,
 )
-from twofa.services.factors import DeliveryFailed
 from twofa.services.runtime import Gateway
-from twofa.services.smtp_settings import PASSWORD_PURPOSE, SmtpConfig, SmtpEdit
+from twofa.services.second_factor.pipeline import DeliveryFailed
+from twofa.services.settings.console import SettingsRejected
 from twofa.storage.tables import AuditRow
 
 EMAIL = "/admin/settings/email"

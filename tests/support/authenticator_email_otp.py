@@ -11,7 +11,7 @@ from typing import Any
 from tests.contract.harness import Harness
 from tests.support.smtp import code_in
 
-# FactorService refuses a new code within this many seconds of the last one; a person takes
+# SecondFactorService refuses a new code within this many seconds of the last one; a person takes
 # at least that long to open the mail and type the code.
 READING_TIME = timedelta(seconds=30)
 

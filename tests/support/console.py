@@ -19,9 +19,9 @@ from tests.conftest import RunningSimulator
 from tests.support.databases import sqlite_database
 from tests.support.gateway import csrf_from, running_gateway, sign_in
 from twofa.config import Settings
-from twofa.services.duo_settings import DuoConsoleConfig
 from twofa.services.runtime import Gateway
-from twofa.services.two_factor_settings import TwoFactorConfig
+from twofa.services.settings.duo import DuoConsoleConfig
+from twofa.services.settings.two_factor import TwoFactorConfig
 from twofa.storage.tables import AuditRow
 
 ADVANCED = "/admin/settings/advanced"

@@ -24,9 +24,9 @@ from tests.support.totp_flow import submit_code
 from twofa.clock import FrozenClock
 from twofa.config import Settings
 from twofa.domain.client import NO_CLIENT
+from twofa.domain.smtp_settings import SmtpEdit
 from twofa.services.runtime import Gateway
-from twofa.services.smtp_settings import SmtpEdit
-from twofa.services.two_factor_settings import TwoFactorConfig
+from twofa.services.settings.two_factor import TwoFactorConfig
 from twofa.storage.tables import ChallengeRow, CredentialRow, UserRow
 from twofa.web.app import create_app
 

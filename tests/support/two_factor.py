@@ -6,7 +6,7 @@ from __future__ import annotations
 from twofa.config import Settings
 from twofa.domain.client import NO_CLIENT
 from twofa.services.runtime import Gateway
-from twofa.services.two_factor_settings import BackupPolicy, TwoFactorConfig
+from twofa.services.settings.two_factor import BackupPolicy, TwoFactorConfig
 
 
 async def allow_methods(

@@ -13,8 +13,8 @@ from twofa.cli.settings_cmd import CLI_ACTOR, run_edit
 from twofa.config import AccessRuleSettings
 from twofa.domain.access import RuleSet
 from twofa.domain.client import CLI
-from twofa.services.access_rules import ConsoleRule, RuleEdit, rule_fields
-from twofa.services.forward_auth import Explanation
+from twofa.services.access.forward_auth import Explanation
+from twofa.services.access.rules import ConsoleRule, RuleEdit, rule_fields
 from twofa.services.runtime import Gateway
 
 access_app = typer.Typer(help="Access rules for the protected applications.", no_args_is_help=True)

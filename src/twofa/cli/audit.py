@@ -12,7 +12,7 @@ import typer
 
 from twofa.cli.common import echo_json, render_table, run_with_gateway
 from twofa.domain.client import CLI
-from twofa.services.audit_query import (
+from twofa.services.admin.audit_query import (
     MAX_PAGE_SIZE,
     AuditEntry,
     AuditFilterRejected,

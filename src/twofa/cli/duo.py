@@ -16,8 +16,8 @@ from twofa.cli.common import EXIT_EXPECTED_ERROR, echo_json, run_with_gateway, y
 from twofa.cli.settings_cmd import CLI_ACTOR, echo_fields, run_edit
 from twofa.config import DuoFactor, FailMode
 from twofa.domain.client import CLI
-from twofa.services.duo_settings import ConnectionTest, DuoConsoleConfig, DuoEdit
 from twofa.services.runtime import Gateway
+from twofa.services.settings.duo import ConnectionTest, DuoConsoleConfig, DuoEdit
 
 duo_app = typer.Typer(
     help="The Duo Auth API application: keys, failmode, push options.", no_args_is_help=True

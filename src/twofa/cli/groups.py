@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from twofa.cli.common import echo_json, render_table, run_with_gateway, yes_no
-from twofa.services.accounts import GroupSummary
+from twofa.services.admin.accounts import GroupSummary
 from twofa.services.runtime import Gateway
 
 group_app = typer.Typer(help="Groups of users and their members.", no_args_is_help=True)

@@ -12,9 +12,9 @@ import typer
 from twofa.cli.common import echo_json, run_with_gateway
 from twofa.cli.settings_cmd import CLI_ACTOR, run_edit
 from twofa.domain.client import CLI
-from twofa.services.console import SettingsRejected
-from twofa.services.question_pool import QuestionPoolView
 from twofa.services.runtime import Gateway
+from twofa.services.second_factor.question_pool import QuestionPoolView
+from twofa.services.settings.console import SettingsRejected
 
 questions_app = typer.Typer(
     help="Security questions: the pool users choose from and how many they answer.",

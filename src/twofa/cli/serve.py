@@ -19,8 +19,8 @@ from twofa.cli.common import GlobalOptions, expected_errors_reported, settings_f
 from twofa.cli.runtime import run_server, tune_garbage_collector
 from twofa.cli.workers import run_workers
 from twofa.config import Mode, Settings, load_settings
+from twofa.domain.account_input import AccountError
 from twofa.errors import ConfigurationError
-from twofa.services.account_input import AccountError
 from twofa.services.runtime import Gateway
 from twofa.simulator import SimulatorSettings, create_simulator_app
 from twofa.storage.database import create_engine, upgrade

@@ -13,9 +13,9 @@ import typer
 
 from twofa.cli.common import EXIT_EXPECTED_ERROR, echo_json, run_with_gateway
 from twofa.domain.client import CLI
-from twofa.services.console import SettingsRejected
 from twofa.services.runtime import Gateway
-from twofa.services.two_factor_settings import BackupPolicy, Enforcement, TwoFactorConfig
+from twofa.services.settings.console import SettingsRejected
+from twofa.services.settings.two_factor import BackupPolicy, Enforcement, TwoFactorConfig
 
 CLI_ACTOR: Final = "cli"  # who the audit log names for changes made with the twofa command
 

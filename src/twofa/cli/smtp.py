@@ -20,9 +20,9 @@ from twofa.cli.common import (
 )
 from twofa.cli.settings_cmd import CLI_ACTOR, echo_fields, run_edit
 from twofa.domain.client import CLI
-from twofa.services.email_delivery import SendTestOutcome
+from twofa.domain.smtp_settings import SmtpConfig, SmtpEdit, SmtpSecurity
+from twofa.services.mail.delivery import SendTestOutcome
 from twofa.services.runtime import Gateway
-from twofa.services.smtp_settings import SmtpConfig, SmtpEdit, SmtpSecurity
 
 smtp_app = typer.Typer(
     help="The mail server for codes by e-mail: host, security, login, sender.",

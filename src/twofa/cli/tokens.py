@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from twofa.cli.common import echo_json, render_table, run_with_gateway
-from twofa.services.api_tokens import (
+from twofa.services.admin.api_tokens import (
     DEFAULT_DAYS,
     MAX_DAYS,
     ApiTokenInfo,

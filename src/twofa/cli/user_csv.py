@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from twofa.domain.account_input import ImportProblem, NewUser
 from twofa.errors import TwofaError
-from twofa.services.account_input import ImportProblem, NewUser
 
 CSV_COLUMNS: Final = ("username", "display_name", "email", "password", "groups")
 GROUP_SEPARATOR: Final = ";"

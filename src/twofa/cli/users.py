@@ -21,8 +21,8 @@ from twofa.cli.common import (
     yes_no,
 )
 from twofa.cli.user_csv import read_user_csv, rejected_rows
-from twofa.services.account_input import ImportRejected
-from twofa.services.accounts import ImportSummary, UserSummary
+from twofa.domain.account_input import ImportRejected
+from twofa.services.admin.accounts import ImportSummary, UserSummary
 from twofa.services.runtime import Gateway
 
 user_app = typer.Typer(

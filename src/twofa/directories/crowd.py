@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
+from twofa.config.directories import CrowdSettings
 from twofa.directories.base import DirectoryUnavailable, DirectoryUser, ExternalDirectory
-from twofa.directory_settings import CrowdSettings
 
 log = logging.getLogger(__name__)
 

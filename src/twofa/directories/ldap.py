@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
+from twofa.config.directories import LdapSettings
 from twofa.directories.base import DirectoryUnavailable, DirectoryUser, ExternalDirectory
 from twofa.directories.ldap_filter import (
     DN_PLACEHOLDER,
@@ -28,7 +29,6 @@ from twofa.directories.ldap_filter import (
     fill_filter,
     group_name_from_dn,
 )
-from twofa.directory_settings import LdapSettings
 from twofa.errors import ConfigurationError
 
 log = logging.getLogger(__name__)

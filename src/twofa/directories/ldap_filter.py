@@ -13,7 +13,7 @@ from typing import Any, Final
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
-from twofa.directory_settings import (
+from twofa.config.directories import (
     DN_PLACEHOLDER,
     USERNAME_PLACEHOLDER,
     FilterTemplateError,

@@ -120,7 +120,7 @@ class EmailOtpMethod:
     kind = MethodKind.CODE
     many_per_user = False
     challenge_seconds = VALID_MINUTES * 60
-    # FactorService refuses a new challenge this soon after the last one, so nobody can
+    # SecondFactorService refuses a new challenge this soon after the last one, so nobody can
     # flood a mailbox by reloading the page.
     resend_cooldown_seconds = 30
 

@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from twofa.directories.base import DirectoryUnavailable, ExternalDirectory
-from twofa.services.email_delivery import SmtpNotConfigured, SmtpProblem
-from twofa.services.push_fatigue import FATIGUE_KIND
+from twofa.services.duo.push_fatigue import FATIGUE_KIND
+from twofa.services.mail.delivery import SmtpNotConfigured, SmtpProblem
 from twofa.services.runtime import Gateway
 from twofa.storage.audit_log import AuditCriteria, AuditSearch
 from twofa.storage.database import schema_status

@@ -3,7 +3,8 @@
 Nothing here is global: the web app and the CLI each hold one `Gateway` and pass it on. The
 Duo service is rebuilt when an admin saves new Duo settings in the console: each node notices
 within a second (the console's settings cache compares their version at most once a second;
-a save on this node is seen at once); so are the console's access rules (services.rule_book).
+a save on this node is seen at once); so are the console's access rules
+(services.access.live_rules).
 """
 
 from __future__ import annotations
@@ -30,25 +31,25 @@ from twofa.methods.security_questions import SecurityQuestionsMethod
 from twofa.methods.totp import TotpMethod
 from twofa.methods.webauthn import WebAuthnMethod
 from twofa.security.sealing import Sealer
-from twofa.services.access_rules import AccessRuleService
-from twofa.services.accounts import AccountService
-from twofa.services.authenticator_options import AuthenticatorOptionsService
-from twofa.services.change_feed import RedisChangeFeed
-from twofa.services.console import ConsoleSettingsService
-from twofa.services.duo_push import DuoPushService
-from twofa.services.email_code_options import EmailCodeOptionsService
-from twofa.services.email_delivery import SmtpMailer, SmtpSettingsService
-from twofa.services.enrolment_grace import EnrolmentGraceService
-from twofa.services.factor_access import FactorAccess
-from twofa.services.factors import FactorService
-from twofa.services.forward_auth import ForwardAuthService
-from twofa.services.group_refresh import GroupRefresher
-from twofa.services.login import LoginService
-from twofa.services.my_factors import MyFactorsService
-from twofa.services.question_pool import QuestionPoolService
-from twofa.services.remembered_devices import RememberedDeviceService
-from twofa.services.rule_book import ConsoleRuleBook
-from twofa.services.sessions import SessionService
+from twofa.services.access.forward_auth import ForwardAuthService
+from twofa.services.access.live_rules import LiveConsoleRules
+from twofa.services.access.rules import AccessRuleService
+from twofa.services.admin.accounts import AccountService
+from twofa.services.duo.push import DuoPushService
+from twofa.services.mail.delivery import SmtpMailer, SmtpSettingsService
+from twofa.services.second_factor.authenticator_options import AuthenticatorOptionsService
+from twofa.services.second_factor.email_code_options import EmailCodeOptionsService
+from twofa.services.second_factor.gate import MethodGate
+from twofa.services.second_factor.my_methods import MyMethodsService
+from twofa.services.second_factor.pipeline import SecondFactorService
+from twofa.services.second_factor.question_pool import QuestionPoolService
+from twofa.services.settings.console import ConsoleSettingsService
+from twofa.services.signin.enrolment_grace import EnrolmentGraceService
+from twofa.services.signin.group_refresh import GroupRefresher
+from twofa.services.signin.login import LoginService
+from twofa.services.signin.remembered_devices import RememberedDeviceService
+from twofa.services.state.change_feed import RedisChangeFeed
+from twofa.services.state.sessions import SessionService
 from twofa.storage.change_notes import Changes, announce_commits
 from twofa.storage.database import check_schema, create_engine, session_factory
 
@@ -61,7 +62,7 @@ def build_duo_service(
     db: async_sessionmaker[AsyncSession],
     sessions: SessionService,
     clock: Clock,
-    access: FactorAccess,
+    gate: MethodGate,
     method: DuoPushMethod,
 ) -> DuoPushService | None:
     """Connects the registered Duo Push method to the Duo application of `duo` (the settings
@@ -79,7 +80,7 @@ def build_duo_service(
         ),
     )
     method.connect(client, duo)
-    return DuoPushService(db, method, sessions, clock, duo, access)
+    return DuoPushService(db, method, sessions, clock, duo, gate)
 
 
 def external_directories(
@@ -125,18 +126,18 @@ class Gateway:
     console: ConsoleSettingsService
     http: httpx.AsyncClient
     grace: EnrolmentGraceService
-    factors: FactorService
-    access: FactorAccess
-    my_factors: MyFactorsService
+    second_factor: SecondFactorService
+    gate: MethodGate
+    my_methods: MyMethodsService
     devices: RememberedDeviceService
     forward_auth: ForwardAuthService
     smtp: SmtpSettingsService
     groups: GroupRefresher
     access_rules: AccessRuleService
-    rule_book: ConsoleRuleBook
+    live_rules: LiveConsoleRules
     duo: DuoPushService | None = None
     duo_push: DuoPushMethod = field(default_factory=DuoPushMethod)  # the registered method
-    change_feed: RedisChangeFeed | None = None  # with `redis_url` (services.change_feed)
+    change_feed: RedisChangeFeed | None = None  # with `redis_url` (services.state.change_feed)
     _duo_version: int = -1
     directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
     directories: list[ExternalDirectory] = field(default_factory=list)  # in settings' order
@@ -178,12 +179,12 @@ class Gateway:
         external, directory_clients = external_directories(settings)
         login = LoginService(db, sessions, LocalDirectory(), clock, settings, console, external)
         grace = EnrolmentGraceService(db, console, sessions, clock)
-        access = FactorAccess(db, registry, console, clock)
+        gate = MethodGate(db, registry, console, clock)
         smtp = SmtpSettingsService(db, clock, sealer, smtp_tls)
         groups = GroupRefresher(db, external, clock, settings.directory_groups_cache_s)
-        factors = FactorService(db, registry, sessions, access, clock, sealer, SmtpMailer(smtp))
+        factors = SecondFactorService(db, registry, sessions, gate, clock, sealer, SmtpMailer(smtp))
         access_rules = AccessRuleService(db, clock, settings.access)
-        rule_book = ConsoleRuleBook(access_rules)
+        live_rules = LiveConsoleRules(access_rules)
         gateway = cls(
             settings,
             clock,
@@ -196,17 +197,17 @@ class Gateway:
             http,
             grace,
             factors,
-            access,
-            MyFactorsService(db, registry, access, console, clock),
+            gate,
+            MyMethodsService(db, registry, gate, console, clock),
             RememberedDeviceService(db, console, sessions, clock),
-            ForwardAuthService(db, sessions, settings.access, groups, rule_book),
+            ForwardAuthService(db, sessions, settings.access, groups, live_rules),
             smtp,
             groups,
             access_rules,
-            rule_book,
+            live_rules,
         )
         gateway.duo_push = duo_push
-        gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock, access, duo_push)
+        gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock, gate, duo_push)
         gateway.directory_clients = directory_clients
         gateway.directories = external
         if settings.redis_url is not None:
@@ -229,7 +230,7 @@ class Gateway:
         if changes.settings:
             self.console.cache.invalidate()
         if changes.access_rules:
-            self.rule_book.changed_elsewhere()
+            self.live_rules.changed_elsewhere()
 
     # The methods' own console settings, edited from the console, the CLI and the API.
     @cached_property
@@ -250,7 +251,7 @@ class Gateway:
         if version != self._duo_version:
             effective = await self.console.effective_duo()
             self.duo = build_duo_service(
-                effective, self.http, self.db, self.sessions, self.clock, self.access, self.duo_push
+                effective, self.http, self.db, self.sessions, self.clock, self.gate, self.duo_push
             )
             self._duo_version = version
         return self.duo
@@ -260,7 +261,7 @@ class Gateway:
             await self.change_feed.close()
         await self.forward_auth.close()
         await self.groups.close()
-        await self.rule_book.close()
+        await self.live_rules.close()
         await self.http.aclose()
         for client in self.directory_clients:
             await client.aclose()

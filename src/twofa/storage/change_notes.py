@@ -1,7 +1,7 @@
 """What a unit of work changed that other gateway processes keep copies of: sessions ended,
 console settings saved, access rules changed. Repositories note it on the database session as
 they write; once the transaction commits, the notes go to whoever listens (the Redis change
-feed, `services.change_feed`); a transaction rolled back announces nothing.
+feed, `services.state.change_feed`); a transaction rolled back announces nothing.
 
 Noting is by construction: every path that ends a session goes through `Sessions`, every
 settings save through `ConsoleSettings.upsert`, every rule change through

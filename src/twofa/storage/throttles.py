@@ -1,4 +1,4 @@
-"""Attempt counters (services.throttle): one row per key (`2fa-totp:alice`,
+"""Attempt counters (services.state.throttle): one row per key (`2fa-totp:alice`,
 `login-ip:203.0.113.5`), each count one atomic statement, so concurrent requests on one key
 see each other's numbers and none reads a row to write it. Like every repository it never
 commits: the service owns the transaction."""

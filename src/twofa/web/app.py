@@ -17,12 +17,12 @@ from twofa.services.runtime import Gateway
 from twofa.web import (
     admin,
     api,
+    duo_pages,
     errors,
-    factors,
     forward_auth,
-    my_factors,
+    method_pages,
+    my_methods,
     pages,
-    second_factor,
 )
 from twofa.web.security_headers import SecurityHeaders
 
@@ -60,9 +60,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     static = resources.files("twofa.web").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.include_router(pages.router)
-    app.include_router(second_factor.router)
-    app.include_router(factors.router)
-    app.include_router(my_factors.router)
+    app.include_router(duo_pages.router)
+    app.include_router(method_pages.router)
+    app.include_router(my_methods.router)
     app.include_router(admin.router)
     app.include_router(api.router)
     errors.install(app)

@@ -12,7 +12,7 @@ from twofa.domain.client import ClientInfo
 from twofa.errors import TwofaError
 from twofa.security.tokens import same_token
 from twofa.services.runtime import Gateway
-from twofa.services.sessions import Level, SessionView
+from twofa.services.state.sessions import Level, SessionView
 
 SESSION_COOKIE: Final = "twofa_session"
 DEVICE_COOKIE: Final = "twofa_device"  # "remember this device": a random token, see services

@@ -10,10 +10,10 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from twofa.methods.registry import UnknownMethod
-from twofa.services.access_rules import UnknownAccessRule
-from twofa.services.factors import DeliveryFailed
-from twofa.services.push_fatigue import DailyCapReached, PushesPaused
-from twofa.services.second_factor_outcomes import DuoDown, DuoRefused, SecondFactorError
+from twofa.services.access.rules import UnknownAccessRule
+from twofa.services.duo.push_fatigue import DailyCapReached, PushesPaused
+from twofa.services.second_factor.outcomes import DuoDown, DuoRefused, SecondFactorError
+from twofa.services.second_factor.pipeline import DeliveryFailed
 from twofa.web.admin.guard import AdminOnly
 from twofa.web.context import CsrfError, SignInRequired
 from twofa.web.templating import render

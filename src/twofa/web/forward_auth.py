@@ -25,7 +25,7 @@ from typing import Final, NamedTuple
 from starlette.requests import cookie_parser
 from starlette.types import Scope, Send
 
-from twofa.services.forward_auth import AuthzAnswer, OriginalRequest, Verdict
+from twofa.services.access.forward_auth import AuthzAnswer, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
 from twofa.web.context import SESSION_COOKIE, forwarded_client_ip
 from twofa.web.security_headers import SECURITY_HEADERS

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from twofa.domain.redirects import safe_redirect
-from twofa.services.forward_auth import OriginalRequest, Verdict
-from twofa.services.login import LoginResult
-from twofa.services.sessions import Level
+from twofa.services.access.forward_auth import OriginalRequest, Verdict
+from twofa.services.signin.login import LoginResult
+from twofa.services.state.sessions import Level
 from twofa.storage.repositories import Users
 from twofa.web.context import (
     DEVICE_COOKIE,
@@ -23,7 +23,7 @@ from twofa.web.context import (
     session_at,
     set_session_cookie,
 )
-from twofa.web.second_factor import completed
+from twofa.web.duo_pages import completed
 from twofa.web.templating import render
 
 router = APIRouter()
@@ -76,7 +76,7 @@ async def login_page(request: Request, next: str | None = None) -> Response:
             await gateway.sessions.set_next_url(session, next_url)
             return redirect("/2fa/elevate")
         return redirect(next_url)
-    if session is not None and session.level is Level.PASSWORD:
+    if session is not None and session.level is Level.AWAITING_SECOND_FACTOR:
         return redirect("/2fa")
     token = None
     if session is None:

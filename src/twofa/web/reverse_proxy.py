@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from twofa.services.forward_auth import ForwardAuthService, OriginalRequest, Verdict
+from twofa.services.access.forward_auth import ForwardAuthService, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
 from twofa.web.context import SESSION_COOKIE
 

@@ -12,9 +12,9 @@ import pytest
 from tests.conftest import RunningSimulator
 from tests.support.servers import free_port
 from tests.unit.cli.conftest import TwofaCli
-from twofa.services.duo_settings import DuoConsoleConfig
 from twofa.services.runtime import Gateway
-from twofa.services.two_factor_settings import Enforcement, TwoFactorConfig
+from twofa.services.settings.duo import DuoConsoleConfig
+from twofa.services.settings.two_factor import Enforcement, TwoFactorConfig
 
 WRONG_SKEY = "wrongsecretwrongsecretwrongsecretwrong00"
 

@@ -7,7 +7,7 @@ import json
 
 from tests.unit.cli.conftest import TwofaCli
 from twofa.methods.security_questions import DEFAULT_QUESTIONS
-from twofa.services.question_pool import AUDIT_KIND
+from twofa.services.second_factor.question_pool import AUDIT_KIND
 
 
 def pool(cli: TwofaCli) -> dict[str, object]:

@@ -7,7 +7,7 @@ import json
 
 from tests.unit.cli.conftest import TwofaCli
 from twofa.security.tokens import token_digest
-from twofa.services.api_tokens import ApiTokenService
+from twofa.services.admin.api_tokens import ApiTokenService
 from twofa.services.runtime import Gateway
 
 

@@ -36,10 +36,10 @@ from twofa.methods.base import (
     StoredCredential,
 )
 from twofa.methods.webauthn import CLONED_KEY, WebAuthnMethod, origin_of
-from twofa.services.challenge_book import EXPIRED_MESSAGE
-from twofa.services.factor_failures import FAILURE_MESSAGES
-from twofa.services.second_factor_outcomes import SecondFactorError
-from twofa.services.sessions import Level
+from twofa.services.second_factor.challenges import EXPIRED_MESSAGE
+from twofa.services.second_factor.failures import FAILURE_MESSAGES
+from twofa.services.second_factor.outcomes import SecondFactorError
+from twofa.services.state.sessions import Level
 from twofa.storage.audit_log import AuditLog
 
 USER = MethodUser(7, "alice", "Alice Liddell", "alice@example.com")
@@ -376,8 +376,8 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 async def test_a_replayed_assertion_is_refused_by_the_service(harness: Harness) -> None:
     holder = SecurityKeyHolder()
     session = await harness.password_session()
-    draft = await harness.factors.begin_enrolment(session, "webauthn", NO_CLIENT)
-    await harness.factors.finish_enrolment(
+    draft = await harness.second_factor.begin_enrolment(session, "webauthn", NO_CLIENT)
+    await harness.second_factor.finish_enrolment(
         session,
         "webauthn",
         draft.challenge_id,
@@ -385,28 +385,30 @@ async def test_a_replayed_assertion_is_refused_by_the_service(harness: Harness) 
         NO_CLIENT,
     )
     session = await harness.password_session()
-    started = await harness.factors.start(session, "webauthn", NO_CLIENT)
+    started = await harness.second_factor.start(session, "webauthn", NO_CLIENT)
     answer = holder.verification_response(started.show, harness)
-    completion = await harness.factors.verify(
+    completion = await harness.second_factor.verify(
         session, "webauthn", started.challenge_id, answer, NO_CLIENT
     )
     assert completion.session.level is Level.SIGNED_IN
 
     with pytest.raises(SecondFactorError) as same_challenge:
-        await harness.factors.verify(session, "webauthn", started.challenge_id, answer, NO_CLIENT)
+        await harness.second_factor.verify(
+            session, "webauthn", started.challenge_id, answer, NO_CLIENT
+        )
     assert same_challenge.value.message == EXPIRED_MESSAGE
     later = await harness.password_session()
-    fresh = await harness.factors.start(later, "webauthn", NO_CLIENT)
+    fresh = await harness.second_factor.start(later, "webauthn", NO_CLIENT)
     with pytest.raises(SecondFactorError) as new_challenge:
-        await harness.factors.verify(later, "webauthn", fresh.challenge_id, answer, NO_CLIENT)
+        await harness.second_factor.verify(later, "webauthn", fresh.challenge_id, answer, NO_CLIENT)
     assert new_challenge.value.message == FAILURE_MESSAGES[METHOD.kind]
 
 
 async def test_a_cloned_key_is_refused_and_audited(harness: Harness) -> None:
     holder = SecurityKeyHolder()
     session = await harness.password_session()
-    draft = await harness.factors.begin_enrolment(session, "webauthn", NO_CLIENT)
-    await harness.factors.finish_enrolment(
+    draft = await harness.second_factor.begin_enrolment(session, "webauthn", NO_CLIENT)
+    await harness.second_factor.finish_enrolment(
         session,
         "webauthn",
         draft.challenge_id,
@@ -417,17 +419,21 @@ async def test_a_cloned_key_is_refused_and_audited(harness: Harness) -> None:
     copy = holder.key.clone()
     for _ in range(2):  # the owner signs in twice: the server has seen 2
         session = await harness.password_session()
-        started = await harness.factors.start(session, "webauthn", NO_CLIENT)
+        started = await harness.second_factor.start(session, "webauthn", NO_CLIENT)
         answer = holder.verification_response(started.show, harness)
-        await harness.factors.verify(session, "webauthn", started.challenge_id, answer, NO_CLIENT)
+        await harness.second_factor.verify(
+            session, "webauthn", started.challenge_id, answer, NO_CLIENT
+        )
 
     session = await harness.password_session()
-    started = await harness.factors.start(session, "webauthn", NO_CLIENT)
+    started = await harness.second_factor.start(session, "webauthn", NO_CLIENT)
     copy.sign_count = 1
     origin = origin_of(harness.settings.public_url)
     forged = {"credential": assertion_response(started.show["options"], copy, origin)}
     with pytest.raises(SecondFactorError) as caught:
-        await harness.factors.verify(session, "webauthn", started.challenge_id, forged, NO_CLIENT)
+        await harness.second_factor.verify(
+            session, "webauthn", started.challenge_id, forged, NO_CLIENT
+        )
 
     assert caught.value.message == FAILURE_MESSAGES[METHOD.kind]  # the user sees the usual
     async with harness.gateway.db.begin() as db:

@@ -15,10 +15,10 @@ from tests.support.databases import sqlite_database
 from twofa.clock import FrozenClock
 from twofa.config import DuoSettings, FailMode, Mode, Settings
 from twofa.domain.client import ClientInfo
-from twofa.services.duo_push import DuoPushService
-from twofa.services.login import LoginOutcome
+from twofa.services.duo.push import DuoPushService
 from twofa.services.runtime import Gateway
-from twofa.services.sessions import SessionView
+from twofa.services.signin.login import LoginOutcome
+from twofa.services.state.sessions import SessionView
 from twofa.storage.audit_log import AuditLog
 from twofa.storage.repositories import Users
 from twofa.storage.tables import AuditRow

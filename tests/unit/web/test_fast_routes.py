@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from twofa.config import Mode, Settings
-from twofa.services.forward_auth import AuthzAnswer, OriginalRequest, SignedInUser, Verdict
+from twofa.services.access.forward_auth import AuthzAnswer, OriginalRequest, SignedInUser, Verdict
 from twofa.web.app import create_app
 from twofa.web.security_headers import SECURITY_HEADERS
 

@@ -14,9 +14,9 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from twofa.config import ACCESS_POLICIES
-from twofa.services.access_rules import ConsoleRule, RuleEdit, UnknownAccessRule
-from twofa.services.console import SettingsRejected
-from twofa.services.forward_auth import Explanation, UnknownUser
+from twofa.services.access.forward_auth import Explanation, UnknownUser
+from twofa.services.access.rules import ConsoleRule, RuleEdit, UnknownAccessRule
+from twofa.services.settings.console import SettingsRejected
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.context import check_csrf, client_of, gateway_of
 from twofa.web.templating import render

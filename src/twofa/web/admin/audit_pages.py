@@ -11,7 +11,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
-from twofa.services.audit_query import (
+from twofa.services.admin.audit_query import (
     AuditEntry,
     AuditFilterRejected,
     AuditQueryService,

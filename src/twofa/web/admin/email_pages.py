@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from twofa.services.console import SettingsRejected
-from twofa.services.email_delivery import SendTestOutcome
-from twofa.services.smtp_settings import SmtpEdit, SmtpSecurity
+from twofa.domain.smtp_settings import SmtpEdit, SmtpSecurity
+from twofa.services.mail.delivery import SendTestOutcome
+from twofa.services.settings.console import SettingsRejected
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.context import check_csrf, client_of, gateway_of
 from twofa.web.templating import render

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from twofa.errors import TwofaError
-from twofa.services import audit
-from twofa.services.sessions import Level, SessionView
+from twofa.services.state import audit
+from twofa.services.state.sessions import Level, SessionView
 from twofa.storage.repositories import Users
 from twofa.web.context import SignInRequired, client_of, current_session, gateway_of
 

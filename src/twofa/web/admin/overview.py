@@ -10,9 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from twofa.services.audit_query import datetime_local
-from twofa.services.overview import OverviewService
-from twofa.services.push_fatigue import FATIGUE_KIND, utc_time
+from twofa.services.admin.audit_query import datetime_local
+from twofa.services.admin.overview import OverviewService
+from twofa.services.duo.push_fatigue import FATIGUE_KIND, utc_time
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.context import gateway_of
 from twofa.web.templating import render

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from twofa.services.console import SettingsRejected
+from twofa.services.settings.console import SettingsRejected
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.context import check_csrf, client_of, gateway_of
 from twofa.web.templating import render

@@ -13,9 +13,9 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from twofa.config import DuoFactor, FailMode
-from twofa.services.console import SettingsRejected
-from twofa.services.duo_settings import ConnectionTest, DuoEdit, duo_field_problems
-from twofa.services.two_factor_settings import BackupPolicy, Enforcement, TwoFactorConfig
+from twofa.services.settings.console import SettingsRejected
+from twofa.services.settings.duo import ConnectionTest, DuoEdit, duo_field_problems
+from twofa.services.settings.two_factor import BackupPolicy, Enforcement, TwoFactorConfig
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.context import check_csrf, client_of, gateway_of
 from twofa.web.templating import render

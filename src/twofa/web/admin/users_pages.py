@@ -12,15 +12,19 @@ from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.responses import RedirectResponse, Response
 
-from twofa.services.account_input import (
+from twofa.domain.account_input import (
     MAX_DISPLAY_NAME_LENGTH,
     MAX_EMAIL_LENGTH,
     AccountError,
     group_name_problem,
     username_problem,
 )
-from twofa.services.accounts import AccountService
-from twofa.services.console_users import MAX_CSV_BYTES, BulkEnableRejected, ConsoleUsersService
+from twofa.services.admin.accounts import AccountService
+from twofa.services.admin.console_users import (
+    MAX_CSV_BYTES,
+    BulkEnableRejected,
+    ConsoleUsersService,
+)
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.admin.listing import Pager, fetch_page, page_number
 from twofa.web.context import check_csrf, client_of, gateway_of
@@ -79,7 +83,7 @@ def accounts_for(request: Request, admin: Admin) -> AccountService:
 
 def console_users(request: Request) -> ConsoleUsersService:
     gateway = gateway_of(request)
-    return ConsoleUsersService(gateway.db, gateway.clock, gateway.console, gateway.access)
+    return ConsoleUsersService(gateway.db, gateway.clock, gateway.console, gateway.gate)
 
 
 async def users_page(

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
-from twofa.services.access_rules import MAX_ITEMS, ConsoleRule, RuleEdit, rule_fields
+from twofa.services.access.rules import MAX_ITEMS, ConsoleRule, RuleEdit, rule_fields
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses
 from twofa.web.api.models import Name150, RequestModel, Text100, Text300

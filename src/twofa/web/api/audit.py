@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
-from twofa.services.audit_query import AuditQueryService
+from twofa.services.admin.audit_query import AuditQueryService
 from twofa.storage.audit_log import AuditCriteria
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses

@@ -10,9 +10,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from twofa.domain.client import ClientInfo
-from twofa.services.accounts import AccountService
-from twofa.services.api_tokens import ApiCaller, ApiTokenService
-from twofa.services.console_users import ConsoleUsersService
+from twofa.services.admin.accounts import AccountService
+from twofa.services.admin.api_tokens import ApiCaller, ApiTokenService
+from twofa.services.admin.console_users import ConsoleUsersService
 from twofa.services.runtime import Gateway
 from twofa.web.api.errors import ApiProblem
 from twofa.web.context import client_of, gateway_of
@@ -71,7 +71,7 @@ class ApiContext:
     def user_statuses(self) -> ConsoleUsersService:
         """Users as the console's User Management shows them."""
         return ConsoleUsersService(
-            self.gateway.db, self.gateway.clock, self.gateway.console, self.gateway.access
+            self.gateway.db, self.gateway.clock, self.gateway.console, self.gateway.gate
         )
 
     @property

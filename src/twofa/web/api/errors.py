@@ -17,11 +17,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from twofa.domain.account_input import AccountError
 from twofa.errors import TwofaError
-from twofa.services.access_rules import UnknownAccessRule
-from twofa.services.account_input import AccountError
-from twofa.services.api_tokens import ApiTokenNameTaken, InvalidApiTokenRequest, UnknownApiToken
-from twofa.services.console import SettingsRejected
+from twofa.services.access.rules import UnknownAccessRule
+from twofa.services.admin.api_tokens import (
+    ApiTokenNameTaken,
+    InvalidApiTokenRequest,
+    UnknownApiToken,
+)
+from twofa.services.settings.console import SettingsRejected
 
 log = logging.getLogger("twofa.api")
 

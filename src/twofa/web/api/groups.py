@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from twofa.services.accounts import GroupSummary
+from twofa.services.admin.accounts import GroupSummary
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses, not_found
 from twofa.web.api.models import GroupPath, Name150, RequestModel, SwitchIn, UsernamePath

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from twofa.services.question_pool import QuestionPoolView
-from twofa.services.smtp_settings import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, SmtpConfig, SmtpEdit
+from twofa.domain.smtp_settings import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, SmtpConfig, SmtpEdit
+from twofa.services.second_factor.question_pool import QuestionPoolView
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses
 from twofa.web.api.models import Email, RequestModel, Text100, Text300

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from twofa.config import DuoFactor, FailMode
-from twofa.services.duo_settings import DuoConsoleConfig, DuoEdit
-from twofa.services.two_factor_settings import BackupPolicy, Enforcement, TwoFactorConfig
+from twofa.services.settings.duo import DuoConsoleConfig, DuoEdit
+from twofa.services.settings.two_factor import BackupPolicy, Enforcement, TwoFactorConfig
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import API_FIELD_NAMES, ApiRoute, error_responses
 from twofa.web.api.models import RequestModel, Text100, Text300

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
-from twofa.services.api_tokens import DEFAULT_DAYS, MAX_DAYS, MAX_NAME_LENGTH, ApiTokenInfo
+from twofa.services.admin.api_tokens import DEFAULT_DAYS, MAX_DAYS, MAX_NAME_LENGTH, ApiTokenInfo
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses
 from twofa.web.api.models import RequestModel, Text100

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from twofa.services.console_users import UserStatus
+from twofa.services.admin.console_users import UserStatus
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses, not_found
 from twofa.web.api.models import (

@@ -1,0 +1,295 @@
+"""The check a reverse proxy makes before every request to a protected application
+(nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`): is this browser signed in
+far enough for the access rule of this URL, and who is it?
+
+It is on the path of every request, so it never hashes a password or calls Duo: it reads one
+session, and keeps what it read for at most a second (`CACHE_SECONDS`), so a sign-out or a
+revoked session stops working within a second on every node. The access rules come from an
+`AccessRuleProvider` that keeps them in memory (services.access.live_rules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from twofa.config import AccessRuleSettings, AccessSettings
+from twofa.domain.access import (
+    AccessRequest,
+    Decision,
+    Policy,
+    RuleOrigin,
+    RuleSet,
+    decide,
+    file_rule_set,
+    in_networks,
+    known_domain,
+)
+from twofa.errors import TwofaError
+from twofa.security.tokens import token_digest
+from twofa.services.signin.group_refresh import GroupRefresher
+from twofa.services.state.sessions import Level, SessionService
+from twofa.storage.repositories import Users
+
+CACHE_SECONDS: Final = 1.0
+REFRESH_AHEAD_SECONDS: Final = 0.5  # a session in use is re-read in the background from here
+CACHE_ENTRIES: Final = 50_000
+# How long closing waits for reads in flight; a database that stalls past it must not hold the
+# gateway's shutdown, so what is left then is cancelled.
+CLOSE_WAIT_SECONDS: Final = 5.0
+
+
+class Verdict(Enum):
+    ALLOW = "allow"  # 200, with the identity headers when someone is signed in
+    SIGN_IN = "sign_in"  # 401 for nginx, a redirect to the portal for Traefik/Caddy
+    FORBIDDEN = "forbidden"  # 403: a deny rule, an unknown domain, an untrusted caller
+
+
+@dataclass(frozen=True)
+class SignedInUser:
+    user_id: int
+    username: str
+    display_name: str
+    email: str
+    groups: tuple[str, ...]
+    second_factor: bool  # this session passed a second factor (or a remembered device did)
+
+
+@dataclass(frozen=True)
+class OriginalRequest:
+    """The request the proxy is asking about, rebuilt from its headers."""
+
+    scheme: str
+    host: str
+    uri: str  # path and query
+    client_ip: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}{self.uri}"
+
+    @property
+    def path(self) -> str:
+        return self.uri.split("?", 1)[0]
+
+
+@dataclass(frozen=True)
+class AuthzAnswer:
+    verdict: Verdict
+    user: SignedInUser | None = None
+    reason: str = ""
+
+
+class UnknownUser(TwofaError):
+    def __init__(self, username: str) -> None:
+        super().__init__(f"no user {username!r}")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    protected: bool  # the host is one of the protected domains
+    decision: Decision  # `rule` indexes all rules in evaluation order (the file's first)
+    rule: AccessRuleSettings | None  # as written; None: the default policy
+    groups: tuple[str, ...]
+    origin: RuleOrigin | None = None  # the settings file or the console, and its place there
+
+
+class AccessRuleProvider(Protocol):
+    """Where the rules come from: `current` is on every request's path (no database read),
+    `fresh` reads them as saved now."""
+
+    async def current(self) -> RuleSet: ...
+
+    async def fresh(self) -> RuleSet: ...
+
+
+class FileRulesOnly:
+    """The settings file's rules and nothing else (no console rules to follow)."""
+
+    def __init__(self, rules: tuple[AccessRuleSettings, ...]) -> None:
+        self._rule_set = file_rule_set(rules)
+
+    async def current(self) -> RuleSet:
+        return self._rule_set
+
+    async def fresh(self) -> RuleSet:
+        return self._rule_set
+
+
+class ForwardAuthService:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        sessions: SessionService,
+        access: AccessSettings,
+        groups: GroupRefresher | None = None,
+        rules: AccessRuleProvider | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self._groups = groups
+        self._monotonic = monotonic
+        self._sessions = sessions
+        self._access = access
+        self._rules = rules or FileRulesOnly(access.rules)
+        self._default = Policy(access.default_policy)
+        self._cache: OrderedDict[str, tuple[float, SignedInUser | None]] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[SignedInUser | None]] = {}
+        self._trusted_peers: dict[str, bool] = {}
+
+    def trusts_proxy(self, peer_ip: str) -> bool:
+        # A handful of proxy addresses call this for every request: remember the answer.
+        trusted = self._trusted_peers.get(peer_ip)
+        if trusted is None:
+            trusted = in_networks(peer_ip, tuple(self._access.trusted_proxies))
+            if len(self._trusted_peers) < 1024:
+                self._trusted_peers[peer_ip] = trusted
+        return trusted
+
+    def protects(self, host: str) -> bool:
+        return known_domain(self._access.domains, host.split(":", 1)[0])
+
+    async def check(self, token: str | None, original: OriginalRequest) -> AuthzAnswer:
+        host = original.host.split(":", 1)[0]
+        if not self.protects(host):
+            return AuthzAnswer(Verdict.FORBIDDEN, reason=f"{host} is not a protected domain")
+        user = await self._signed_in(token)
+        request = AccessRequest(
+            host,
+            original.path,
+            original.client_ip,
+            user.username if user else None,
+            user.groups if user else (),
+        )
+        decision = decide((await self._rules.current()).rules, self._default, request)
+        if decision.policy is Policy.BYPASS:
+            return AuthzAnswer(Verdict.ALLOW, reason="bypass")
+        if decision.policy is Policy.DENY:
+            return AuthzAnswer(Verdict.FORBIDDEN, user, reason="denied by rule")
+        if user is None:
+            return AuthzAnswer(Verdict.SIGN_IN, reason="not signed in")
+        if decision.policy is Policy.TWO_FACTOR and not user.second_factor:
+            return AuthzAnswer(Verdict.SIGN_IN, user, reason="second factor required")
+        return AuthzAnswer(Verdict.ALLOW, user)
+
+    async def explain(self, username: str | None, url: str, client_ip: str) -> Explanation:
+        """Which rule decides `url` for this user (None: not signed in), and why; for
+        `twofa access explain` and the console."""
+        parts = urllib.parse.urlsplit(url)
+        host = (parts.hostname or "").lower()
+        groups: tuple[str, ...] = ()
+        if username is not None:
+            async with self._db.begin() as db:
+                users = Users(db)
+                user = await users.by_name(username)
+                if user is None:
+                    raise UnknownUser(username)
+                groups = tuple(await users.group_names(user.id))
+        request = AccessRequest(host, parts.path or "/", client_ip, username, groups)
+        rule_set = await self._rules.fresh()
+        decision = decide(rule_set.rules, self._default, request)
+        found = decision.rule
+        return Explanation(
+            protected=self.protects(host),
+            decision=decision,
+            rule=rule_set.written[found] if found is not None else None,
+            groups=groups,
+            origin=rule_set.origins[found] if found is not None else None,
+        )
+
+    async def close(self, wait_seconds: float = CLOSE_WAIT_SECONDS) -> None:
+        """Lets the reads in flight (background refreshes) finish before the database goes,
+        so none is cut off half way through its transaction; one still running after
+        `wait_seconds` is cancelled."""
+        in_flight = list(self._loading.values())
+        if not in_flight:
+            return
+        _, stalled = await asyncio.wait(in_flight, timeout=wait_seconds)
+        for read in stalled:
+            read.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
+
+    def forget(self, token: str) -> None:
+        """Drops a cached session at once (this node signed it out)."""
+        self.forget_session(token_digest(token))
+
+    def forget_session(self, session_id: str) -> None:
+        """Drops a session another process ended (services.state.change_feed), and any read of it
+        in flight: begun before the end, it would put the session back."""
+        self._cache.pop(session_id, None)
+        self._loading.pop(session_id, None)
+
+    def forget_user(self, user_id: int) -> None:
+        """Drops every cached session of a user whose sessions another process ended (a new
+        password, a 2FA reset, a disabled account); reads in flight are for unknown users,
+        so all of them are dropped."""
+        for key in [k for k, (_, user) in self._cache.items() if user and user.user_id == user_id]:
+            del self._cache[key]
+        self._loading.clear()
+
+    async def _signed_in(self, token: str | None) -> SignedInUser | None:
+        if not token or len(token) > 100:
+            return None
+        key = token_digest(token)
+        now = self._monotonic()
+        cached = self._cache.get(key)
+        if cached is not None:
+            age = now - cached[0]
+            if age < CACHE_SECONDS:
+                if age >= REFRESH_AHEAD_SECONDS and key not in self._loading:
+                    # Refreshed before it expires, so a busy session never makes requests
+                    # wait for the database; an expired entry is never served.
+                    self._start_load(key, token, now)
+                return cached[1]
+        # One load per session at a time: every request in flight for it waits for the
+        # same read instead of each opening a transaction.
+        loading = self._loading.get(key) or self._start_load(key, token, now)
+        return await asyncio.shield(loading)
+
+    def _start_load(self, key: str, token: str, now: float) -> asyncio.Future[SignedInUser | None]:
+        loading = asyncio.ensure_future(self._load(token))
+        self._loading[key] = loading
+
+        def remember(done: asyncio.Future[SignedInUser | None]) -> None:
+            if self._loading.get(key) is not done:
+                return  # forgotten while it ran: its answer may predate the session's end
+            del self._loading[key]
+            if done.cancelled() or done.exception() is not None:
+                return  # nothing cached: the next request reads again (and sees the error)
+            self._cache[key] = (now, done.result())
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+
+        loading.add_done_callback(remember)
+        return loading
+
+    async def _load(self, token: str) -> SignedInUser | None:
+        session = await self._sessions.load(token)
+        if session is None or session.level is not Level.SIGNED_IN or session.user_id is None:
+            return None
+        async with self._db.begin() as db:
+            users = Users(db)
+            user = await users.by_id(session.user_id)
+            if user is None or not user.enabled:
+                return None
+            groups = tuple(await users.group_names(user.id))
+        if self._groups is not None:  # directory groups too old: refreshed in the background
+            self._groups.refresh_if_due(user)
+        return SignedInUser(
+            user.id,
+            user.username,
+            user.display_name,
+            user.email,
+            groups,
+            second_factor=session.second_factor_at is not None,
+        )

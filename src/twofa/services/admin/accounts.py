@@ -1,0 +1,349 @@
+"""Admin actions on the local directory and the 2FA policy: users, groups, memberships,
+per-user and per-group 2FA switches. Each action is one transaction with its audit record.
+The CLI calls these today; the admin console and REST API call the same functions later."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from twofa.clock import Clock
+from twofa.domain.account_input import (
+    AccountError,
+    ImportProblem,
+    ImportRejected,
+    NewUser,
+    group_name_problem,
+    new_user_problems,
+)
+from twofa.domain.client import CLI, ClientInfo
+from twofa.domain.policy import PolicyDecision, second_factor_policy
+from twofa.methods.registry import DUO_PUSH
+from twofa.security.passwords import hash_password
+from twofa.services.second_factor.gate import enrolled_methods
+from twofa.services.settings.two_factor import enforced_for_everyone
+from twofa.services.state import audit, throttle
+from twofa.services.state.lockouts import lockout_ends, lockout_keys
+from twofa.storage.credentials import Credentials, RememberedDevices
+from twofa.storage.repositories import DuoEnrolments, Groups, Sessions, Users
+from twofa.storage.tables import GroupRow, UserRow
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    users_created: int
+    groups_created: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    username: str
+    display_name: str
+    email: str
+    enabled: bool
+    is_admin: bool
+    groups: tuple[str, ...]
+    policy: PolicyDecision
+    duo_configured: bool
+    methods: tuple[str, ...] = ()  # every method set up (`enrolled_methods`), Duo Push first
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    name: str
+    twofa_enabled: bool
+    members: tuple[str, ...]
+
+
+class AccountService:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], clock: Clock, actor: str = "cli"
+    ) -> None:
+        self._db = sessions
+        self._clock = clock
+        self._actor = actor
+
+    async def add_user(
+        self,
+        username: str,
+        password: str | None,
+        *,
+        display_name: str = "",
+        email: str = "",
+        is_admin: bool = False,
+        client: ClientInfo = CLI,
+    ) -> None:
+        username = username.strip()
+        problems = new_user_problems(NewUser(username, display_name, email, password, ()))
+        if problems:
+            raise AccountError("; ".join(problems))
+        try:
+            async with self._db.begin() as db:
+                if await Users(db).by_name(username) is not None:
+                    raise AccountError(f"user {username!r} already exists")
+                Users(db).add(
+                    UserRow(
+                        username=username,
+                        display_name=display_name or username,
+                        email=email,
+                        password_hash=hash_password(password) if password else None,
+                        enabled=True,
+                        is_admin=is_admin,
+                        twofa_enabled=False,
+                        created_at=self._clock.now(),
+                    )
+                )
+                self._audit(db, "user_add", username, client, is_admin=is_admin)
+        except IntegrityError:
+            raise AccountError(f"user {username!r} already exists") from None
+
+    async def set_password(self, username: str, password: str, client: ClientInfo = CLI) -> None:
+        if not password:
+            raise AccountError("the new password is empty")
+        async with self._db.begin() as db:
+            user = await self._user(db, username)
+            user.password_hash = hash_password(password)
+            await Sessions(db).remove_for_user(user.id)  # a new password ends every session
+            await RememberedDevices(db).remove_of_user(user.id)  # and every remembered device
+            self._audit(db, "user_password", username, client)
+
+    async def set_enabled(self, username: str, enabled: bool, client: ClientInfo = CLI) -> None:
+        async with self._db.begin() as db:
+            user = await self._user(db, username)
+            user.enabled = enabled
+            if not enabled:
+                await Sessions(db).remove_for_user(user.id)
+            self._audit(db, "user_enable" if enabled else "user_disable", username, client)
+
+    async def reset_second_factor(self, username: str, client: ClientInfo = CLI) -> None:
+        async with self._db.begin() as db:
+            user = await self._user(db, username)
+            await DuoEnrolments(db).remove(user.id)
+            await Credentials(db).remove_of_user(user.id)
+            await RememberedDevices(db).remove_of_user(user.id)
+            await Sessions(db).remove_for_user(user.id)
+            user.default_method = None
+            self._audit(db, "user_reset_2fa", username, client)
+
+    async def forget_devices(self, username: str, client: ClientInfo = CLI) -> int:
+        """Makes every remembered device of the user ask for a second factor again."""
+        async with self._db.begin() as db:
+            user = await self._user(db, username)
+            count = await RememberedDevices(db).remove_of_user(user.id)
+            self._audit(db, "user_forget_devices", username, client, count=count)
+        return count
+
+    async def delete_user(self, username: str, client: ClientInfo = CLI) -> None:
+        """Removes a local user with their sessions, enrolments and memberships."""
+        async with self._db.begin() as db:
+            user = await self._user(db, username)
+            await Users(db).remove(user.id)
+            self._audit(db, "user_delete", username, client)
+
+    async def unlock_user(self, username: str, client: ClientInfo = CLI) -> bool:
+        """Clears the user's sign-in and passcode lock-outs; True if one was active."""
+        async with self._db.begin() as db:
+            await self._user(db, username)
+            now = self._clock.now()
+            keys = lockout_keys(username)
+            was_locked = any([await throttle.locked_until(db, key, now) for key in keys])
+            for key in keys:
+                await throttle.reset(db, key)
+            self._audit(db, "user_unlock", username, client, was_locked=was_locked)
+            return was_locked
+
+    async def locked_until(self, username: str) -> datetime | None:
+        async with self._db.begin() as db:
+            return await lockout_ends(db, username, self._clock.now())
+
+    async def users(self) -> list[UserSummary]:
+        async with self._db.begin() as db:
+            return [await self._summary(db, user) for user in await Users(db).all()]
+
+    async def user(self, username: str) -> UserSummary:
+        async with self._db.begin() as db:
+            return await self._summary(db, await self._user(db, username))
+
+    async def add_group(self, name: str, client: ClientInfo = CLI) -> None:
+        name = name.strip()
+        if problem := group_name_problem(name):
+            raise AccountError(problem)
+        try:
+            async with self._db.begin() as db:
+                if await Groups(db).by_name(name) is not None:
+                    raise AccountError(f"group {name!r} already exists")
+                Groups(db).add(GroupRow(name=name, twofa_enabled=False))
+                self._audit(db, "group_add", "", client, group=name)
+        except IntegrityError:  # created by someone else between the check and the insert
+            raise AccountError(f"group {name!r} already exists") from None
+
+    async def set_membership(
+        self, group: str, username: str, member: bool, client: ClientInfo = CLI
+    ) -> bool:
+        """Adds or removes; False when nothing changed."""
+        async with self._db.begin() as db:
+            group_row = await self._group(db, group)
+            user = await self._user(db, username)
+            groups = Groups(db)
+            if member:
+                changed = await groups.add_member(group_row.id, user.id)
+            else:
+                changed = await groups.remove_member(group_row.id, user.id)
+            if changed:
+                kind = "group_add_member" if member else "group_remove_member"
+                self._audit(db, kind, username, client, group=group)
+            return changed
+
+    async def groups(self) -> list[GroupSummary]:
+        async with self._db.begin() as db:
+            groups = Groups(db)
+            return [
+                GroupSummary(g.name, g.twofa_enabled, tuple(await groups.members(g.id)))
+                for g in await groups.all()
+            ]
+
+    async def set_user_policy(self, username: str, enabled: bool, client: ClientInfo = CLI) -> None:
+        async with self._db.begin() as db:
+            user = await self._user(db, username)
+            before, user.twofa_enabled = user.twofa_enabled, enabled
+            self._audit(db, "policy_user", username, client, before=before, after=enabled)
+
+    async def set_group_policy(self, name: str, enabled: bool, client: ClientInfo = CLI) -> None:
+        async with self._db.begin() as db:
+            group = await self._group(db, name)
+            before, group.twofa_enabled = group.twofa_enabled, enabled
+            self._audit(db, "policy_group", "", client, group=name, before=before, after=enabled)
+
+    async def check_import(self, users: Sequence[NewUser]) -> list[ImportProblem]:
+        """Every reason `import_users` would refuse these users, without writing anything."""
+        async with self._db.begin() as db:
+            return await self._import_problems(db, users)
+
+    async def import_users(
+        self, users: Sequence[NewUser], client: ClientInfo = CLI
+    ) -> ImportSummary:
+        """All or nothing, in one transaction: creates the users, any missing groups and the
+        memberships, with an audit record per change. Any problem raises `ImportRejected`."""
+        try:
+            async with self._db.begin() as db:
+                if problems := await self._import_problems(db, users):
+                    raise ImportRejected(problems)
+                # argon2 is slow on purpose: hash before the first write takes the write lock
+                hashes = {
+                    new.username: hash_password(new.password) for new in users if new.password
+                }
+                groups, created = await self._groups_for_import(db, users, client)
+                for new in users:
+                    await self._add_imported_user(db, new, hashes.get(new.username), groups, client)
+                return ImportSummary(users_created=len(users), groups_created=created)
+        except IntegrityError:
+            raise AccountError(
+                "the same users or groups were changed while importing; nothing was imported"
+            ) from None
+
+    async def _import_problems(
+        self, db: AsyncSession, users: Sequence[NewUser]
+    ) -> list[ImportProblem]:
+        problems: list[ImportProblem] = []
+        seen: set[str] = set()
+        for position, new in enumerate(users):
+            messages = new_user_problems(new)
+            if new.username in seen:
+                messages.append(f"user {new.username!r} is listed more than once")
+            elif await Users(db).by_name(new.username) is not None:
+                messages.append(f"user {new.username!r} already exists")
+            seen.add(new.username)
+            problems.extend(ImportProblem(position, message) for message in messages)
+        return problems
+
+    async def _groups_for_import(
+        self, db: AsyncSession, users: Sequence[NewUser], client: ClientInfo
+    ) -> tuple[dict[str, GroupRow], tuple[str, ...]]:
+        """Every group the import names, and the names of those it had to create."""
+        repository = Groups(db)
+        found: dict[str, GroupRow] = {}
+        created: list[str] = []
+        for name in sorted({group for new in users for group in new.groups}):
+            row = await repository.by_name(name)
+            if row is None:
+                row = GroupRow(name=name, twofa_enabled=False)
+                repository.add(row)
+                created.append(name)
+                self._audit(db, "group_add", "", client, group=name, source="import")
+            found[name] = row
+        await db.flush()  # gives the new groups their ids
+        return found, tuple(created)
+
+    async def _add_imported_user(
+        self,
+        db: AsyncSession,
+        new: NewUser,
+        password_hash: str | None,
+        groups: dict[str, GroupRow],
+        client: ClientInfo,
+    ) -> None:
+        user = UserRow(
+            username=new.username,
+            display_name=new.display_name or new.username,
+            email=new.email,
+            password_hash=password_hash,
+            enabled=True,
+            is_admin=False,
+            twofa_enabled=False,
+            created_at=self._clock.now(),
+        )
+        Users(db).add(user)
+        await db.flush()  # gives the user its id for the memberships
+        self._audit(db, "user_add", new.username, client, is_admin=False, source="import")
+        for name in dict.fromkeys(new.groups):  # each group once, in the order given
+            await Groups(db).add_member(groups[name].id, user.id)
+            self._audit(db, "group_add_member", new.username, client, group=name)
+
+    async def _user(self, db: AsyncSession, username: str) -> UserRow:
+        user = await Users(db).by_name(username)
+        if user is None:
+            raise AccountError(f"no user {username!r}")
+        return user
+
+    async def _group(self, db: AsyncSession, name: str) -> GroupRow:
+        group = await Groups(db).by_name(name)
+        if group is None:
+            raise AccountError(f"no group {name!r}")
+        return group
+
+    async def _summary(self, db: AsyncSession, user: UserRow) -> UserSummary:
+        users = Users(db)
+        methods = tuple(await enrolled_methods(db, user.id))
+        return UserSummary(
+            username=user.username,
+            display_name=user.display_name,
+            email=user.email,
+            enabled=user.enabled,
+            is_admin=user.is_admin,
+            groups=tuple(await users.group_names(user.id)),
+            policy=second_factor_policy(
+                user.twofa_enabled,
+                await users.group_names(user.id, twofa_only=True),
+                everyone=await enforced_for_everyone(db),
+            ),
+            duo_configured=DUO_PUSH in methods,
+            methods=methods,
+        )
+
+    def _audit(
+        self, db: AsyncSession, kind: str, username: str, client: ClientInfo, **detail: object
+    ) -> None:
+        audit.record(
+            db,
+            self._clock,
+            kind,
+            "ok",
+            username=username,
+            client=client,
+            actor=self._actor,
+            **detail,
+        )

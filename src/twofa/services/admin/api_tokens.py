@@ -1,0 +1,234 @@
+"""Bearer tokens for the REST API: created by an admin (console, CLI or API), shown once, kept
+only as a SHA-256, revocable and always expiring. A token acts with admin rights; the audit log
+names it `token:<name>`, so each token's changes can be told apart."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from twofa.clock import Clock
+from twofa.domain.client import CLI, ClientInfo
+from twofa.errors import TwofaError
+from twofa.security.tokens import new_token, same_token, token_digest
+from twofa.services.state import audit
+from twofa.storage.repositories import ApiTokens
+from twofa.storage.tables import ApiTokenRow
+
+TOKEN_PREFIX: Final = "twofa_"  # noqa: S105 (a marker that makes leaked tokens greppable)
+DEFAULT_DAYS: Final = 90
+MAX_DAYS: Final = 365
+MAX_NAME_LENGTH: Final = 100
+LAST_USED_RESOLUTION: Final = timedelta(minutes=1)  # at most one write per token and minute
+_TOKEN_SHAPE = re.compile(r"^twofa_(?P<id>[0-9a-f]{16})_[A-Za-z0-9_-]{43}$")
+
+
+class ApiTokenError(TwofaError):
+    """A token action that cannot be done as asked."""
+
+
+class UnknownApiToken(ApiTokenError):
+    """No token has this id."""
+
+
+class ApiTokenNameTaken(ApiTokenError):
+    """An active token already has this name; names must tell tokens apart in the audit log."""
+
+
+class InvalidApiTokenRequest(ApiTokenError):
+    """A bad name or lifetime; `field` names what to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ApiTokenInfo:
+    """Everything about a token except its secret, which is never kept."""
+
+    id: str
+    name: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    def active_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """The one moment the secret exists outside the caller's hands: show it, then drop it."""
+
+    token: str
+    info: ApiTokenInfo
+
+
+@dataclass(frozen=True)
+class ApiCaller:
+    """Who an accepted bearer token acts for."""
+
+    token_id: str
+    token_name: str
+    created_by: str
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self.token_name}"
+
+
+def token_id_of(bearer: str) -> str | None:
+    """The id inside a well-formed token (not secret), or None for anything else."""
+    found = _TOKEN_SHAPE.match(bearer)
+    return found.group("id") if found else None
+
+
+def token_name_problem(name: str) -> str | None:
+    if not name or len(name) > MAX_NAME_LENGTH:
+        return f"1 to {MAX_NAME_LENGTH} characters"
+    if not name.isprintable():
+        return "no control characters"
+    return None
+
+
+def _info(row: ApiTokenRow) -> ApiTokenInfo:
+    return ApiTokenInfo(
+        id=row.id,
+        name=row.name,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+class ApiTokenService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._db = sessions
+        self._clock = clock
+
+    async def create(
+        self, name: str, *, created_by: str, days: int = DEFAULT_DAYS, client: ClientInfo = CLI
+    ) -> IssuedToken:
+        """`created_by` is the creator's audit actor: an admin's name, `cli` or `token:<name>`."""
+        name = name.strip()
+        if problem := token_name_problem(name):
+            raise InvalidApiTokenRequest("name", f"invalid token name: {problem}")
+        if not 1 <= days <= MAX_DAYS:
+            raise InvalidApiTokenRequest("days", f"a token lives 1 to {MAX_DAYS} days")
+        token_id = secrets.token_hex(8)
+        token = f"{TOKEN_PREFIX}{token_id}_{new_token()}"
+        now = self._clock.now()
+        async with self._db.begin() as db:
+            repository = ApiTokens(db)
+            if any(
+                row.name == name and _info(row).active_at(now) for row in await repository.all()
+            ):
+                raise ApiTokenNameTaken(f"an active token is already named {name!r}")
+            row = ApiTokenRow(
+                id=token_id,
+                name=name,
+                token_hash=token_digest(token),
+                created_by=created_by,
+                created_at=now,
+                expires_at=now + timedelta(days=days),
+                revoked_at=None,
+                last_used_at=None,
+            )
+            repository.add(row)
+            self._audit(db, "api_token_create", created_by, client, row, days=days)
+            return IssuedToken(token, _info(row))
+
+    async def tokens(self) -> list[ApiTokenInfo]:
+        """Every token, oldest first, active or not."""
+        async with self._db.begin() as db:
+            return [_info(row) for row in await ApiTokens(db).all()]
+
+    async def get(self, token_id: str) -> ApiTokenInfo:
+        async with self._db.begin() as db:
+            return _info(await self._row(db, token_id))
+
+    async def revoke(self, token_id: str, *, actor: str, client: ClientInfo = CLI) -> ApiTokenInfo:
+        """Revoking twice keeps the first revocation time and writes no second record."""
+        async with self._db.begin() as db:
+            row = await self._row(db, token_id)
+            if row.revoked_at is None:
+                row.revoked_at = self._clock.now()
+                self._audit(db, "api_token_revoke", actor, client, row)
+            return _info(row)
+
+    async def authenticate(
+        self, bearer: str, *, client: ClientInfo = CLI, path: str = ""
+    ) -> ApiCaller | None:
+        """The caller behind a bearer token, or None when it is malformed, unknown, revoked or
+        expired. A refused token of the right shape is audited (by id, never the secret)."""
+        token_id = token_id_of(bearer)
+        if token_id is None:
+            return None
+        now = self._clock.now()
+        async with self._db.begin() as db:
+            row = await ApiTokens(db).get(token_id)
+            refusal = self._refusal(row, bearer, now)
+            if refusal is not None:
+                audit.record(
+                    db,
+                    self._clock,
+                    "api_token_refused",
+                    refusal,
+                    client=client,
+                    token_id=token_id,
+                    path=path[:200],
+                )
+                return None
+            assert row is not None
+            if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+                row.last_used_at = now
+            return ApiCaller(row.id, row.name, row.created_by)
+
+    @staticmethod
+    def _refusal(row: ApiTokenRow | None, bearer: str, now: datetime) -> str | None:
+        if row is None or not same_token(row.token_hash, token_digest(bearer)):
+            return "unknown"
+        if row.revoked_at is not None:
+            return "revoked"
+        if now >= row.expires_at:
+            return "expired"
+        return None
+
+    async def _row(self, db: AsyncSession, token_id: str) -> ApiTokenRow:
+        row = await ApiTokens(db).get(token_id)
+        if row is None:
+            raise UnknownApiToken(f"no API token {token_id!r}")
+        return row
+
+    def _audit(
+        self,
+        db: AsyncSession,
+        kind: str,
+        actor: str,
+        client: ClientInfo,
+        row: ApiTokenRow,
+        **detail: object,
+    ) -> None:
+        audit.record(
+            db,
+            self._clock,
+            kind,
+            "ok",
+            username="",
+            client=client,
+            actor=actor,
+            token_id=row.id,
+            name=row.name,
+            expires_at=row.expires_at.isoformat(),
+            **detail,
+        )

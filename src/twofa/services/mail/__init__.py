@@ -1,0 +1,1 @@
+"""Sending e-mail: the codes of the e-mail method and the test message of the console."""

@@ -1,0 +1,138 @@
+"""What an answer to a second factor costs: each method has its own attempt counter per user
+(five attempts per 15 minutes, then a 15-minute lock-out of that method and only that one;
+security questions three per hour), counted before the answer is checked; every refusal is
+audited, and the user sees one plain message per kind of method whatever went wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from twofa.clock import Clock
+from twofa.domain.client import ClientInfo
+from twofa.methods.base import Method, MethodKind
+from twofa.services.second_factor.outcomes import SecondFactorError
+from twofa.services.state import audit, throttle
+from twofa.services.state.lockouts import method_lockout_key
+from twofa.storage.tables import UserRow
+
+FAILURE_RULE: Final = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
+# Answers people chose are easier to guess than codes: at most three tries an hour.
+FAILURE_RULES: Final[Mapping[str, throttle.ThrottleRule]] = {
+    "security_questions": throttle.ThrottleRule(3, timedelta(hours=1), timedelta(hours=1)),
+}
+FAILURE_MESSAGES: Final = {
+    MethodKind.CODE: "That code didn't work. Check it and try again.",
+    MethodKind.ANSWERS: "Those answers didn't work. Check them and try again.",
+    MethodKind.WEBAUTHN: "That security key didn't work. Try again or use another method.",
+}
+
+failure_key = method_lockout_key
+
+
+def failure_rule(code: str) -> throttle.ThrottleRule:
+    return FAILURE_RULES.get(code, FAILURE_RULE)
+
+
+def _duration(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    if minutes % 60:
+        return f"{minutes} minutes"
+    return "an hour" if minutes == 60 else f"{minutes // 60} hours"
+
+
+def locked_message(code: str) -> str:
+    lockout = failure_rule(code).lockout
+    return f"Too many failed attempts with this method. Try again in {_duration(lockout)}."
+
+
+LOCKED_MESSAGE: Final = locked_message("")  # the methods with the common rule
+
+
+class FailureLedger:
+    def __init__(self, db: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    def audit_refusal(
+        self, db: AsyncSession, user: UserRow, client: ClientInfo, code: str, outcome: str
+    ) -> None:
+        """A refusal that is not a wrong answer (locked, expired), in the caller's transaction."""
+        audit.record(
+            db,
+            self._clock,
+            "second_factor",
+            outcome,
+            username=user.username,
+            client=client,
+            method=code,
+        )
+
+    async def take_attempt(self, user: UserRow, code: str, client: ClientInfo) -> throttle.Attempt:
+        """Counts this answer against the method before anything checks it, in a transaction
+        of its own that is committed on return. An answer over the limit is refused as locked
+        (audited) and never checked."""
+        key = failure_key(code, user.username)
+        async with self._db.begin() as db:
+            attempt = await throttle.take_attempt(db, key, failure_rule(code), self._clock.now())
+            if not attempt.allowed:
+                self.audit_refusal(db, user, client, code, "locked")
+        if not attempt.allowed:  # raised after the commit, so the audit record stays
+            raise SecondFactorError(locked_message(code))
+        return attempt
+
+    async def refuse(
+        self,
+        user: UserRow,
+        method: Method,
+        client: ClientInfo,
+        kind: str,
+        reason: str,
+        attempt: throttle.Attempt,
+    ) -> None:
+        """A wrong or replayed answer (its attempt counted already): audited, and the lock-out
+        audited too when this failure is the one that locks the method."""
+        async with self._db.begin() as db:
+            audit.record(
+                db,
+                self._clock,
+                kind,
+                "refused",
+                username=user.username,
+                client=client,
+                method=method.code,
+                reason=reason,
+            )
+            throttle.audit_lockout(db, self._clock, attempt, username=user.username, client=client)
+
+    async def give_back(self, attempt: throttle.Attempt) -> None:
+        """An attempt refused before any secret was checked (a set-up form to correct)."""
+        async with self._db.begin() as db:
+            await throttle.refund(db, attempt)
+
+    async def refused_enrolment(
+        self,
+        user: UserRow,
+        client: ClientInfo,
+        code: str,
+        reason: str,
+        attempt: throttle.Attempt | None = None,
+    ) -> None:
+        """An enrolment refused for what it is, not as a wrong answer: audited, and its attempt
+        (if counted) given back."""
+        async with self._db.begin() as db:
+            if attempt is not None:
+                await throttle.refund(db, attempt)
+            audit.record(
+                db,
+                self._clock,
+                "enrolment",
+                "refused",
+                username=user.username,
+                client=client,
+                method=code,
+                reason=reason,
+            )

@@ -1,0 +1,156 @@
+"""The first factor: password check, policy decision, throttling and audit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from tests.unit.services.conftest import BROWSER, PASSWORD, add_user, audit_rows, sign_in
+from twofa.clock import FrozenClock
+from twofa.config import Mode, Settings
+from twofa.domain.client import ClientInfo
+from twofa.services.runtime import Gateway
+from twofa.services.signin.login import LoginOutcome, LoginResult
+from twofa.services.state.sessions import Level
+
+
+async def test_right_password_signs_in_a_user_without_2fa(gateway: Gateway) -> None:
+    user_id = await add_user(gateway, "alice")
+    outcome = await sign_in(gateway, "alice")
+    assert outcome.result is LoginResult.SIGNED_IN
+    assert outcome.session is not None
+    assert outcome.session.level is Level.SIGNED_IN
+    assert outcome.session.user_id == user_id
+    assert outcome.session.next_url == "/app"
+    assert await gateway.sessions.load(outcome.token) == outcome.session
+
+
+async def test_user_with_2fa_needs_a_second_factor(gateway: Gateway) -> None:
+    await add_user(gateway, "alice", twofa=True)
+    outcome = await sign_in(gateway, "alice")
+    assert outcome.result is LoginResult.SECOND_FACTOR
+    assert outcome.session is not None
+    assert outcome.session.level is Level.AWAITING_SECOND_FACTOR
+    rows = await audit_rows(gateway, "login", "alice")
+    assert rows[-1].detail["second_factor"] == "enabled for the user"
+
+
+async def test_group_with_2fa_needs_a_second_factor(gateway: Gateway) -> None:
+    await add_user(gateway, "alice")
+    await gateway.accounts.add_group("jira-admins")
+    await gateway.accounts.set_membership("jira-admins", "alice", True)
+    assert (await sign_in(gateway, "alice")).result is LoginResult.SIGNED_IN
+    await gateway.accounts.set_group_policy("jira-admins", True)
+    outcome = await sign_in(gateway, "alice")
+    assert outcome.result is LoginResult.SECOND_FACTOR
+    rows = await audit_rows(gateway, "login", "alice")
+    assert rows[-1].detail["second_factor"] == "enabled via group jira-admins"
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(gateway: Gateway) -> None:
+    await add_user(gateway, "alice")
+    wrong = await sign_in(gateway, "alice", "wrong password")
+    unknown = await sign_in(gateway, "nobody", PASSWORD)
+    assert wrong == unknown == LoginOutcome(LoginResult.REFUSED)
+    outcomes = [(row.username, row.outcome) for row in await audit_rows(gateway, "login")]
+    assert outcomes == [("alice", "bad_password"), ("nobody", "bad_password")]
+
+
+async def test_refused_sign_in_keeps_the_anonymous_session(gateway: Gateway) -> None:
+    await add_user(gateway, "alice")
+    token, anonymous = await gateway.sessions.open(BROWSER)
+    await gateway.login.sign_in(anonymous, "alice", "wrong", BROWSER)
+    assert await gateway.sessions.load(token) == anonymous
+
+
+async def test_successful_sign_in_replaces_the_anonymous_session(gateway: Gateway) -> None:
+    await add_user(gateway, "alice")
+    token, anonymous = await gateway.sessions.open(BROWSER)
+    outcome = await gateway.login.sign_in(anonymous, "alice", PASSWORD, BROWSER)
+    assert outcome.token != token
+    assert await gateway.sessions.load(token) is None
+
+
+async def test_five_failures_lock_the_user(gateway: Gateway, clock: FrozenClock) -> None:
+    await add_user(gateway, "alice")
+    for _ in range(5):
+        assert (await sign_in(gateway, "alice", "wrong")).result is LoginResult.REFUSED
+    locked = await sign_in(gateway, "alice", PASSWORD)
+    assert locked == LoginOutcome(LoginResult.LOCKED)
+    lockouts = await audit_rows(gateway, "lockout", "alice")
+    assert len(lockouts) == 1
+    assert lockouts[0].detail["key"] == "login-user:alice"
+    assert lockouts[0].detail["until"] == (clock.now() + timedelta(minutes=15)).isoformat()
+    assert (await audit_rows(gateway, "login", "alice"))[-1].outcome == "locked"
+
+
+async def test_lock_ends_after_the_lockout(gateway: Gateway, clock: FrozenClock) -> None:
+    await add_user(gateway, "alice")
+    for _ in range(5):
+        await sign_in(gateway, "alice", "wrong")
+    clock.advance(timedelta(minutes=15))
+    assert (await sign_in(gateway, "alice")).result is LoginResult.SIGNED_IN
+
+
+async def test_success_resets_the_user_counter(gateway: Gateway) -> None:
+    await add_user(gateway, "alice")
+    for _ in range(4):
+        await sign_in(gateway, "alice", "wrong")
+    assert (await sign_in(gateway, "alice")).result is LoginResult.SIGNED_IN
+    for _ in range(4):
+        await sign_in(gateway, "alice", "wrong")
+    assert (await sign_in(gateway, "alice")).result is LoginResult.SIGNED_IN
+
+
+async def test_lock_is_per_username_not_case(gateway: Gateway) -> None:
+    await add_user(gateway, "alice")
+    for _ in range(5):
+        await sign_in(gateway, "ALICE", "wrong")
+    assert (await sign_in(gateway, "alice")).result is LoginResult.LOCKED
+
+
+@pytest.fixture
+async def strict_ip_gateway(database_url: str, clock: FrozenClock) -> AsyncIterator[Gateway]:
+    settings = Settings(mode=Mode.DEV, database_url=database_url, login_failures_per_ip=3)
+    running = await Gateway.start(settings, clock=clock)
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+async def test_failures_from_one_address_lock_that_address(strict_ip_gateway: Gateway) -> None:
+    gateway = strict_ip_gateway
+    await add_user(gateway, "alice")
+    for name in ("u1", "u2", "u3"):
+        await sign_in(gateway, name, "guess")
+    assert (await sign_in(gateway, "alice")).result is LoginResult.LOCKED
+    elsewhere = ClientInfo(ip="198.51.100.9", user_agent="other")
+    assert (await sign_in(gateway, "alice", client=elsewhere)).result is LoginResult.SIGNED_IN
+    lockouts = await audit_rows(gateway, "lockout")
+    assert [row.detail["key"] for row in lockouts] == [f"login-ip:{BROWSER.ip}"]
+
+
+async def test_disabled_user_is_refused(gateway: Gateway) -> None:
+    await add_user(gateway, "alice")
+    await gateway.accounts.set_enabled("alice", False)
+    assert await sign_in(gateway, "alice") == LoginOutcome(LoginResult.REFUSED)
+    await gateway.accounts.set_enabled("alice", True)
+    assert (await sign_in(gateway, "alice")).result is LoginResult.SIGNED_IN
+
+
+async def test_user_without_password_is_refused(gateway: Gateway) -> None:
+    await add_user(gateway, "alice", password=None)
+    assert await sign_in(gateway, "alice", "") == LoginOutcome(LoginResult.REFUSED)
+    assert await sign_in(gateway, "alice", "anything") == LoginOutcome(LoginResult.REFUSED)
+
+
+async def test_every_attempt_is_audited_with_the_client(gateway: Gateway) -> None:
+    await add_user(gateway, "alice", twofa=True)
+    await sign_in(gateway, "alice", "wrong")
+    await sign_in(gateway, "alice")
+    rows = await audit_rows(gateway, "login", "alice")
+    assert [row.outcome for row in rows] == ["bad_password", "password_ok"]
+    assert {(row.client_ip, row.user_agent) for row in rows} == {(BROWSER.ip, BROWSER.user_agent)}
