@@ -319,7 +319,8 @@ async def test_a_right_answer_within_the_limit_resets_the_count(site: Site) -> N
     assert {r.status_code for r in await all_at_once(site.client, "/login", guesses)} == {401}
     assert (await sign_in(site.client, "alice", PASSWORDS["alice"])).status_code == 303
     counts = await throttle_counts(site.settings)
-    assert "login-user:alice" not in counts  # reset
+    assert "login-user-net:alice|127.0.0.1" not in counts  # reset: it is alice's own network
+    assert counts["login-user-all:alice"] == 4  # shared with every network: given back only
     assert counts["login-ip:127.0.0.1"] == 4  # shared: only the right one's attempt given back
 
     page = await site.client.get("/2fa/m/totp")

@@ -48,6 +48,7 @@ async def test_the_page_runs_the_checks_on_the_button(console: Console) -> None:
         "database": "ok",
         "Duo": "ok",  # the simulator's keys, from the settings file
         "Duo alerts": "ok",
+        "sign-in attacks": "ok",
         "mail server": "not set up",
         "Redis": "not set up",
     }
@@ -73,7 +74,7 @@ async def test_a_failing_part_is_named_in_the_summary(console: Console) -> None:
     checked = await console.client.post("/admin/status", data={"csrf_token": csrf_from(page.text)})
 
     assert rows(checked.text)["mail server"] == "FAILED"
-    assert "1 of 5 checks failed: mail server." in unescape(checked.text)
+    assert "1 of 6 checks failed: mail server." in unescape(checked.text)
 
 
 async def test_the_checks_need_the_csrf_token(console: Console) -> None:

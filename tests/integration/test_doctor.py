@@ -92,6 +92,7 @@ async def test_every_part_that_answers_is_ok(
         "database",
         "Duo",
         "Duo alerts",
+        "sign-in attacks",
         "mail server",
         "Redis",
         "directory crowd",
@@ -145,6 +146,7 @@ async def test_an_unmigrated_database_is_named_with_the_command_that_fixes_it(
     assert "twofa db upgrade" in findings["database"].detail
     assert findings["Duo"].state is State.NOT_CHECKED  # its keys are read from the database
     assert findings["Duo alerts"].state is State.NOT_CHECKED  # read from the audit log
+    assert findings["sign-in attacks"].state is State.NOT_CHECKED  # read from the audit log
     assert findings["mail server"].state is State.NOT_CHECKED
     assert findings["Redis"].state is State.NOT_SET_UP  # checked all the same
 
@@ -162,9 +164,10 @@ def test_the_command_prints_a_line_per_part_and_exits_1_when_one_failed(
     assert "twofa db upgrade" in lines[0]
     assert lines[1].startswith("?       Duo")
     assert lines[2].startswith("?       Duo alerts")
-    assert lines[3].startswith("?       mail server")
-    assert lines[4].startswith("-       Redis")
-    assert lines[-1] == "1 of 5 checks failed: database"
+    assert lines[3].startswith("?       sign-in attacks")
+    assert lines[4].startswith("?       mail server")
+    assert lines[5].startswith("-       Redis")
+    assert lines[-1] == "1 of 6 checks failed: database"
 
 
 def test_the_command_exits_0_when_nothing_failed(
@@ -177,7 +180,8 @@ def test_the_command_exits_0_when_nothing_failed(
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].startswith("ok      Duo")
     assert result.output.splitlines()[2].startswith("ok      Duo alerts")
-    assert result.output.splitlines()[-1] == "no check failed (5 parts)"
+    assert result.output.splitlines()[3].startswith("ok      sign-in attacks")
+    assert result.output.splitlines()[-1] == "no check failed (6 parts)"
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +227,7 @@ async def test_the_api_status_says_which_parts_answer(
             "database": "ok",
             "Duo": "ok",
             "Duo alerts": "ok",
+            "sign-in attacks": "ok",
             "mail server": "not set up",
             "Redis": "not set up",
         }

@@ -15,12 +15,14 @@ import httpx
 import pytest
 
 from tests.support.authenticator_totp import code_at, secret_from_page
+from tests.support.clocks import SkippableClock
 from tests.support.databases import sqlite_database
 from tests.support.gateway import PASSWORDS, SECRET, csrf_from, seed_users, sign_in
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.totp_flow import challenge_from
 from tests.support.two_factor import allow_methods
 from twofa.config import load_settings
+from twofa.services.access.forward_auth import CACHE_SECONDS
 from twofa.web.app import create_app
 
 APP = "app.example.test"
@@ -51,6 +53,7 @@ class Gateway:
     client: httpx.AsyncClient
     base_url: str
     settings: Any
+    clock: SkippableClock
 
     async def nginx(self, path: str, **headers: str) -> httpx.Response:
         return await self.client.get(
@@ -67,9 +70,10 @@ async def gateway_on(tmp_path: Path, **access: Any) -> AsyncIterator[Gateway]:
     async with sqlite_database(tmp_path) as url:
         settings = settings_for(url, port, **access)
         await seed_users(settings)
-        with serve_in_thread(create_app(settings), port=port) as base_url:
+        clock = SkippableClock()
+        with serve_in_thread(create_app(settings, clock=clock), port=port) as base_url:
             async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-                yield Gateway(client, base_url, settings)
+                yield Gateway(client, base_url, settings, clock)
 
 
 @pytest.fixture
@@ -143,7 +147,7 @@ async def test_a_revoked_session_cookie_stops_working_within_a_second(gateway: G
     home = await gateway.client.get("/")
     await gateway.client.post("/logout", data={"csrf_token": csrf_from(home.text)})
     gateway.client.cookies.set("twofa_session", token)  # a copy kept by an attacker
-    await asyncio.sleep(1.1)
+    gateway.clock.skip(CACHE_SECONDS + 0.1)
     assert (await gateway.nginx("/wiki/Home")).status_code == 401
 
 
@@ -160,6 +164,27 @@ async def test_malformed_original_urls_are_refused(
 ) -> None:
     answer = await gateway.client.get("/authz/nginx", headers=headers)
     assert answer.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/open/../closed/x",  # an application that does not resolve `..` reads it otherwise
+        "/open/..%2Fclosed/x",
+        "/open/..;/closed/x",
+        "/open/x%00",
+        "/open/x#/../../closed/x",  # urlsplit would cut it at `#`; the app may not
+        "/op\ten/x",  # urlsplit would drop the tab, the app would not
+    ],
+)
+async def test_a_path_that_cannot_be_checked_safely_is_a_400_for_every_proxy(
+    gateway: Gateway, path: str
+) -> None:
+    nginx = await gateway.nginx(path)
+    traefik_caddy = await gateway.traefik(path)
+    assert (nginx.status_code, traefik_caddy.status_code) == (400, 400)
+    assert "path refused" in nginx.text
+    assert "remote-user" not in nginx.headers
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from tests.support.databases import sqlite_database
 from tests.support.gateway import PASSWORDS, SECRET, seed_users
 from tests.support.redis_server import own_channel, reachable_redis
 from tests.support.servers import free_port
+from twofa.clock import FrozenClock
 from twofa.config import Settings, load_settings
 from twofa.domain.client import NO_CLIENT
 from twofa.services.access.forward_auth import ForwardAuthService, OriginalRequest, Verdict
@@ -49,7 +51,9 @@ def node_settings(database_url: str, redis_url: str | None, channel: str) -> Set
 def frozen_forward_auth(node: Gateway) -> ForwardAuthService:
     """The node's forward-auth with a clock that never moves: what it cached, it keeps
     until told otherwise."""
-    frozen = ForwardAuthService(node.db, node.sessions, node.settings.access, monotonic=lambda: 0.0)
+    frozen = ForwardAuthService(
+        node.db, node.sessions, node.settings.access, clock=FrozenClock(datetime.now(UTC))
+    )
     node.forward_auth = frozen
     return frozen
 
@@ -155,7 +159,9 @@ async def test_a_settings_save_on_one_node_reaches_the_others_cache_at_once(
     tmp_path: Path, redis_url: str
 ) -> None:
     async with two_nodes(tmp_path, redis_url) as (first, second):
-        second.console.cache = SettingsCache(second.db, recheck_s=3600)  # never rechecks
+        second.console.cache = SettingsCache(
+            second.db, second.clock, recheck_s=3600
+        )  # never rechecks
         before = await second.console.two_factor()
         changed = TwoFactorConfig(methods=("totp",), first_method="totp", remember_device_days=9)
         assert before != changed

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from tests.conftest import RunningSimulator
 from tests.support.authenticator_totp import code_at
+from tests.support.clocks import SkippableClock
 from tests.support.databases import sqlite_database
 from tests.support.gateway import PASSWORDS, csrf_from, running_gateway, sign_in
 from tests.support.totp_flow import enrol_alice, post_code, sign_out
@@ -28,13 +28,14 @@ DEVICE_COOKIE = "twofa_device"
 class Site:
     client: httpx.AsyncClient
     settings: Settings
+    clock: SkippableClock
     secret: str = ""
 
     async def remember_days(self, days: int) -> None:
         """Saved by another gateway (like the CLI): the running one re-checks its cached
-        console settings at most once a second, so wait that long before going on."""
+        console settings at most once a second, so move its clock past that before going on."""
         await allow_methods(self.settings, ("totp", "duo_push"), "totp", remember_device_days=days)
-        await asyncio.sleep(RECHECK_S + 0.2)
+        self.clock.skip(RECHECK_S)
 
     async def sign_in_with_code(self, offset: int, **extra: str) -> httpx.Response:
         """Signs alice in with a code; fails the test unless it is accepted, so a test that
@@ -47,12 +48,13 @@ class Site:
 
 @pytest.fixture
 async def site(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[Site]:
+    clock = SkippableClock()
     async with (
         sqlite_database(tmp_path) as url,
-        running_gateway(url, simulator) as (base_url, settings),
+        running_gateway(url, simulator, clock=clock) as (base_url, settings),
         httpx.AsyncClient(base_url=base_url, timeout=30) as client,
     ):
-        site = Site(client, settings)
+        site = Site(client, settings, clock)
         await site.remember_days(30)
         site.secret = await enrol_alice(client)
         await sign_out(client)

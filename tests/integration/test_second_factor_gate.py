@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
 from tests.support.authenticator_totp import code_for, current_step, secret_from_page
+from tests.support.clocks import SkippableClock
 from tests.support.databases import postgres_database, sqlite_database
 from tests.support.duo_flow import JSON, enrol_with_duo_push, send_push
 from tests.support.gateway import (
@@ -50,13 +51,19 @@ Site = tuple[httpx.AsyncClient, httpx.AsyncClient, Settings]
 
 
 @pytest.fixture
-async def site_factory(database_url: str, simulator: RunningSimulator):  # type: ignore[no-untyped-def]
+def clock() -> SkippableClock:
+    """The running gateways' clock: skipped ahead, their cached settings are read again."""
+    return SkippableClock()
+
+
+@pytest.fixture
+async def site_factory(database_url: str, simulator: RunningSimulator, clock: SkippableClock):  # type: ignore[no-untyped-def]
     """Starts the gateway with Duo settings `duo`; yields alice's browser, the attacker's
     browser and the settings."""
     managers: list[Any] = []
 
     async def start(**duo: Any) -> Site:
-        manager = running_gateway(database_url, simulator, **duo)
+        manager = running_gateway(database_url, simulator, clock=clock, **duo)
         base_url, settings = await manager.__aenter__()
         alice = httpx.AsyncClient(base_url=base_url, timeout=30)
         attacker = httpx.AsyncClient(base_url=base_url, timeout=30)
@@ -153,7 +160,7 @@ async def test_a_password_alone_cannot_replace_a_duo_users_phone(
 
 
 async def test_a_duo_push_never_verifies_a_user_whose_method_was_withdrawn(
-    site_factory: Any, simulator: RunningSimulator
+    site_factory: Any, simulator: RunningSimulator, clock: SkippableClock
 ) -> None:
     """Alice set up Duo Push and the authenticator app; the admin then allows only the app.
     Her Duo phone is no way in any more: the push is refused before it reaches Duo."""
@@ -164,7 +171,7 @@ async def test_a_duo_push_never_verifies_a_user_whose_method_was_withdrawn(
     code = code_for(secret_from_page(page.text), current_step())
     assert (await submit_code(alice, "/2fa/m/totp/enrol", page, code)).status_code == 303
     await allow_methods(settings, ("totp",), first_method="totp")
-    await asyncio.sleep(SETTINGS_FOLLOW_S)
+    clock.skip(SETTINGS_FOLLOW_S)
     await sign_out(alice)
 
     await sign_in(attacker, "alice")

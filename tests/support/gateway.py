@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
 from tests.support.servers import free_port, serve_in_thread
+from twofa.clock import Clock
 from twofa.config import Settings, load_settings
 from twofa.security.tokens import token_digest
 from twofa.services.runtime import Gateway
@@ -71,13 +72,14 @@ async def running_gateway(
     *,
     seed: bool = True,
     extra: dict[str, Any] | None = None,
+    clock: Clock | None = None,
     **duo: Any,
 ) -> AsyncIterator[tuple[str, Settings]]:
     port = free_port()
     settings = gateway_settings(database_url, simulator, port, mode, extra, **duo)
     if seed:
         await seed_users(settings)
-    with serve_in_thread(create_app(settings), port=port) as base_url:
+    with serve_in_thread(create_app(settings, clock=clock), port=port) as base_url:
         yield base_url, settings
 
 

@@ -33,10 +33,24 @@ def test_defaults_in_dev_mode() -> None:
     assert settings.allowed_redirect_hosts == ()
     assert settings.session_idle_minutes == 30
     assert settings.login_failures_per_user == 5
+    assert (settings.login_failures_per_ip, settings.lockout_minutes) == (20, 15)
+    assert settings.login_failures_per_user_all_networks == 100
+    assert settings.login_slowdown_max_seconds == 16
     assert settings.duo.failmode is FailMode.SECURE
     assert settings.duo.pushes_per_minute == 3
     assert (settings.duo.pushes_per_day, settings.duo.fraud_pause_minutes) == (20, 60)
     assert not settings.duo.configured
+
+
+def test_the_every_network_limit_must_exceed_one_networks() -> None:
+    with pytest.raises(ConfigurationError, match="login_failures_per_user_all_networks"):
+        load_settings(
+            environ={
+                "TWOFA_MODE": "dev",
+                "TWOFA_LOGIN_FAILURES_PER_USER": "10",
+                "TWOFA_LOGIN_FAILURES_PER_USER_ALL_NETWORKS": "10",
+            }
+        )
 
 
 def test_real_environment_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:

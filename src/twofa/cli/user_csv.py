@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Final
 
 from twofa.domain.account_input import ImportProblem, NewUser
-from twofa.errors import TwofaError
+from twofa.errors import Invalid
 
 CSV_COLUMNS: Final = ("username", "display_name", "email", "password", "groups")
 GROUP_SEPARATOR: Final = ";"
@@ -23,7 +23,7 @@ class LineProblem:
     message: str
 
 
-class ImportFileRejected(TwofaError):
+class ImportFileRejected(Invalid):
     """The import file cannot be imported as it is; nothing was written."""
 
 

@@ -11,6 +11,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from twofa.errors import Invalid
+
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
 
 
@@ -99,8 +101,9 @@ USERNAME_PLACEHOLDER: Final = "{username}"
 DN_PLACEHOLDER: Final = "{dn}"
 
 
-class FilterTemplateError(ValueError):
-    """An admin-written search filter that cannot be used."""
+class FilterTemplateError(Invalid, ValueError):
+    """An admin-written search filter that cannot be used. A ValueError too, so the settings'
+    validators report it as a problem with the field."""
 
 
 def check_filter_template(template: str, placeholder: str) -> str:

@@ -166,6 +166,9 @@ class AccessSettings(BaseModel):
     )
     trusted_networks: tuple[IPvAnyNetwork, ...] = ()  # sign-ins here skip a set-up 2FA
     rules: tuple[AccessRuleSettings, ...] = ()
+    # `;` path parameters (`/page;jsessionid=…`) are refused (400) unless allowed: Tomcat
+    # drops them before routing, so the rules then match the path without them.
+    allow_path_parameters: bool = False
 
     @field_validator("default_policy")
     @classmethod
@@ -235,13 +238,24 @@ class Settings(BaseSettings):
     mode: Mode = Mode.PRODUCTION
     secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
     database_url: str = "sqlite+aiosqlite:///var/twofa.db"
+    # Database connections each gateway process keeps open (PostgreSQL). A request waits for a
+    # free one rather than opening another: a connection opened and closed per request costs
+    # more than the request (TLS negotiation, authentication, a backend process).
+    database_pool_size: int = Field(default=20, ge=1, le=200)
     public_url: str = "http://127.0.0.1:8000"
     allowed_redirect_hosts: tuple[str, ...] = ()
     session_idle_minutes: int = Field(default=30, ge=1)
     session_absolute_hours: int = Field(default=12, ge=1)
     pending_login_minutes: int = Field(default=15, ge=1)
+    # Password throttling (services.signin.login), each over `lockout_minutes`: a username is
+    # locked per client network (an IPv4 address, an IPv6 /64), an address for every name;
+    # failures for one username from all networks together never lock it (anyone could keep
+    # its owner out) but, past their limit, slow each further attempt: 1 s, 2 s, 4 s … up to
+    # `login_slowdown_max_seconds`, and the Overview and Status pages raise an alert.
     login_failures_per_user: int = Field(default=5, ge=1)
     login_failures_per_ip: int = Field(default=20, ge=1)
+    login_failures_per_user_all_networks: int = Field(default=100, ge=2)
+    login_slowdown_max_seconds: int = Field(default=16, ge=1, le=60)
     lockout_minutes: int = Field(default=15, ge=1)
     duo: DuoSettings = DuoSettings()
     access: AccessSettings = AccessSettings()
@@ -296,6 +310,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"directories: {name!r} is listed but [{name}] is not set")
         if len(set(self.directories)) != len(self.directories):
             raise ValueError("directories: each directory once")
+        return self
+
+    @model_validator(mode="after")
+    def _all_networks_above_one_network(self) -> Settings:
+        # One network alone is locked first: only failures from several networks (a
+        # distributed attack) may reach the limit that slows everyone's sign-in for the name.
+        if self.login_failures_per_user_all_networks <= self.login_failures_per_user:
+            raise ValueError(
+                "login_failures_per_user_all_networks must be greater than login_failures_per_user"
+            )
         return self
 
     @model_validator(mode="after")

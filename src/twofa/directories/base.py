@@ -10,7 +10,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twofa.errors import TwofaError
+from twofa.errors import Unavailable
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class DirectoryUser:
     groups: tuple[str, ...]
 
 
-class DirectoryUnavailable(TwofaError):
+class DirectoryUnavailable(Unavailable):
     """The directory could not be asked (down, timed out, refused our service account).
     Never turned into a yes or a no: the user is told the directory is unavailable."""
 

@@ -6,6 +6,12 @@ order: the settings file (the operator's pinned baseline), then the console's, i
 
 A rule that names users or groups cannot be decided for an anonymous request; such a request
 is asked to sign in first (`needs_identity`) and decided again with the identity.
+
+Paths are matched in their normal form (domain.request_paths), and twice: as they are (what a
+case-sensitive application reads) and in their lenient reading, case-insensitively (what IIS
+or a Windows file system reads: `/ADMIN./` is `/admin/`). The stricter decision wins, so
+`/ADMIN/x` does not dodge a deny rule on `/admin/*`, and `/PUBLIC/x` is not let through by a
+bypass rule on `/public/*` (to a case-sensitive application it is another resource).
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
+from typing import Final
 
 from twofa.config import AccessRuleSettings
+from twofa.domain.request_paths import lenient_reading, normal_pattern
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -29,6 +37,9 @@ class Policy(Enum):
     ONE_FACTOR = "one_factor"
     TWO_FACTOR = "two_factor"
     DENY = "deny"
+
+
+STRICTNESS: Final = {Policy.BYPASS: 0, Policy.ONE_FACTOR: 1, Policy.TWO_FACTOR: 2, Policy.DENY: 3}
 
 
 @functools.lru_cache(maxsize=4096)  # forward-auth asks about the same few hosts all day
@@ -51,16 +62,27 @@ class AccessRule:
 
     @cached_property
     def _path_patterns(self) -> tuple[re.Pattern[str], ...]:
-        return tuple(re.compile(fnmatch.translate(p.replace("**", "*"))) for p in self.paths)
+        return self._compiled(0)
+
+    @cached_property
+    def _lenient_patterns(self) -> tuple[re.Pattern[str], ...]:
+        return self._compiled(re.IGNORECASE)
+
+    def _compiled(self, flags: int) -> tuple[re.Pattern[str], ...]:
+        globs = (normal_pattern(p.replace("**", "*")) for p in self.paths)
+        return tuple(re.compile(fnmatch.translate(glob), flags) for glob in globs)
 
     @property
     def names_subjects(self) -> bool:
         return bool(self.users or self.groups)
 
-    def matches_resource(self, host: str, path: str, client_ip: str) -> bool:
+    def matches_resource(
+        self, host: str, path: str, client_ip: str, *, lenient: bool = False
+    ) -> bool:
         if not any(domain_matches(d, host) for d in self.domains):
             return False
-        if self._path_patterns and not any(p.match(path) for p in self._path_patterns):
+        patterns = self._lenient_patterns if lenient else self._path_patterns
+        if patterns and not any(p.match(path) for p in patterns):
             return False
         return not self.networks or in_networks(client_ip, self.networks)
 
@@ -82,7 +104,7 @@ def in_networks(address: str, networks: Sequence[Network]) -> bool:
 @dataclass(frozen=True)
 class AccessRequest:
     host: str
-    path: str
+    path: str  # in normal form: request_paths.normal_path(...).rule_path
     client_ip: str
     username: str | None = None  # None: not signed in
     groups: tuple[str, ...] = ()
@@ -96,8 +118,25 @@ class Decision:
 
 
 def decide(rules: Sequence[AccessRule], default: Policy, request: AccessRequest) -> Decision:
+    """The stricter of the decisions on the path as it is and on its lenient reading (see
+    the module's docstring); on a tie, the one on the path as it is."""
+    exact = _decide_on(rules, default, request, request.path, lenient=False)
+    if exact.policy is Policy.DENY:
+        return exact
+    lenient = _decide_on(rules, default, request, lenient_reading(request.path), lenient=True)
+    return lenient if STRICTNESS[lenient.policy] > STRICTNESS[exact.policy] else exact
+
+
+def _decide_on(
+    rules: Sequence[AccessRule],
+    default: Policy,
+    request: AccessRequest,
+    path: str,
+    *,
+    lenient: bool,
+) -> Decision:
     for index, rule in enumerate(rules):
-        if not rule.matches_resource(request.host, request.path, request.client_ip):
+        if not rule.matches_resource(request.host, path, request.client_ip, lenient=lenient):
             continue
         if rule.names_subjects:
             if request.username is None:

@@ -7,11 +7,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from twofa.errors import TwofaError
+from twofa.errors import Conflict, Invalid, NotFound, TwofaError
 
 
 class AccountError(TwofaError):
-    """An admin action that cannot be done as asked (unknown user, duplicate name …)."""
+    """An admin action that cannot be done as asked. The family the console and the CLI catch
+    whole; never raised itself, as its members answer differently (an unknown name, a taken
+    one, bad input), so each names its category."""
+
+
+class UnknownAccount(AccountError, NotFound):
+    """No user or group by that name."""
+
+
+class AccountConflict(AccountError, Conflict):
+    """The name is taken, or the same users or groups were changed at the same time."""
+
+
+class InvalidAccountInput(AccountError, Invalid):
+    """A name, address or password that breaks the account rules."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +47,7 @@ class ImportProblem:
     message: str
 
 
-class ImportRejected(AccountError):
+class ImportRejected(InvalidAccountInput):
     """A bulk import had problems, so none of it was written; `problems` lists all of them."""
 
     def __init__(self, problems: Sequence[ImportProblem]) -> None:

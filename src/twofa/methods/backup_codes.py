@@ -85,6 +85,7 @@ class BackupCodesMethod:
     title = "Backup codes"
     kind = MethodKind.CODE
     many_per_user = False
+    checks_slowly = True
     challenge_seconds = 300
 
     async def begin_enrollment(

@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
-from twofa.errors import TwofaError
+from twofa.errors import Invalid, Refused
 
 
 class MethodKind(Enum):
@@ -39,7 +39,7 @@ class OutOfBandAnswer(Enum):
     TIMEOUT = "timeout"
 
 
-class ResponseRejected(TwofaError):
+class ResponseRejected(Refused):
     """The response does not prove the factor. `reason` is for the audit log only: the
     user always sees the same message, whatever went wrong."""
 
@@ -48,15 +48,19 @@ class ResponseRejected(TwofaError):
         super().__init__(reason)
 
 
-class EnrolmentRefused(TwofaError):
+class EnrolmentRefused(Invalid):
     """An enrolment form the user must correct; `message` is shown to them as is."""
 
     def __init__(self, message: str) -> None:
         self.message = message
         super().__init__(message)
 
+    @property
+    def user_message(self) -> str:
+        return self.message
 
-class DetailsNeeded(TwofaError):
+
+class DetailsNeeded(Invalid):
     """The enrolment can begin only once the user has filled in the method's form (the address
     codes by e-mail go to, when the admin lets users choose it). `show` goes to that form;
     `message` says what was wrong with what they typed, "" when they have typed nothing yet."""
@@ -205,6 +209,9 @@ class Method(Protocol):
     kind: MethodKind
     many_per_user: bool  # several security keys; one of everything else
     challenge_seconds: int  # how long a started challenge may be answered
+    # `verify` runs a password-grade hash (backup codes, security answers: tens of ms of CPU):
+    # the service then never runs it inside an open database transaction.
+    checks_slowly: bool
 
     async def begin_enrollment(
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()

@@ -20,14 +20,14 @@ from twofa.duo.models import (
     PushRequest,
     TransactionStatus,
 )
-from twofa.errors import TwofaError
+from twofa.errors import Unavailable
 from twofa.methods.base import MethodKind, OutOfBandAnswer, OutOfBandRequest
 
 CODE = "duo_push"
 ACTIVATION_VALID_SECS = 3600
 
 
-class DuoNotConfigured(TwofaError):
+class DuoNotConfigured(Unavailable):
     """Duo was asked before the gateway had keys for it (the service is only built once it
     has them, so this is a wiring error, never a user's)."""
 

@@ -119,6 +119,7 @@ class EmailOtpMethod:
     title = "Code by e-mail"
     kind = MethodKind.CODE
     many_per_user = False
+    checks_slowly = False
     challenge_seconds = VALID_MINUTES * 60
     # SecondFactorService refuses a new challenge this soon after the last one, so nobody can
     # flood a mailbox by reloading the page.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from twofa.errors import TwofaError
+from twofa.errors import NotFound
 from twofa.methods.base import Method, OutOfBandMethod
 
 DUO_PUSH = "duo_push"
@@ -16,10 +16,14 @@ DUO_PUSH = "duo_push"
 LOCAL_METHOD_CODES = ("totp", "webauthn", "backup_codes", "email_otp", "security_questions")
 
 
-class UnknownMethod(TwofaError):
+class UnknownMethod(NotFound):
     def __init__(self, code: str) -> None:
         self.code = code
         super().__init__(f"unknown second-factor method {code!r}")
+
+    @property
+    def user_message(self) -> str:
+        return "There is no such sign-in method on this server."
 
 
 class MethodRegistry:

@@ -105,6 +105,7 @@ class SecurityQuestionsMethod:
     title = "Security questions"
     kind = MethodKind.ANSWERS
     many_per_user = False
+    checks_slowly = True
     challenge_seconds = 600  # people take a while to recall an answer
 
     async def begin_enrollment(

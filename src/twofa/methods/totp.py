@@ -114,6 +114,7 @@ class TotpMethod:
     title = "Authenticator app"
     kind = MethodKind.CODE
     many_per_user = False
+    checks_slowly = False
     keeps_items = False  # the last used step lives in the credential's state
     challenge_seconds = 300
 

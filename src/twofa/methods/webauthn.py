@@ -101,6 +101,7 @@ class WebAuthnMethod:
     title = "Security key or passkey"
     kind = MethodKind.WEBAUTHN
     many_per_user = True
+    checks_slowly = False
     challenge_seconds = 300
 
     def __init__(self, settings: WebAuthnSettings, public_url: str) -> None:

@@ -16,13 +16,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from twofa.errors import TwofaError
+from twofa.errors import Unavailable
 
 _PREFIX: Final = "v1:"
 _NONCE_BYTES: Final = 12
 
 
-class SealError(TwofaError):
+class SealError(Unavailable):
     """A sealed value could not be opened: wrong gateway secret, or tampered data."""
 
 

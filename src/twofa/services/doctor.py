@@ -1,7 +1,8 @@
 """`twofa doctor`: asks each part the gateway leans on whether it answers, one by one, so an
 admin sees in one place what is wrong before users do: the database schema, Duo's keys, Duo
-alerts of the last hour (fraud reports, Duo refusing or rate-limiting twofa), the mail server,
-Redis and each external directory. Nothing is changed, sent or audited.
+alerts of the last hour (fraud reports, Duo refusing or rate-limiting twofa), usernames under a
+distributed password attack in the last hour, the mail server, Redis and each external
+directory. Nothing is changed, sent or audited.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from twofa.directories.base import DirectoryUnavailable, ExternalDirectory
 from twofa.services.duo.push_fatigue import FATIGUE_KIND
 from twofa.services.mail.delivery import SmtpNotConfigured, SmtpProblem
 from twofa.services.runtime import Gateway
+from twofa.services.signin.attack_alerts import attacked_usernames
 from twofa.storage.audit_log import AuditCriteria, AuditSearch
 from twofa.storage.database import schema_status
 
@@ -69,6 +71,7 @@ async def examine(gateway: Gateway) -> list[Finding]:
     needs_database: list[tuple[str, Callable[[], Awaitable[Finding]]]] = [
         ("Duo", lambda: _duo(gateway)),
         ("Duo alerts", lambda: _duo_alerts(gateway)),
+        ("sign-in attacks", lambda: _sign_in_attacks(gateway)),
         ("mail server", lambda: _mail_server(gateway)),
     ]
     independent: list[tuple[str, Callable[[], Awaitable[Finding]]]] = [
@@ -159,6 +162,25 @@ async def _duo_alerts(gateway: Gateway) -> Finding:
         )
     return Finding(
         "Duo alerts", State.OK, "no fraud report, refused key or rate limit in the last hour"
+    )
+
+
+async def _sign_in_attacks(gateway: Gateway) -> Finding:
+    """Fails while, in the last hour, wrong passwords for a username from many networks passed
+    the every-network limit, so its sign-ins are slowed. Reads the audit log only."""
+    async with gateway.db.begin() as db:
+        attacked = await attacked_usernames(db, gateway.clock.now())
+    if not attacked:
+        return Finding(
+            "sign-in attacks", State.OK, "no distributed password attack in the last hour"
+        )
+    count = len(attacked)
+    return Finding(
+        "sign-in attacks",
+        State.FAILED,
+        f"in the last hour: {count} username{'s' if count != 1 else ''} under a distributed "
+        f"password attack ({', '.join(attacked)}): their sign-ins are slowed, nobody is locked "
+        "out (see the Audit Log)",
     )
 
 

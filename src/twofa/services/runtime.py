@@ -35,6 +35,11 @@ from twofa.services.access.forward_auth import ForwardAuthService
 from twofa.services.access.live_rules import LiveConsoleRules
 from twofa.services.access.rules import AccessRuleService
 from twofa.services.admin.accounts import AccountService
+from twofa.services.admin.api_tokens import ApiTokenService
+from twofa.services.admin.audit_query import AuditQueryService
+from twofa.services.admin.console_access import ConsoleAccessService
+from twofa.services.admin.console_users import ConsoleUsersService
+from twofa.services.admin.overview import OverviewService
 from twofa.services.duo.push import DuoPushService
 from twofa.services.mail.delivery import SmtpMailer, SmtpSettingsService
 from twofa.services.second_factor.authenticator_options import AuthenticatorOptionsService
@@ -43,6 +48,7 @@ from twofa.services.second_factor.gate import MethodGate
 from twofa.services.second_factor.my_methods import MyMethodsService
 from twofa.services.second_factor.pipeline import SecondFactorService
 from twofa.services.second_factor.question_pool import QuestionPoolService
+from twofa.services.settings.cache import SettingsCache
 from twofa.services.settings.console import ConsoleSettingsService
 from twofa.services.signin.enrolment_grace import EnrolmentGraceService
 from twofa.services.signin.group_refresh import GroupRefresher
@@ -51,7 +57,13 @@ from twofa.services.signin.remembered_devices import RememberedDeviceService
 from twofa.services.state.change_feed import RedisChangeFeed
 from twofa.services.state.sessions import SessionService
 from twofa.storage.change_notes import Changes, announce_commits
-from twofa.storage.database import check_schema, create_engine, session_factory
+from twofa.storage.database import (
+    check_schema,
+    create_engine,
+    session_factory,
+    side_engine,
+    single_statement_factory,
+)
 
 DUO_CONNECTIONS = 2000  # pending pushes one process may follow at once
 
@@ -138,6 +150,8 @@ class Gateway:
     duo: DuoPushService | None = None
     duo_push: DuoPushMethod = field(default_factory=DuoPushMethod)  # the registered method
     change_feed: RedisChangeFeed | None = None  # with `redis_url` (services.state.change_feed)
+    # The settings copy's own connection (storage.database.side_engine), closed with the rest.
+    settings_engine: AsyncEngine | None = None
     _duo_version: int = -1
     directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
     directories: list[ExternalDirectory] = field(default_factory=list)  # in settings' order
@@ -158,7 +172,7 @@ class Gateway:
         clock = clock or SystemClock()
         if smtp_tls is None and settings.smtp_ca_path is not None:
             smtp_tls = ssl.create_default_context(cafile=settings.smtp_ca_path)
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, settings.database_pool_size)
         if verify_schema:
             try:
                 await check_schema(engine)
@@ -166,7 +180,7 @@ class Gateway:
                 await engine.dispose()
                 raise
         db = session_factory(engine)
-        sessions = SessionService(db, clock, settings)
+        sessions = SessionService(db, clock, settings, single_statement_factory(engine))
         # Absolute URLs on one pooled client: it serves whichever Duo host is configured.
         http = duo_http or make_http_client(
             DuoEndpoint.parse("api-placeholder.duosecurity.com"), max_connections=DUO_CONNECTIONS
@@ -175,7 +189,11 @@ class Gateway:
         duo_push = DuoPushMethod()  # connected to Duo's keys as the console sets them
         registry = build_registry(settings, duo_push)
         offered = registry.codes
-        console = ConsoleSettingsService(db, clock, sealer, http, settings.duo, offered)
+        settings_engine = side_engine(engine)  # the settings copy reloads on it
+        settings_copy = SettingsCache(session_factory(settings_engine), clock)
+        console = ConsoleSettingsService(
+            db, clock, sealer, http, settings.duo, offered, cache=settings_copy
+        )
         external, directory_clients = external_directories(settings)
         login = LoginService(db, sessions, LocalDirectory(), clock, settings, console, external)
         grace = EnrolmentGraceService(db, console, sessions, clock)
@@ -184,7 +202,7 @@ class Gateway:
         groups = GroupRefresher(db, external, clock, settings.directory_groups_cache_s)
         factors = SecondFactorService(db, registry, sessions, gate, clock, sealer, SmtpMailer(smtp))
         access_rules = AccessRuleService(db, clock, settings.access)
-        live_rules = LiveConsoleRules(access_rules)
+        live_rules = LiveConsoleRules(access_rules, clock)
         gateway = cls(
             settings,
             clock,
@@ -200,13 +218,14 @@ class Gateway:
             gate,
             MyMethodsService(db, registry, gate, console, clock),
             RememberedDeviceService(db, console, sessions, clock),
-            ForwardAuthService(db, sessions, settings.access, groups, live_rules),
+            ForwardAuthService(db, sessions, settings.access, groups, live_rules, clock=clock),
             smtp,
             groups,
             access_rules,
             live_rules,
         )
         gateway.duo_push = duo_push
+        gateway.settings_engine = settings_engine
         gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock, gate, duo_push)
         gateway.directory_clients = directory_clients
         gateway.directories = external
@@ -231,6 +250,27 @@ class Gateway:
             self.console.cache.invalidate()
         if changes.access_rules:
             self.live_rules.changed_elsewhere()
+
+    # What the console and the API read and do for admins.
+    @cached_property
+    def console_access(self) -> ConsoleAccessService:
+        return ConsoleAccessService(self.db, self.clock)
+
+    @cached_property
+    def console_users(self) -> ConsoleUsersService:
+        return ConsoleUsersService(self.db, self.clock, self.console, self.gate)
+
+    @cached_property
+    def overview(self) -> OverviewService:
+        return OverviewService(self.db, self.clock, self.console)
+
+    @cached_property
+    def audit_queries(self) -> AuditQueryService:
+        return AuditQueryService(self.db, self.clock)
+
+    @cached_property
+    def api_tokens(self) -> ApiTokenService:
+        return ApiTokenService(self.db, self.clock)
 
     # The methods' own console settings, edited from the console, the CLI and the API.
     @cached_property
@@ -266,3 +306,5 @@ class Gateway:
         for client in self.directory_clients:
             await client.aclose()
         await self.engine.dispose()
+        if self.settings_engine is not None:
+            await self.settings_engine.dispose()

@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
-from twofa.errors import TwofaError
+from twofa.errors import Unavailable
 
 
-class SchemaError(TwofaError):
+class SchemaError(Unavailable):
     """The database is not at the schema this twofa expects; the message says what to do."""
 
 
@@ -42,18 +42,25 @@ def alembic_config() -> Config:
     return config
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
+    """`pool_size`: connections kept open (not SQLite). Beyond them a request waits for a
+    pooled connection; a few more may open (and close on return) only so that a request
+    holding one while it needs another (a settings reload in a transaction) cannot wait on
+    itself. Opening and closing a connection per request (SQLAlchemy's default of 5 kept
+    and 10 more) cost more CPU than the requests under load."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
     # No `pool_pre_ping` (three round trips per checkout with asyncpg, 12% of a TOTP
     # verification): a connection the server closed (restart, pg_terminate_backend) is known
     # to asyncpg as soon as the socket closes, and `_refuse_closed` makes the pool replace it.
-    engine = create_async_engine(url)
-    if parsed.get_backend_name() == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    else:
-        event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
+    overflow = max(2, pool_size // 4) if pool_size > 1 else 0
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=overflow)
+    event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
     return engine
 
 
@@ -80,6 +87,23 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     several)."""
     own_class = type("GatewaySession", (Session,), {})
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=own_class)
+
+
+def side_engine(engine: AsyncEngine) -> AsyncEngine:
+    """One more connection to the same database, in a pool of its own, for a read that can
+    happen while its caller holds a connection of the main pool (the settings copy reloads
+    when a request inside a transaction asks for a setting): it can never wait for the pool
+    its callers are holding, which under load is every connection."""
+    return create_engine(engine.url.render_as_string(hide_password=False), pool_size=1)
+
+
+def single_statement_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose statements each commit on their own (autocommit): a lone read costs one
+    round trip instead of three (BEGIN, the read, COMMIT). Only for work that is one
+    statement, or statements that need not agree with each other; anything else belongs in
+    a transaction of `session_factory`."""
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return async_sessionmaker(autocommit, expire_on_commit=False)
 
 
 def head_revision() -> str:

@@ -6,7 +6,8 @@ Repositories never commit: the service that uses them owns the transaction
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -144,12 +145,52 @@ class DuoEnrolments:
         await self._db.execute(delete(DuoEnrolmentRow).where(DuoEnrolmentRow.user_id == user_id))
 
 
+@dataclass(frozen=True)
+class StoredSession:
+    """A session row as read on every request: plain values, no ORM identity to track."""
+
+    id: str
+    user_id: int | None
+    level: int
+    csrf_token: str
+    next_url: str
+    second_factor_at: datetime | None
+    last_seen_at: datetime
+    expires_at: datetime
+
+    def live(self, now: datetime, idle: timedelta) -> bool:
+        return self.expires_at > now and self.last_seen_at + idle > now
+
+
+_STORED_SESSION_COLUMNS = (
+    SessionRow.id,
+    SessionRow.user_id,
+    SessionRow.level,
+    SessionRow.csrf_token,
+    SessionRow.next_url,
+    SessionRow.second_factor_at,
+    SessionRow.last_seen_at,
+    SessionRow.expires_at,
+)
+
+
 class Sessions:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
 
     async def get(self, session_id: str) -> SessionRow | None:
         return await self._db.get(SessionRow, session_id)
+
+    async def read(self, session_id: str) -> StoredSession | None:
+        """One statement, Core columns (a row of values, not a tracked ORM object)."""
+        query = select(*_STORED_SESSION_COLUMNS).where(SessionRow.id == session_id)
+        row = (await self._db.execute(query)).one_or_none()
+        return None if row is None else StoredSession(*row)
+
+    async def touch(self, session_id: str, now: datetime) -> None:
+        await self._db.execute(
+            update(SessionRow).where(SessionRow.id == session_id).values(last_seen_at=now)
+        )
 
     def add(self, row: SessionRow) -> None:
         self._db.add(row)

@@ -5,10 +5,11 @@ commits: the service owns the transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, delete, literal, or_, update
+from sqlalchemy import and_, case, delete, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -95,3 +96,10 @@ class Throttles:
 
     async def remove(self, key: str) -> None:
         await self._db.execute(delete(ThrottleRow).where(ThrottleRow.key == key))
+
+    async def starting_with(self, prefix: str) -> Sequence[ThrottleRow]:
+        """The rows whose key starts with `prefix`, taken literally (`%` and `_` are no
+        wildcards): one user's keys of every client network at once."""
+        query = select(ThrottleRow).where(ThrottleRow.key.startswith(prefix, autoescape=True))
+        # SQLite's LIKE ignores case: keep the exact matches only.
+        return [row for row in await self._db.scalars(query) if row.key.startswith(prefix)]

@@ -1,4 +1,4 @@
-"""The gateway's ASGI app: pages, their scripts and styles, and the error mapping."""
+"""The gateway's ASGI app: pages, their scripts and styles, the error mapping and the CSRF check."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from twofa.web import (
     my_methods,
     pages,
 )
+from twofa.web.csrf import CsrfMiddleware
 from twofa.web.security_headers import SecurityHeaders
 
 
@@ -66,5 +67,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(api.router)
     errors.install(app)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(CsrfMiddleware)  # every unsafe request, before any route
+    app.add_middleware(SecurityHeaders)  # outermost: a CSRF refusal carries the headers too
     return app

@@ -1,5 +1,6 @@
-"""Per-request helpers shared by the routes: the gateway, the client, the session cookie and
-CSRF. Kept free of route logic so every page checks these the same way."""
+"""Per-request helpers shared by the routes: the gateway, the client and the session cookie.
+Kept free of route logic so every page checks these the same way. CSRF is not among them: the
+`web/csrf.py` middleware checks it for every unsafe request, so no route can forget it."""
 
 from __future__ import annotations
 
@@ -9,21 +10,24 @@ from fastapi import Request
 from starlette.responses import Response
 
 from twofa.domain.client import ClientInfo
-from twofa.errors import TwofaError
-from twofa.security.tokens import same_token
+from twofa.errors import Forbidden, SessionExpired
 from twofa.services.runtime import Gateway
 from twofa.services.state.sessions import Level, SessionView
 
 SESSION_COOKIE: Final = "twofa_session"
 DEVICE_COOKIE: Final = "twofa_device"  # "remember this device": a random token, see services
 CSRF_HEADER: Final = "x-csrf-token"
+CSRF_FIELD: Final = "csrf_token"
+# The scope["state"] key of the session the CSRF middleware loaded for an unsafe request.
+LOADED_SESSION: Final = "twofa.session"
 
 
-class CsrfError(TwofaError):
-    """A state-changing request without the session's CSRF token."""
+class CsrfError(Forbidden):
+    """A state-changing request without the session's CSRF token. Never raised through the
+    routes: the middleware of `web/csrf.py` answers with what the app maps this class to."""
 
 
-class SignInRequired(TwofaError):
+class SignInRequired(SessionExpired):
     """No session at the level this page needs; the user is sent to sign in."""
 
     def __init__(self, next_url: str = "/") -> None:
@@ -54,6 +58,11 @@ def forwarded_client_ip(forwarded_for: str, peer: str) -> str:
 
 
 async def current_session(request: Request) -> SessionView | None:
+    """An unsafe request's session was loaded already, by the CSRF middleware: reading it
+    again would cost a second database round trip on the sign-in path."""
+    loaded = request.scope.get("state", {}).get(LOADED_SESSION)
+    if isinstance(loaded, SessionView):
+        return loaded
     return await gateway_of(request).sessions.load(request.cookies.get(SESSION_COOKIE))
 
 
@@ -71,16 +80,6 @@ async def session_in(request: Request, *levels: Level) -> SessionView:
     if session is None or session.level not in levels:
         raise SignInRequired(request.url.path)
     return session
-
-
-async def check_csrf(request: Request, session: SessionView) -> None:
-    given = request.headers.get(CSRF_HEADER)
-    if given is None:
-        form = await request.form()
-        field = form.get("csrf_token")
-        given = field if isinstance(field, str) else None
-    if not given or not same_token(session.csrf_token, given):
-        raise CsrfError("missing or wrong CSRF token")
 
 
 def set_session_cookie(request: Request, response: Response, token: str) -> None:

@@ -25,7 +25,6 @@ from twofa.services.second_factor.gate import StepUpRequired
 from twofa.services.second_factor.outcomes import Completion, FailOpen, SecondFactorError
 from twofa.services.state.sessions import Level, SessionView
 from twofa.web.context import (
-    check_csrf,
     client_of,
     gateway_of,
     session_at,
@@ -147,7 +146,6 @@ async def second_factor_start(request: Request) -> Response:
 async def postpone_enrolment(request: Request) -> Response:
     """The grace period: sign in without 2FA this time, while the admin allows it."""
     session = await session_at(request, Level.AWAITING_SECOND_FACTOR)
-    await check_csrf(request, session)
     completion = await gateway_of(request).grace.postpone(session, client_of(request))
     return completed(request, completion)
 
@@ -271,7 +269,6 @@ async def _start_out_of_band(request: Request, factor: DuoFactor) -> Response:
     """Sends a push or has Duo call; the page then polls the challenge the same way."""
     session = await session_in(request, *VERIFYING)
     factors = DuoFactorService(await duo_of(request))
-    await check_csrf(request, session)
     device = str((await request.form()).get("device") or "auto")
     try:
         if factor is DuoFactor.PHONE:
@@ -302,7 +299,6 @@ async def text_passcodes(request: Request) -> Response:
     """A plain form: Duo texts passcodes, then the validation page asks for one."""
     session = await session_in(request, *VERIFYING)
     factors = DuoFactorService(await duo_of(request))
-    await check_csrf(request, session)
     device = str((await request.form()).get("device") or "auto")
     try:
         await factors.text_passcodes(session, client_of(request), device)
@@ -341,7 +337,6 @@ async def push_status(
 async def passcode(request: Request) -> Response:
     session = await session_in(request, *VERIFYING)
     duo = await duo_of(request)
-    await check_csrf(request, session)
     form = await request.form()
     try:
         completion = await DuoFactorService(duo).verify_passcode(

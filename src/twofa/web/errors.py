@@ -1,25 +1,45 @@
 """The one place where errors become responses. The user sees one plain message per kind of
-failure; the log gets the cause."""
+failure; the log gets the cause. twofa's own errors are answered by their category, from
+`CATEGORY_ANSWERS`; only a class with behaviour of its own (a redirect to sign in, the CSRF
+refusal) has a handler of its own."""
 
 from __future__ import annotations
 
 import logging
 import urllib.parse
+from collections.abc import Mapping
+from typing import Final
 
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from twofa.methods.registry import UnknownMethod
-from twofa.services.access.rules import UnknownAccessRule
-from twofa.services.duo.push_fatigue import DailyCapReached, PushesPaused
-from twofa.services.second_factor.outcomes import DuoDown, DuoRefused, SecondFactorError
-from twofa.services.second_factor.pipeline import DeliveryFailed
-from twofa.web.admin.guard import AdminOnly
+from twofa.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Refused,
+    SessionExpired,
+    TwofaError,
+    Unavailable,
+    category_of,
+)
+from twofa.services.second_factor.outcomes import SecondFactorError
 from twofa.web.context import CsrfError, SignInRequired
 from twofa.web.templating import render
 
 log = logging.getLogger("twofa.web")
-SESSION_EXPIRED = "Your sign-in has expired. Please sign in again."
+# The status of each error category, and what its page says when the error carries no words
+# written for users (`TwofaError.user_message`).
+CATEGORY_ANSWERS: Final[Mapping[type[TwofaError], tuple[int, str]]] = {
+    NotFound: (404, "What you asked for does not exist. Reload the page and try again."),
+    Conflict: (409, "This was changed at the same time. Reload the page and try again."),
+    Invalid: (400, "Something you entered cannot be used. Check it and try again."),
+    Refused: (400, "This cannot be done."),
+    Forbidden: (403, "You are not allowed to do this."),
+    Unavailable: (503, "This is not available right now. Please try again later."),
+    SessionExpired: (401, SessionExpired.default_message),
+}
 
 
 def wants_json(request: Request) -> bool:
@@ -47,7 +67,8 @@ async def sign_in_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInRequired)
     target = "/login?" + urllib.parse.urlencode({"next": exc.next_url})
     if wants_json(request):
-        return JSONResponse({"state": "error", "message": SESSION_EXPIRED, "redirect": target}, 401)
+        body = {"state": "error", "message": SessionExpired.default_message, "redirect": target}
+        return JSONResponse(body, 401)
     return RedirectResponse(target, status_code=303)
 
 
@@ -60,24 +81,19 @@ async def csrf_failed(request: Request, exc: Exception) -> Response:
     )
 
 
-async def admin_only(request: Request, exc: Exception) -> Response:
-    return problem(request, 403, "This page is for administrators only. The attempt was logged.")
-
-
-async def second_factor_refused(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, SecondFactorError)
-    unavailable = isinstance(exc, (DeliveryFailed, DuoDown, DuoRefused))
-    # the user's other methods may still work: say so with a way to them
-    elsewhere = unavailable or isinstance(exc, (PushesPaused, DailyCapReached))
-    return problem(request, 503 if unavailable else 400, exc.message, other_methods=elsewhere)
-
-
-async def unknown_method(request: Request, exc: Exception) -> Response:
-    return problem(request, 404, "There is no such sign-in method on this server.")
-
-
-async def unknown_access_rule(request: Request, exc: Exception) -> Response:
-    return problem(request, 404, f"{exc}: another admin may have deleted it. Reload the page.")
+async def by_category(request: Request, exc: Exception) -> Response:
+    """Every other error twofa raises on purpose: its category's status, with its own words
+    when they are written for users, else the category's plain message and the cause logged."""
+    assert isinstance(exc, TwofaError)
+    category = category_of(exc)
+    if category is None:
+        return await unexpected(request, exc)
+    status, plain = CATEGORY_ANSWERS[category]
+    message = exc.user_message
+    if message is None:
+        log.warning("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+    other_methods = isinstance(exc, SecondFactorError) and exc.other_methods_may_work
+    return problem(request, status, message or plain, other_methods=other_methods)
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
@@ -88,8 +104,5 @@ async def unexpected(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, sign_in_required)
     app.add_exception_handler(CsrfError, csrf_failed)
-    app.add_exception_handler(AdminOnly, admin_only)
-    app.add_exception_handler(SecondFactorError, second_factor_refused)
-    app.add_exception_handler(UnknownMethod, unknown_method)
-    app.add_exception_handler(UnknownAccessRule, unknown_access_rule)
+    app.add_exception_handler(TwofaError, by_category)
     app.add_exception_handler(Exception, unexpected)

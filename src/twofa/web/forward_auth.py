@@ -4,6 +4,7 @@
   browser must sign in (nginx turns it into a redirect to the portal), 403 when refused.
 - `/authz/forward` for Traefik ForwardAuth and Caddy `forward_auth`: 200 with the headers,
   302 to the portal with the original URL, or 403.
+- Both answer 400 for a path that cannot be checked safely (domain.request_paths).
 
 The original URL comes from `X-Original-URL` (nginx) or `X-Forwarded-Proto/Host/Uri`
 (Traefik, Caddy), and the client address from `X-Forwarded-For`: believed only from a trusted
@@ -17,6 +18,7 @@ cached session lookup, and a response whose constant headers are encoded once.
 from __future__ import annotations
 
 import logging
+import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -64,6 +66,7 @@ _HEALTHY: Final[RawHeaders] = [
     *_ALWAYS,
 ]
 _URL_SAFE: Final = ":/%#?=@[]!$&'()*+,;"  # what Starlette's RedirectResponse leaves unquoted
+_AFTER_AUTHORITY: Final = re.compile(r"[^:/?#]+://[^/?#]*(.*)", re.DOTALL)
 
 
 class ProxyHeaders(NamedTuple):
@@ -110,9 +113,10 @@ def original_request(headers: ProxyHeaders, peer: str) -> OriginalRequest | None
             return None
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.username:
             return None
-        uri = parts.path or "/"
-        if parts.query:
-            uri += "?" + parts.query
+        # The path and query as nginx passes them on ($request_uri), not urlsplit's: it drops
+        # tabs and line breaks and cuts at `#`, so the check would see less than the app.
+        tail = _AFTER_AUTHORITY.match(original)
+        uri = tail[1] if tail and tail[1].startswith("/") else "/" + (tail[1] if tail else "")
         return OriginalRequest(parts.scheme, parts.netloc.lower(), uri, client_ip)
     scheme, host, uri = headers.forwarded_proto, headers.forwarded_host, headers.forwarded_uri
     if scheme not in ("http", "https") or not host or not uri.startswith("/"):
@@ -146,14 +150,21 @@ class FastResponse:
     body: bytes = b""
 
 
-def _refused(why: str) -> FastResponse:
+def _refused(why: str, status: int = 403) -> FastResponse:
     body = why.encode()
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
         *_ALWAYS,
     ]
-    return FastResponse(403, headers, body)
+    return FastResponse(status, headers, body)
+
+
+def _not_allowed(answer: AuthzAnswer) -> FastResponse:
+    """A refusal: 400 for a path no normal form is safe for (nginx's auth_request turns any
+    status but 2xx, 401 and 403 into a 500, which deploy/nginx/twofa.conf turns back into a
+    400; Caddy and Traefik pass it on), 403 for the rest."""
+    return _refused(answer.reason, 400 if answer.verdict is Verdict.BAD_PATH else 403)
 
 
 async def _answer(gateway: Gateway, scope: Scope) -> tuple[AuthzAnswer, OriginalRequest] | None:
@@ -178,7 +189,7 @@ async def nginx_auth_request(gateway: Gateway, scope: Scope) -> FastResponse:
         return FastResponse(200, [*identity_headers(answer), *_TO_PROXY])
     if answer.verdict is Verdict.SIGN_IN:
         return FastResponse(401, _TO_PROXY)
-    return _refused(answer.reason)
+    return _not_allowed(answer)
 
 
 async def traefik_caddy_forward_auth(gateway: Gateway, scope: Scope) -> FastResponse:
@@ -193,7 +204,7 @@ async def traefik_caddy_forward_auth(gateway: Gateway, scope: Scope) -> FastResp
         target = f"{portal}/login?" + urllib.parse.urlencode({"next": original.url})
         location = urllib.parse.quote(target, safe=_URL_SAFE).encode("latin-1")
         return FastResponse(302, [(b"location", location), *_EMPTY_BODY])
-    return _refused(answer.reason)
+    return _not_allowed(answer)
 
 
 async def healthz(gateway: Gateway, scope: Scope) -> FastResponse:

@@ -22,7 +22,6 @@ from twofa.services.second_factor.outcomes import SecondFactorError
 from twofa.services.second_factor.pipeline import Started
 from twofa.services.state.sessions import Level, SessionView
 from twofa.web.context import (
-    check_csrf,
     client_of,
     gateway_of,
     session_at,
@@ -95,7 +94,6 @@ async def verify_page(request: Request, code: str) -> Response:
 @router.post("/m/{code}")
 async def verify_answer(request: Request, code: str) -> Response:
     session = await session_in(request, *VERIFYING)
-    await check_csrf(request, session)
     factors = gateway_of(request).second_factor
     form = await request.form()
     challenge_id = str(form.get("challenge", ""))
@@ -133,7 +131,6 @@ async def enrol_page(request: Request, code: str) -> Response:
 async def enrol_with_details(request: Request, code: str) -> Response:
     """The method's details form (the address codes go to), then its set-up as usual."""
     session = await session_in(request, *VERIFYING)
-    await check_csrf(request, session)
     fields = _response_fields(await request.form())
     try:
         started = await gateway_of(request).second_factor.begin_enrolment(
@@ -149,7 +146,6 @@ async def enrol_with_details(request: Request, code: str) -> Response:
 @router.post("/m/{code}/enrol")
 async def enrol_answer(request: Request, code: str) -> Response:
     session = await session_in(request, *VERIFYING)
-    await check_csrf(request, session)
     factors = gateway_of(request).second_factor
     form = await request.form()
     challenge_id = str(form.get("challenge", ""))

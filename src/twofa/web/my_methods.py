@@ -9,7 +9,7 @@ from starlette.responses import RedirectResponse, Response
 from twofa.services.second_factor.gate import StepUpRequired
 from twofa.services.second_factor.outcomes import SecondFactorError
 from twofa.services.state.sessions import Level
-from twofa.web.context import check_csrf, client_of, gateway_of, session_at
+from twofa.web.context import client_of, gateway_of, session_at
 from twofa.web.templating import render
 
 router = APIRouter()
@@ -59,7 +59,6 @@ async def my_factors_page(request: Request) -> Response:
 @router.post(MY_2FA + "/{action}")
 async def change(request: Request, action: str) -> Response:
     session = await session_at(request, Level.SIGNED_IN)
-    await check_csrf(request, session)
     gateway = gateway_of(request)
     form = await request.form()
     client = client_of(request)

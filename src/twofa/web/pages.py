@@ -11,11 +11,9 @@ from twofa.domain.redirects import safe_redirect
 from twofa.services.access.forward_auth import OriginalRequest, Verdict
 from twofa.services.signin.login import LoginResult
 from twofa.services.state.sessions import Level
-from twofa.storage.repositories import Users
 from twofa.web.context import (
     DEVICE_COOKIE,
     SESSION_COOKIE,
-    check_csrf,
     clear_session_cookie,
     client_of,
     current_session,
@@ -96,7 +94,6 @@ async def login_submit(request: Request) -> Response:
     session = await current_session(request)
     if session is None or session.level is not Level.ANONYMOUS:
         return redirect("/login")
-    await check_csrf(request, session)
     form = await request.form()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     outcome = await gateway.login.sign_in(session, username, password, client_of(request))
@@ -127,7 +124,6 @@ async def logout(request: Request) -> Response:
     session = await current_session(request)
     response = redirect("/login?signed_out=1")
     if session is not None:
-        await check_csrf(request, session)
         await gateway_of(request).sessions.end(session)
     clear_session_cookie(request, response)
     return response
@@ -154,10 +150,10 @@ async def demo_app(request: Request, rest: str = "") -> Response:
 async def _signed_in_page(
     request: Request, user_id: int | None, csrf_token: str, template: str, title: str
 ) -> Response:
-    async with gateway_of(request).db.begin() as db:
-        user = await Users(db).by_id(user_id) if user_id is not None else None
-    name = (user.display_name or user.username) if user else "unknown"
-    is_admin = bool(user and user.is_admin)
+    accounts = gateway_of(request).console_access
+    account = await accounts.signed_in_account(user_id) if user_id is not None else None
+    name = account.display_name if account else "unknown"
+    is_admin = bool(account and account.is_admin)
     return render(
         request, template, title=title, display_name=name, csrf_token=csrf_token, is_admin=is_admin
     )

@@ -1,6 +1,8 @@
 """The built-in reverse proxy (`twofa serve --upstream URL`) for small set-ups without nginx,
 Traefik or Caddy: requests for a protected domain are checked like forward-auth, then passed
-to the upstream application with the identity headers; everything else is twofa itself.
+to the upstream application with the identity headers; everything else is twofa itself. The
+path is checked in its normal form and sent on in exactly that form (domain.request_paths), so
+the application serves the resource the rules decided about.
 
 Bodies stream both ways (an upload or a download is never held in memory); hop-by-hop headers
 are dropped; any header the client sent whose name starts with `Remote` is removed before the
@@ -21,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from twofa.domain.request_paths import PathRefusal
 from twofa.services.access.forward_auth import ForwardAuthService, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
 from twofa.web.context import SESSION_COOKIE
@@ -50,6 +53,7 @@ class ReverseProxy:
     ) -> None:
         self._twofa = twofa
         self._upstream = upstream.rstrip("/")
+        self._upstream_path = urllib.parse.urlsplit(self._upstream).path
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,17 +72,25 @@ class ReverseProxy:
     async def _proxied(
         self, request: Request, forward_auth: ForwardAuthService, portal: str
     ) -> Response:
+        # The path in normal form is what is checked and what the app gets (`/public/../x`
+        # is checked and sent as `/x`); the query goes on as it came.
+        path = forward_auth.normal_path(_raw_path(request.scope))
+        if isinstance(path, PathRefusal):
+            return PlainTextResponse(f"Bad request: {path.value}.", status_code=400)
+        query = request.scope.get("query_string", b"").decode("latin-1")
         original = OriginalRequest(
             request.url.scheme,
             request.headers.get("host", ""),
-            request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            path.path + (f"?{query}" if query else ""),
             request.client.host if request.client else "",
         )
         answer = await forward_auth.check(request.cookies.get(SESSION_COOKIE), original)
         if answer.verdict is Verdict.SIGN_IN:
             target = f"{portal.rstrip('/')}/login?" + urllib.parse.urlencode({"next": original.url})
             return RedirectResponse(target, status_code=302)
-        if answer.verdict is Verdict.FORBIDDEN:
+        if answer.verdict is Verdict.BAD_PATH:
+            return PlainTextResponse(f"Bad request: {answer.reason}.", status_code=400)
+        if answer.verdict is not Verdict.ALLOW:
             return PlainTextResponse("Access denied.", status_code=403)
         headers = [
             (name, value)
@@ -101,6 +113,9 @@ class ReverseProxy:
             self._upstream + original.uri,
             headers=[(k.encode(), v.encode()) for k, v in headers],
             content=_body(request),
+            # The request line, byte for byte: httpx would otherwise rework the URL's path
+            # on its own terms after the check.
+            extensions={"target": (self._upstream_path + original.uri).encode("latin-1")},
         )
         try:
             upstream = await self._http.send(upstream_request, stream=True)
@@ -118,6 +133,15 @@ class ReverseProxy:
             if name.lower().decode("latin-1") not in HOP_BY_HOP
         ]
         return response
+
+
+def _raw_path(scope: Scope) -> str:
+    """The path as the client sent it (a server that gives no `raw_path` gets its decoded
+    path escaped again), one character per byte."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        return urllib.parse.quote(scope["path"], safe="/:@!$&'()*+,;=")
+    return raw.decode("latin-1")
 
 
 async def _body(request: Request) -> AsyncIterator[bytes]:

@@ -70,3 +70,16 @@ def test_an_unknown_user_is_an_error(access_cli: TwofaCli) -> None:
     result = access_cli("access", "explain", "https://jira.example.com/", "--user", "nobody")
     assert result.exit_code != 0
     assert "no user 'nobody'" in result.output
+
+
+def test_explain_decides_on_the_normal_form_of_the_path(access_cli: TwofaCli) -> None:
+    out = access_cli.ok("access", "explain", "https://jira.example.com/rest/%61pi/2/x").output
+    assert "rule: #1" in out
+    assert "policy: bypass" in out
+
+
+@pytest.mark.parametrize("path", ["/rest/api/..;/admin", "/rest/api/%2e%2e/admin", "/a%2Fb"])
+def test_explain_calls_a_path_trick_a_400(access_cli: TwofaCli, path: str) -> None:
+    result = access_cli("access", "explain", f"https://jira.example.com{path}")
+    assert result.exit_code != 0
+    assert "the path is refused (400)" in result.output

@@ -92,3 +92,42 @@ def test_rules_from_settings_file_shape() -> None:
     )
     assert rule.policy is Policy.ONE_FACTOR
     assert rule.matches_subject("alice", ())
+
+
+CASE_RULES = (
+    AccessRule((JIRA,), Policy.BYPASS, paths=("/public/*",)),
+    AccessRule((JIRA,), Policy.DENY, paths=("/admin/*",)),
+    AccessRule((JIRA,), Policy.ONE_FACTOR, paths=("/docs/*",)),
+    AccessRule((JIRA,), Policy.TWO_FACTOR),
+)
+
+
+def decided(path: str) -> Policy:
+    return decide(CASE_RULES, Policy.DENY, AccessRequest(JIRA, path, "203.0.113.9", "alice")).policy
+
+
+@pytest.mark.parametrize("path", ["/ADMIN/x", "/Admin/x", "/admin./x", "/ADMIN%20/x", "/admin../x"])
+def test_case_and_trailing_dots_do_not_dodge_a_deny_rule(path: str) -> None:
+    assert decided(path) is Policy.DENY
+
+
+@pytest.mark.parametrize("path", ["/PUBLIC/x", "/Public/x", "/public./x"])
+def test_case_and_trailing_dots_do_not_widen_a_bypass_rule(path: str) -> None:
+    assert decided(path) is Policy.TWO_FACTOR  # another resource to a case-sensitive app
+
+
+def test_case_does_not_widen_a_one_factor_rule_over_a_two_factor_one() -> None:
+    assert decided("/DOCS/x") is Policy.TWO_FACTOR
+    assert decided("/docs/x") is Policy.ONE_FACTOR
+
+
+def test_a_rule_written_in_capitals_is_matched_exactly_and_leniently() -> None:
+    rules = (AccessRule((JIRA,), Policy.DENY, paths=("/Secure/*",)),)
+    for path in ("/Secure/x", "/secure/x", "/SECURE/x"):
+        request = AccessRequest(JIRA, path, "203.0.113.9")
+        assert decide(rules, Policy.BYPASS, request).policy is Policy.DENY
+
+
+def test_a_rule_with_non_ascii_text_matches_the_normal_form_of_its_paths() -> None:
+    rule = AccessRule((JIRA,), Policy.DENY, paths=("/wiki/Straße/*",))
+    assert rule.matches_resource(JIRA, "/wiki/Stra%C3%9Fe/x", "203.0.113.9")

@@ -11,16 +11,15 @@ revoked session stops working within a second on every node. The access rules co
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from twofa.clock import Clock
 from twofa.config import AccessRuleSettings, AccessSettings
 from twofa.domain.access import (
     AccessRequest,
@@ -33,7 +32,8 @@ from twofa.domain.access import (
     in_networks,
     known_domain,
 )
-from twofa.errors import TwofaError
+from twofa.domain.request_paths import NormalPath, PathRefusal, normal_path, path_as_sent
+from twofa.errors import Invalid, NotFound
 from twofa.security.tokens import token_digest
 from twofa.services.signin.group_refresh import GroupRefresher
 from twofa.services.state.sessions import Level, SessionService
@@ -51,6 +51,7 @@ class Verdict(Enum):
     ALLOW = "allow"  # 200, with the identity headers when someone is signed in
     SIGN_IN = "sign_in"  # 401 for nginx, a redirect to the portal for Traefik/Caddy
     FORBIDDEN = "forbidden"  # 403: a deny rule, an unknown domain, an untrusted caller
+    BAD_PATH = "bad_path"  # 400: a path no normal form is safe for (domain.request_paths)
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,14 @@ class AuthzAnswer:
     reason: str = ""
 
 
-class UnknownUser(TwofaError):
+class UnknownUser(NotFound):
     def __init__(self, username: str) -> None:
         super().__init__(f"no user {username!r}")
+
+
+class UncheckablePath(Invalid):
+    def __init__(self, refusal: PathRefusal) -> None:
+        super().__init__(f"the path is refused (400): {refusal.value}", {"url": refusal.value})
 
 
 @dataclass(frozen=True)
@@ -133,11 +139,11 @@ class ForwardAuthService:
         groups: GroupRefresher | None = None,
         rules: AccessRuleProvider | None = None,
         *,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock,
     ) -> None:
         self._db = db
         self._groups = groups
-        self._monotonic = monotonic
+        self._clock = clock
         self._sessions = sessions
         self._access = access
         self._rules = rules or FileRulesOnly(access.rules)
@@ -162,10 +168,13 @@ class ForwardAuthService:
         host = original.host.split(":", 1)[0]
         if not self.protects(host):
             return AuthzAnswer(Verdict.FORBIDDEN, reason=f"{host} is not a protected domain")
+        path = self._path_as_sent(original.path)
+        if isinstance(path, PathRefusal):
+            return AuthzAnswer(Verdict.BAD_PATH, reason=f"path refused: {path.value}")
         user = await self._signed_in(token)
         request = AccessRequest(
             host,
-            original.path,
+            path.rule_path,
             original.client_ip,
             user.username if user else None,
             user.groups if user else (),
@@ -194,7 +203,10 @@ class ForwardAuthService:
                 if user is None:
                     raise UnknownUser(username)
                 groups = tuple(await users.group_names(user.id))
-        request = AccessRequest(host, parts.path or "/", client_ip, username, groups)
+        path = self._path_as_sent(parts.path or "/")
+        if isinstance(path, PathRefusal):
+            raise UncheckablePath(path)
+        request = AccessRequest(host, path.rule_path, client_ip, username, groups)
         rule_set = await self._rules.fresh()
         decision = decide(rule_set.rules, self._default, request)
         found = decision.rule
@@ -205,6 +217,14 @@ class ForwardAuthService:
             groups=groups,
             origin=rule_set.origins[found] if found is not None else None,
         )
+
+    def normal_path(self, raw: str) -> NormalPath | PathRefusal:
+        """For a caller that forwards the normal form itself (the built-in proxy): `check`
+        answers a path in normal form only, as the proxy in front passes it on unchanged."""
+        return normal_path(raw, allow_parameters=self._access.allow_path_parameters)
+
+    def _path_as_sent(self, raw: str) -> NormalPath | PathRefusal:
+        return path_as_sent(raw, allow_parameters=self._access.allow_path_parameters)
 
     async def close(self, wait_seconds: float = CLOSE_WAIT_SECONDS) -> None:
         """Lets the reads in flight (background refreshes) finish before the database goes,
@@ -240,7 +260,7 @@ class ForwardAuthService:
         if not token or len(token) > 100:
             return None
         key = token_digest(token)
-        now = self._monotonic()
+        now = self._clock.monotonic()
         cached = self._cache.get(key)
         if cached is not None:
             age = now - cached[0]

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
 from typing import Final
 
+from twofa.clock import Clock
 from twofa.domain.access import RuleSet
 from twofa.services.access.rules import AccessRuleService
 
@@ -24,13 +23,13 @@ class LiveConsoleRules:
     def __init__(
         self,
         rules: AccessRuleService,
+        clock: Clock,
         *,
         recheck_s: float = RECHECK_S,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rules = rules
         self._recheck_s = recheck_s
-        self._monotonic = monotonic
+        self._clock = clock
         self._current: RuleSet | None = None
         self._checked_at = float("-inf")
         self._first_load: asyncio.Future[RuleSet] | None = None
@@ -42,7 +41,7 @@ class LiveConsoleRules:
         current = self._current
         if current is None:
             return await self._load_first()
-        now = self._monotonic()
+        now = self._clock.monotonic()
         if now - self._checked_at >= self._recheck_s and self._recheck is None:
             self._checked_at = now
             self._recheck = asyncio.create_task(self._reload_if_changed(current.version))
@@ -83,7 +82,7 @@ class LiveConsoleRules:
         # Always the newest read, even with a lower version (a restored database); a slower
         # read overtaking a newer one is put right by the next second's check.
         self._current = rule_set
-        self._checked_at = self._monotonic()
+        self._checked_at = self._clock.monotonic()
 
     def _recheck_done(self, task: asyncio.Task[None]) -> None:
         self._recheck = None

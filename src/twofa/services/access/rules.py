@@ -22,7 +22,7 @@ from twofa.clock import Clock
 from twofa.config import ACCESS_POLICIES, AccessRuleSettings, AccessSettings
 from twofa.domain.access import RuleSet, domain_pattern_problem, with_console_rules
 from twofa.domain.client import ClientInfo
-from twofa.errors import TwofaError
+from twofa.errors import NotFound
 from twofa.services.settings.console import SettingsRejected
 from twofa.services.state import audit
 from twofa.storage.access_rules import AccessRules
@@ -34,10 +34,15 @@ MAX_NAME: Final = 150
 MAX_PATH: Final = 300
 
 
-class UnknownAccessRule(TwofaError):
+class UnknownAccessRule(NotFound):
     def __init__(self, rule_id: int) -> None:
         self.rule_id = rule_id
         super().__init__(f"no console access rule with id {rule_id}")
+
+    @property
+    def user_message(self) -> str:
+        """Rules are edited by several admins: the likely cause, and what to do."""
+        return f"{self}: another admin may have deleted it. Reload the page."
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
 from twofa.domain.account_input import (
-    AccountError,
+    AccountConflict,
     ImportProblem,
     ImportRejected,
+    InvalidAccountInput,
     NewUser,
+    UnknownAccount,
     group_name_problem,
     new_user_problems,
 )
@@ -27,7 +29,11 @@ from twofa.security.passwords import hash_password
 from twofa.services.second_factor.gate import enrolled_methods
 from twofa.services.settings.two_factor import enforced_for_everyone
 from twofa.services.state import audit, throttle
-from twofa.services.state.lockouts import lockout_ends, lockout_keys
+from twofa.services.state.lockouts import (
+    any_lockout_ends,
+    clear_network_lockouts,
+    lockout_keys,
+)
 from twofa.storage.credentials import Credentials, RememberedDevices
 from twofa.storage.repositories import DuoEnrolments, Groups, Sessions, Users
 from twofa.storage.tables import GroupRow, UserRow
@@ -67,6 +73,10 @@ class AccountService:
         self._clock = clock
         self._actor = actor
 
+    def acting_as(self, actor: str) -> AccountService:
+        """The same actions, audited as `actor` (an admin's name, `token:<name>`)."""
+        return AccountService(self._db, self._clock, actor=actor)
+
     async def add_user(
         self,
         username: str,
@@ -80,11 +90,11 @@ class AccountService:
         username = username.strip()
         problems = new_user_problems(NewUser(username, display_name, email, password, ()))
         if problems:
-            raise AccountError("; ".join(problems))
+            raise InvalidAccountInput("; ".join(problems))
         try:
             async with self._db.begin() as db:
                 if await Users(db).by_name(username) is not None:
-                    raise AccountError(f"user {username!r} already exists")
+                    raise AccountConflict(f"user {username!r} already exists")
                 Users(db).add(
                     UserRow(
                         username=username,
@@ -99,11 +109,11 @@ class AccountService:
                 )
                 self._audit(db, "user_add", username, client, is_admin=is_admin)
         except IntegrityError:
-            raise AccountError(f"user {username!r} already exists") from None
+            raise AccountConflict(f"user {username!r} already exists") from None
 
     async def set_password(self, username: str, password: str, client: ClientInfo = CLI) -> None:
         if not password:
-            raise AccountError("the new password is empty")
+            raise InvalidAccountInput("the new password is empty")
         async with self._db.begin() as db:
             user = await self._user(db, username)
             user.password_hash = hash_password(password)
@@ -145,7 +155,8 @@ class AccountService:
             self._audit(db, "user_delete", username, client)
 
     async def unlock_user(self, username: str, client: ClientInfo = CLI) -> bool:
-        """Clears the user's sign-in and passcode lock-outs; True if one was active."""
+        """Clears the user's sign-in (from every network) and passcode lock-outs; True if one
+        was active. A slowdown under a distributed attack is no lock-out and stays."""
         async with self._db.begin() as db:
             await self._user(db, username)
             now = self._clock.now()
@@ -153,12 +164,13 @@ class AccountService:
             was_locked = any([await throttle.locked_until(db, key, now) for key in keys])
             for key in keys:
                 await throttle.reset(db, key)
+            was_locked = await clear_network_lockouts(db, username, now) or was_locked
             self._audit(db, "user_unlock", username, client, was_locked=was_locked)
             return was_locked
 
     async def locked_until(self, username: str) -> datetime | None:
         async with self._db.begin() as db:
-            return await lockout_ends(db, username, self._clock.now())
+            return await any_lockout_ends(db, username, self._clock.now())
 
     async def users(self) -> list[UserSummary]:
         async with self._db.begin() as db:
@@ -171,15 +183,15 @@ class AccountService:
     async def add_group(self, name: str, client: ClientInfo = CLI) -> None:
         name = name.strip()
         if problem := group_name_problem(name):
-            raise AccountError(problem)
+            raise InvalidAccountInput(problem)
         try:
             async with self._db.begin() as db:
                 if await Groups(db).by_name(name) is not None:
-                    raise AccountError(f"group {name!r} already exists")
+                    raise AccountConflict(f"group {name!r} already exists")
                 Groups(db).add(GroupRow(name=name, twofa_enabled=False))
                 self._audit(db, "group_add", "", client, group=name)
         except IntegrityError:  # created by someone else between the check and the insert
-            raise AccountError(f"group {name!r} already exists") from None
+            raise AccountConflict(f"group {name!r} already exists") from None
 
     async def set_membership(
         self, group: str, username: str, member: bool, client: ClientInfo = CLI
@@ -241,7 +253,7 @@ class AccountService:
                     await self._add_imported_user(db, new, hashes.get(new.username), groups, client)
                 return ImportSummary(users_created=len(users), groups_created=created)
         except IntegrityError:
-            raise AccountError(
+            raise AccountConflict(
                 "the same users or groups were changed while importing; nothing was imported"
             ) from None
 
@@ -306,13 +318,13 @@ class AccountService:
     async def _user(self, db: AsyncSession, username: str) -> UserRow:
         user = await Users(db).by_name(username)
         if user is None:
-            raise AccountError(f"no user {username!r}")
+            raise UnknownAccount(f"no user {username!r}")
         return user
 
     async def _group(self, db: AsyncSession, name: str) -> GroupRow:
         group = await Groups(db).by_name(name)
         if group is None:
-            raise AccountError(f"no group {name!r}")
+            raise UnknownAccount(f"no group {name!r}")
         return group
 
     async def _summary(self, db: AsyncSession, user: UserRow) -> UserSummary:

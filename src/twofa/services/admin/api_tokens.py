@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
 from twofa.domain.client import CLI, ClientInfo
-from twofa.errors import TwofaError
+from twofa.errors import Conflict, Invalid, NotFound, TwofaError
 from twofa.security.tokens import new_token, same_token, token_digest
 from twofa.services.state import audit
 from twofa.storage.repositories import ApiTokens
@@ -29,23 +30,28 @@ _TOKEN_SHAPE = re.compile(r"^twofa_(?P<id>[0-9a-f]{16})_[A-Za-z0-9_-]{43}$")
 
 
 class ApiTokenError(TwofaError):
-    """A token action that cannot be done as asked."""
+    """A token action that cannot be done as asked: the family, never raised itself, as its
+    members fall in different categories."""
 
 
-class UnknownApiToken(ApiTokenError):
+class UnknownApiToken(ApiTokenError, NotFound):
     """No token has this id."""
 
 
-class ApiTokenNameTaken(ApiTokenError):
+class ApiTokenNameTaken(ApiTokenError, Conflict):
     """An active token already has this name; names must tell tokens apart in the audit log."""
 
+    @property
+    def fields(self) -> Mapping[str, str]:
+        return {"name": str(self)}
 
-class InvalidApiTokenRequest(ApiTokenError):
+
+class InvalidApiTokenRequest(ApiTokenError, Invalid):
     """A bad name or lifetime; `field` names what to fix."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
-        super().__init__(message)
+        super().__init__(message, {field: message})
 
 
 @dataclass(frozen=True)

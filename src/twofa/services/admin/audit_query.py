@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
 from twofa.domain.client import CLI, ClientInfo
-from twofa.errors import TwofaError
+from twofa.errors import Invalid
 from twofa.services.state import audit
-from twofa.storage.audit_log import AuditCriteria, AuditSearch
+from twofa.storage.audit_log import AuditCriteria as AuditCriteria  # re-exported for web
+from twofa.storage.audit_log import AuditSearch
 from twofa.storage.tables import AuditRow
 
 CSV_COLUMNS: Final = ("at", "kind", "outcome", "username", "client_ip", "user_agent", "detail")
@@ -37,12 +38,12 @@ _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-class AuditFilterRejected(TwofaError):
+class AuditFilterRejected(Invalid):
     """The filter as typed cannot be used; `problems` maps each field to what is wrong."""
 
     def __init__(self, problems: dict[str, str]) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"{name}: {why}" for name, why in problems.items()))
+        super().__init__("; ".join(f"{name}: {why}" for name, why in problems.items()), problems)
 
 
 def parse_time(text: str, *, end_of_day: bool = False) -> datetime:

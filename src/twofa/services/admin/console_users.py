@@ -16,12 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.domain.client import CLI, ClientInfo
 from twofa.domain.policy import enrolment_grace
-from twofa.errors import TwofaError
+from twofa.errors import Invalid
 from twofa.services.second_factor.gate import MethodGate, UnknownMethod, enrolled_methods
 from twofa.services.settings.console import ConsoleSettingsService
 from twofa.services.settings.two_factor import Enforcement, TwoFactorConfig
 from twofa.services.state import audit
-from twofa.services.state.lockouts import lockout_ends
+from twofa.services.state.lockouts import any_lockout_ends
 from twofa.storage.repositories import GroupSearch, Users
 from twofa.storage.tables import UserRow
 
@@ -58,7 +58,7 @@ class LineProblem:
     message: str
 
 
-class BulkEnableRejected(TwofaError):
+class BulkEnableRejected(Invalid):
     """The file was not used; `problems` lists every bad line (line 1 is the header)."""
 
     def __init__(self, problems: Sequence[LineProblem]) -> None:
@@ -265,7 +265,7 @@ class ConsoleUsersService:
         everyone = config.enforcement is Enforcement.EVERYONE
         reason = required_because(everyone, user.twofa_enabled, enabled_groups)
         methods = [self._title(code) for code in await enrolled_methods(db, user.id)]
-        locked_until = await lockout_ends(db, user.username, now)
+        locked_until = await any_lockout_ends(db, user.username, now)
         grace = grace_phrase(config, user.enrolment_postponements, user.grace_started_at, now)
         return UserStatus(
             username=user.username,

@@ -1,5 +1,6 @@
 """The figures on the console's Overview page: who is protected, what happened in the last
-24 hours (fraud reports included), whose phone is paused after one, and how Duo is configured.
+24 hours (fraud reports included), whose phone is paused after one, which usernames were under
+a distributed password attack in the last hour, and how Duo is configured.
 Everything is read from the database; Duo itself is not called, so the page stays cheap however
 often it is opened."""
 
@@ -15,6 +16,7 @@ from twofa.clock import Clock
 from twofa.services.duo.push_fatigue import FATIGUE_KIND, PausedUser, paused_users
 from twofa.services.settings.console import ConsoleSettingsService
 from twofa.services.settings.two_factor import Enforcement
+from twofa.services.signin.attack_alerts import attacked_usernames
 from twofa.storage.audit_log import AuditSearch
 from twofa.storage.repositories import UserCounts
 
@@ -56,6 +58,8 @@ class Overview:
     activity: ActivityFigures
     duo: DuoStatus
     paused: tuple[PausedUser, ...] = ()  # whose phone gets no push now, after a fraud report
+    # Whose sign-ins were slowed in the last hour: wrong passwords from many networks.
+    attacked: tuple[str, ...] = ()
 
 
 class OverviewService:
@@ -71,7 +75,11 @@ class OverviewService:
 
     async def overview(self) -> Overview:
         return Overview(
-            await self.users(), await self.activity(), await self.duo(), await self.paused()
+            await self.users(),
+            await self.activity(),
+            await self.duo(),
+            await self.paused(),
+            await self.attacked(),
         )
 
     async def users(self) -> UserFigures:
@@ -104,6 +112,11 @@ class OverviewService:
         """Users whose pushes, calls and texts are paused now after a fraud report."""
         async with self._db.begin() as db:
             return tuple(await paused_users(db, self._clock.now()))
+
+    async def attacked(self) -> tuple[str, ...]:
+        """Usernames under a distributed password attack in the last hour."""
+        async with self._db.begin() as db:
+            return tuple(await attacked_usernames(db, self._clock.now()))
 
     async def duo(self) -> DuoStatus:
         """The Duo settings in force, without their secrets and without asking Duo."""

@@ -90,6 +90,10 @@ class PushesPaused(SecondFactorError):
         super().__init__(message)
         self.until = until
 
+    @property
+    def other_methods_may_work(self) -> bool:
+        return True
+
 
 class DailyCapReached(SecondFactorError):
     """The user's phone had the day's pushes, calls and texts; nothing more until `until`."""
@@ -97,6 +101,10 @@ class DailyCapReached(SecondFactorError):
     def __init__(self, message: str, until: datetime) -> None:
         super().__init__(message)
         self.until = until
+
+    @property
+    def other_methods_may_work(self) -> bool:
+        return True
 
 
 def without_phone_requests(offer: FactorOffer) -> FactorOffer:

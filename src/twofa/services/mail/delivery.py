@@ -33,7 +33,7 @@ from twofa.domain.smtp_settings import (
     redacted,
     smtp_problems,
 )
-from twofa.errors import TwofaError
+from twofa.errors import Unavailable
 from twofa.methods.base import Delivery
 from twofa.security.sealing import Sealer, SealError
 from twofa.services.second_factor.pipeline import DeliveryFailed
@@ -50,7 +50,7 @@ NOT_CONFIGURED: Final = "E-mail is not set up on this server yet. Use another me
 TEST_SUBJECT: Final = "twofa test message"
 
 
-class SmtpProblem(TwofaError):
+class SmtpProblem(Unavailable):
     """A message was not sent; the text says why in words an admin can act on."""
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.clock import Clock
 from twofa.methods.base import Method
@@ -39,8 +39,9 @@ class OpenChallenge:
 
 
 class OpenChallenges:
-    def __init__(self, db: async_sessionmaker[AsyncSession], clock: Clock, sealer: Sealer) -> None:
-        self._db = db
+    """Every method works in the caller's transaction, so a page or an answer is one."""
+
+    def __init__(self, clock: Clock, sealer: Sealer) -> None:
         self._clock = clock
         self._sealer = sealer
         self._swept_at: datetime | None = None
@@ -54,6 +55,7 @@ class OpenChallenges:
 
     async def open(
         self,
+        db: AsyncSession,
         session: SessionView,
         user: UserRow,
         code: str,
@@ -63,29 +65,29 @@ class OpenChallenges:
         show: Mapping[str, Any] | str,
         secret: str | None = None,
     ) -> str:
-        """A new challenge; `show` is the page's data, or already sealed (asked again)."""
+        """A new challenge, in the caller's transaction; `show` is the page's data, or already
+        sealed (asked again). Returns its id."""
         now = self._clock.now()
         sealed_show = show if isinstance(show, str) else self.seal_show(show)
         payload: dict[str, Any] = {"keep": dict(keep), "show": sealed_show}
         if secret is not None:
             payload["secret"] = self._sealer.seal(secret, DRAFT_PURPOSE)
         challenge_id = new_token()
-        async with self._db.begin() as db:
-            if self._due_for_sweep(now):
-                await Challenges(db).remove_expired(now - KEEP_EXPIRED)
-            Challenges(db).add(
-                ChallengeRow(
-                    id=challenge_id,
-                    user_id=user.id,
-                    session_id=session.id,
-                    method=code,
-                    purpose=purpose,
-                    status="pending",
-                    created_at=now,
-                    expires_at=now + lifetime,
-                    payload=payload,
-                )
+        if self._due_for_sweep(now):
+            await Challenges(db).remove_expired(now - KEEP_EXPIRED)
+        Challenges(db).add(
+            ChallengeRow(
+                id=challenge_id,
+                user_id=user.id,
+                session_id=session.id,
+                method=code,
+                purpose=purpose,
+                status="pending",
+                created_at=now,
+                expires_at=now + lifetime,
+                payload=payload,
             )
+        )
         return challenge_id
 
     async def answerable(
@@ -113,40 +115,39 @@ class OpenChallenges:
 
     def described(self, row: ChallengeRow) -> OpenChallenge:
         payload = row.payload or {}
-        return OpenChallenge(row.id, payload.get("keep", {}), self._open_show(payload))
+        return OpenChallenge(row.id, payload.get("keep", {}), self.open_show(payload.get("show")))
 
     def draft_secret(self, row: ChallengeRow) -> str | None:
         sealed = (row.payload or {}).get("secret")
         return self._sealer.open(str(sealed), DRAFT_PURPOSE) if sealed else None
 
-    async def still_open(self, session: SessionView, code: str) -> OpenChallenge | None:
+    async def still_open(
+        self, db: AsyncSession, session: SessionView, code: str
+    ) -> OpenChallenge | None:
         """This browser's newest unanswered validation challenge for `code`."""
-        async with self._db.begin() as db:
-            row = await Challenges(db).latest_open(
-                code, "validate", self._clock.now(), session_id=session.id
-            )
+        row = await Challenges(db).latest_open(
+            code, "validate", self._clock.now(), session_id=session.id
+        )
         return self.described(row) if row is not None else None
 
-    async def asked_of(self, user: UserRow, code: str) -> tuple[Mapping[str, Any], str] | None:
+    async def asked_of(
+        self, db: AsyncSession, user: UserRow, code: str
+    ) -> tuple[Mapping[str, Any], str] | None:
         """The user's newest unanswered validation challenge for `code` in any browser: its
         `keep` and its sealed page, to ask exactly the same again."""
-        async with self._db.begin() as db:
-            row = await Challenges(db).latest_open(
-                code, "validate", self._clock.now(), user_id=user.id
-            )
+        row = await Challenges(db).latest_open(code, "validate", self._clock.now(), user_id=user.id)
         if row is None or not row.payload or not row.payload.get("show"):
             return None
         return row.payload.get("keep", {}), str(row.payload["show"])
 
-    async def refuse_during_cooldown(self, user: UserRow, method: Method) -> None:
+    async def refuse_during_cooldown(self, db: AsyncSession, user: UserRow, method: Method) -> None:
         """Methods that send something (an e-mail code) declare `resend_cooldown_seconds`: a
         new challenge that soon after the last one is refused, so nobody can flood a mailbox."""
         cooldown = int(getattr(method, "resend_cooldown_seconds", 0))
         if cooldown <= 0:
             return
         now = self._clock.now()
-        async with self._db.begin() as db:
-            last = await Challenges(db).latest_created(user.id, method.code)
+        last = await Challenges(db).latest_created(user.id, method.code)
         if last is not None and (wait := cooldown - (now - last).total_seconds()) > 0:
             raise SecondFactorError(
                 f"Wait {math.ceil(wait)} seconds before asking for another code."
@@ -155,8 +156,7 @@ class OpenChallenges:
     def seal_show(self, show: Mapping[str, Any]) -> str:
         return self._sealer.seal(json.dumps(dict(show)), SHOW_PURPOSE)
 
-    def _open_show(self, payload: Mapping[str, Any]) -> Mapping[str, Any]:
-        sealed = payload.get("show")
+    def open_show(self, sealed: str | None) -> Mapping[str, Any]:
         shown: Mapping[str, Any] = (
             json.loads(self._sealer.open(sealed, SHOW_PURPOSE)) if sealed else {}
         )

@@ -11,7 +11,7 @@ from typing import Final
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twofa.errors import TwofaError
+from twofa.errors import Conflict
 from twofa.methods.base import NewCredential, StoredCredential, StoredItem, Verified
 from twofa.security.sealing import Sealer
 from twofa.storage.credentials import CredentialItems, Credentials
@@ -20,7 +20,7 @@ from twofa.storage.tables import CredentialItemRow, CredentialRow
 SECRET_PURPOSE: Final = "credential.secret"  # noqa: S105 (an AAD label, not a secret)
 
 
-class DuplicateCredential(TwofaError):
+class DuplicateCredential(Conflict):
     """A new credential carries a `unique_id` another credential of its method has. The
     transaction that tried to store it is rolled back whole."""
 

@@ -71,18 +71,44 @@ class FailureLedger:
             method=code,
         )
 
-    async def take_attempt(self, user: UserRow, code: str, client: ClientInfo) -> throttle.Attempt:
-        """Counts this answer against the method before anything checks it, in a transaction
-        of its own that is committed on return. An answer over the limit is refused as locked
-        (audited) and never checked."""
+    async def take_attempt(
+        self, db: AsyncSession, user: UserRow, code: str, client: ClientInfo
+    ) -> tuple[throttle.Attempt, SecondFactorError | None]:
+        """Counts this answer against the method before anything checks it, in the caller's
+        transaction (the counter's row stays locked until it ends, so concurrent answers wait
+        for each other). An answer over the limit is audited as locked and its refusal
+        returned, for the caller to raise after the commit: it is never checked."""
         key = failure_key(code, user.username)
-        async with self._db.begin() as db:
-            attempt = await throttle.take_attempt(db, key, failure_rule(code), self._clock.now())
-            if not attempt.allowed:
-                self.audit_refusal(db, user, client, code, "locked")
-        if not attempt.allowed:  # raised after the commit, so the audit record stays
-            raise SecondFactorError(locked_message(code))
-        return attempt
+        attempt = await throttle.take_attempt(db, key, failure_rule(code), self._clock.now())
+        if attempt.allowed:
+            return attempt, None
+        self.audit_refusal(db, user, client, code, "locked")
+        return attempt, SecondFactorError(locked_message(code))
+
+    def refused_in(
+        self,
+        db: AsyncSession,
+        user: UserRow,
+        code: str,
+        client: ClientInfo,
+        kind: str,
+        reason: str,
+        attempt: throttle.Attempt,
+    ) -> None:
+        """A wrong or replayed answer (its attempt counted already), in the caller's
+        transaction: audited, and the lock-out audited too when this failure is the one that
+        locks the method."""
+        audit.record(
+            db,
+            self._clock,
+            kind,
+            "refused",
+            username=user.username,
+            client=client,
+            method=code,
+            reason=reason,
+        )
+        throttle.audit_lockout(db, self._clock, attempt, username=user.username, client=client)
 
     async def refuse(
         self,
@@ -93,20 +119,19 @@ class FailureLedger:
         reason: str,
         attempt: throttle.Attempt,
     ) -> None:
-        """A wrong or replayed answer (its attempt counted already): audited, and the lock-out
-        audited too when this failure is the one that locks the method."""
+        """`refused_in`, in a transaction of its own."""
         async with self._db.begin() as db:
-            audit.record(
-                db,
-                self._clock,
-                kind,
-                "refused",
-                username=user.username,
-                client=client,
-                method=method.code,
-                reason=reason,
-            )
-            throttle.audit_lockout(db, self._clock, attempt, username=user.username, client=client)
+            self.refused_in(db, user, method.code, client, kind, reason, attempt)
+
+    async def count_and_refuse(
+        self, user: UserRow, method: Method, client: ClientInfo, reason: str
+    ) -> None:
+        """A right answer that lost a race (the challenge or the credential was consumed
+        first) rolled back whole, its count included: counted again, and refused."""
+        async with self._db.begin() as db:
+            attempt, locked = await self.take_attempt(db, user, method.code, client)
+            if locked is None:
+                self.refused_in(db, user, method.code, client, "second_factor", reason, attempt)
 
     async def give_back(self, attempt: throttle.Attempt) -> None:
         """An attempt refused before any secret was checked (a set-up form to correct)."""

@@ -17,6 +17,7 @@ from typing import Any, Final
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
+from twofa.errors import SessionExpired
 from twofa.methods.base import Method, MethodKind
 from twofa.methods.registry import MethodRegistry, UnknownMethod
 from twofa.services.second_factor.outcomes import SecondFactorError
@@ -27,7 +28,7 @@ from twofa.storage.repositories import Enrolments, Users
 from twofa.storage.tables import UserRow
 
 FRESH_SECOND_FACTOR: Final = timedelta(minutes=10)
-SIGNED_OUT_MESSAGE: Final = "Your sign-in has expired. Please sign in again."
+SIGNED_OUT_MESSAGE: Final = SessionExpired.default_message
 
 
 @dataclass(frozen=True)

@@ -6,23 +6,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twofa.errors import TwofaError
+from twofa.errors import Refused, Unavailable
 from twofa.services.state.sessions import SessionView
 
 
-class SecondFactorError(TwofaError):
-    """A second-factor step refused; `message` is what the user is told."""
+class SecondFactorError(Refused):
+    """A second-factor step refused; `message` is what the user is told. The family every
+    second-factor page catches whole: a member that is `Unavailable` too is a refusal all the
+    same (the user cannot sign in with this method now)."""
 
     def __init__(self, message: str) -> None:
         self.message = message
         super().__init__(message)
 
+    @property
+    def user_message(self) -> str:
+        return self.message
 
-class DuoDown(SecondFactorError):
+    @property
+    def other_methods_may_work(self) -> bool:
+        """Whether the page offers the user's other methods: a method that cannot work right
+        now (its service down, its pushes paused) must not strand the user."""
+        return isinstance(self, Unavailable)
+
+
+class DuoDown(Unavailable, SecondFactorError):
     """Duo could not be asked and failmode is secure."""
 
 
-class DuoRefused(SecondFactorError):
+class DuoRefused(Unavailable, SecondFactorError):
     """Duo answered but refused twofa itself (a wrong key or clock: 401; too many requests:
     429). Never a reason to fail open: the sign-in is refused and the admin is told."""
 

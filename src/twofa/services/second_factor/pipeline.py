@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
+from twofa.errors import Unavailable
 from twofa.methods.base import (
     Delivery,
     DetailsNeeded,
@@ -29,8 +30,10 @@ from twofa.methods.base import (
     MethodKind,
     MethodUser,
     NewCredential,
+    Prompt,
     ResponseRejected,
     StoredCredential,
+    Verified,
     already_registered,
 )
 from twofa.methods.registry import MethodRegistry
@@ -63,7 +66,7 @@ __all__ = [
 ]
 
 
-class DeliveryFailed(SecondFactorError):
+class DeliveryFailed(Unavailable, SecondFactorError):
     """A code could not be sent (the mail server is down); the other methods still work."""
 
 
@@ -107,7 +110,7 @@ class SecondFactorService:
         self._clock = clock
         self._sealer = sealer
         self._mailer = mailer
-        self._challenges = OpenChallenges(db, clock, sealer)
+        self._challenges = OpenChallenges(clock, sealer)
         self._failures = FailureLedger(db, clock)
 
     @property
@@ -135,11 +138,14 @@ class SecondFactorService:
         except DetailsNeeded as exc:  # nothing is stored until the form comes back
             return Started("", exc.show, error=exc.message)
         if draft.delivery is not None:
-            await self._challenges.refuse_during_cooldown(user, method)
+            async with self._db.begin() as db:
+                await self._challenges.refuse_during_cooldown(db, user, method)
             await self._deliver(draft.delivery, user, code, client)
-        challenge_id = await self._challenges.open(
-            session, user, code, "enrol", DRAFT_LIFETIME, draft.keep, draft.show, draft.secret
-        )
+        async with self._db.begin() as db:
+            challenge_id = await self._challenges.open(
+                db, session, user, code, "enrol", DRAFT_LIFETIME, draft.keep, draft.show,
+                draft.secret,
+            )  # fmt: skip
         return Started(challenge_id, draft.show)
 
     async def reopen(
@@ -180,7 +186,9 @@ class SecondFactorService:
                 db, session, user, code, challenge_id, "enrol"
             )
             enrolled = await self._enrolled(db, user, method)
-        attempt = await self._failures.take_attempt(user, code, client)  # committed: then check
+            attempt, locked = await self._failures.take_attempt(db, user, code, client)
+        if locked is not None:  # committed, with its audit record; the answer is never checked
+            raise locked
         secret = self._challenges.draft_secret(challenge)
         keep = self._challenges.described(challenge).keep
         context = await self._context(user, code)
@@ -241,39 +249,60 @@ class SecondFactorService:
         return Enrolled(credential_id, completion)
 
     async def start(self, session: SessionView, code: str, client: ClientInfo) -> Started:
+        """A challenge of `code` for this session: the gate, the lock-out, the credentials and
+        the new challenge in one transaction. A method that sends its code (e-mail) sends it
+        after that transaction and opens the challenge only once it went out."""
         method = self._registry.local(code)  # UnknownMethod for anything else
-        checked = await self._checked(session, method, client)
-        user, credentials = checked.user, checked.credentials  # the gate: set up, so some
+        async with self._db.begin() as db:
+            checked = await self._checked(db, session, method, client)
+            if checked.refusal is None:
+                prepared = await self._prepare(db, session, method, checked)
+        if checked.refusal is not None:  # raised after the commit, so its audit record stays
+            raise checked.refusal
+        if isinstance(prepared, Started):
+            return prepared
+        assert prepared.delivery is not None
+        await self._deliver(prepared.delivery, checked.user, code, client)
+        async with self._db.begin() as db:
+            challenge_id = await self._challenges.open(
+                db, session, checked.user, code, "validate", _lifetime(method), prepared.keep,
+                prepared.show,
+            )  # fmt: skip
+        return Started(challenge_id, prepared.show)
+
+    async def _prepare(
+        self, db: AsyncSession, session: SessionView, method: Method, checked: _Checked
+    ) -> Started | Prompt:
+        """The challenge's page, opened in `db`; or, for a method that sends its code, the
+        prompt whose delivery must go out first."""
+        user, code = checked.user, method.code
         try:
-            await self._challenges.refuse_during_cooldown(user, method)
+            await self._challenges.refuse_during_cooldown(db, user, method)
         except SecondFactorError as exc:
             # A reload of the code page (or "send a new code" too soon): the code already
             # sent still works, so show its page again, saying why no new one was sent.
-            still_open = await self._challenges.still_open(session, code)
+            still_open = await self._challenges.still_open(db, session, code)
             if still_open is None:
                 raise
             return Started(still_open.id, still_open.show, note=exc.message)
-        lifetime = timedelta(seconds=method.challenge_seconds)
         # Questions asked and not yet answered are asked again, in any browser, until that
         # challenge expires: reloading must not shop for questions someone can answer.
         asked = (
-            await self._challenges.asked_of(user, code)
+            await self._challenges.asked_of(db, user, code)
             if method.kind is MethodKind.ANSWERS
             else None
         )
         if asked is not None:
             keep, sealed_show = asked
             challenge_id = await self._challenges.open(
-                session, user, code, "validate", lifetime, keep, sealed_show
+                db, session, user, code, "validate", _lifetime(method), keep, sealed_show
             )
-            reopened = await self.reopen(session, code, challenge_id, "validate")
-            assert reopened is not None
-            return reopened
-        prompt = await method.start(await self._context(user, code), credentials)
+            return Started(challenge_id, self._challenges.open_show(sealed_show))
+        prompt = await method.start(await self._context(user, code), checked.credentials)
         if prompt.delivery is not None:
-            await self._deliver(prompt.delivery, user, code, client)
+            return prompt
         challenge_id = await self._challenges.open(
-            session, user, code, "validate", lifetime, prompt.keep, prompt.show
+            db, session, user, code, "validate", _lifetime(method), prompt.keep, prompt.show
         )
         return Started(challenge_id, prompt.show)
 
@@ -285,76 +314,126 @@ class SecondFactorService:
         response: Mapping[str, str],
         client: ClientInfo,
     ) -> Completion:
+        """An answer, in one transaction: the gate, the challenge, the attempt counted (count,
+        then check: an answer over the limit is refused as locked, never looked at), the check,
+        and its outcome (challenge consumed, credential state, sign-in, audit). The counter's
+        row stays locked until that commit, so concurrent answers for a method wait for each
+        other. A method that checks slowly (a password-grade hash) commits its counted attempt
+        first and settles in a second transaction: no hash runs in an open one."""
         method = self._registry.local(code)
-        checked = await self._checked(session, method, client, challenge_id)
-        user, challenge, credentials = checked.user, checked.challenge, checked.credentials
-        assert challenge is not None
-        # Count, then check: the attempt is committed before the answer is looked at, and one
-        # over the limit is refused as locked without being looked at.
-        attempt = await self._failures.take_attempt(user, code, client)
-        keep = self._challenges.described(challenge).keep
-        try:
-            verified = await method.verify(
-                await self._context(user, code), keep, credentials, response
-            )
-        except ResponseRejected as exc:
-            await self._failures.refuse(user, method, client, "second_factor", exc.reason, attempt)
-            raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
-        now = self._clock.now()
+        outcome: Completion | SecondFactorError | None = None
         try:
             async with self._db.begin() as db:
-                if not await Challenges(db).consume(
-                    challenge.id, user.id, session.id, now, forget_payload=True
-                ):
-                    raise _Replayed("challenge already used")
-                if not await credential_store.apply(db, verified, credentials, now):
-                    raise _Replayed("credential already used by another sign-in")
-                await throttle.reset(db, failure_key(code, user.username))
-                return await self._sign_in(db, session, user, client, code, False)
-        except _Replayed as exc:
-            await self._failures.refuse(user, method, client, "second_factor", str(exc), attempt)
+                answer = await self._answer(db, session, method, challenge_id, client)
+                if answer.refusal is None and not method.checks_slowly:
+                    verdict = await self._check(method, answer, response)
+                    outcome = await self._settle(db, session, method, answer, verdict, client)
+            if answer.refusal is not None:
+                raise answer.refusal
+            if outcome is None:  # the slow check, outside any transaction
+                verdict = await self._check(method, answer, response)
+                async with self._db.begin() as db:
+                    outcome = await self._settle(db, session, method, answer, verdict, client)
+        except _Replayed as exc:  # its transaction rolled back whole
+            if method.checks_slowly:  # the attempt was committed before the check
+                assert answer.attempt is not None
+                await self._failures.refuse(
+                    answer.user, method, client, "second_factor", str(exc), answer.attempt
+                )
+            else:  # the count went with it: counted again, with the refusal
+                await self._failures.count_and_refuse(answer.user, method, client, str(exc))
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
+        if isinstance(outcome, SecondFactorError):
+            raise outcome
+        return outcome
 
-    async def _checked(
+    async def _answer(
         self,
+        db: AsyncSession,
         session: SessionView,
         method: Method,
+        challenge_id: str,
         client: ClientInfo,
-        challenge_id: str | None = None,
+    ) -> _Answer:
+        """What an answer is checked against, read in `db` after the gate; then the attempt is
+        counted, the transaction's first write (on SQLite the write lock is held from there to
+        the commit, so the reads come first). A refusal (expired, locked) is audited in `db`
+        and returned, for the caller to raise after the commit."""
+        code = method.code
+        user = await self._access.may_verify_in(db, session, code)  # refused: nothing written
+        try:
+            challenge = await self._challenges.answerable(
+                db, session, user, code, challenge_id, "validate"
+            )
+        except SecondFactorError as exc:
+            self._failures.audit_refusal(db, user, client, code, "expired")
+            return _Answer(user, None, None, [], None, exc)
+        with_items = credential_store.keeps_items(method)
+        credentials = await credential_store.load(
+            db, self._sealer, user.id, code, with_items=with_items
+        )
+        context = await self._context(user, code)
+        attempt, locked = await self._failures.take_attempt(db, user, code, client)
+        return _Answer(user, challenge, attempt, credentials, context, locked)
+
+    async def _check(
+        self, method: Method, answer: _Answer, response: Mapping[str, str]
+    ) -> Verified | ResponseRejected:
+        """The method's verdict; it is only ever asked after the attempt was counted."""
+        assert answer.challenge is not None
+        assert answer.context is not None
+        keep = self._challenges.described(answer.challenge).keep
+        try:
+            return await method.verify(answer.context, keep, answer.credentials, response)
+        except ResponseRejected as exc:
+            return exc
+
+    async def _settle(
+        self,
+        db: AsyncSession,
+        session: SessionView,
+        method: Method,
+        answer: _Answer,
+        verdict: Verified | ResponseRejected,
+        client: ClientInfo,
+    ) -> Completion | SecondFactorError:
+        """A wrong answer is audited (its attempt stays counted); a right one consumes the
+        challenge and the credential's state, clears the counter and signs in. A racing
+        request that consumed either first raises `_Replayed`, rolling `db` back whole."""
+        user, code, now = answer.user, method.code, self._clock.now()
+        assert answer.challenge is not None
+        assert answer.attempt is not None
+        if isinstance(verdict, ResponseRejected):
+            self._failures.refused_in(
+                db, user, code, client, "second_factor", verdict.reason, answer.attempt
+            )
+            return SecondFactorError(FAILURE_MESSAGES[method.kind])
+        if not await Challenges(db).consume(
+            answer.challenge.id, user.id, session.id, now, forget_payload=True
+        ):
+            raise _Replayed("challenge already used")
+        if not await credential_store.apply(db, verdict, answer.credentials, now):
+            raise _Replayed("credential already used by another sign-in")
+        await throttle.reset(db, failure_key(code, user.username))
+        return await self._sign_in(db, session, user, client, code, False)
+
+    async def _checked(
+        self, db: AsyncSession, session: SessionView, method: Method, client: ClientInfo
     ) -> _Checked:
-        """One transaction reads what starting (no `challenge_id`) or answering a challenge
-        checks: the user, the method's lock-out (starting only: an answer counts itself, see
-        `verify`), the challenge, the credentials. A refusal is audited in it and raised after
-        its commit, so the audit record stays."""
-        code, refusal = method.code, None
-        challenge: ChallengeRow | None = None
-        credentials: list[StoredCredential] = []
-        async with self._db.begin() as db:
-            # The gate (allowed, and set up), refused before anything is written.
-            user = await self._access.may_verify_in(db, session, code)
-            if challenge_id is None:
-                lock = await throttle.lock_state(
-                    db, failure_key(code, user.username), self._clock.now()
-                )
-                if lock.locked_until is not None:
-                    self._failures.audit_refusal(db, user, client, code, "locked")
-                    refusal = SecondFactorError(locked_message(code))
-            else:
-                try:
-                    challenge = await self._challenges.answerable(
-                        db, session, user, code, challenge_id, "validate"
-                    )
-                except SecondFactorError as exc:
-                    self._failures.audit_refusal(db, user, client, code, "expired")
-                    refusal = exc
-            if refusal is None:
-                with_items = credential_store.keeps_items(method)
-                credentials = await credential_store.load(
-                    db, self._sealer, user.id, code, with_items=with_items
-                )
-        if refusal is not None:
-            raise refusal
-        return _Checked(user, challenge, credentials)
+        """What starting a challenge checks, read in `db`: the gate, the method's lock-out and
+        the credentials. A refusal is audited in `db` and returned, for the caller to raise
+        after the commit."""
+        code = method.code
+        user = await self._access.may_verify_in(db, session, code)  # refused: nothing written
+        lock = await throttle.lock_state(db, failure_key(code, user.username), self._clock.now())
+        if lock.locked_until is not None:
+            self._failures.audit_refusal(db, user, client, code, "locked")
+            return _Checked(user, [], SecondFactorError(locked_message(code)))
+        with_items = credential_store.keeps_items(method)
+        credentials = await credential_store.load(
+            db, self._sealer, user.id, code, with_items=with_items
+        )
+        return _Checked(user, credentials, None)
 
     async def _sign_in(
         self,
@@ -417,11 +496,25 @@ class SecondFactorService:
             raise
 
 
+def _lifetime(method: Method) -> timedelta:
+    return timedelta(seconds=method.challenge_seconds)
+
+
 @dataclass(frozen=True)
 class _Checked:
     user: UserRow
-    challenge: ChallengeRow | None
     credentials: list[StoredCredential]
+    refusal: SecondFactorError | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    user: UserRow
+    challenge: ChallengeRow | None
+    attempt: throttle.Attempt | None
+    credentials: list[StoredCredential]
+    context: MethodContext | None
+    refusal: SecondFactorError | None
 
 
 class _Replayed(Exception):

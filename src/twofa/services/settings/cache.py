@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from twofa.clock import Clock
 from twofa.storage.repositories import ConsoleSettings
 
 RECHECK_S: Final = 1.0
@@ -50,13 +50,13 @@ class SettingsCache:
     def __init__(
         self,
         db: async_sessionmaker[AsyncSession],
+        clock: Clock,
         *,
         recheck_s: float = RECHECK_S,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
         self._recheck_s = recheck_s
-        self._monotonic = monotonic
+        self._clock = clock
         self._snapshot: SettingsSnapshot | None = None
         self._checked_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -70,17 +70,17 @@ class SettingsCache:
 
     async def snapshot(self) -> SettingsSnapshot:
         snapshot = self._snapshot
-        if snapshot is not None and self._monotonic() - self._checked_at < self._recheck_s:
+        if snapshot is not None and self._clock.monotonic() - self._checked_at < self._recheck_s:
             return snapshot
         async with self._lock:
             if self._snapshot is not None and (
-                self._monotonic() - self._checked_at < self._recheck_s
+                self._clock.monotonic() - self._checked_at < self._recheck_s
             ):
                 return self._snapshot  # another request refreshed it while this one waited
             generation = self._generation
             fresh = await self._refreshed(self._snapshot)
             if generation == self._generation:
-                self._snapshot, self._checked_at = fresh, self._monotonic()
+                self._snapshot, self._checked_at = fresh, self._clock.monotonic()
             return fresh
 
     async def _refreshed(self, current: SettingsSnapshot | None) -> SettingsSnapshot:

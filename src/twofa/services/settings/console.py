@@ -6,6 +6,7 @@ secret key is sealed at rest and never shown again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx
@@ -16,7 +17,7 @@ from twofa.clock import Clock
 from twofa.config import DuoFactor, DuoSettings
 from twofa.domain.client import ClientInfo
 from twofa.duo import DuoAuthClient, DuoCredentials, DuoEndpoint, DuoError, DuoTimeouts
-from twofa.errors import TwofaError
+from twofa.errors import Refused
 from twofa.methods.registry import DUO_PUSH, LOCAL_METHOD_CODES
 from twofa.security.sealing import Sealer
 from twofa.services.settings.cache import SettingsCache
@@ -44,12 +45,18 @@ from twofa.storage.repositories import ConsoleSettings as ConsoleSettingsRepo
 KNOWN_METHODS: Final = (DUO_PUSH, *LOCAL_METHOD_CODES)
 
 
-class SettingsRejected(TwofaError):
-    """The edit was not saved; `problems` maps each field to what is wrong with it."""
+class SettingsRejected(Refused):
+    """The edit was not saved; `problems` maps each field to what is wrong with it. Refused,
+    not Invalid: the edit is well-formed and fails twofa's checks (Duo refuses the keys, a
+    method that does not exist), which the API tells apart from a malformed body."""
 
     def __init__(self, problems: dict[str, str]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{name}: {why}" for name, why in problems.items()))
+
+    @property
+    def fields(self) -> Mapping[str, str]:
+        return self.problems
 
 
 class ConsoleSettingsService:
@@ -64,7 +71,7 @@ class ConsoleSettingsService:
         cache: SettingsCache | None = None,
     ) -> None:
         self._offered = offered_methods
-        self.cache = cache or SettingsCache(db)
+        self.cache = cache or SettingsCache(db, clock)
         self._db = db
         self._clock = clock
         self._sealer = sealer

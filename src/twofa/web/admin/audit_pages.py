@@ -12,13 +12,13 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from twofa.services.admin.audit_query import (
+    AuditCriteria,
     AuditEntry,
     AuditFilterRejected,
     AuditQueryService,
     datetime_local,
     parse_criteria,
 )
-from twofa.storage.audit_log import AuditCriteria
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.admin.listing import Pager, fetch_page, page_number
 from twofa.web.context import client_of, gateway_of
@@ -33,8 +33,7 @@ FILTER_FIELDS: Final = ("username", "kind", "outcome", "since", "until")
 
 
 def audit_queries(request: Request) -> AuditQueryService:
-    gateway = gateway_of(request)
-    return AuditQueryService(gateway.db, gateway.clock)
+    return gateway_of(request).audit_queries
 
 
 def typed_filter(request: Request) -> dict[str, str]:

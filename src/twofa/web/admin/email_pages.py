@@ -15,7 +15,7 @@ from twofa.domain.smtp_settings import SmtpEdit, SmtpSecurity
 from twofa.services.mail.delivery import SendTestOutcome
 from twofa.services.settings.console import SettingsRejected
 from twofa.web.admin.guard import Admin, require_admin
-from twofa.web.context import check_csrf, client_of, gateway_of
+from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
@@ -95,7 +95,6 @@ async def email_settings(request: Request, admin: AdminRequired) -> Response:
 
 @router.post("/settings/email")
 async def save_email_settings(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     form = edit_typed(await request.form())
     try:
         await gateway_of(request).smtp.save(form, admin.username, client_of(request))
@@ -107,7 +106,6 @@ async def save_email_settings(request: Request, admin: AdminRequired) -> Respons
 
 @router.post("/settings/email/test")
 async def send_test_email(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     smtp = gateway_of(request).smtp
     to = _text(await request.form(), "to")
     outcome = await smtp.send_test(to, admin.username, client_of(request))
@@ -117,7 +115,6 @@ async def send_test_email(request: Request, admin: AdminRequired) -> Response:
 
 @router.post("/settings/email/addresses")
 async def save_address_choice(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     on = _text(await request.form(), "users_choose_address") == "on"
     await gateway_of(request).email_codes.set_users_choose_address(
         on, admin.username, client_of(request)

@@ -7,15 +7,17 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from twofa.errors import TwofaError
-from twofa.services.state import audit
+from twofa.errors import Forbidden
 from twofa.services.state.sessions import Level, SessionView
-from twofa.storage.repositories import Users
 from twofa.web.context import SignInRequired, client_of, current_session, gateway_of
 
 
-class AdminOnly(TwofaError):
+class AdminOnly(Forbidden):
     """A signed-in user without the admin role reached the console."""
+
+    @property
+    def user_message(self) -> str:
+        return "This page is for administrators only. The attempt was logged."
 
 
 @dataclass(frozen=True)
@@ -30,18 +32,9 @@ async def require_admin(request: Request) -> Admin:
     session = await current_session(request)
     if session is None or session.level is not Level.SIGNED_IN or session.user_id is None:
         raise SignInRequired(request.url.path)
-    gateway = gateway_of(request)
-    async with gateway.db.begin() as db:
-        user = await Users(db).by_id(session.user_id)
-        if user is not None and user.is_admin and user.enabled:
-            return Admin(user.username, session)
-        audit.record(
-            db,
-            gateway.clock,
-            "admin_denied",
-            "forbidden",
-            username=user.username if user else "",
-            client=client_of(request),
-            path=request.url.path,
-        )
-    raise AdminOnly("the console is for administrators")
+    admin_name = await gateway_of(request).console_access.admin_name(
+        session.user_id, client_of(request), request.url.path
+    )
+    if admin_name is None:
+        raise AdminOnly("the console is for administrators")
+    return Admin(admin_name, session)

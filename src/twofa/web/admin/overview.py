@@ -1,6 +1,7 @@
 """The console's Overview page: how many users 2FA protects and how many still have to set it
-up, what happened in the last 24 hours, whose pushes are paused after a fraud report, and which
-Duo application the gateway uses."""
+up, what happened in the last 24 hours, whose pushes are paused after a fraud report, which
+usernames are under a distributed password attack, and which Duo application the gateway
+uses."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from twofa.services.admin.audit_query import datetime_local
-from twofa.services.admin.overview import OverviewService
 from twofa.services.duo.push_fatigue import FATIGUE_KIND, utc_time
+from twofa.services.signin.attack_alerts import ATTACK_KIND, ATTACK_OUTCOME
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.context import gateway_of
 from twofa.web.templating import render
@@ -25,7 +26,7 @@ SignedInAdmin = Annotated[Admin, Depends(require_admin)]
 @router.get("/")
 async def overview(request: Request, admin: SignedInAdmin) -> Response:
     gateway = gateway_of(request)
-    figures = await OverviewService(gateway.db, gateway.clock, gateway.console).overview()
+    figures = await gateway.overview.overview()
     since, now = datetime_local(figures.activity.since), gateway.clock.now()
 
     def audit_link(kind: str, outcome: str = "") -> str:
@@ -47,5 +48,6 @@ async def overview(request: Request, admin: SignedInAdmin) -> Response:
             "failmode": audit_link("failmode"),
             "duo_errors": audit_link("duo_error"),
             "fraud_reports": audit_link(FATIGUE_KIND, "paused"),
+            "sign_in_attacks": audit_link(ATTACK_KIND, ATTACK_OUTCOME),
         },
     )

@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from twofa.services.settings.console import SettingsRejected
 from twofa.web.admin.guard import Admin, require_admin
-from twofa.web.context import check_csrf, client_of, gateway_of
+from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin/settings/security-questions")
@@ -64,7 +64,6 @@ async def security_questions(request: Request, admin: AdminRequired) -> Response
 
 @router.post("/add")
 async def add_question(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     question = _field(await request.form(), "question")
     try:
         await gateway_of(request).question_pool.add(question, admin.username, client_of(request))
@@ -75,7 +74,6 @@ async def add_question(request: Request, admin: AdminRequired) -> Response:
 
 @router.post("/remove")
 async def remove_question(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     question = _field(await request.form(), "question")
     try:
         await gateway_of(request).question_pool.remove(question, admin.username, client_of(request))
@@ -86,7 +84,6 @@ async def remove_question(request: Request, admin: AdminRequired) -> Response:
 
 @router.post("/count")
 async def set_answers_required(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     typed = _field(await request.form(), "answers_required").strip()
     try:
         if not (typed.isascii() and typed.isdigit()):

@@ -17,7 +17,7 @@ from twofa.services.settings.console import SettingsRejected
 from twofa.services.settings.duo import ConnectionTest, DuoEdit, duo_field_problems
 from twofa.services.settings.two_factor import BackupPolicy, Enforcement, TwoFactorConfig
 from twofa.web.admin.guard import Admin, require_admin
-from twofa.web.context import check_csrf, client_of, gateway_of
+from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
@@ -292,7 +292,6 @@ async def advanced_settings(request: Request, admin: AdminRequired) -> Response:
 
 @router.post("/settings/advanced")
 async def save_advanced_settings(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     console = gateway_of(request).console
     submitted = await request.form()
     form = DuoForm.typed(submitted)
@@ -311,7 +310,6 @@ async def save_advanced_settings(request: Request, admin: AdminRequired) -> Resp
 
 @router.post("/settings/advanced/test")
 async def run_connection_test(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     console = gateway_of(request).console
     connection = await console.test_connection()
     base = await console.duo_edit_base()
@@ -320,7 +318,6 @@ async def run_connection_test(request: Request, admin: AdminRequired) -> Respons
 
 @router.post("/settings/advanced/simulator")
 async def use_bundled_simulator(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     gateway = gateway_of(request)
     if not (gateway.settings.is_demo and gateway.settings.duo.configured):
         return RedirectResponse(ADVANCED_URL, status_code=303)
@@ -379,7 +376,6 @@ async def two_factor_settings(request: Request, admin: AdminRequired) -> Respons
 
 @router.post("/settings/two-factor")
 async def save_two_factor_settings(request: Request, admin: AdminRequired) -> Response:
-    await check_csrf(request, admin.session)
     form = TwoFactorForm.typed(await request.form())
     try:
         config = two_factor_config_from(form)

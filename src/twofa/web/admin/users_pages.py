@@ -27,7 +27,7 @@ from twofa.services.admin.console_users import (
 )
 from twofa.web.admin.guard import Admin, require_admin
 from twofa.web.admin.listing import Pager, fetch_page, page_number
-from twofa.web.context import check_csrf, client_of, gateway_of
+from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
@@ -71,19 +71,12 @@ def notice_from(request: Request) -> str | None:
     return template.format(who=request.query_params.get("who", "")) if template else None
 
 
-async def checked_form(request: Request, admin: Admin) -> FormData:
-    await check_csrf(request, admin.session)
-    return await request.form()
-
-
 def accounts_for(request: Request, admin: Admin) -> AccountService:
-    gateway = gateway_of(request)
-    return AccountService(gateway.db, gateway.clock, actor=admin.username)
+    return gateway_of(request).accounts.acting_as(admin.username)
 
 
 def console_users(request: Request) -> ConsoleUsersService:
-    gateway = gateway_of(request)
-    return ConsoleUsersService(gateway.db, gateway.clock, gateway.console, gateway.gate)
+    return gateway_of(request).console_users
 
 
 async def users_page(
@@ -145,7 +138,7 @@ def new_user_problems(
 
 @router.post("/users/add")
 async def add_user(request: Request, admin: SignedInAdmin) -> Response:
-    form = await checked_form(request, admin)
+    form = await request.form()
     username, password = field(form, "username").strip(), field(form, "password")
     display_name, email = field(form, "display_name").strip(), field(form, "email").strip()
     problems = new_user_problems(username, display_name, email, password)
@@ -168,7 +161,7 @@ async def add_user(request: Request, admin: SignedInAdmin) -> Response:
 
 
 async def user_action(request: Request, admin: Admin) -> tuple[FormData, str, AccountService]:
-    form = await checked_form(request, admin)
+    form = await request.form()
     return form, field(form, "username"), accounts_for(request, admin)
 
 
@@ -277,7 +270,7 @@ async def delete_user(request: Request, admin: SignedInAdmin) -> Response:
 async def bulk_enable(request: Request, admin: SignedInAdmin) -> Response:
     """2FA on for every user a CSV file lists: the whole file is checked first, and one bad
     line (an unknown user, a missing name) means nothing changes."""
-    form = await checked_form(request, admin)
+    form = await request.form()
     upload = form.get("file")
     content = await upload.read(MAX_CSV_BYTES + 1) if isinstance(upload, UploadFile) else b""
     if not content:
@@ -334,7 +327,7 @@ async def list_groups(request: Request, admin: SignedInAdmin) -> Response:
 
 @router.post("/groups/add")
 async def add_group(request: Request, admin: SignedInAdmin) -> Response:
-    form = await checked_form(request, admin)
+    form = await request.form()
     name = field(form, "name").strip()
     problem = group_name_problem(name)
     if problem is None:
@@ -350,7 +343,7 @@ async def add_group(request: Request, admin: SignedInAdmin) -> Response:
 
 @router.post("/groups/policy")
 async def set_group_policy(request: Request, admin: SignedInAdmin) -> Response:
-    form = await checked_form(request, admin)
+    form = await request.form()
     name, enabled = field(form, "name"), field(form, "enabled") == "1"
     try:
         await accounts_for(request, admin).set_group_policy(name, enabled, client_of(request))

@@ -10,8 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
-from twofa.services.admin.audit_query import AuditQueryService
-from twofa.storage.audit_log import AuditCriteria
+from twofa.services.admin.audit_query import AuditCriteria
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses
 from twofa.web.api.models import Limit, Name150, Offset, Text100
@@ -67,9 +66,7 @@ async def audit_events(
     criteria = AuditCriteria(
         username=user or "", kind=kind or "", outcome=outcome or "", since=since, until=until
     )
-    page = await AuditQueryService(api.gateway.db, api.gateway.clock).page(
-        criteria, offset=offset, limit=limit
-    )
+    page = await api.gateway.audit_queries.page(criteria, offset=offset, limit=limit)
     items = [
         AuditEventOut(
             id=entry.id,

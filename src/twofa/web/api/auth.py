@@ -31,7 +31,7 @@ def unauthorized(message: str, *, token_given: bool) -> ApiProblem:
 
 
 def token_service(gateway: Gateway) -> ApiTokenService:
-    return ApiTokenService(gateway.db, gateway.clock)
+    return gateway.api_tokens
 
 
 async def api_caller(
@@ -65,14 +65,12 @@ class ApiContext:
     @property
     def accounts(self) -> AccountService:
         """Account actions audited as this token."""
-        return AccountService(self.gateway.db, self.gateway.clock, actor=self.actor)
+        return self.gateway.accounts.acting_as(self.actor)
 
     @property
     def user_statuses(self) -> ConsoleUsersService:
         """Users as the console's User Management shows them."""
-        return ConsoleUsersService(
-            self.gateway.db, self.gateway.clock, self.gateway.console, self.gateway.gate
-        )
+        return self.gateway.console_users
 
     @property
     def tokens(self) -> ApiTokenService:

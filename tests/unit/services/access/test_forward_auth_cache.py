@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from twofa.clock import FrozenClock
 from twofa.config import AccessSettings
 from twofa.domain.client import NO_CLIENT
 from twofa.services.access.forward_auth import CACHE_SECONDS, ForwardAuthService
@@ -37,14 +39,6 @@ class ControlledSessions:
         return await self._real.load(token)
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def signed_in(gateway: Gateway) -> tuple[str, SessionView]:
     await gateway.accounts.add_user("carol", "carol-password-1", display_name="Carol")
     async with gateway.db.begin() as db:
@@ -70,26 +64,26 @@ async def made() -> AsyncIterator[Made]:
         await made_service.close()
 
 
-def service(
-    gateway: Gateway, sessions: ControlledSessions, clock: FakeMonotonic, made: Made
-) -> Any:
+def service(gateway: Gateway, sessions: ControlledSessions, clock: FrozenClock, made: Made) -> Any:
     made.append(
         ForwardAuthService(
             gateway.db,
             sessions,  # type: ignore[arg-type]
             AccessSettings(domains=("app.example.test",)),
-            monotonic=clock,
+            clock=clock,
         )
     )
     return made[-1]
 
 
-async def test_a_fresh_entry_is_served_without_reading_again(gateway: Gateway, made: Made) -> None:
+async def test_a_fresh_entry_is_served_without_reading_again(
+    gateway: Gateway, clock: FrozenClock, made: Made
+) -> None:
     token, _ = await signed_in(gateway)
-    sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
+    sessions = ControlledSessions(gateway.sessions)
     forward_auth = service(gateway, sessions, clock, made)
     first = await forward_auth._signed_in(token)
-    clock.now += 0.3
+    clock.advance(timedelta(seconds=0.3))
     second = await forward_auth._signed_in(token)
     assert first is not None
     assert first.username == "carol"
@@ -99,14 +93,14 @@ async def test_a_fresh_entry_is_served_without_reading_again(gateway: Gateway, m
 
 
 async def test_a_busy_session_is_refreshed_in_the_background_without_waiting(
-    gateway: Gateway, made: Made
+    gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
     token, _ = await signed_in(gateway)
-    sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
+    sessions = ControlledSessions(gateway.sessions)
     forward_auth = service(gateway, sessions, clock, made)
     await forward_auth._signed_in(token)
     sessions.release.clear()  # the database is slow from now on
-    clock.now += 0.7
+    clock.advance(timedelta(seconds=0.7))
     answer = await asyncio.wait_for(forward_auth._signed_in(token), timeout=1)
     assert answer is not None  # answered from the cache
     assert answer.username == "carol"
@@ -116,18 +110,21 @@ async def test_a_busy_session_is_refreshed_in_the_background_without_waiting(
     sessions.release.set()
     await asyncio.sleep(0)
     await asyncio.sleep(0.05)
-    clock.now += 0.7  # 1.4 s after the first read, 0.7 s after the refresh began
+    # 1.4 s after the first read, 0.7 s after the refresh began
+    clock.advance(timedelta(seconds=0.7))
     assert await forward_auth._signed_in(token) is not None
     assert sessions.loads == 2  # the refreshed entry counts from its own read
 
 
-async def test_an_expired_entry_is_never_served(gateway: Gateway, made: Made) -> None:
+async def test_an_expired_entry_is_never_served(
+    gateway: Gateway, clock: FrozenClock, made: Made
+) -> None:
     token, _ = await signed_in(gateway)
-    sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
+    sessions = ControlledSessions(gateway.sessions)
     forward_auth = service(gateway, sessions, clock, made)
     await forward_auth._signed_in(token)
     sessions.release.clear()
-    clock.now += CACHE_SECONDS + 0.01
+    clock.advance(timedelta(seconds=CACHE_SECONDS + 0.01))
     waiting = asyncio.ensure_future(forward_auth._signed_in(token))
     await asyncio.sleep(0.05)
     assert not waiting.done()  # waits for the database instead of answering from the cache
@@ -136,20 +133,22 @@ async def test_an_expired_entry_is_never_served(gateway: Gateway, made: Made) ->
 
 
 async def test_a_session_ended_meanwhile_is_refused_once_the_entry_expires(
-    gateway: Gateway, made: Made
+    gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
     token, session = await signed_in(gateway)
-    sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
+    sessions = ControlledSessions(gateway.sessions)
     forward_auth = service(gateway, sessions, clock, made)
     assert await forward_auth._signed_in(token) is not None
     await gateway.sessions.end(session)
-    clock.now += CACHE_SECONDS + 0.01
+    clock.advance(timedelta(seconds=CACHE_SECONDS + 0.01))
     assert await forward_auth._signed_in(token) is None
 
 
-async def test_a_failed_read_is_not_cached(gateway: Gateway, made: Made) -> None:
+async def test_a_failed_read_is_not_cached(
+    gateway: Gateway, clock: FrozenClock, made: Made
+) -> None:
     token, _ = await signed_in(gateway)
-    sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
+    sessions = ControlledSessions(gateway.sessions)
     forward_auth = service(gateway, sessions, clock, made)
     sessions.fail_next = True
     with pytest.raises(RuntimeError, match="went away"):
@@ -158,13 +157,15 @@ async def test_a_failed_read_is_not_cached(gateway: Gateway, made: Made) -> None
     assert sessions.loads == 2
 
 
-async def test_closing_waits_for_a_refresh_in_flight_to_finish(gateway: Gateway) -> None:
+async def test_closing_waits_for_a_refresh_in_flight_to_finish(
+    gateway: Gateway, clock: FrozenClock
+) -> None:
     token, _ = await signed_in(gateway)
-    sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
+    sessions = ControlledSessions(gateway.sessions)
     forward_auth = service(gateway, sessions, clock, [])
     await forward_auth._signed_in(token)
     sessions.release.clear()
-    clock.now += 0.7
+    clock.advance(timedelta(seconds=0.7))
     await forward_auth._signed_in(token)  # starts a refresh, held by the slow database
     (refresh,) = forward_auth._loading.values()
 
@@ -178,9 +179,11 @@ async def test_closing_waits_for_a_refresh_in_flight_to_finish(gateway: Gateway)
     assert refresh.result() is not None
 
 
-async def test_closing_cancels_a_read_the_database_never_answers(gateway: Gateway) -> None:
+async def test_closing_cancels_a_read_the_database_never_answers(
+    gateway: Gateway, clock: FrozenClock
+) -> None:
     token, _ = await signed_in(gateway)
-    sessions, clock = ControlledSessions(gateway.sessions), FakeMonotonic()
+    sessions = ControlledSessions(gateway.sessions)
     forward_auth = service(gateway, sessions, clock, [])
     sessions.release.clear()  # the database never answers
     waiting = asyncio.ensure_future(forward_auth._signed_in(token))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -189,22 +190,15 @@ async def test_concurrent_adds_and_moves_keep_every_rule_and_a_gapless_order(
     assert await gateway.access_rules.version() == 3 + 8 + 6
 
 
-class SteppedClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_the_rule_book_follows_a_change_at_its_next_recheck(gateway: Gateway) -> None:
-    monotonic = SteppedClock()
-    book = LiveConsoleRules(gateway.access_rules, monotonic=monotonic)
+async def test_the_rule_book_follows_a_change_at_its_next_recheck(
+    gateway: Gateway, clock: FrozenClock
+) -> None:
+    book = LiveConsoleRules(gateway.access_rules, clock)
     try:
         assert len((await book.current()).rules) == 1
         await gateway.access_rules.add(deny(), ADMIN, BROWSER)
         assert len((await book.current()).rules) == 1, "no database read within the second"
-        monotonic.now += 1.0
+        clock.advance(timedelta(seconds=1))
         await book.current()  # starts the recheck in the background
         for _ in range(200):
             if len((await book.current()).rules) == 2:
@@ -216,9 +210,10 @@ async def test_the_rule_book_follows_a_change_at_its_next_recheck(gateway: Gatew
         await book.close()
 
 
-async def test_the_rule_book_starts_one_recheck_for_many_requests(gateway: Gateway) -> None:
-    monotonic = SteppedClock()
-    book = LiveConsoleRules(gateway.access_rules, monotonic=monotonic)
+async def test_the_rule_book_starts_one_recheck_for_many_requests(
+    gateway: Gateway, clock: FrozenClock
+) -> None:
+    book = LiveConsoleRules(gateway.access_rules, clock)
     calls = 0
     version = gateway.access_rules.version
 
@@ -230,7 +225,7 @@ async def test_the_rule_book_starts_one_recheck_for_many_requests(gateway: Gatew
     try:
         await book.current()
         gateway.access_rules.version = counted_version  # type: ignore[method-assign]
-        monotonic.now += 5
+        clock.advance(timedelta(seconds=5))
         await asyncio.gather(*(book.current() for _ in range(50)))
         for _ in range(200):
             if calls:

@@ -109,7 +109,7 @@ def make_site(gateway: Gateway, clock: FrozenClock, cache_s: int = CACHE_S, **li
             ],
         }
     )
-    check = ForwardAuthService(gateway.db, gateway.sessions, access, refresher)
+    check = ForwardAuthService(gateway.db, gateway.sessions, access, refresher, clock=clock)
     return Site(gateway, directory, refresher, login, check)
 
 

@@ -73,7 +73,9 @@ async def test_successful_sign_in_replaces_the_anonymous_session(gateway: Gatewa
     assert await gateway.sessions.load(token) is None
 
 
-async def test_five_failures_lock_the_user(gateway: Gateway, clock: FrozenClock) -> None:
+async def test_five_failures_lock_the_user_from_that_network(
+    gateway: Gateway, clock: FrozenClock
+) -> None:
     await add_user(gateway, "alice")
     for _ in range(5):
         assert (await sign_in(gateway, "alice", "wrong")).result is LoginResult.REFUSED
@@ -81,7 +83,7 @@ async def test_five_failures_lock_the_user(gateway: Gateway, clock: FrozenClock)
     assert locked == LoginOutcome(LoginResult.LOCKED)
     lockouts = await audit_rows(gateway, "lockout", "alice")
     assert len(lockouts) == 1
-    assert lockouts[0].detail["key"] == "login-user:alice"
+    assert lockouts[0].detail["key"] == f"login-user-net:alice|{BROWSER.ip}"
     assert lockouts[0].detail["until"] == (clock.now() + timedelta(minutes=15)).isoformat()
     assert (await audit_rows(gateway, "login", "alice"))[-1].outcome == "locked"
 
@@ -154,3 +156,93 @@ async def test_every_attempt_is_audited_with_the_client(gateway: Gateway) -> Non
     rows = await audit_rows(gateway, "login", "alice")
     assert [row.outcome for row in rows] == ["bad_password", "password_ok"]
     assert {(row.client_ip, row.user_agent) for row in rows} == {(BROWSER.ip, BROWSER.user_agent)}
+
+
+# ---- lock-outs per network, slowdown for every network -----------------------------------
+
+OUTSIDER = ClientInfo(ip="198.51.100.66", user_agent="outsider")
+
+
+def from_ip(ip: str) -> ClientInfo:
+    return ClientInfo(ip=ip, user_agent="pytest")
+
+
+async def test_an_outsider_locks_a_name_only_for_their_own_network(gateway: Gateway) -> None:
+    await add_user(gateway, "alice")
+    for _ in range(20):
+        await sign_in(gateway, "alice", "guess", client=OUTSIDER)
+    assert (await sign_in(gateway, "alice", client=OUTSIDER)).result is LoginResult.LOCKED
+    assert (await sign_in(gateway, "alice")).result is LoginResult.SIGNED_IN
+    outcomes = [row.outcome for row in await audit_rows(gateway, "login", "alice")]
+    assert (outcomes.count("bad_password"), outcomes.count("locked")) == (5, 16)
+
+
+async def test_ipv6_addresses_of_one_64_share_a_lock(gateway: Gateway) -> None:
+    await add_user(gateway, "alice")
+    for host in range(1, 6):
+        await sign_in(gateway, "alice", "guess", client=from_ip(f"2001:db8:1:2::{host:x}"))
+    neighbour = from_ip("2001:db8:1:2:ffff:ffff:ffff:ffff")
+    assert (await sign_in(gateway, "alice", client=neighbour)).result is LoginResult.LOCKED
+    next_64 = from_ip("2001:db8:1:3::1")
+    assert (await sign_in(gateway, "alice", client=next_64)).result is LoginResult.SIGNED_IN
+
+
+@pytest.fixture
+async def small_limits_gateway(database_url: str, clock: FrozenClock) -> AsyncIterator[Gateway]:
+    settings = Settings(
+        mode=Mode.DEV,
+        database_url=database_url,
+        login_failures_per_user_all_networks=10,
+        login_slowdown_max_seconds=8,
+    )
+    running = await Gateway.start(settings, clock=clock)
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+async def test_a_distributed_attack_slows_the_name_instead_of_locking_it(
+    small_limits_gateway: Gateway, clock: FrozenClock
+) -> None:
+    gateway = small_limits_gateway
+    await add_user(gateway, "alice")
+    for n in range(15):  # three networks, five wrong passwords each
+        await sign_in(gateway, "alice", "guess", client=from_ip(f"198.51.100.{n // 5 + 1}"))
+    assert clock.slept == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert (await sign_in(gateway, "alice", client=from_ip("192.0.2.8"))).result is (
+        LoginResult.SIGNED_IN
+    )
+    assert clock.slept[-1] == 8.0
+    alerts = await audit_rows(gateway, "sign_in_attack", "alice")
+    assert [(row.outcome, row.detail["limit"]) for row in alerts] == [("slowed", 10)]
+    assert await gateway.overview.attacked() == ("alice",)
+    assert await gateway.accounts.locked_until("alice") is not None  # those three networks
+
+
+async def test_a_locked_network_counts_nothing_against_every_network(
+    small_limits_gateway: Gateway, clock: FrozenClock
+) -> None:
+    gateway = small_limits_gateway
+    await add_user(gateway, "alice")
+    for _ in range(50):
+        await sign_in(gateway, "alice", "guess", client=OUTSIDER)
+    assert clock.slept == []
+    assert await audit_rows(gateway, "sign_in_attack") == []
+
+
+async def test_unlock_clears_the_lock_of_every_network(gateway: Gateway) -> None:
+    await add_user(gateway, "alice")
+    await add_user(gateway, "alice|x")  # a name that looks like one of alice's keys
+    for _ in range(5):
+        await sign_in(gateway, "alice|x", "guess", client=OUTSIDER)
+        for client in (OUTSIDER, from_ip("2001:db8::1")):
+            await sign_in(gateway, "alice", "guess", client=client)
+    assert await gateway.accounts.locked_until("alice") is not None
+
+    assert await gateway.accounts.unlock_user("alice") is True
+
+    assert await gateway.accounts.locked_until("alice") is None
+    assert await gateway.accounts.locked_until("alice|x") is not None
+    for client in (OUTSIDER, from_ip("2001:db8::2")):
+        assert (await sign_in(gateway, "alice", client=client)).result is LoginResult.SIGNED_IN

@@ -1,0 +1,194 @@
+"""CSRF protection for every unsafe request, in one place, so that no route can forget it.
+
+A request with any method but GET, HEAD, OPTIONS and TRACE must carry the CSRF token of its
+browser session: in the `X-CSRF-Token` header (the pages' scripts) or in the `csrf_token`
+field of a urlencoded or multipart form (plain forms). Without a live session there is no
+token to compare with, and the request is refused as well: the sign-in form is no exception,
+as GET /login opens an anonymous session carrying its token (against login CSRF). A refusal
+is what the app answers for `CsrfError` (its one mapping, `web/errors.py`: 403 and the error
+page), or the API's JSON error on /api/v1.
+
+The session read here is left on the request (`context.LOADED_SESSION`), and
+`context.current_session` takes it from there: an unsafe request reads its session once.
+
+Exempt, and nothing else:
+
+- /api/v1 requests with a bearer `Authorization` header, or without the session cookie. The
+  API authenticates by bearer token only (`web/api/auth.py`); a browser never sends that
+  header by itself, so a forged request has no credential to ride on. An API request with the
+  session cookie and no bearer token is checked like a page, so an API that some day accepts
+  the cookie stays protected.
+- /authz/nginx and /authz/forward, the forward-auth checks: proxies call them with the method
+  of the request they check, and they change nothing.
+- /healthz: the load balancers' probe, which changes nothing either.
+
+`GatewayApp` answers these three before any middleware (`forward_auth.FAST_ROUTES`); they are
+exempt here too so that this list, not the order of dispatch, says that they are.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Final, NamedTuple
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request, cookie_parser
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from twofa.security.tokens import same_token
+from twofa.services.runtime import Gateway
+from twofa.web.api.errors import ApiProblem, error_response
+from twofa.web.context import CSRF_FIELD, CSRF_HEADER, LOADED_SESSION, SESSION_COOKIE, CsrfError
+
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+EXEMPT_PATHS: Final = frozenset({"/authz/nginx", "/authz/forward", "/healthz"})
+API_PREFIX: Final = "/api/v1"
+FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+REFUSED: Final = "missing or wrong CSRF token"
+
+_READ: Final = frozenset({b"cookie", CSRF_HEADER.encode(), b"authorization", b"content-type"})
+
+
+class CsrfHeaders(NamedTuple):
+    """The request headers the check reads, the first of each as Starlette's
+    `Request.headers.get` would give the route, gathered in one pass over the headers."""
+
+    cookie: str = ""
+    csrf_token: str | None = None
+    authorization: str = ""
+    content_type: str = ""
+
+    @classmethod
+    def read(cls, raw: list[tuple[bytes, bytes]]) -> CsrfHeaders:
+        found: dict[bytes, str] = {}
+        for name, value in raw:
+            if name in _READ and name not in found:
+                found[name] = value.decode("latin-1")
+        return cls(
+            found.get(b"cookie", ""),
+            found.get(CSRF_HEADER.encode()),
+            found.get(b"authorization", ""),
+            found.get(b"content-type", ""),
+        )
+
+    @property
+    def session_token(self) -> str | None:
+        # The same cookie parsing as `request.cookies`, so both read the same session.
+        return cookie_parser(self.cookie).get(SESSION_COOKIE) if self.cookie else None
+
+    @property
+    def has_bearer_token(self) -> bool:
+        return self.authorization[:7].lower() == "bearer "
+
+    @property
+    def is_form(self) -> bool:
+        return self.content_type.split(";", 1)[0].strip().lower() in FORM_TYPES
+
+
+def is_api(path: str) -> bool:
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
+
+def is_exempt(path: str, headers: CsrfHeaders) -> bool:
+    """Whether a request with an unsafe method is let through unchecked: see the module's
+    docstring for each case and why."""
+    if path in EXEMPT_PATHS:
+        return True
+    return is_api(path) and (headers.has_bearer_token or not headers.session_token)
+
+
+class CsrfMiddleware:
+    """A plain ASGI middleware: it costs a safe request one comparison, and reads the body
+    only for a form without the header (the decorator-style middleware would cost every
+    request a task and a queue)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self._app(scope, receive, send)
+            return
+        headers = CsrfHeaders.read(scope["headers"])
+        if is_exempt(scope["path"], headers):
+            await self._app(scope, receive, send)
+            return
+        gateway: Gateway = scope["app"].state.gateway
+        session = await gateway.sessions.load(headers.session_token)
+        if session is None:
+            await refuse(scope, receive, send)
+            return
+        scope.setdefault("state", {})[LOADED_SESSION] = session
+        given = headers.csrf_token
+        if given is None and headers.is_form:
+            body = await read_body(receive)
+            if body is None:
+                return  # the client went away: there is no one to answer
+            receive = replaying(body, receive)
+            given = await form_token(scope, body)
+        if given and same_token(session.csrf_token, given):
+            await self._app(scope, receive, send)
+            return
+        await refuse(scope, receive, send)
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client disconnected first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app the body read here, then waits on the client as usual
+    (for a disconnect)."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive_replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return receive_replayed
+
+
+async def form_token(scope: Scope, body: bytes) -> str | None:
+    """The form's `csrf_token` field, parsed by Starlette as the route will parse it (with the
+    same limits); None when the form cannot be parsed."""
+
+    async def receive_body() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        async with Request(scope, receive_body).form() as form:
+            field = form.get(CSRF_FIELD)
+    except (HTTPException, MultiPartException):
+        return None
+    return field if isinstance(field, str) else None
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+    request = Request(scope, receive)
+    if is_api(scope["path"]):
+        response: Response = error_response(ApiProblem(403, "forbidden", REFUSED))
+    else:
+        response = await mapped_response(scope["app"], request, CsrfError(REFUSED))
+    await response(scope, receive, send)
+
+
+async def mapped_response(app: Starlette, request: Request, exc: Exception) -> Response:
+    """What the app's exception handlers answer for `exc`, found by its class's MRO as
+    Starlette finds them: the mapping stays in `web/errors.py`, even for a refusal made
+    before the router."""
+    handlers = app.exception_handlers
+    handler = next(handlers[cls] for cls in type(exc).__mro__ if cls in handlers)
+    answer = handler(request, exc)
+    response = await answer if inspect.isawaitable(answer) else answer
+    assert isinstance(response, Response)
+    return response
