@@ -7,7 +7,7 @@ PORT   ?= 8000
 HOST   ?= 127.0.0.1
 SIM_PORT ?= 8081
 
-.PHONY: setup run simulator check test test-fast screenshots bench clean
+.PHONY: setup run simulator check test test-fast audit wheel-smoke screenshots bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "twofa needs Python 3.11 or newer")'
@@ -26,8 +26,8 @@ simulator: setup
 	$(BIN)/twofa simulator serve --host $(HOST) --port $(SIM_PORT)
 
 check: setup
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench .ci
+	$(BIN)/ruff check src tests bench .ci
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -37,6 +37,16 @@ test: check
 
 test-fast: setup
 	$(BIN)/pytest -q -x -m "not integration"
+
+# The pinned set (constraints.txt) against known vulnerabilities: live when PyPI's or OSV's service
+# answers (refreshing .ci/known-vulnerabilities.json), else against that snapshot; never hangs.
+audit: setup
+	$(BIN)/python .ci/audit_dependencies.py
+
+# The wheel as users get it: built, installed with the pins in a fresh venv outside the checkout,
+# and `twofa demo` started from it and asked for /healthz, /login and a static file.
+wheel-smoke: setup
+	$(BIN)/python .ci/wheel_smoke.py
 
 # The README's screenshots, taken again by the end-to-end tests that show those pages.
 screenshots: setup

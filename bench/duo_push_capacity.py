@@ -147,7 +147,7 @@ async def run(
                 await control.post(
                     "/_sim/users", json={"username": f"user{index}", "devices": phone}
                 )
-        endpoint = DuoEndpoint.parse(base_url)
+        endpoint = DuoEndpoint.parse(base_url, allow_custom_host=True)  # the simulator
         tally = Tally()
         async with make_http_client(endpoint, max_connections=pushes + 64) as http:
             client = DuoAuthClient(

@@ -1,8 +1,8 @@
-"""The seed's admin steps clicked through in Chromium: sign in as admin, paste the Duo keys in
-Advanced Settings and save, choose Duo Push in Two Factor Settings (a required backup policy
-without a backup method is refused, and the page says so), save, switch 2FA on for group
-engineering in User Management; then a member's sign-in starts the Duo set-up. The screenshots
-the README shows are taken here."""
+"""The seed's admin steps clicked through in Chromium: sign in as admin (with Duo Push, as
+every admin), paste the Duo keys in Advanced Settings and save, choose Duo Push in Two Factor
+Settings (a required backup policy without a backup method is refused, and the page says so),
+save, switch 2FA on for group engineering in User Management; then a member's sign-in starts
+the Duo set-up. The screenshots the README shows are taken here."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from tests.conftest import RunningSimulator
+from tests.e2e.test_duo_push_e2e import answer_on_phone
 from tests.support.console import ADMIN_PASSWORDS, add_admins
 from tests.support.databases import sqlite_database
 from tests.support.gateway import PASSWORDS, running_gateway
@@ -53,8 +54,12 @@ async def screenshot(page: Page, folder: Path, name: str) -> None:
 async def test_admin_sets_up_duo_push_in_the_console(
     context: BrowserContext, gateway_url: str, simulator: RunningSimulator, screenshots: Path
 ) -> None:
-    page = await context.new_page()
+    simulator.add_user("admin")  # the admin's phone is in Duo: an admin passes a second factor
+    page, phone = await context.new_page(), await context.new_page()
     await sign_in(page, gateway_url, "admin", ADMIN_PASSWORDS["admin"])
+    await page.get_by_role("link", name="Next").click()
+    await page.get_by_role("button", name="Send Me Push Notification").click()
+    await answer_on_phone(phone, simulator, "Approve", username="admin")
     await expect(page).to_have_url(f"{gateway_url}/app")
 
     await page.goto(f"{gateway_url}/admin/settings/advanced")

@@ -21,6 +21,7 @@ from tests.support.databases import sqlite_database
 from tests.support.gateway import running_gateway
 from twofa.clock import FrozenClock
 from twofa.config import Settings
+from twofa.domain.api_scopes import ALL_SCOPES, Scope
 from twofa.services.admin.api_tokens import ApiTokenService
 from twofa.services.runtime import Gateway
 from twofa.storage.tables import AuditRow
@@ -30,12 +31,20 @@ ACTOR = f"token:{TOKEN_NAME}"
 
 
 async def issue_token(
-    settings: Settings, name: str, *, days: int = 90, clock: FrozenClock | None = None
+    settings: Settings,
+    name: str,
+    *,
+    days: int = 90,
+    clock: FrozenClock | None = None,
+    scopes: frozenset[Scope] = ALL_SCOPES,
+    owner: str | None = None,
 ) -> str:
+    """A token made on the command line: every scope unless `scopes` says otherwise."""
     gateway = await Gateway.start(settings)
     try:
         service = ApiTokenService(gateway.db, clock or gateway.clock)
-        return (await service.create(name, created_by="cli", days=days)).token
+        issued = await service.create(name, created_by="cli", scopes=scopes, days=days, owner=owner)
+        return issued.token
     finally:
         await gateway.close()
 
@@ -48,8 +57,15 @@ class Api:
     settings: Settings
     token: str
 
-    async def issue(self, name: str, *, days: int = 90, clock: FrozenClock | None = None) -> str:
-        return await issue_token(self.settings, name, days=days, clock=clock)
+    async def issue(
+        self,
+        name: str,
+        *,
+        days: int = 90,
+        clock: FrozenClock | None = None,
+        scopes: frozenset[Scope] = ALL_SCOPES,
+    ) -> str:
+        return await issue_token(self.settings, name, days=days, clock=clock, scopes=scopes)
 
     async def audit(self, kind: str) -> list[AuditRow]:
         gateway = await Gateway.start(self.settings)
@@ -209,7 +225,9 @@ async def test_invalid_new_user_is_422_naming_the_field(
 
 
 async def test_disable_set_password_and_enable_again(api: Api) -> None:
-    disabled = await api.http.patch("/users/bob", json={"enabled": False, "password": "new-pw-1"})
+    disabled = await api.http.patch(
+        "/users/bob", json={"enabled": False, "password": "new-bob-password-1"}
+    )
     assert disabled.json()["enabled"] is False
     enabled = await api.http.patch("/users/bob", json={"enabled": True})
     assert enabled.json()["enabled"] is True

@@ -20,6 +20,7 @@ from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import gateway_settings, seed_users
 from tests.support.servers import free_port, serve_in_thread
 from twofa.config import Settings
+from twofa.domain.api_scopes import ALL_SCOPES
 from twofa.services.admin.api_tokens import ApiTokenService
 from twofa.services.runtime import Gateway
 from twofa.web.api import openapi_document
@@ -48,7 +49,7 @@ async def seeded_with_token(settings: Settings) -> str:
     gateway = await Gateway.start(settings)
     try:
         service = ApiTokenService(gateway.db, gateway.clock)
-        return (await service.create("fuzz", created_by="cli")).token
+        return (await service.create("fuzz", created_by="cli", scopes=ALL_SCOPES)).token
     finally:
         await gateway.close()
 

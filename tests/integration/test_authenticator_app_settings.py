@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from tests.conftest import RunningSimulator
 from tests.support.console import Console, field_problem, field_value, start_console
 from tests.support.gateway import csrf_from, sign_in
-from tests.support.two_factor import allow_methods
 from twofa.cli.main import app
 from twofa.services.second_factor.authenticator_options import AUDIT_KIND
+from twofa.services.settings.two_factor import TwoFactorConfig
 
 PAGE = "/admin/settings/authenticator-app"
 
@@ -28,8 +28,8 @@ PAGE = "/admin/settings/authenticator-app"
 @pytest.fixture
 async def console(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[Console]:
     async with AsyncExitStack() as stack:
-        console = await start_console(stack, tmp_path, simulator)
-        await allow_methods(console.settings, ("totp",), first_method="totp")
+        app_only = TwoFactorConfig(methods=("totp",), first_method="totp")
+        console = await start_console(stack, tmp_path, simulator, two_factor=app_only)
         yield console
 
 

@@ -27,7 +27,7 @@ from tests.support.console import (
 )
 from tests.support.gateway import csrf_from
 from tests.support.servers import free_port
-from twofa.services.settings.two_factor import Enforcement
+from twofa.services.settings.two_factor import Enforcement, TwoFactorConfig
 
 WRONG_SKEY = "wrongsecretwrongsecretwrongsecretwrong00"
 
@@ -42,8 +42,18 @@ async def console_factory(
     """Starts a console; keyword arguments are `mode` and the settings file's Duo values."""
     async with AsyncExitStack() as stack:
 
-        async def start(mode: str = "dev", **duo: Any) -> Console:
-            return await start_console(stack, tmp_path, simulator, mode, **duo)
+        async def start(mode: str = "dev", admin_method: str | None = None, **duo: Any) -> Console:
+            both = TwoFactorConfig(methods=("duo_push", "totp"))
+            two_factor = both if admin_method == "totp" else None
+            return await start_console(
+                stack,
+                tmp_path,
+                simulator,
+                mode,
+                two_factor=two_factor,
+                admin_method=admin_method,
+                **duo,
+            )
 
         yield start
 
@@ -245,7 +255,8 @@ async def test_test_connection_reports_duos_clock_for_working_keys(console: Cons
 async def test_test_connection_names_the_problem_with_the_keys_in_force(
     console_factory: ConsoleFactory,
 ) -> None:
-    console = await console_factory(skey=WRONG_SKEY)  # the settings file holds a wrong secret
+    # The settings file holds a wrong secret: the admin comes in with an authenticator app.
+    console = await console_factory(skey=WRONG_SKEY, admin_method="totp")
 
     answer = await console.post(f"{ADVANCED}/test", {})
 
@@ -325,7 +336,8 @@ async def test_anonymous_visitor_is_sent_to_sign_in(console: Console) -> None:
 async def test_keys_saved_in_the_console_replace_wrong_file_keys_for_sign_in(
     console_factory: ConsoleFactory,
 ) -> None:
-    console = await console_factory(skey=WRONG_SKEY)  # failmode secure: Duo refuses every call
+    # failmode secure: Duo refuses every call; the admin comes in with an authenticator app
+    console = await console_factory(skey=WRONG_SKEY, admin_method="totp")
     async with console.signed_in("alice", "alice-password-1") as alice:
         assert (await alice.get("/2fa/duo/setup")).status_code == 503
 

@@ -220,7 +220,13 @@ async def test_add_user_creates_a_local_user_who_can_sign_in(console: AdminBrows
 async def test_bad_new_user_input_is_shown_next_to_its_field(
     console: AdminBrowser, fields: dict[str, str], field: str, message: str
 ) -> None:
-    form = {"username": "dave", "display_name": "", "email": "", "password": "pw-1", **fields}
+    form = {
+        "username": "dave",
+        "display_name": "",
+        "email": "",
+        "password": "dave-password-1",
+        **fields,
+    }
     answer = await console.post("/admin/users/add", form)
     assert answer.status_code == 400
     assert f'<p class="field-error" id="{field}-problem" role="alert">{message}' in answer.text
@@ -298,7 +304,7 @@ async def upload(console: AdminBrowser, content: bytes) -> httpx.Response:
 
 
 async def test_csv_bulk_enable_switches_on_every_listed_user(console: AdminBrowser) -> None:
-    await console.post("/admin/users/add", {"username": "carol", "password": "carol-pw-1"})
+    await console.post("/admin/users/add", {"username": "carol", "password": "carol-password-1"})
     answer = await upload(console, b"username,comment\nbob,ops\r\ncarol,\n\nbob,again\n")
     assert answer.status_code == 303
     page = (await console.client.get(answer.headers["location"])).text

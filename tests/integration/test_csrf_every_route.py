@@ -22,8 +22,9 @@ from sqlalchemy import select
 from tests.conftest import RunningSimulator
 from tests.integration.test_api import issue_token
 from tests.integration.test_gate_walks_every_route import app_routes
+from tests.support.admin_sign_in import sign_in_admin
 from tests.support.databases import sqlite_database
-from tests.support.gateway import csrf_from, running_gateway, sign_in
+from tests.support.gateway import csrf_from, running_gateway
 from tests.support.user_management import ADMIN, ADMIN_PASSWORD, add_admin
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
@@ -142,7 +143,7 @@ async def walker(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[W
                 "/api/v1/access/rules", json={"domains": [APP], "policy": "deny"}, headers=bearer
             )
             assert added.status_code == 201, added.text
-            assert (await sign_in(browser, ADMIN, ADMIN_PASSWORD)).status_code == 303
+            await sign_in_admin(browser, simulator, ADMIN, ADMIN_PASSWORD)
             yield Walker(browser, settings, base_url, api_token, added.json()["id"])
 
 

@@ -94,6 +94,7 @@ async def test_every_part_that_answers_is_ok(
         "Duo alerts",
         "sign-in attacks",
         "mail server",
+        "secret keys",
         "Redis",
         "directory crowd",
     ]
@@ -166,8 +167,9 @@ def test_the_command_prints_a_line_per_part_and_exits_1_when_one_failed(
     assert lines[2].startswith("?       Duo alerts")
     assert lines[3].startswith("?       sign-in attacks")
     assert lines[4].startswith("?       mail server")
-    assert lines[5].startswith("-       Redis")
-    assert lines[-1] == "1 of 6 checks failed: database"
+    assert lines[5].startswith("?       secret keys")
+    assert lines[6].startswith("-       Redis")
+    assert lines[-1] == "1 of 7 checks failed: database"
 
 
 def test_the_command_exits_0_when_nothing_failed(
@@ -181,7 +183,7 @@ def test_the_command_exits_0_when_nothing_failed(
     assert result.output.splitlines()[1].startswith("ok      Duo")
     assert result.output.splitlines()[2].startswith("ok      Duo alerts")
     assert result.output.splitlines()[3].startswith("ok      sign-in attacks")
-    assert result.output.splitlines()[-1] == "no check failed (6 parts)"
+    assert result.output.splitlines()[-1] == "no check failed (7 parts)"
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +231,7 @@ async def test_the_api_status_says_which_parts_answer(
             "Duo alerts": "ok",
             "sign-in attacks": "ok",
             "mail server": "not set up",
+            "secret keys": "ok",
             "Redis": "not set up",
         }
 

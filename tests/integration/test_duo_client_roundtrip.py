@@ -50,7 +50,7 @@ def sleeps() -> RecordedSleep:
 async def client(
     simulator: RunningSimulator, sleeps: RecordedSleep
 ) -> AsyncIterator[DuoAuthClient]:
-    endpoint = DuoEndpoint.parse(simulator.base_url)
+    endpoint = DuoEndpoint.parse(simulator.base_url, allow_custom_host=True)
     async with make_http_client(endpoint) as http:
         yield DuoAuthClient(
             http,
@@ -203,7 +203,7 @@ async def test_server_error_is_not_retried(
 
 async def test_slow_duo_becomes_a_timeout(simulator: RunningSimulator) -> None:
     simulator.control.post("/_sim/faults", json={"endpoints": ["check"], "latency_ms": 1500})
-    endpoint = DuoEndpoint.parse(simulator.base_url)
+    endpoint = DuoEndpoint.parse(simulator.base_url, allow_custom_host=True)
     async with make_http_client(endpoint) as http:
         impatient = DuoAuthClient(
             http,
@@ -216,7 +216,7 @@ async def test_slow_duo_becomes_a_timeout(simulator: RunningSimulator) -> None:
 
 
 async def test_wrong_secret_key_is_a_bad_credentials_error(simulator: RunningSimulator) -> None:
-    endpoint = DuoEndpoint.parse(simulator.base_url)
+    endpoint = DuoEndpoint.parse(simulator.base_url, allow_custom_host=True)
     async with make_http_client(endpoint) as http:
         wrong = DuoAuthClient(
             http, credentials=DuoCredentials(simulator.ikey, "x" * 40), endpoint=endpoint
@@ -229,7 +229,7 @@ async def test_wrong_secret_key_is_a_bad_credentials_error(simulator: RunningSim
 
 
 async def test_v2_signing_client_is_accepted(simulator: RunningSimulator) -> None:
-    endpoint = DuoEndpoint.parse(simulator.base_url)
+    endpoint = DuoEndpoint.parse(simulator.base_url, allow_custom_host=True)
     async with make_http_client(endpoint) as http:
         v2 = DuoAuthClient(
             http,
@@ -241,7 +241,7 @@ async def test_v2_signing_client_is_accepted(simulator: RunningSimulator) -> Non
 
 
 async def test_unreachable_duo_is_a_transport_error(sleeps: RecordedSleep) -> None:
-    endpoint = DuoEndpoint.parse(f"http://127.0.0.1:{free_port()}")
+    endpoint = DuoEndpoint.parse(f"http://127.0.0.1:{free_port()}", allow_custom_host=True)
     async with make_http_client(endpoint) as http:
         client = DuoAuthClient(http, credentials=DuoCredentials("I", "S"), endpoint=endpoint)
         with pytest.raises(DuoTransportError):

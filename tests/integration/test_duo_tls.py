@@ -1,4 +1,5 @@
-"""The Duo client refuses a TLS server whose certificate no public CA vouches for."""
+"""The Duo client refuses a TLS server whose certificate no public CA vouches for, and the key
+check tells the admin so in its fixed words."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from twofa.duo import (
     DuoTransportError,
     make_http_client,
 )
+from twofa.services.settings.duo import TLS_REFUSED, prove_duo_keys
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -51,7 +53,7 @@ async def test_self_signed_duo_host_is_refused(tmp_path: Path) -> None:
     context.load_cert_chain(cert, key)
     port = free_port()
     server = await asyncio.start_server(answer_ok, "127.0.0.1", port, ssl=context)
-    endpoint = DuoEndpoint.parse(f"https://localhost:{port}")
+    endpoint = DuoEndpoint.parse(f"https://localhost:{port}", allow_custom_host=True)
     try:
         async with make_http_client(endpoint) as http:
             client = DuoAuthClient(http, credentials=DuoCredentials("I", "S"), endpoint=endpoint)
@@ -60,3 +62,21 @@ async def test_self_signed_duo_host_is_refused(tmp_path: Path) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_the_key_check_names_a_refused_certificate_in_fixed_words(tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    port = free_port()
+    server = await asyncio.start_server(answer_ok, "127.0.0.1", port, ssl=context)
+    host = f"https://localhost:{port}"
+    try:
+        async with make_http_client(DuoEndpoint.parse(host, allow_custom_host=True)) as http:
+            problems = await prove_duo_keys(
+                http, "DI" + "X" * 18, "s" * 40, host, 1.0, allow_custom_host=True
+            )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert problems == {"api_hostname": TLS_REFUSED.format(host=f"localhost:{port}")}

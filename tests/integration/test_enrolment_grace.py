@@ -11,8 +11,6 @@ import httpx
 from tests.conftest import RunningSimulator
 from tests.support.console import start_console
 from tests.support.gateway import csrf_from, sign_in
-from twofa.domain.client import ClientInfo
-from twofa.services.runtime import Gateway
 from twofa.services.settings.two_factor import TwoFactorConfig
 
 
@@ -20,14 +18,8 @@ async def test_user_may_postpone_enrolment_once_then_must_enrol(
     tmp_path: Path, simulator: RunningSimulator
 ) -> None:
     async with AsyncExitStack() as stack:
-        console = await start_console(stack, tmp_path, simulator)
-        gateway = await Gateway.start(console.settings)
-        try:
-            await gateway.console.save_two_factor(
-                TwoFactorConfig(grace_postponements=1), "test", ClientInfo()
-            )
-        finally:
-            await gateway.close()
+        grace = TwoFactorConfig(grace_postponements=1)
+        console = await start_console(stack, tmp_path, simulator, two_factor=grace)
         alice = await stack.enter_async_context(
             httpx.AsyncClient(base_url=console.base_url, timeout=30)
         )

@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 
 from tests.conftest import RunningSimulator
 from tests.integration.test_api import issue_token
+from tests.support.admin_sign_in import sign_in_admin
 from tests.support.databases import postgres_database, sqlite_database
 from tests.support.duo_flow import JSON, enrol_with_duo_push, send_push
 from tests.support.gateway import csrf_from, running_gateway, sign_in
@@ -116,9 +117,11 @@ async def answer_with(
 
 
 @asynccontextmanager
-async def admin_client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def admin_client(
+    base_url: str, simulator: RunningSimulator
+) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-        assert (await sign_in(client, *ADMIN)).status_code == 303
+        await sign_in_admin(client, simulator, *ADMIN)
         yield client
 
 
@@ -268,7 +271,7 @@ async def test_the_console_shows_the_pause_and_its_unlock_lifts_it(
             await enrol_with_duo_push(first, simulator)
         async with signed_in_again(base_url) as attacker:
             await answer_with(attacker, simulator, "fraud")
-        async with admin_client(base_url) as admin:
+        async with admin_client(base_url, simulator) as admin:
             overview = unescape((await admin.get("/admin")).text)
             users = unescape((await admin.get("/admin/users", params={"q": "alice"})).text)
             unlocked = await admin.post(

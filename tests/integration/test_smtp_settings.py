@@ -17,6 +17,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from tests.conftest import RunningSimulator
+from tests.support.admin_sign_in import sign_in_admin_with_app
 from tests.support.console import field_problem, field_value
 from tests.support.databases import sqlite_database
 from tests.support.email_otp_flow import (
@@ -36,7 +37,8 @@ from twofa.domain.client import NO_CLIENT
 from twofa.domain.smtp_settings import PASSWORD_PURPOSE, SmtpConfig, SmtpEdit
 from twofa.errors import ConfigurationError
 from twofa.methods.base import Delivery
-from twofa.security.sealing import Sealer
+from twofa.methods.totp import time_step
+from twofa.security.sealing import Sealer, key_id
 from twofa.services.mail.delivery import (
     NOT_CONFIGURED,
     SEND_FAILED,
@@ -58,7 +60,8 @@ async def site(
     tmp_path: Path, simulator: RunningSimulator, mail: SmtpServer
 ) -> AsyncIterator[Site]:
     async with sqlite_database(tmp_path) as url, email_site(url, simulator, mail) as site:
-        assert (await sign_in(site.client, ADMIN, ADMIN_PASSWORD)).status_code == 303
+        step = time_step(site.clock.now())
+        await sign_in_admin_with_app(site.client, ADMIN, ADMIN_PASSWORD, step=step)
         yield site
 
 
@@ -127,7 +130,7 @@ async def test_the_page_shows_the_saved_server_and_never_the_password(site: Site
 
     config = await saved(site)
     assert config.username == "mailer"
-    assert config.password_sealed.startswith("v1:")
+    assert config.password_sealed.startswith(f"v2:{key_id(site.settings.secret_keys[0])}:")
     assert SMTP_PASSWORD not in config.password_sealed
     sealer = Sealer(site.settings.secret_key.get_secret_value())
     assert sealer.open(config.password_sealed, PASSWORD_PURPOSE) == SMTP_PASSWORD

@@ -1,6 +1,7 @@
 """A running gateway with two admins (`admin`, `admin2`) and the demo-style users, with a
-client signed in as `admin`, plus helpers that read the console's pages and the database back.
-Shared by the console settings tests and the admin console's end-to-end test."""
+client signed in as `admin` (password and Duo Push, as the console requires), plus helpers that
+read the console's pages and the database back. Shared by the console settings tests and the
+admin console's end-to-end test."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import httpx
 from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
+from tests.support.admin_sign_in import sign_in_admin, sign_in_admin_with_app
 from tests.support.databases import sqlite_database
 from tests.support.gateway import csrf_from, running_gateway, sign_in
 from twofa.config import Settings
+from twofa.domain.client import NO_CLIENT
 from twofa.services.runtime import Gateway
 from twofa.services.settings.duo import DuoConsoleConfig
 from twofa.services.settings.two_factor import TwoFactorConfig
@@ -85,8 +88,12 @@ class Console:
 
     @asynccontextmanager
     async def signed_in(self, username: str, password: str) -> AsyncIterator[httpx.AsyncClient]:
+        """A client of `username`: an admin passes Duo Push too, as the console requires."""
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
-            await sign_in(client, username, password)
+            if username in ADMIN_PASSWORDS:
+                await sign_in_admin(client, self.simulator, username, password)
+            else:
+                await sign_in(client, username, password)
             yield client
 
 
@@ -99,24 +106,44 @@ async def add_admins(settings: Settings) -> None:
         await gateway.close()
 
 
+async def save_two_factor(settings: Settings, config: TwoFactorConfig) -> None:
+    gateway = await Gateway.start(settings)
+    try:
+        await gateway.console.save_two_factor(config, "test-admin", NO_CLIENT)
+    finally:
+        await gateway.close()
+
+
 async def start_console(
     stack: AsyncExitStack,
     tmp_path: Path,
     simulator: RunningSimulator,
     mode: str = "dev",
     extra: dict[str, Any] | None = None,
+    two_factor: TwoFactorConfig | None = None,
+    admin_method: str | None = None,
     **duo: Any,
 ) -> Console:
     """Starts a gateway on a fresh SQLite file (`duo` are its settings-file Duo values) whose
-    servers and client close with `stack`."""
+    servers and client close with `stack`, with `two_factor` saved before anyone signs in
+    (the running gateway keeps its copy of the settings for a moment). The admin passes Duo
+    Push, or with `admin_method` "totp" (the default when Duo Push is not allowed; the way in
+    while Duo cannot answer) sets up an authenticator app."""
     url = await stack.enter_async_context(sqlite_database(tmp_path))
     base_url, settings = await stack.enter_async_context(
         running_gateway(url, simulator, mode, extra=extra, **duo)
     )
     await add_admins(settings)
     client = await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=30))
-    signed_in = await sign_in(client, "admin", ADMIN_PASSWORDS["admin"])
-    assert signed_in.status_code == 303, "the admin could not sign in"
+    if two_factor is not None:
+        await save_two_factor(settings, two_factor)
+    if admin_method is None:
+        allowed = two_factor.methods if two_factor else ("duo_push",)
+        admin_method = "duo_push" if "duo_push" in allowed else "totp"
+    if admin_method == "totp":
+        await sign_in_admin_with_app(client, "admin", ADMIN_PASSWORDS["admin"])
+    else:
+        await sign_in_admin(client, simulator, "admin", ADMIN_PASSWORDS["admin"])
     return Console(client, settings, base_url, simulator)
 
 

@@ -42,8 +42,19 @@ async def echo(request: Request) -> Response:
     received = 0
     async for chunk in request.stream():
         received += len(chunk)
+    seen = {
+        # every line of each, as the app's framework would join them
+        "cookie": "; ".join(request.headers.getlist("cookie")),
+        "x-forwarded-for": ", ".join(request.headers.getlist("x-forwarded-for")),
+    }
     return JSONResponse(
-        {"app": "protected", "path": request.url.path, **identity, "aliases": aliases(request)},
+        {
+            "app": "protected",
+            "path": request.url.path,
+            **identity,
+            **seen,
+            "aliases": aliases(request),
+        },
         headers={"x-body-bytes": str(received), "x-query": request.url.query},
     )
 

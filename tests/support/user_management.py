@@ -1,6 +1,6 @@
 """The User Management, Audit Log and Overview tabs over real HTTP: a seeded gateway (alice
 with 2FA through group engineering, bob without) plus an admin, `root`, who signs in with a
-password alone, and helpers to post console forms and read the database back."""
+password and Duo Push, and helpers to post console forms and read the database back."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import httpx
 from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
-from tests.support.gateway import csrf_from, running_gateway, sign_in
+from tests.support.admin_sign_in import sign_in_admin
+from tests.support.gateway import csrf_from, running_gateway
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
 from twofa.storage.tables import AuditRow
@@ -77,8 +78,7 @@ async def signed_in_admin(
     async with running_gateway(database_url, simulator) as (base_url, settings):
         await add_admin(settings)
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-            answer = await sign_in(client, ADMIN, ADMIN_PASSWORD)
-            assert answer.status_code == 303, answer.text
+            await sign_in_admin(client, simulator, ADMIN, ADMIN_PASSWORD)
             yield AdminBrowser(client, settings, base_url)
 
 

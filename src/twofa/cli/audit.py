@@ -14,14 +14,13 @@ from twofa.cli.common import echo_json, render_table, run_with_gateway
 from twofa.domain.client import CLI
 from twofa.services.admin.audit_query import (
     MAX_PAGE_SIZE,
+    AuditCriteria,
     AuditEntry,
     AuditFilterRejected,
-    AuditQueryService,
     csv_text,
     parse_criteria,
 )
 from twofa.services.runtime import Gateway
-from twofa.storage.audit_log import AuditCriteria
 
 audit_app = typer.Typer(help="The audit log: list and export events.", no_args_is_help=True)
 
@@ -63,7 +62,7 @@ def list_events(
     criteria = criteria_from_options(user, kind, outcome, since, until)
 
     async def newest(gateway: Gateway) -> tuple[tuple[AuditEntry, ...], int]:
-        page = await AuditQueryService(gateway.db, gateway.clock).page(criteria, limit=limit)
+        page = await gateway.audit_queries.page(criteria, limit=limit)
         return page.entries, page.total
 
     entries, total = run_with_gateway(ctx, newest)
@@ -123,7 +122,7 @@ def export_events(
         raise typer.BadParameter(f"cannot write: {exc.strerror}", param_hint="'--output'") from None
 
     async def export(gateway: Gateway) -> int:
-        queries = AuditQueryService(gateway.db, gateway.clock)
+        queries = gateway.audit_queries
         await queries.record_export(criteria, "cli", CLI)
         target.write(csv_text(()))
         written = 0

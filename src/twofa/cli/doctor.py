@@ -15,6 +15,7 @@ MARKS = {
     State.FAILED: "FAILED",
     State.NOT_SET_UP: "-     ",
     State.NOT_CHECKED: "?     ",
+    State.WARNING: "warn  ",
 }
 
 

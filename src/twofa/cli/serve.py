@@ -157,7 +157,7 @@ async def seed_demo(gateway: Gateway) -> None:
     accounts = gateway.accounts
     for username, name, email, password, is_admin in DEMO_USERS:
         with contextlib.suppress(AccountError):  # already seeded by an earlier run
-            await accounts.add_user(
+            await accounts.add_demo_user(
                 username, password, display_name=name, email=email, is_admin=is_admin
             )
     with contextlib.suppress(AccountError):
@@ -175,6 +175,9 @@ async def _run_demo(port: int, database: Path) -> None:
         secret_key=DEMO_SECRET,
         database_url=f"sqlite+aiosqlite:///{database}",
         public_url=f"http://127.0.0.1:{port}",
+        # The demo's admin goes straight to the console; everywhere else an admin passes a
+        # second factor first (the setting is refused outside demo mode).
+        admins_without_second_factor=True,
         duo={
             "ikey": DEMO_IKEY,
             "skey": DEMO_SKEY,

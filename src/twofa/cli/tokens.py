@@ -1,6 +1,6 @@
 """`twofa token`: API tokens for /api/v1 from the command line: create one (its secret is
-printed once, alone on stdout, so `TOKEN=$(twofa token create ci)` works), list them without
-secrets, revoke one. Changes are audited with the actor `cli`."""
+printed once, alone on stdout, so `TOKEN=$(twofa token create ci --scope read)` works), list
+them without secrets, revoke one. Changes are audited with the actor `cli`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from twofa.cli.common import echo_json, render_table, run_with_gateway
+from twofa.domain.api_scopes import ALL_SCOPES, UnknownScope, parse_scopes, scopes_text
 from twofa.services.admin.api_tokens import (
     DEFAULT_DAYS,
     MAX_DAYS,
@@ -23,11 +24,21 @@ token_app = typer.Typer(
     help="API tokens for /api/v1: create (shown once), list, revoke.", no_args_is_help=True
 )
 CLI_ACTOR = "cli"
-TOKEN_COLUMNS = ("ID", "NAME", "STATUS", "CREATED BY", "CREATED", "EXPIRES", "LAST USED")
+TOKEN_COLUMNS = (
+    "ID",
+    "NAME",
+    "STATUS",
+    "SCOPES",
+    "OWNER",
+    "CREATED BY",
+    "CREATED",
+    "EXPIRES",
+    "LAST USED",
+)
 
 
 def _service(gateway: Gateway) -> ApiTokenService:
-    return ApiTokenService(gateway.db, gateway.clock)
+    return gateway.api_tokens
 
 
 def _when(moment: datetime | None) -> str:
@@ -47,17 +58,35 @@ def create_token(
     days: Annotated[
         int, typer.Option(min=1, max=MAX_DAYS, help=f"Lifetime in days (at most {MAX_DAYS}).")
     ] = DEFAULT_DAYS,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help=f"What it may do, repeatable or comma-separated: {scopes_text(ALL_SCOPES)} "
+            "(default: read).",
+        ),
+    ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(help="The admin it answers to: it stops when they stop being an admin."),
+    ] = None,
 ) -> None:
     """Create a token; it is printed now and can never be shown again."""
+    try:
+        scopes = parse_scopes(scope or ["read"])
+    except UnknownScope as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scope") from exc
 
     async def create(gateway: Gateway) -> IssuedToken:
-        return await _service(gateway).create(name, created_by=CLI_ACTOR, days=days)
+        return await _service(gateway).create(
+            name, created_by=CLI_ACTOR, scopes=scopes, days=days, owner=owner
+        )
 
     issued = run_with_gateway(ctx, create)
     typer.echo(issued.token)
     typer.secho(
-        f"created API token {issued.info.id} ({issued.info.name}), "
-        f"expires {_when(issued.info.expires_at)}.\n"
+        f"created API token {issued.info.id} ({issued.info.name}) with the scopes "
+        f"{scopes_text(issued.info.scopes)}, expires {_when(issued.info.expires_at)}.\n"
         "This is the only time the token is shown: store it now (it is kept only as a hash).",
         fg=typer.colors.YELLOW,
         err=True,
@@ -82,6 +111,8 @@ def list_tokens(
                     "id": info.id,
                     "name": info.name,
                     "status": _status(info, now),
+                    "scopes": scopes_text(info.scopes).split(),
+                    "owner": info.owner,
                     "created_by": info.created_by,
                     "created_at": info.created_at.isoformat(),
                     "expires_at": info.expires_at.isoformat(),
@@ -99,6 +130,8 @@ def list_tokens(
                 info.id,
                 info.name,
                 _status(info, now),
+                scopes_text(info.scopes),
+                info.owner or "-",
                 info.created_by,
                 _when(info.created_at),
                 _when(info.expires_at),

@@ -93,6 +93,27 @@ def enable_user(ctx: typer.Context, username: UsernameArgument) -> None:
     typer.echo(f"enabled {username}")
 
 
+@user_app.command("promote")
+def promote_user(ctx: typer.Context, username: UsernameArgument) -> None:
+    """Make the user an admin: the console opens to them after a second factor."""
+    _set_admin(ctx, username, is_admin=True)
+    typer.echo(f"{username} is an admin")
+
+
+@user_app.command("demote")
+def demote_user(ctx: typer.Context, username: UsernameArgument) -> None:
+    """Take the admin role away: the console closes to them and their API tokens stop."""
+    _set_admin(ctx, username, is_admin=False)
+    typer.echo(f"{username} is no longer an admin")
+
+
+def _set_admin(ctx: typer.Context, username: str, *, is_admin: bool) -> None:
+    async def set_admin(gateway: Gateway) -> None:
+        await gateway.accounts.set_admin(username, is_admin)
+
+    run_with_gateway(ctx, set_admin)
+
+
 def _set_enabled(ctx: typer.Context, username: str, *, enabled: bool) -> None:
     async def set_enabled(gateway: Gateway) -> None:
         await gateway.accounts.set_enabled(username, enabled)

@@ -29,7 +29,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from twofa.config.directories import CrowdSettings, LdapSettings
-from twofa.duo.endpoint import DuoEndpoint
+from twofa.config.passwords import PasswordSettings
+from twofa.config.secret_keys import secret_key_problems, secret_keys
+from twofa.duo.endpoint import CustomHostRefused, DuoEndpoint
 from twofa.errors import ConfigurationError
 
 PLACEHOLDER_SECRET: Final = "change-me-dev-only-secret-key-0000000000"  # noqa: S105 (refused in production)
@@ -96,12 +98,16 @@ class DuoSettings(BaseModel):
     allowed_factors: tuple[DuoFactor, ...] = DEFAULT_DUO_FACTORS
     timeout_s: float = Field(default=10.0, gt=0)
     long_poll_s: float = Field(default=25.0, gt=0)
+    # Outside dev and demo modes only Duo's own hosts are accepted as `api_hostname`, here and
+    # in the console, API and CLI (services.settings.duo): a host pointed inward would make
+    # the key check a probe of the internal network. True allows any (a proxy, a simulator).
+    allow_custom_host: bool = False
 
     @field_validator("api_hostname")
     @classmethod
     def _usable_hostname(cls, value: str) -> str:
-        if value:
-            DuoEndpoint.parse(value)  # raises InvalidEndpoint (a ValueError) with the reason
+        if value:  # its form only; whose host it may be depends on the mode (Settings)
+            DuoEndpoint.parse(value, allow_custom_host=True)  # InvalidEndpoint is a ValueError
         return value
 
     @field_validator("allowed_factors", mode="before")
@@ -257,7 +263,11 @@ class Settings(BaseSettings):
     login_failures_per_user_all_networks: int = Field(default=100, ge=2)
     login_slowdown_max_seconds: int = Field(default=16, ge=1, le=60)
     lockout_minutes: int = Field(default=15, ge=1)
+    # Admins use the console only after a second factor (services.second_factor.gate): the
+    # demo may let them in on a password alone; any other mode refuses the setting.
+    admins_without_second_factor: bool = False
     duo: DuoSettings = DuoSettings()
+    passwords: PasswordSettings = PasswordSettings()
     access: AccessSettings = AccessSettings()
     # Where passwords are checked, in order; external ones provision a twofa user at first
     # sign-in. "local" is twofa's own user table.
@@ -324,12 +334,45 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
-        secret = self.secret_key.get_secret_value()
-        if self.mode is Mode.PRODUCTION and secret == PLACEHOLDER_SECRET:
-            raise ValueError("secret_key is the development placeholder; set TWOFA_SECRET_KEY_FILE")
-        if len(secret) < 32:
-            raise ValueError("secret_key must be at least 32 characters")
+        # One key a line, newest first (config.secret_keys): keys being rotated.
+        refused = frozenset({PLACEHOLDER_SECRET} if self.mode is Mode.PRODUCTION else ())
+        problems = secret_key_problems(self.secret_key.get_secret_value(), refused=refused)
+        if problems:
+            raise ValueError(f"secret_key: {'; '.join(problems)}")
         return self
+
+    @model_validator(mode="after")
+    def _password_only_admins_in_demo_only(self) -> Settings:
+        if self.admins_without_second_factor and self.mode is not Mode.DEMO:
+            raise ValueError(
+                "admins_without_second_factor is for the demo only: an admin console behind a "
+                "password alone is one guessed password away from every account"
+            )
+        return self
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """The keys of `secret_key`, newest first: the newest seals, every one opens."""
+        return secret_keys(self.secret_key.get_secret_value())
+
+    @model_validator(mode="after")
+    def _duo_host_allowed(self) -> Settings:
+        if self.duo.api_hostname:
+            try:
+                DuoEndpoint.parse(
+                    self.duo.api_hostname, allow_custom_host=self.duo_custom_host_allowed
+                )
+            except CustomHostRefused as refused:
+                raise ValueError(
+                    f"duo.api_hostname: {refused}; another host needs dev or demo mode "
+                    "or duo.allow_custom_host = true"
+                ) from None
+        return self
+
+    @property
+    def duo_custom_host_allowed(self) -> bool:
+        """Whether the Duo API hostname may be any host, not only one of Duo's."""
+        return self.mode is not Mode.PRODUCTION or self.duo.allow_custom_host
 
     @property
     def cookie_secure(self) -> bool:

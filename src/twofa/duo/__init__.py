@@ -4,7 +4,12 @@ This package imports nothing else from twofa, so it could be published on its ow
 """
 
 from twofa.duo.client import AuthRequest, DuoAuthClient, DuoCredentials, DuoTimeouts
-from twofa.duo.endpoint import DuoEndpoint, InvalidEndpoint, make_http_client
+from twofa.duo.endpoint import (
+    CustomHostRefused,
+    DuoEndpoint,
+    InvalidEndpoint,
+    make_http_client,
+)
 from twofa.duo.errors import (
     DuoApiError,
     DuoError,
@@ -18,6 +23,7 @@ from twofa.duo.errors import (
 
 __all__ = [
     "AuthRequest",
+    "CustomHostRefused",
     "DuoApiError",
     "DuoAuthClient",
     "DuoCredentials",

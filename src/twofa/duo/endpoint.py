@@ -3,7 +3,9 @@ plain HTTP only to a simulator on this machine.
 
 An admin types an API hostname; `DuoEndpoint.parse` turns it into the host that is signed and
 the URL that is dialled, and refuses anything that would send signed requests in clear text
-over a network.
+over a network. Only Duo's own hosts are accepted unless the caller allows custom ones (a
+simulator, a test proxy): an API hostname pointed inward would make the key check a probe of
+the internal network.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ class InvalidEndpoint(ValueError):
     """The API hostname cannot be used; the message says why in words an admin understands."""
 
 
+class CustomHostRefused(InvalidEndpoint):
+    """A well-formed host that is not one of Duo's, while custom hosts are not allowed."""
+
+
 def is_loopback(host: str) -> bool:
     if host in _LOOPBACK_NAMES:
         return True
@@ -40,6 +46,11 @@ def is_loopback(host: str) -> bool:
 
 def is_duo_hostname(host: str) -> bool:
     return host.endswith(DUO_HOST_SUFFIXES)
+
+
+def _is_official(scheme: str, host: str, port: int | None) -> bool:
+    """Duo's own API: https to a host under one of Duo's domains, on the standard port."""
+    return scheme == "https" and is_duo_hostname(host) and port in (None, 443)
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,10 @@ class DuoEndpoint:
         return self.base_url.startswith("https://")
 
     @classmethod
-    def parse(cls, value: str) -> DuoEndpoint:
-        """Accepts `api-xxxxxxxx.duosecurity.com`, `https://host[:port]`, or
-        `http://127.0.0.1:PORT` (a local simulator). Anything else is refused."""
+    def parse(cls, value: str, *, allow_custom_host: bool = False) -> DuoEndpoint:
+        """Accepts `api-xxxxxxxx.duosecurity.com` (or `https://` and Duo's other domains);
+        with `allow_custom_host` also `https://any-host[:port]` and `http://127.0.0.1:PORT`
+        (a local simulator). Anything else is refused, a foreign host as `CustomHostRefused`."""
         text = value.strip()
         if not text:
             raise InvalidEndpoint("the API hostname is empty")
@@ -84,6 +96,11 @@ class DuoEndpoint:
             )
         if port == 0:
             raise InvalidEndpoint("the port is not a number between 1 and 65535")
+        if not allow_custom_host and not _is_official(parsed.scheme, host, port):
+            raise CustomHostRefused(
+                f"{host!r} is not a Duo API host (such as api-1234abcd.duosecurity.com, "
+                "over https on the standard port)"
+            )
         bracketed = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
         netloc = f"{bracketed}:{port}" if port is not None else bracketed
         return cls(signed_host=netloc, base_url=f"{parsed.scheme}://{netloc}")

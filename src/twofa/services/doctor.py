@@ -1,8 +1,8 @@
 """`twofa doctor`: asks each part the gateway leans on whether it answers, one by one, so an
 admin sees in one place what is wrong before users do: the database schema, Duo's keys, Duo
 alerts of the last hour (fraud reports, Duo refusing or rate-limiting twofa), usernames under a
-distributed password attack in the last hour, the mail server, Redis and each external
-directory. Nothing is changed, sent or audited.
+distributed password attack in the last hour, the mail server, values still sealed by an old
+secret key, Redis and each external directory. Nothing is changed, sent or audited.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from twofa.directories.base import DirectoryUnavailable, ExternalDirectory
+from twofa.security.sealing import SealError
 from twofa.services.duo.push_fatigue import FATIGUE_KIND
 from twofa.services.mail.delivery import SmtpNotConfigured, SmtpProblem
 from twofa.services.runtime import Gateway
@@ -51,6 +52,7 @@ class State(Enum):
     FAILED = "FAILED"
     NOT_SET_UP = "not set up"
     NOT_CHECKED = "not checked"  # it reads its settings from a database that is not ready
+    WARNING = "warning"  # works now, and needs an admin's action soon; not a failure
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ async def examine(gateway: Gateway) -> list[Finding]:
         ("Duo alerts", lambda: _duo_alerts(gateway)),
         ("sign-in attacks", lambda: _sign_in_attacks(gateway)),
         ("mail server", lambda: _mail_server(gateway)),
+        ("secret keys", lambda: _secret_keys(gateway)),
     ]
     independent: list[tuple[str, Callable[[], Awaitable[Finding]]]] = [
         ("Redis", lambda: _redis(gateway)),
@@ -107,7 +110,11 @@ async def _database(gateway: Gateway) -> Finding:
 
 
 async def _duo(gateway: Gateway) -> Finding:
-    if not (await gateway.console.effective_duo()).configured:
+    try:
+        effective = await gateway.console.effective_duo()
+    except SealError as exc:  # e.g. the key that sealed it was removed from secret_key
+        return Finding("Duo", State.FAILED, f"the saved secret key: {exc}")
+    if not effective.configured:
         return Finding(
             "Duo", State.NOT_SET_UP, "no keys saved (Advanced Settings or `twofa duo set`)"
         )
@@ -197,6 +204,35 @@ async def _mail_server(gateway: Gateway) -> Finding:
         State.OK,
         f"{config.host}:{config.port} answered ({config.security.value}{signed_in}); "
         "nothing was sent",
+    )
+
+
+async def _secret_keys(gateway: Gateway) -> Finding:
+    """Warns while values are sealed by an older key (it must stay in `secret_key` until
+    `twofa keys rotate` finishes); fails when some are sealed by a key no longer listed."""
+    usage = await gateway.key_rotation.usage()
+    if usage.unopenable:
+        lost = ", ".join(usage.describe(label) for label in usage.unopenable)
+        return Finding(
+            "secret keys",
+            State.FAILED,
+            f"sealed values that no key in secret_key opens: {lost}; put the key that sealed "
+            "them back (after the newest), then run `twofa keys rotate`",
+        )
+    if usage.stale:
+        return Finding(
+            "secret keys",
+            State.WARNING,
+            f"{usage.stale} of {usage.stale + usage.current} sealed values are not sealed by "
+            f"the newest key ({usage.describe_stale()}): run `twofa keys rotate`, and keep "
+            "the older keys until it finishes",
+        )
+    older = len(usage.key_ids) - 1
+    unused = f"; the older keys ({older}) are unused and can be removed" if older else ""
+    return Finding(
+        "secret keys",
+        State.OK,
+        f"all {usage.current} sealed values use the newest key ({usage.key_ids[0]}){unused}",
     )
 
 

@@ -9,6 +9,7 @@ a save on this node is seen at once); so are the console's access rules
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,7 +23,14 @@ from twofa.directories.base import ExternalDirectory
 from twofa.directories.crowd import CrowdDirectory, make_crowd_http_client
 from twofa.directories.ldap import LdapDirectory
 from twofa.directories.local import LocalDirectory
-from twofa.duo import DuoAuthClient, DuoCredentials, DuoEndpoint, DuoTimeouts, make_http_client
+from twofa.duo import (
+    DuoAuthClient,
+    DuoCredentials,
+    DuoEndpoint,
+    DuoTimeouts,
+    InvalidEndpoint,
+    make_http_client,
+)
 from twofa.methods.backup_codes import BackupCodesMethod
 from twofa.methods.duo_push import DuoPushMethod
 from twofa.methods.email_otp import EmailOtpMethod
@@ -30,6 +38,7 @@ from twofa.methods.registry import MethodRegistry
 from twofa.methods.security_questions import SecurityQuestionsMethod
 from twofa.methods.totp import TotpMethod
 from twofa.methods.webauthn import WebAuthnMethod
+from twofa.security.passwords import Argon2Cost, PasswordHashing
 from twofa.security.sealing import Sealer
 from twofa.services.access.forward_auth import ForwardAuthService
 from twofa.services.access.live_rules import LiveConsoleRules
@@ -39,6 +48,7 @@ from twofa.services.admin.api_tokens import ApiTokenService
 from twofa.services.admin.audit_query import AuditQueryService
 from twofa.services.admin.console_access import ConsoleAccessService
 from twofa.services.admin.console_users import ConsoleUsersService
+from twofa.services.admin.key_rotation import KeyRotationService
 from twofa.services.admin.overview import OverviewService
 from twofa.services.duo.push import DuoPushService
 from twofa.services.mail.delivery import SmtpMailer, SmtpSettingsService
@@ -66,6 +76,7 @@ from twofa.storage.database import (
 )
 
 DUO_CONNECTIONS = 2000  # pending pushes one process may follow at once
+log = logging.getLogger(__name__)
 
 
 def build_duo_service(
@@ -76,15 +87,23 @@ def build_duo_service(
     clock: Clock,
     gate: MethodGate,
     method: DuoPushMethod,
+    *,
+    allow_custom_host: bool,
 ) -> DuoPushService | None:
     """Connects the registered Duo Push method to the Duo application of `duo` (the settings
-    in force) and builds the service on it; None while Duo has no keys."""
+    in force) and builds the service on it; None while Duo has no keys, or while its host is
+    not one of Duo's and custom hosts are not allowed (saved in dev mode, now in production)."""
     if not duo.configured:
+        return None
+    try:
+        endpoint = DuoEndpoint.parse(duo.api_hostname, allow_custom_host=allow_custom_host)
+    except InvalidEndpoint as refused:
+        log.error("Duo Push is off: the saved API hostname cannot be used: %s", refused)
         return None
     client = DuoAuthClient(
         http,
         credentials=DuoCredentials(duo.ikey, duo.skey.get_secret_value()),
-        endpoint=DuoEndpoint.parse(duo.api_hostname),
+        endpoint=endpoint,
         timeouts=DuoTimeouts(
             connect=duo.timeout_s,
             read=duo.timeout_s,
@@ -93,6 +112,14 @@ def build_duo_service(
     )
     method.connect(client, duo)
     return DuoPushService(db, method, sessions, clock, duo, gate)
+
+
+def password_hashing(settings: Settings) -> PasswordHashing:
+    """Local users' password hashes at the argon2 cost of `[passwords]`."""
+    cost = settings.passwords
+    return PasswordHashing(
+        Argon2Cost(cost.argon2_time_cost, cost.argon2_memory_kib, cost.argon2_parallelism)
+    )
 
 
 def external_directories(
@@ -185,19 +212,31 @@ class Gateway:
         http = duo_http or make_http_client(
             DuoEndpoint.parse("api-placeholder.duosecurity.com"), max_connections=DUO_CONNECTIONS
         )
-        sealer = Sealer(settings.secret_key.get_secret_value())
+        sealer = Sealer(settings.secret_keys)  # the newest key seals, every listed one opens
         duo_push = DuoPushMethod()  # connected to Duo's keys as the console sets them
         registry = build_registry(settings, duo_push)
         offered = registry.codes
         settings_engine = side_engine(engine)  # the settings copy reloads on it
         settings_copy = SettingsCache(session_factory(settings_engine), clock)
         console = ConsoleSettingsService(
-            db, clock, sealer, http, settings.duo, offered, cache=settings_copy
+            db,
+            clock,
+            sealer,
+            http,
+            settings.duo,
+            offered,
+            cache=settings_copy,
+            allow_custom_duo_host=settings.duo_custom_host_allowed,
         )
         external, directory_clients = external_directories(settings)
-        login = LoginService(db, sessions, LocalDirectory(), clock, settings, console, external)
+        hashing = password_hashing(settings)
+        login = LoginService(
+            db, sessions, LocalDirectory(hashing), clock, settings, console, external
+        )
         grace = EnrolmentGraceService(db, console, sessions, clock)
-        gate = MethodGate(db, registry, console, clock)
+        gate = MethodGate(
+            db, registry, console, clock, exempt_admins=settings.admins_without_second_factor
+        )
         smtp = SmtpSettingsService(db, clock, sealer, smtp_tls)
         groups = GroupRefresher(db, external, clock, settings.directory_groups_cache_s)
         factors = SecondFactorService(db, registry, sessions, gate, clock, sealer, SmtpMailer(smtp))
@@ -210,7 +249,13 @@ class Gateway:
             db,
             sessions,
             login,
-            AccountService(db, clock),
+            AccountService(
+                db,
+                clock,
+                hashing=hashing,
+                exempt_admins=settings.admins_without_second_factor,
+                demo=settings.is_demo,
+            ),
             console,
             http,
             grace,
@@ -226,7 +271,16 @@ class Gateway:
         )
         gateway.duo_push = duo_push
         gateway.settings_engine = settings_engine
-        gateway.duo = build_duo_service(settings.duo, http, db, sessions, clock, gate, duo_push)
+        gateway.duo = build_duo_service(
+            settings.duo,
+            http,
+            db,
+            sessions,
+            clock,
+            gate,
+            duo_push,
+            allow_custom_host=settings.duo_custom_host_allowed,
+        )
         gateway.directory_clients = directory_clients
         gateway.directories = external
         if settings.redis_url is not None:
@@ -262,7 +316,8 @@ class Gateway:
 
     @cached_property
     def overview(self) -> OverviewService:
-        return OverviewService(self.db, self.clock, self.console)
+        exempt_admins = self.settings.admins_without_second_factor
+        return OverviewService(self.db, self.clock, self.console, exempt_admins=exempt_admins)
 
     @cached_property
     def audit_queries(self) -> AuditQueryService:
@@ -271,6 +326,10 @@ class Gateway:
     @cached_property
     def api_tokens(self) -> ApiTokenService:
         return ApiTokenService(self.db, self.clock)
+
+    @cached_property
+    def key_rotation(self) -> KeyRotationService:
+        return KeyRotationService(self.db, self.clock, Sealer(self.settings.secret_keys))
 
     # The methods' own console settings, edited from the console, the CLI and the API.
     @cached_property
@@ -291,7 +350,14 @@ class Gateway:
         if version != self._duo_version:
             effective = await self.console.effective_duo()
             self.duo = build_duo_service(
-                effective, self.http, self.db, self.sessions, self.clock, self.gate, self.duo_push
+                effective,
+                self.http,
+                self.db,
+                self.sessions,
+                self.clock,
+                self.gate,
+                self.duo_push,
+                allow_custom_host=self.console.allows_custom_duo_host,
             )
             self._duo_version = version
         return self.duo

@@ -281,23 +281,25 @@ class UserCounts:
         query = select(func.count()).where(UserRow.enabled.is_(False))
         return int(await self._db.scalar(query) or 0)
 
-    async def required(self, *, everyone: bool) -> int:
-        query = select(func.count()).where(*_required_conditions(everyone))
+    async def required(self, *, everyone: bool, admins: bool) -> int:
+        query = select(func.count()).where(*_required_conditions(everyone, admins))
         return int(await self._db.scalar(query) or 0)
 
     async def enrolled(self) -> int:
         query = select(func.count()).where(UserRow.enabled.is_(True), Enrolments.is_enrolled())
         return int(await self._db.scalar(query) or 0)
 
-    async def pending(self, *, everyone: bool) -> int:
+    async def pending(self, *, everyone: bool, admins: bool) -> int:
         """Required but with no method set up: they set one up at the next sign-in."""
         query = select(func.count()).where(
-            *_required_conditions(everyone), ~Enrolments.is_enrolled()
+            *_required_conditions(everyone, admins), ~Enrolments.is_enrolled()
         )
         return int(await self._db.scalar(query) or 0)
 
 
-def _required_conditions(everyone: bool) -> list[ColumnElement[bool]]:
+def _required_conditions(everyone: bool, admins: bool) -> list[ColumnElement[bool]]:
+    """domain.policy.second_factor_policy as a condition on users, for counts (`admins`:
+    administrators need a second factor, as everywhere but the demo)."""
     conditions: list[ColumnElement[bool]] = [UserRow.enabled.is_(True)]
     if not everyone:
         via_group = (
@@ -305,7 +307,10 @@ def _required_conditions(everyone: bool) -> list[ColumnElement[bool]]:
             .join(GroupRow, GroupRow.id == MembershipRow.group_id)
             .where(GroupRow.twofa_enabled.is_(True))
         )
-        conditions.append(UserRow.twofa_enabled.is_(True) | UserRow.id.in_(via_group))
+        required = UserRow.twofa_enabled.is_(True) | UserRow.id.in_(via_group)
+        if admins:
+            required = required | UserRow.is_admin.is_(True)
+        conditions.append(required)
     return conditions
 
 

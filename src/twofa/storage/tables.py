@@ -237,6 +237,13 @@ class ApiTokenRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # What it may do (domain.api_scopes, space-separated), and the admin it answers to: the
+    # token stops working when that account stops being an enabled admin, and goes with it.
+    # None: made on the server's command line, by whoever runs the gateway.
+    scopes: Mapped[str] = mapped_column(String(100))
+    owner_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
 
 
 class AccessRuleRow(Base):

@@ -25,7 +25,7 @@ from twofa.web import (
     pages,
 )
 from twofa.web.csrf import CsrfMiddleware
-from twofa.web.security_headers import SecurityHeaders
+from twofa.web.security_headers import SecurityHeaders, security_headers
 
 
 class GatewayApp(FastAPI):
@@ -68,5 +68,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(api.router)
     errors.install(app)
     app.add_middleware(CsrfMiddleware)  # every unsafe request, before any route
-    app.add_middleware(SecurityHeaders)  # outermost: a CSRF refusal carries the headers too
+    # outermost: a CSRF refusal carries the headers too
+    app.add_middleware(SecurityHeaders, headers=security_headers(settings))
     return app

@@ -9,7 +9,7 @@ from typing import Final
 from fastapi import Request
 from starlette.responses import Response
 
-from twofa.domain.client import ClientInfo
+from twofa.domain.client import ClientInfo, client_address
 from twofa.errors import Forbidden, SessionExpired
 from twofa.services.runtime import Gateway
 from twofa.services.state.sessions import Level, SessionView
@@ -35,6 +35,26 @@ class SignInRequired(SessionExpired):
         super().__init__("sign-in required")
 
 
+# twofa's own cookies: a bearer session and a remembered device. They are for the gateway only,
+# never for a protected application under the same cookie domain (see `cookies_for_the_app`).
+GATEWAY_COOKIES: Final = frozenset({SESSION_COOKIE, DEVICE_COOKIE})
+
+
+def cookies_for_the_app(cookie_header: str) -> str:
+    """The Cookie header a protected application gets: the browser's, without twofa's own.
+    A cookie is dropped if the gateway would read it by that name (the same split and strip
+    as Starlette's cookie parser), so no spelling of it slips through."""
+    if not any(name in cookie_header for name in GATEWAY_COOKIES):
+        return cookie_header  # the common case, and the cheapest
+    kept = [
+        chunk.strip()
+        for chunk in cookie_header.split(";")
+        if ("=" not in chunk or chunk.split("=", 1)[0].strip() not in GATEWAY_COOKIES)
+        and chunk.strip()
+    ]
+    return "; ".join(kept)
+
+
 def gateway_of(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
@@ -44,17 +64,12 @@ def client_of(request: Request) -> ClientInfo:
     """Who is asking: behind a trusted reverse proxy, the address it forwarded (throttling
     and the audit log need the browser's address, not the proxy's)."""
     ip = request.client.host if request.client else ""
-    if gateway_of(request).forward_auth.trusts_proxy(ip):
-        ip = forwarded_client_ip(request.headers.get("x-forwarded-for", ""), ip)
+    trusts_proxy = gateway_of(request).forward_auth.trusts_proxy
+    if trusts_proxy(ip):
+        # Every X-Forwarded-For line, in order: a proxy may add its own line, not a comma.
+        forwarded_for = ",".join(request.headers.getlist("x-forwarded-for"))
+        ip = client_address(forwarded_for, ip, trusts_proxy)
     return ClientInfo(ip=ip[:64], user_agent=request.headers.get("user-agent", "")[:300])
-
-
-def forwarded_client_ip(forwarded_for: str, peer: str) -> str:
-    """The address a trusted proxy saw the client come from: the last X-Forwarded-For entry
-    (the one that proxy appended; earlier ones are whatever the client claimed), else the
-    peer itself."""
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-    return hops[-1] if hops else peer
 
 
 async def current_session(request: Request) -> SessionView | None:

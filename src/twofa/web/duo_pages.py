@@ -21,7 +21,6 @@ from twofa.services.duo.factors import DuoFactorService, FactorNotAllowed
 from twofa.services.duo.push import DuoPushService
 from twofa.services.duo.push_fatigue import without_phone_requests
 from twofa.services.duo.rules import CALLING, Bypass, SetupKind, SetupView
-from twofa.services.second_factor.gate import StepUpRequired
 from twofa.services.second_factor.outcomes import Completion, FailOpen, SecondFactorError
 from twofa.services.state.sessions import Level, SessionView
 from twofa.web.context import (
@@ -172,19 +171,10 @@ async def _setup_or_complete(
     return setup
 
 
-async def ask_for_step_up(request: Request, session: SessionView) -> Response:
-    """Remembers the page that needs a fresh second factor, then asks for one."""
-    await gateway_of(request).sessions.set_next_url(session, request.url.path)
-    return RedirectResponse("/2fa/use?step_up=1", status_code=303)
-
-
 @router.get("/duo/setup")
 async def duo_setup(request: Request) -> Response:
     session = await session_in(request, *VERIFYING)
-    try:
-        setup = await _setup_or_complete(request, session, enrol=True)
-    except StepUpRequired:
-        return await ask_for_step_up(request, session)
+    setup = await _setup_or_complete(request, session, enrol=True)
     if isinstance(setup, Response):
         return setup
     qr = activation_qr_svg(setup.activation_code) if setup.activation_code else None

@@ -13,6 +13,7 @@ from typing import Final
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from twofa.domain.redirects import HOME
 from twofa.errors import (
     Conflict,
     Forbidden,
@@ -24,11 +25,13 @@ from twofa.errors import (
     Unavailable,
     category_of,
 )
+from twofa.services.second_factor.gate import SecondFactorNeeded, StepUpRequired
 from twofa.services.second_factor.outcomes import SecondFactorError
-from twofa.web.context import CsrfError, SignInRequired
+from twofa.web.context import CsrfError, SignInRequired, current_session, gateway_of
 from twofa.web.templating import render
 
 log = logging.getLogger("twofa.web")
+CONSOLE: Final = "/admin"
 # The status of each error category, and what its page says when the error carries no words
 # written for users (`TwofaError.user_message`).
 CATEGORY_ANSWERS: Final[Mapping[type[TwofaError], tuple[int, str]]] = {
@@ -72,6 +75,33 @@ async def sign_in_required(request: Request, exc: Exception) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
+async def step_up_required(request: Request, exc: Exception) -> Response:
+    """A page that needs a second factor (or a recent one): the user verifies, then comes
+    back to the page (a change is submitted again from it: its form is not kept)."""
+    assert isinstance(exc, StepUpRequired)
+    target = "/2fa/elevate" if isinstance(exc, SecondFactorNeeded) else "/2fa/use?step_up=1"
+    session = await current_session(request)
+    if session is not None:
+        back = exc.return_to or return_path(request)
+        await gateway_of(request).sessions.set_next_url(session, back)
+    if wants_json(request):
+        return JSONResponse({"state": "error", "message": exc.message, "redirect": target}, 403)
+    return RedirectResponse(target, status_code=303)
+
+
+def return_path(request: Request) -> str:
+    """Where to come back to: this page, or for a form the page it was sent from (its
+    Referer, when it is this gateway's own page)."""
+    if request.method in ("GET", "HEAD"):
+        query = request.url.query
+        return request.url.path + (f"?{query}" if query else "")
+    referer = urllib.parse.urlsplit(request.headers.get("referer", ""))
+    same_site = referer.netloc == request.headers.get("host", "") and referer.netloc != ""
+    if same_site and referer.path.startswith("/") and not referer.path.startswith("//"):
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    return CONSOLE if request.url.path.startswith(CONSOLE + "/") else HOME
+
+
 async def csrf_failed(request: Request, exc: Exception) -> Response:
     log.warning("CSRF check failed for %s %s", request.method, request.url.path)
     return problem(
@@ -104,5 +134,6 @@ async def unexpected(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, sign_in_required)
     app.add_exception_handler(CsrfError, csrf_failed)
+    app.add_exception_handler(StepUpRequired, step_up_required)
     app.add_exception_handler(TwofaError, by_category)
     app.add_exception_handler(Exception, unexpected)

@@ -27,9 +27,10 @@ from typing import Final, NamedTuple
 from starlette.requests import cookie_parser
 from starlette.types import Scope, Send
 
+from twofa.domain.client import client_address
 from twofa.services.access.forward_auth import AuthzAnswer, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
-from twofa.web.context import SESSION_COOKIE, forwarded_client_ip
+from twofa.web.context import SESSION_COOKIE, cookies_for_the_app
 from twofa.web.security_headers import SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,11 @@ class ProxyHeaders(NamedTuple):
     def read(cls, raw: Iterable[tuple[bytes, bytes]]) -> ProxyHeaders:
         found: dict[bytes, str] = {}
         for name, value in raw:
-            if name in _PROXY_HEADERS and name not in found:
-                found[name] = value.decode("latin-1")
+            if name in _PROXY_HEADERS:
+                if name not in found:
+                    found[name] = value.decode("latin-1")
+                elif name == b"x-forwarded-for":  # a proxy may add its own line: keep all
+                    found[name] += "," + value.decode("latin-1")
         return cls(
             found.get(b"cookie", ""),
             found.get(b"x-original-url", ""),
@@ -102,10 +106,12 @@ class ProxyHeaders(NamedTuple):
         return cookie_parser(self.cookie).get(SESSION_COOKIE) if self.cookie else None
 
 
-def original_request(headers: ProxyHeaders, peer: str) -> OriginalRequest | None:
+def original_request(
+    headers: ProxyHeaders, peer: str, is_trusted_proxy: Callable[[str], bool]
+) -> OriginalRequest | None:
     """The proxied request, or None when the headers do not describe one. Only call it for
     a trusted proxy: these headers are whatever the caller says."""
-    client_ip = forwarded_client_ip(headers.forwarded_for, peer)
+    client_ip = client_address(headers.forwarded_for, peer, is_trusted_proxy)
     if original := headers.original_url:
         try:
             parts = urllib.parse.urlsplit(original)
@@ -124,6 +130,15 @@ def original_request(headers: ProxyHeaders, peer: str) -> OriginalRequest | None
     if any(ch in host for ch in "/@\\ ") or any(ch in uri for ch in "\r\n"):
         return None
     return OriginalRequest(scheme, host.lower(), uri, client_ip)
+
+
+def app_cookie_header(headers: ProxyHeaders) -> RawHeaders:
+    """On an allow, the Cookie header the proxy sets on the request to the app: the
+    browser's without twofa's session and device cookies, so an application under the cookie
+    domain never holds a bearer session. Always sent (empty when nothing is left): nginx sets
+    it from `$upstream_http_cookie`, Traefik's `authResponseHeaders` and Caddy's
+    `copy_headers` replace the request's with it."""
+    return [(b"cookie", cookies_for_the_app(headers.cookie).translate(_UNSAFE).encode("latin-1"))]
 
 
 def identity_headers(answer: AuthzAnswer) -> RawHeaders:
@@ -167,26 +182,33 @@ def _not_allowed(answer: AuthzAnswer) -> FastResponse:
     return _refused(answer.reason, 400 if answer.verdict is Verdict.BAD_PATH else 403)
 
 
-async def _answer(gateway: Gateway, scope: Scope) -> tuple[AuthzAnswer, OriginalRequest] | None:
+class Answered(NamedTuple):
+    answer: AuthzAnswer
+    original: OriginalRequest
+    headers: ProxyHeaders
+
+
+async def _answer(gateway: Gateway, scope: Scope) -> Answered | None:
     forward_auth = gateway.forward_auth
     client = scope.get("client")
     peer = client[0] if client else ""
     if not forward_auth.trusts_proxy(peer):
         return None
     headers = ProxyHeaders.read(scope["headers"])
-    original = original_request(headers, peer)
+    original = original_request(headers, peer, forward_auth.trusts_proxy)
     if original is None:
         return None
-    return await forward_auth.check(headers.session_token, original), original
+    return Answered(await forward_auth.check(headers.session_token, original), original, headers)
 
 
 async def nginx_auth_request(gateway: Gateway, scope: Scope) -> FastResponse:
     answered = await _answer(gateway, scope)
     if answered is None:
         return _refused("forward-auth: not called by a trusted proxy with X-Original-URL")
-    answer, _ = answered
+    answer, _, headers = answered
     if answer.verdict is Verdict.ALLOW:
-        return FastResponse(200, [*identity_headers(answer), *_TO_PROXY])
+        allow = [*identity_headers(answer), *app_cookie_header(headers), *_TO_PROXY]
+        return FastResponse(200, allow)
     if answer.verdict is Verdict.SIGN_IN:
         return FastResponse(401, _TO_PROXY)
     return _not_allowed(answer)
@@ -196,9 +218,10 @@ async def traefik_caddy_forward_auth(gateway: Gateway, scope: Scope) -> FastResp
     answered = await _answer(gateway, scope)
     if answered is None:
         return _refused("forward-auth: not called by a trusted proxy with X-Forwarded-* headers")
-    answer, original = answered
+    answer, original, headers = answered
     if answer.verdict is Verdict.ALLOW:
-        return FastResponse(200, [*identity_headers(answer), *_TO_PROXY])
+        allow = [*identity_headers(answer), *app_cookie_header(headers), *_TO_PROXY]
+        return FastResponse(200, allow)
     if answer.verdict is Verdict.SIGN_IN:
         portal = gateway.settings.public_url.rstrip("/")
         target = f"{portal}/login?" + urllib.parse.urlencode({"next": original.url})

@@ -28,7 +28,6 @@ from twofa.web.context import (
     session_in,
 )
 from twofa.web.duo_pages import (
-    ask_for_step_up,
     completed,
     method_url,
     remember_device_if_asked,
@@ -118,12 +117,9 @@ async def verify_answer(request: Request, code: str) -> Response:
 @router.get("/m/{code}/enrol")
 async def enrol_page(request: Request, code: str) -> Response:
     session = await session_in(request, *VERIFYING)
-    try:
-        started = await gateway_of(request).second_factor.begin_enrolment(
-            session, code, client_of(request)
-        )
-    except StepUpRequired:
-        return await ask_for_step_up(request, session)
+    started = await gateway_of(request).second_factor.begin_enrolment(
+        session, code, client_of(request)
+    )
     return await _page(request, session, code, "enrol", started)
 
 
@@ -132,12 +128,9 @@ async def enrol_with_details(request: Request, code: str) -> Response:
     """The method's details form (the address codes go to), then its set-up as usual."""
     session = await session_in(request, *VERIFYING)
     fields = _response_fields(await request.form())
-    try:
-        started = await gateway_of(request).second_factor.begin_enrolment(
-            session, code, client_of(request), entered=fields
-        )
-    except StepUpRequired:
-        return await ask_for_step_up(request, session)
+    started = await gateway_of(request).second_factor.begin_enrolment(
+        session, code, client_of(request), entered=fields
+    )
     if started.error:
         return await _page(request, session, code, "enrol", started, 400, error=started.error)
     return await _page(request, session, code, "enrol", started)
@@ -154,7 +147,7 @@ async def enrol_answer(request: Request, code: str) -> Response:
             session, code, challenge_id, _response_fields(form), client_of(request)
         )
     except StepUpRequired:
-        return await ask_for_step_up(request, session)
+        raise  # web/errors.py sends the user to verify, then back to the set-up page
     except SecondFactorError as exc:
         again = await factors.reopen(session, code, challenge_id, "enrol")
         if again is None:

@@ -84,9 +84,8 @@ async def change(request: Request, action: str) -> Response:
             done = "default"
         else:
             return await _page(request, "That change is not possible.", 400)
-    except StepUpRequired:
-        await gateway.sessions.set_next_url(session, MY_2FA)
-        return RedirectResponse("/2fa/use?step_up=1", status_code=303)
+    except StepUpRequired as step_up:  # web/errors.py sends the user to verify, then back
+        raise step_up.returning_to(MY_2FA) from None
     except SecondFactorError as exc:
         return await _page(request, exc.message, 400)
     return RedirectResponse(f"{MY_2FA}?done={done}", status_code=303)

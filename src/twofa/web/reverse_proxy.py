@@ -7,7 +7,9 @@ the application serves the resource the rules decided about.
 Bodies stream both ways (an upload or a download is never held in memory); hop-by-hop headers
 are dropped; any header the client sent whose name starts with `Remote` is removed before the
 app sees the request: not only `Remote-User`, but its aliases (`Remote_User`, `Remote.User`),
-which backends that read headers as CGI or WSGI variables take for it.
+which backends that read headers as CGI or WSGI variables take for it. The client's own
+`X-Forwarded-*` headers are replaced, not added to (this proxy is the first hop: the address
+it saw is the client's), and twofa's cookies never reach the app.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from twofa.domain.request_paths import PathRefusal
 from twofa.services.access.forward_auth import ForwardAuthService, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
-from twofa.web.context import SESSION_COOKIE
+from twofa.web.context import SESSION_COOKIE, cookies_for_the_app
 
 HOP_BY_HOP: Final = frozenset(
     {
@@ -43,6 +45,8 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 IDENTITY_PREFIX: Final = "remote"  # the identity headers and every alias of them
+# Set here from what this proxy saw; whatever the client sent under these names is dropped.
+REPLACED: Final = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "cookie"})
 
 
 class ReverseProxy:
@@ -95,8 +99,12 @@ class ReverseProxy:
         headers = [
             (name, value)
             for name, value in request.headers.items()
-            if name not in HOP_BY_HOP and not name.startswith(IDENTITY_PREFIX)
+            if name not in HOP_BY_HOP
+            and name not in REPLACED
+            and not name.startswith(IDENTITY_PREFIX)
         ]
+        if cookies := cookies_for_the_app("; ".join(request.headers.getlist("cookie"))):
+            headers.append(("cookie", cookies))
         headers.append(("x-forwarded-for", original.client_ip))
         headers.append(("x-forwarded-proto", original.scheme))
         headers.append(("x-forwarded-host", original.host))

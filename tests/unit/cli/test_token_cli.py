@@ -100,3 +100,50 @@ def test_a_name_in_use_exits_2(cli: TwofaCli) -> None:
     assert result.exit_code == 2
     assert "already named 'deploy'" in result.stderr
     assert len(json.loads(cli.ok("token", "list", "--json").stdout)) == 1
+
+
+def test_a_token_reads_only_unless_scopes_are_named(cli: TwofaCli) -> None:
+    _create(cli, "reader")
+    _create(cli, "ops", "--scope", "read", "--scope", "users,settings")
+    listed = {item["name"]: item for item in json.loads(cli.ok("token", "list", "--json").stdout)}
+    assert listed["reader"]["scopes"] == ["read"]
+    assert listed["ops"]["scopes"] == ["read", "users", "settings"]
+    assert listed["ops"]["owner"] is None
+    assert "read users settings" in cli.ok("token", "list").stdout
+
+
+def test_an_unknown_scope_is_a_usage_error_naming_the_choices(cli: TwofaCli) -> None:
+    result = cli("token", "create", "deploy", "--scope", "admin")
+    assert result.exit_code == 2
+    assert "read users settings tokens" in result.output
+    assert "no API tokens yet" in cli.ok("token", "list").stdout
+
+
+def test_a_token_answers_to_the_admin_named_as_its_owner(cli: TwofaCli) -> None:
+    cli.ok("user", "add", "boss", "--password-stdin", "--admin", input="boss-password-long-1\n")
+    cli.ok("user", "add", "carol", "--password-stdin", input="carol-password-long-1\n")
+    _create(cli, "owned", "--owner", "boss")
+    [listed] = json.loads(cli.ok("token", "list", "--json").stdout)
+    assert listed["owner"] == "boss"
+
+    refused = cli("token", "create", "not-owned", "--owner", "carol")
+    assert refused.exit_code != 0
+    assert "'carol' is not an enabled admin" in refused.output
+
+
+def test_promote_and_demote_grant_and_take_away_the_admin_role(cli: TwofaCli) -> None:
+    cli.ok("user", "add", "boss", "--password-stdin", "--admin", input="boss-password-long-1\n")
+    _create(cli, "owned", "--owner", "boss")
+    token = _create(cli, "owned-too", "--owner", "boss")
+
+    async def caller(gateway: Gateway) -> str | None:
+        found = await ApiTokenService(gateway.db, gateway.clock).authenticate(token)
+        return found.actor if found else None
+
+    assert cli.query(caller) == "token:owned-too"
+    assert "boss is no longer an admin" in cli.ok("user", "demote", "boss").stdout
+    assert cli.query(caller) is None  # the token answers to an admin who is no more
+    assert "boss is an admin" in cli.ok("user", "promote", "boss").stdout
+    assert cli.query(caller) == "token:owned-too"
+    kinds = [row.kind for row in cli.audit_rows() if row.kind.startswith("user_admin")]
+    assert kinds == ["user_admin_revoke", "user_admin_grant"]

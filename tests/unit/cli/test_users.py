@@ -10,10 +10,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from tests.unit.cli.conftest import TwofaCli
-from twofa.security.passwords import verify_password
+from twofa.security.passwords import PasswordHashing
 from twofa.services.runtime import Gateway
 from twofa.storage.repositories import DuoEnrolments, Sessions, Users
 from twofa.storage.tables import SessionRow
+
+verify_password = PasswordHashing().verify  # a hash names its own parameters
 
 
 def test_add_reads_the_password_from_a_file(cli: TwofaCli, password_file: Path) -> None:
@@ -32,10 +34,10 @@ def test_add_reads_the_password_from_stdin(cli: TwofaCli) -> None:
 
 
 def test_add_asks_for_the_password_twice_without_echo(cli: TwofaCli) -> None:
-    result = cli.ok("user", "add", "alice", input="prompted-pw\nprompted-pw\n")
+    result = cli.ok("user", "add", "alice", input="prompted-password\nprompted-password\n")
 
-    assert "prompted-pw" not in result.output
-    assert verify_password(cli.user_row("alice").password_hash, "prompted-pw")
+    assert "prompted-password" not in result.output
+    assert verify_password(cli.user_row("alice").password_hash, "prompted-password")
 
 
 def test_add_stores_the_details_given(cli: TwofaCli) -> None:
@@ -124,7 +126,7 @@ def test_passwd_from_stdin_ends_the_users_sessions(cli: TwofaCli) -> None:
 
 
 def test_passwd_for_an_unknown_user_exits_2(cli: TwofaCli) -> None:
-    result = cli("user", "passwd", "nobody", "--password-stdin", input="whatever\n")
+    result = cli("user", "passwd", "nobody", "--password-stdin", input="whatever-password\n")
 
     assert result.exit_code == 2
     assert "error: no user 'nobody'" in result.stderr
@@ -165,7 +167,8 @@ def test_list_shows_a_table_with_policy_and_method_columns(cli: TwofaCli) -> Non
     ]  # fmt: skip
     assert "enabled via group engineering" in lines[2]
     assert lines[2].endswith("not set up")
-    assert lines[3].split()[:6] == ["bob", "bob", "no", "yes", "-", "no"]
+    assert lines[3].split()[:6] == ["bob", "bob", "no", "yes", "-", "required"]
+    assert "required for administrators" in lines[3]
 
 
 def test_list_with_no_users_says_how_to_add_one(cli: TwofaCli) -> None:

@@ -73,3 +73,11 @@ def test_grace_days_run_from_the_first_postponement() -> None:
 def test_both_limits_apply_together() -> None:
     assert enrolment_grace(5, 1, 1, NOW, NOW + timedelta(days=2)).may_postpone is False
     assert enrolment_grace(1, 10, 1, NOW, NOW).may_postpone is False
+
+
+def test_an_administrator_always_needs_a_second_factor() -> None:
+    decision = second_factor_policy(False, [], everyone=False, admin=True)
+    assert decision == PolicyDecision(True, "required for administrators")
+    assert second_factor_policy(True, ["ops"], everyone=True, admin=True).reason == (
+        "required for administrators"
+    )

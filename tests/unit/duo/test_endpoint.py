@@ -1,4 +1,5 @@
-"""DuoEndpoint.parse: what an admin may type as the API hostname, and the HTTP client for it."""
+"""DuoEndpoint.parse: what an admin may type as the API hostname (Duo's own hosts, and any
+other only where custom hosts are allowed), and the HTTP client for it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import httpx
 import pytest
 
 from twofa.duo.endpoint import (
+    CustomHostRefused,
     DuoEndpoint,
     InvalidEndpoint,
     is_duo_hostname,
@@ -17,8 +19,8 @@ from twofa.duo.endpoint import (
 from twofa.duo.transport import PooledTransport
 
 
-def parsed(value: str) -> tuple[str, str, bool]:
-    endpoint = DuoEndpoint.parse(value)
+def parsed(value: str, *, custom: bool = False) -> tuple[str, str, bool]:
+    endpoint = DuoEndpoint.parse(value, allow_custom_host=custom)
     return endpoint.signed_host, endpoint.base_url, endpoint.uses_tls
 
 
@@ -48,7 +50,7 @@ def test_hostname_is_lower_cased_trimmed_and_a_bare_slash_ignored(value: str) ->
 
 
 def test_https_url_keeps_its_port_in_signed_host_and_base_url() -> None:
-    assert parsed("https://api-x.duosecurity.com:8443") == (
+    assert parsed("https://api-x.duosecurity.com:8443", custom=True) == (
         "api-x.duosecurity.com:8443",
         "https://api-x.duosecurity.com:8443",
         True,
@@ -60,14 +62,14 @@ def test_https_url_keeps_its_port_in_signed_host_and_base_url() -> None:
     [("http://127.0.0.1:8081", "127.0.0.1:8081"), ("http://LocalHost:8081", "localhost:8081")],
 )
 def test_plain_http_to_a_simulator_on_loopback_is_accepted(value: str, host: str) -> None:
-    assert parsed(value) == (host, f"http://{host}", False)
+    assert parsed(value, custom=True) == (host, f"http://{host}", False)
 
 
 @pytest.mark.parametrize(
     ("value", "host"), [("http://[::1]:8081", "[::1]:8081"), ("http://[::1]", "[::1]")]
 )
 def test_plain_http_to_ipv6_loopback_keeps_the_brackets(value: str, host: str) -> None:
-    assert parsed(value) == (host, f"http://{host}", False)
+    assert parsed(value, custom=True) == (host, f"http://{host}", False)
     assert httpx.URL(f"http://{host}/auth/v2/ping").host == "::1"
 
 
@@ -83,7 +85,46 @@ def test_plain_http_to_ipv6_loopback_keeps_the_brackets(value: str, host: str) -
 )
 def test_plain_http_to_anything_but_loopback_is_refused(value: str) -> None:
     with pytest.raises(InvalidEndpoint, match="plain http"):
+        DuoEndpoint.parse(value, allow_custom_host=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "host"),
+    [
+        ("api-1234abcd.duosecurity.com", "api-1234abcd.duosecurity.com"),
+        ("api-1234abcd.duofederal.com", "api-1234abcd.duofederal.com"),
+        ("https://api-1234abcd.duosecurity.eu", "api-1234abcd.duosecurity.eu"),
+        ("https://api-1234abcd.duosecurity.com:443", "api-1234abcd.duosecurity.com:443"),
+    ],
+)
+def test_duos_own_hosts_need_no_allowance(value: str, host: str) -> None:
+    assert parsed(value) == (host, f"https://{host}", True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://127.0.0.1:8081",  # a service on the gateway's own machine
+        "http://localhost:6379",
+        "https://[::1]:8443",
+        "https://internal.example:8443",  # a host of the internal network
+        "https://10.0.0.1",
+        "https://169.254.169.254",  # a cloud metadata service
+        "api-x.duosecurity.com.evil.test",  # Duo's name as a prefix of the attacker's
+        "api-x.duosecurity.co",
+        "duosecurity.com",
+        "evilduosecurity.com",
+        "https://api-x.duosecurity.com:8443",  # Duo's host, but a port Duo does not serve
+    ],
+)
+def test_attack_duo_hostname_pointed_elsewhere_is_refused_unless_allowed(value: str) -> None:
+    with pytest.raises(CustomHostRefused, match="is not a Duo API host"):
         DuoEndpoint.parse(value)
+    assert DuoEndpoint.parse(value, allow_custom_host=True).base_url  # allowed: accepted
+
+
+def test_a_refused_custom_host_is_an_invalid_endpoint() -> None:
+    assert issubclass(CustomHostRefused, InvalidEndpoint)
 
 
 @pytest.mark.parametrize(
@@ -173,7 +214,7 @@ async def test_make_http_client_verifies_certificates_and_never_follows_redirect
 
 
 async def test_make_http_client_works_for_a_loopback_simulator_too() -> None:
-    client = make_http_client(DuoEndpoint.parse("http://127.0.0.1:8081"))
+    client = make_http_client(DuoEndpoint.parse("http://127.0.0.1:8081", allow_custom_host=True))
     async with client:
         assert isinstance(client, httpx.AsyncClient)
         assert client.timeout.connect == 5.0

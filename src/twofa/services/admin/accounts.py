@@ -4,6 +4,7 @@ The CLI calls these today; the admin console and REST API call the same function
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,11 +24,13 @@ from twofa.domain.account_input import (
     new_user_problems,
 )
 from twofa.domain.client import CLI, ClientInfo
-from twofa.domain.policy import PolicyDecision, second_factor_policy
+from twofa.domain.policy import PolicyDecision
+from twofa.errors import Refused
 from twofa.methods.registry import DUO_PUSH
-from twofa.security.passwords import hash_password
+from twofa.security.password_rules import password_problem
+from twofa.security.passwords import PasswordHashing
 from twofa.services.second_factor.gate import enrolled_methods
-from twofa.services.settings.two_factor import enforced_for_everyone
+from twofa.services.settings.two_factor import policy_of
 from twofa.services.state import audit, throttle
 from twofa.services.state.lockouts import (
     any_lockout_ends,
@@ -37,6 +40,10 @@ from twofa.services.state.lockouts import (
 from twofa.storage.credentials import Credentials, RememberedDevices
 from twofa.storage.repositories import DuoEnrolments, Groups, Sessions, Users
 from twofa.storage.tables import GroupRow, UserRow
+
+
+class DemoOnly(Refused):
+    """A demo user with its documented password was asked for outside demo mode."""
 
 
 @dataclass(frozen=True)
@@ -67,15 +74,34 @@ class GroupSummary:
 
 class AccountService:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], clock: Clock, actor: str = "cli"
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        actor: str = "cli",
+        *,
+        hashing: PasswordHashing,
+        exempt_admins: bool = False,
+        demo: bool = False,
     ) -> None:
+        """`exempt_admins`: the demo's `admins_without_second_factor`, for the policy shown;
+        `demo`: the gateway runs in demo mode, the only one where `add_demo_user` works."""
         self._db = sessions
         self._clock = clock
         self._actor = actor
+        self._hashing = hashing
+        self._exempt_admins = exempt_admins
+        self._demo = demo
 
     def acting_as(self, actor: str) -> AccountService:
         """The same actions, audited as `actor` (an admin's name, `token:<name>`)."""
-        return AccountService(self._db, self._clock, actor=actor)
+        return AccountService(
+            self._db,
+            self._clock,
+            actor,
+            hashing=self._hashing,
+            exempt_admins=self._exempt_admins,
+            demo=self._demo,
+        )
 
     async def add_user(
         self,
@@ -87,10 +113,35 @@ class AccountService:
         is_admin: bool = False,
         client: ClientInfo = CLI,
     ) -> None:
+        """`password` None: an account without one (it is set later)."""
+        if password is not None:
+            refuse_weak_password(password, username.strip())
+        await self._add_user(username, password, display_name, email, is_admin, client)
+
+    async def add_demo_user(
+        self, username: str, password: str, *, display_name: str, email: str, is_admin: bool
+    ) -> None:
+        """One of `twofa demo`'s users, with the short password the README gives for it: only
+        in demo mode, the one place where a password everyone knows is the point."""
+        if not self._demo:
+            raise DemoOnly("demo users with documented passwords exist in demo mode only")
+        await self._add_user(username, password, display_name, email, is_admin, CLI)
+
+    async def _add_user(
+        self,
+        username: str,
+        password: str | None,
+        display_name: str,
+        email: str,
+        is_admin: bool,
+        client: ClientInfo,
+    ) -> None:
         username = username.strip()
         problems = new_user_problems(NewUser(username, display_name, email, password, ()))
         if problems:
             raise InvalidAccountInput("; ".join(problems))
+        # argon2 is slow on purpose: off the event loop, and before any transaction opens
+        password_hash = await asyncio.to_thread(self._hashing.hash, password) if password else None
         try:
             async with self._db.begin() as db:
                 if await Users(db).by_name(username) is not None:
@@ -100,7 +151,7 @@ class AccountService:
                         username=username,
                         display_name=display_name or username,
                         email=email,
-                        password_hash=hash_password(password) if password else None,
+                        password_hash=password_hash,
                         enabled=True,
                         is_admin=is_admin,
                         twofa_enabled=False,
@@ -112,11 +163,11 @@ class AccountService:
             raise AccountConflict(f"user {username!r} already exists") from None
 
     async def set_password(self, username: str, password: str, client: ClientInfo = CLI) -> None:
-        if not password:
-            raise InvalidAccountInput("the new password is empty")
+        refuse_weak_password(password, username)
+        password_hash = await asyncio.to_thread(self._hashing.hash, password)
         async with self._db.begin() as db:
             user = await self._user(db, username)
-            user.password_hash = hash_password(password)
+            user.password_hash = password_hash
             await Sessions(db).remove_for_user(user.id)  # a new password ends every session
             await RememberedDevices(db).remove_of_user(user.id)  # and every remembered device
             self._audit(db, "user_password", username, client)
@@ -128,6 +179,16 @@ class AccountService:
             if not enabled:
                 await Sessions(db).remove_for_user(user.id)
             self._audit(db, "user_enable" if enabled else "user_disable", username, client)
+
+    async def set_admin(self, username: str, is_admin: bool, client: ClientInfo = CLI) -> None:
+        """Grants or takes away the admin role. Taken away, the console closes to the user at
+        their next request and every API token answering to them stops."""
+        async with self._db.begin() as db:
+            user = await self._user(db, username)
+            if user.is_admin != is_admin:
+                user.is_admin = is_admin
+                kind = "user_admin_grant" if is_admin else "user_admin_revoke"
+                self._audit(db, kind, username, client)
 
     async def reset_second_factor(self, username: str, client: ClientInfo = CLI) -> None:
         async with self._db.begin() as db:
@@ -246,7 +307,7 @@ class AccountService:
                     raise ImportRejected(problems)
                 # argon2 is slow on purpose: hash before the first write takes the write lock
                 hashes = {
-                    new.username: hash_password(new.password) for new in users if new.password
+                    new.username: self._hashing.hash(new.password) for new in users if new.password
                 }
                 groups, created = await self._groups_for_import(db, users, client)
                 for new in users:
@@ -264,6 +325,8 @@ class AccountService:
         seen: set[str] = set()
         for position, new in enumerate(users):
             messages = new_user_problems(new)
+            if new.password and (weak := password_problem(new.password, new.username)):
+                messages.append(f"password: {weak}")
             if new.username in seen:
                 messages.append(f"user {new.username!r} is listed more than once")
             elif await Users(db).by_name(new.username) is not None:
@@ -337,11 +400,7 @@ class AccountService:
             enabled=user.enabled,
             is_admin=user.is_admin,
             groups=tuple(await users.group_names(user.id)),
-            policy=second_factor_policy(
-                user.twofa_enabled,
-                await users.group_names(user.id, twofa_only=True),
-                everyone=await enforced_for_everyone(db),
-            ),
+            policy=await policy_of(db, user, exempt_admins=self._exempt_admins),
             duo_configured=DUO_PUSH in methods,
             methods=methods,
         )
@@ -359,3 +418,9 @@ class AccountService:
             actor=self._actor,
             **detail,
         )
+
+
+def refuse_weak_password(password: str, username: str) -> None:
+    """Raises, naming the password field, when security.password_rules refuses it."""
+    if problem := password_problem(password, username):
+        raise InvalidAccountInput(f"password: {problem}", fields={"password": problem})

@@ -1,6 +1,8 @@
-"""Bearer tokens for the REST API: created by an admin (console, CLI or API), shown once, kept
-only as a SHA-256, revocable and always expiring. A token acts with admin rights; the audit log
-names it `token:<name>`, so each token's changes can be told apart."""
+"""Bearer tokens for the REST API: created on the CLI or through the API, shown once, kept only
+as a SHA-256, revocable and always expiring. A token acts within its scopes (domain.api_scopes),
+and a token never makes one with a scope it lacks. One made by an admin answers to that admin:
+it stops working the moment the account is no longer an enabled admin. The audit log names a
+token `token:<name>`, so each token's changes can be told apart."""
 
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ from typing import Final
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
+from twofa.domain.api_scopes import ALL_SCOPES, Scope, parse_scopes, scopes_text
 from twofa.domain.client import CLI, ClientInfo
-from twofa.errors import Conflict, Invalid, NotFound, TwofaError
+from twofa.errors import Conflict, Forbidden, Invalid, NotFound, TwofaError
 from twofa.security.tokens import new_token, same_token, token_digest
 from twofa.services.state import audit
-from twofa.storage.repositories import ApiTokens
+from twofa.storage.repositories import ApiTokens, Users
 from twofa.storage.tables import ApiTokenRow
 
 TOKEN_PREFIX: Final = "twofa_"  # noqa: S105 (a marker that makes leaked tokens greppable)
@@ -46,6 +49,18 @@ class ApiTokenNameTaken(ApiTokenError, Conflict):
         return {"name": str(self)}
 
 
+class ScopeBeyondCreator(ApiTokenError, Forbidden):
+    """A token asked for a token with a scope it does not hold itself."""
+
+
+class ScopeMissing(ApiTokenError, Forbidden):
+    """The token is good, but the route needs a scope it does not hold."""
+
+    def __init__(self, needed: Scope | None, message: str) -> None:
+        self.needed = needed
+        super().__init__(message)
+
+
 class InvalidApiTokenRequest(ApiTokenError, Invalid):
     """A bad name or lifetime; `field` names what to fix."""
 
@@ -65,6 +80,8 @@ class ApiTokenInfo:
     expires_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    scopes: frozenset[Scope]
+    owner: str | None  # the admin it answers to; None: made on the command line
 
     def active_at(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.expires_at
@@ -80,11 +97,13 @@ class IssuedToken:
 
 @dataclass(frozen=True)
 class ApiCaller:
-    """Who an accepted bearer token acts for."""
+    """Who an accepted bearer token acts for, and what it may do."""
 
     token_id: str
     token_name: str
     created_by: str
+    scopes: frozenset[Scope]
+    owner_user_id: int | None
 
     @property
     def actor(self) -> str:
@@ -105,7 +124,7 @@ def token_name_problem(name: str) -> str | None:
     return None
 
 
-def _info(row: ApiTokenRow) -> ApiTokenInfo:
+def _info(row: ApiTokenRow, owner: str | None) -> ApiTokenInfo:
     return ApiTokenInfo(
         id=row.id,
         name=row.name,
@@ -114,6 +133,8 @@ def _info(row: ApiTokenRow) -> ApiTokenInfo:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        scopes=parse_scopes([row.scopes]),
+        owner=owner,
     )
 
 
@@ -123,22 +144,38 @@ class ApiTokenService:
         self._clock = clock
 
     async def create(
-        self, name: str, *, created_by: str, days: int = DEFAULT_DAYS, client: ClientInfo = CLI
+        self,
+        name: str,
+        *,
+        created_by: str,
+        scopes: frozenset[Scope],
+        days: int = DEFAULT_DAYS,
+        client: ClientInfo = CLI,
+        by_token: ApiCaller | None = None,
+        owner: str | None = None,
     ) -> IssuedToken:
-        """`created_by` is the creator's audit actor: an admin's name, `cli` or `token:<name>`."""
+        """`created_by` is the creator's audit actor: an admin's name, `cli` or `token:<name>`.
+        A token made `by_token` holds none of the scopes that token lacks and answers to its
+        admin; one made on the command line answers to `owner` (an enabled admin) if named."""
         name = name.strip()
         if problem := token_name_problem(name):
             raise InvalidApiTokenRequest("name", f"invalid token name: {problem}")
         if not 1 <= days <= MAX_DAYS:
             raise InvalidApiTokenRequest("days", f"a token lives 1 to {MAX_DAYS} days")
+        if not scopes:
+            raise InvalidApiTokenRequest("scopes", "a token needs at least one scope")
+        beyond = scopes - (by_token.scopes if by_token else ALL_SCOPES)
+        if beyond:
+            raise ScopeBeyondCreator(
+                f"a token cannot make a token with a scope it does not have: {scopes_text(beyond)}"
+            )
         token_id = secrets.token_hex(8)
         token = f"{TOKEN_PREFIX}{token_id}_{new_token()}"
         now = self._clock.now()
         async with self._db.begin() as db:
+            owner_id = by_token.owner_user_id if by_token else await self._owner_id(db, owner)
             repository = ApiTokens(db)
-            if any(
-                row.name == name and _info(row).active_at(now) for row in await repository.all()
-            ):
+            if any(row.name == name and _active(row, now) for row in await repository.all()):
                 raise ApiTokenNameTaken(f"an active token is already named {name!r}")
             row = ApiTokenRow(
                 id=token_id,
@@ -149,19 +186,37 @@ class ApiTokenService:
                 expires_at=now + timedelta(days=days),
                 revoked_at=None,
                 last_used_at=None,
+                scopes=scopes_text(scopes),
+                owner_user_id=owner_id,
             )
             repository.add(row)
-            self._audit(db, "api_token_create", created_by, client, row, days=days)
-            return IssuedToken(token, _info(row))
+            self._audit(
+                db, "api_token_create", created_by, client, row, days=days, scopes=row.scopes
+            )
+            return IssuedToken(token, await self._info(db, row))
 
     async def tokens(self) -> list[ApiTokenInfo]:
         """Every token, oldest first, active or not."""
         async with self._db.begin() as db:
-            return [_info(row) for row in await ApiTokens(db).all()]
+            return [await self._info(db, row) for row in await ApiTokens(db).all()]
 
     async def get(self, token_id: str) -> ApiTokenInfo:
         async with self._db.begin() as db:
-            return _info(await self._row(db, token_id))
+            return await self._info(db, await self._row(db, token_id))
+
+    @staticmethod
+    async def _owner_id(db: AsyncSession, owner: str | None) -> int | None:
+        if owner is None:
+            return None
+        user = await Users(db).by_name(owner)
+        if user is None or not (user.is_admin and user.enabled):
+            raise InvalidApiTokenRequest("owner", f"{owner!r} is not an enabled admin")
+        return user.id
+
+    @staticmethod
+    async def _info(db: AsyncSession, row: ApiTokenRow) -> ApiTokenInfo:
+        owner = await Users(db).by_id(row.owner_user_id) if row.owner_user_id else None
+        return _info(row, owner.username if owner else None)
 
     async def revoke(self, token_id: str, *, actor: str, client: ClientInfo = CLI) -> ApiTokenInfo:
         """Revoking twice keeps the first revocation time and writes no second record."""
@@ -170,7 +225,7 @@ class ApiTokenService:
             if row.revoked_at is None:
                 row.revoked_at = self._clock.now()
                 self._audit(db, "api_token_revoke", actor, client, row)
-            return _info(row)
+            return await self._info(db, row)
 
     async def authenticate(
         self, bearer: str, *, client: ClientInfo = CLI, path: str = ""
@@ -183,7 +238,7 @@ class ApiTokenService:
         now = self._clock.now()
         async with self._db.begin() as db:
             row = await ApiTokens(db).get(token_id)
-            refusal = self._refusal(row, bearer, now)
+            refusal = self._refusal(row, bearer, now) or await self._owner_refusal(db, row)
             if refusal is not None:
                 audit.record(
                     db,
@@ -198,7 +253,43 @@ class ApiTokenService:
             assert row is not None
             if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
                 row.last_used_at = now
-            return ApiCaller(row.id, row.name, row.created_by)
+            return ApiCaller(
+                row.id, row.name, row.created_by, parse_scopes([row.scopes]), row.owner_user_id
+            )
+
+    async def require_scope(
+        self, caller: ApiCaller, needed: Scope | None, *, client: ClientInfo, path: str
+    ) -> None:
+        """Refuses, audited, a route needing a scope `caller` lacks (`needed` None: a route
+        no scope opens, see `domain.api_scopes.scope_needed`)."""
+        if needed is not None and needed in caller.scopes:
+            return
+        async with self._db.begin() as db:
+            audit.record(
+                db,
+                self._clock,
+                "api_token_refused",
+                "scope",
+                client=client,
+                actor=caller.actor,
+                token_id=caller.token_id,
+                path=path[:200],
+                needed=needed.value if needed else "",
+            )
+        if needed is None:
+            raise ScopeMissing(None, "no token may use this route")
+        raise ScopeMissing(needed, f"this needs a token with the {needed.value!r} scope")
+
+    @staticmethod
+    async def _owner_refusal(db: AsyncSession, row: ApiTokenRow | None) -> str | None:
+        """A token answers to its admin: once the account is disabled or no longer an admin,
+        the token is refused (a deleted account takes its tokens with it)."""
+        if row is None or row.owner_user_id is None:
+            return None
+        owner = await Users(db).by_id(row.owner_user_id)
+        if owner is None or not (owner.is_admin and owner.enabled):
+            return "owner_not_admin"
+        return None
 
     @staticmethod
     def _refusal(row: ApiTokenRow | None, bearer: str, now: datetime) -> str | None:
@@ -238,3 +329,7 @@ class ApiTokenService:
             expires_at=row.expires_at.isoformat(),
             **detail,
         )
+
+
+def _active(row: ApiTokenRow, now: datetime) -> bool:
+    return row.revoked_at is None and now < row.expires_at

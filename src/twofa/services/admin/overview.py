@@ -68,10 +68,14 @@ class OverviewService:
         sessions: async_sessionmaker[AsyncSession],
         clock: Clock,
         console: ConsoleSettingsService,
+        *,
+        exempt_admins: bool = False,
     ) -> None:
+        """`exempt_admins`: the demo's `admins_without_second_factor`."""
         self._db = sessions
         self._clock = clock
         self._console = console
+        self._admins_required = not exempt_admins
 
     async def overview(self) -> Overview:
         return Overview(
@@ -89,9 +93,9 @@ class OverviewService:
             return UserFigures(
                 total=await counts.total(),
                 disabled=await counts.disabled(),
-                required=await counts.required(everyone=everyone),
+                required=await counts.required(everyone=everyone, admins=self._admins_required),
                 enrolled=await counts.enrolled(),
-                pending=await counts.pending(everyone=everyone),
+                pending=await counts.pending(everyone=everyone, admins=self._admins_required),
                 everyone=everyone,
             )
 

@@ -17,12 +17,13 @@ from typing import Any, Final
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
+from twofa.domain.policy import PolicyDecision
 from twofa.errors import SessionExpired
 from twofa.methods.base import Method, MethodKind
 from twofa.methods.registry import MethodRegistry, UnknownMethod
 from twofa.services.second_factor.outcomes import SecondFactorError
 from twofa.services.settings.console import ConsoleSettingsService
-from twofa.services.settings.two_factor import BackupPolicy
+from twofa.services.settings.two_factor import BackupPolicy, policy_of
 from twofa.services.state.sessions import Level, SessionView
 from twofa.storage.repositories import Enrolments, Users
 from twofa.storage.tables import UserRow
@@ -38,7 +39,20 @@ class BackupStep:
 
 
 class StepUpRequired(SecondFactorError):
-    """The change needs a recent second factor: the page sends the user to verify first."""
+    """The change needs a recent second factor: the page sends the user to verify first, then
+    back to `return_to` (None: the page the request came from)."""
+
+    return_to: str | None = None
+
+    def returning_to(self, path: str) -> StepUpRequired:
+        again = type(self)(self.message)
+        again.return_to = path
+        return again
+
+
+class SecondFactorNeeded(StepUpRequired):
+    """The page needs a session with a second factor behind it (the console): the user
+    verifies with one of theirs, or sets one up when they have none."""
 
 
 def options_key(code: str) -> str:
@@ -59,11 +73,31 @@ class MethodGate:
         registry: MethodRegistry,
         console: ConsoleSettingsService,
         clock: Clock,
+        *,
+        exempt_admins: bool = False,
     ) -> None:
+        """`exempt_admins`: the demo's `admins_without_second_factor` (refused elsewhere)."""
         self._db = db
         self._registry = registry
         self._console = console
         self._clock = clock
+        self._exempt_admins = exempt_admins
+
+    async def policy_of(self, db: AsyncSession, user: UserRow) -> PolicyDecision:
+        """Does `user` need a second factor (read in the caller's transaction)."""
+        return await policy_of(db, user, exempt_admins=self._exempt_admins)
+
+    def may_use_console(self, session: SessionView, *, changing: bool) -> None:
+        """The console's rule, asked for every console request (`web/admin`) with the
+        admin's session: a second factor stands behind it, and one passed in the last ten
+        minutes when the request changes something. A fail-open or a postponement is no
+        second factor; the demo may exempt admins altogether."""
+        if self._exempt_admins:
+            return
+        if session.second_factor_at is None:
+            raise SecondFactorNeeded("Verify it's you with your second factor to use the console.")
+        if changing and not self.is_fresh(session):
+            raise StepUpRequired("Confirm it's you with your second factor to make this change.")
 
     async def allowed_codes(self) -> tuple[str, ...]:
         """Methods the admin allows, first method first; anything else is refused."""

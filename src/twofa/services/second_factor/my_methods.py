@@ -13,12 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
-from twofa.domain.policy import second_factor_policy
 from twofa.methods.registry import DUO_PUSH, MethodRegistry
 from twofa.services.second_factor.gate import MethodGate, StepUpRequired, enrolled_methods
 from twofa.services.second_factor.outcomes import SecondFactorError
 from twofa.services.settings.console import ConsoleSettingsService
-from twofa.services.settings.two_factor import BackupPolicy, Enforcement
+from twofa.services.settings.two_factor import BackupPolicy
 from twofa.services.state import audit
 from twofa.services.state.sessions import SessionView
 from twofa.storage.credentials import CredentialItems, Credentials
@@ -165,9 +164,7 @@ class MyMethodsService:
         if len(await Credentials(db).of_user(user.id, row.method)) > 1:
             return  # another credential of the same method (another security key) stays
         config = await self._console.two_factor()
-        groups = await Users(db).group_names(user.id, twofa_only=True)
-        everyone = config.enforcement is Enforcement.EVERYONE
-        if not remaining and second_factor_policy(user.twofa_enabled, groups, everyone).required:
+        if not remaining and (await self._access.policy_of(db, user)).required:
             raise SecondFactorError(
                 "This is your only second factor and your account requires one: add another "
                 "method before removing this one."

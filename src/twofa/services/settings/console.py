@@ -30,6 +30,7 @@ from twofa.services.settings.duo import (
     duo_config_from_json,
     duo_config_to_json,
     duo_field_problems,
+    failure_problem,
     prove_duo_keys,
 )
 from twofa.services.settings.two_factor import (
@@ -69,14 +70,23 @@ class ConsoleSettingsService:
         file_duo: DuoSettings,
         offered_methods: tuple[str, ...] = KNOWN_METHODS,
         cache: SettingsCache | None = None,
+        *,
+        allow_custom_duo_host: bool = False,
     ) -> None:
+        """`allow_custom_duo_host` is the settings' `duo_custom_host_allowed`: whether the
+        Duo API hostname may be other than one of Duo's (services.settings.duo)."""
         self._offered = offered_methods
+        self._allow_custom_duo_host = allow_custom_duo_host
         self.cache = cache or SettingsCache(db, clock)
         self._db = db
         self._clock = clock
         self._sealer = sealer
         self._http = http
         self._file_duo = file_duo
+
+    @property
+    def allows_custom_duo_host(self) -> bool:
+        return self._allow_custom_duo_host
 
     @property
     def offered_methods(self) -> tuple[str, ...]:
@@ -131,14 +141,23 @@ class ConsoleSettingsService:
     async def save_duo(self, edit: DuoEdit, actor: str, client: ClientInfo) -> DuoConsoleConfig:
         stored = await self._stored(DUO_KEY)
         before = duo_config_from_json(stored) if stored is not None else None
-        problems = duo_field_problems(edit, keeps_secret=bool(before and before.has_secret))
+        problems = duo_field_problems(
+            edit,
+            keeps_secret=bool(before and before.has_secret),
+            allow_custom_host=self._allow_custom_duo_host,
+        )
         if problems:
             raise SettingsRejected(problems)
         skey = edit.skey.strip() or (
             self._sealer.open(before.skey_sealed, SKEY_PURPOSE) if before else ""
         )
         proof = await prove_duo_keys(
-            self._http, edit.ikey.strip(), skey, edit.api_hostname, self._clock.now().timestamp()
+            self._http,
+            edit.ikey.strip(),
+            skey,
+            edit.api_hostname,
+            self._clock.now().timestamp(),
+            allow_custom_host=self._allow_custom_duo_host,
         )
         if proof:
             await self._audit_rejected(actor, client, proof)
@@ -210,20 +229,26 @@ class ConsoleSettingsService:
             return ConnectionTest({"ikey": "Duo Push is not configured yet: save the keys first"})
         skey = duo.skey.get_secret_value()
         problems = await prove_duo_keys(
-            self._http, duo.ikey, skey, duo.api_hostname, self._clock.now().timestamp()
+            self._http,
+            duo.ikey,
+            skey,
+            duo.api_hostname,
+            self._clock.now().timestamp(),
+            allow_custom_host=self._allow_custom_duo_host,
         )
         if problems:
             return ConnectionTest(problems)
+        endpoint = DuoEndpoint.parse(duo.api_hostname, allow_custom_host=True)  # proven above
         client = DuoAuthClient(
             self._http,
             credentials=DuoCredentials(duo.ikey, skey),
-            endpoint=DuoEndpoint.parse(duo.api_hostname),
+            endpoint=endpoint,
             timeouts=DuoTimeouts(connect=5, read=10, long_poll_read=10),
         )
         try:
             duo_time = await client.ping()
         except DuoError as exc:
-            return ConnectionTest({"api_hostname": f"the second ping failed: {exc}"})
+            return ConnectionTest(failure_problem(endpoint, "ping", exc))
         return ConnectionTest({}, clock_skew_s=duo_time - self._clock.now().timestamp())
 
     async def two_factor(self) -> TwoFactorConfig:

@@ -10,7 +10,10 @@ from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twofa.domain.policy import PolicyDecision, second_factor_policy
 from twofa.storage.repositories import ConsoleSettings as ConsoleSettingsRepo
+from twofa.storage.repositories import Users
+from twofa.storage.tables import UserRow
 
 TWO_FACTOR_KEY: Final = "two_factor"
 
@@ -67,4 +70,15 @@ async def enforced_for_everyone(db: AsyncSession) -> bool:
     return (
         row is not None
         and two_factor_config_from_json(row.value).enforcement is Enforcement.EVERYONE
+    )
+
+
+async def policy_of(db: AsyncSession, user: UserRow, *, exempt_admins: bool) -> PolicyDecision:
+    """Does `user` need a second factor: the one answer for the sign-in, the console, the API
+    and My 2FA. `exempt_admins` is the demo's `admins_without_second_factor`."""
+    return second_factor_policy(
+        user.twofa_enabled,
+        await Users(db).group_names(user.id, twofa_only=True),
+        everyone=await enforced_for_everyone(db),
+        admin=user.is_admin and not exempt_admins,
     )

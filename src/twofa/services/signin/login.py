@@ -29,11 +29,10 @@ from twofa.directories.base import Directory, DirectoryUnavailable, ExternalDire
 from twofa.domain.access import in_networks
 from twofa.domain.account_input import MAX_NAME_LENGTH
 from twofa.domain.client import ClientInfo
-from twofa.domain.policy import second_factor_policy
 from twofa.domain.sign_in_limits import client_network, slowdown_seconds
 from twofa.services.second_factor.gate import enrolled_methods
 from twofa.services.settings.console import ConsoleSettingsService
-from twofa.services.settings.two_factor import enforced_for_everyone
+from twofa.services.settings.two_factor import policy_of
 from twofa.services.signin.attack_alerts import ATTACK_KIND, ATTACK_OUTCOME
 from twofa.services.signin.directory_users import DirectoryConflict, ask_in_order, provision
 from twofa.services.state import audit, throttle
@@ -84,6 +83,7 @@ class LoginService:
     ) -> None:
         self._external = tuple(external)
         self._trusted_networks = tuple(settings.access.trusted_networks)
+        self._exempt_admins = settings.admins_without_second_factor
         self._db = sessions
 
         self._session_service = session_service
@@ -261,9 +261,7 @@ class LoginService:
         await throttle.refund(db, attempts.ip)
         await throttle.reset(db, attempts.network.key)
         await throttle.refund(db, attempts.all_networks)
-        everyone = await enforced_for_everyone(db)
-        enabled_groups = await Users(db).group_names(user.id, twofa_only=True)
-        decision = second_factor_policy(user.twofa_enabled, enabled_groups, everyone)
+        decision = await policy_of(db, user, exempt_admins=self._exempt_admins)
         required = decision.required
         reason = decision.reason
         # The office network may skip a second factor the user has set up; one who has not

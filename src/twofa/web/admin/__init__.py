@@ -1,9 +1,11 @@
 """The admin console under /admin: Overview, Advanced Settings, Two Factor Settings, User
-Management and the Audit Log, each page module with its own router."""
+Management and the Audit Log, each page module with its own router. The console's router asks
+`require_admin` for every route it holds, so a new page cannot forget it (a route that also
+names the admin as a parameter gets the same, cached answer)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from twofa.web.admin import (
     access_pages,
@@ -16,8 +18,9 @@ from twofa.web.admin import (
     status_pages,
     users_pages,
 )
+from twofa.web.admin.guard import require_admin
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_admin)])
 for module in (
     overview,
     settings_pages,

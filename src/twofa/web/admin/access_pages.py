@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
@@ -17,12 +17,11 @@ from twofa.config import ACCESS_POLICIES
 from twofa.services.access.forward_auth import Explanation, UncheckablePath, UnknownUser
 from twofa.services.access.rules import ConsoleRule, RuleEdit, UnknownAccessRule
 from twofa.services.settings.console import SettingsRejected
-from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.admin.guard import Admin, SignedInAdmin
 from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
-SignedInAdmin = Annotated[Admin, Depends(require_admin)]
 RuleId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 ACCESS_URL: Final = "/admin/access"
 LIST_FIELDS: Final = ("domains", "paths", "users", "groups", "networks")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Sequence
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from twofa.services.admin.audit_query import (
@@ -19,13 +19,12 @@ from twofa.services.admin.audit_query import (
     datetime_local,
     parse_criteria,
 )
-from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.admin.guard import SignedInAdmin
 from twofa.web.admin.listing import Pager, fetch_page, page_number
 from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
-SignedInAdmin = Annotated[Admin, Depends(require_admin)]
 
 EVENTS_PER_PAGE: Final = 50
 TAB: Final = "Audit Log"

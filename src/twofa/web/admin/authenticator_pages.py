@@ -4,14 +4,14 @@ handler reads the form and renders the page; the rule and the audit live in
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from twofa.methods.totp import DEFAULT_ISSUER, MAX_ISSUER_LENGTH
 from twofa.services.settings.console import SettingsRejected
-from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.admin.guard import Admin, SignedInAdmin
 from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
@@ -19,8 +19,6 @@ PAGE_URL: Final = "/admin/settings/authenticator-app"
 SAVED: Final = "Saved. Keys set up from now on show this name; keys already in an app keep theirs."
 
 router = APIRouter(prefix=PAGE_URL)
-
-AdminRequired = Annotated[Admin, Depends(require_admin)]
 
 
 async def _page(
@@ -48,7 +46,7 @@ async def _page(
 
 
 @router.get("")
-async def authenticator_settings(request: Request, admin: AdminRequired) -> Response:
+async def authenticator_settings(request: Request, admin: SignedInAdmin) -> Response:
     notice = SAVED if request.query_params.get("saved") else None
     return await _page(
         request, admin, await gateway_of(request).authenticator_app.issuer(), notice=notice
@@ -56,7 +54,7 @@ async def authenticator_settings(request: Request, admin: AdminRequired) -> Resp
 
 
 @router.post("")
-async def save_authenticator_settings(request: Request, admin: AdminRequired) -> Response:
+async def save_authenticator_settings(request: Request, admin: SignedInAdmin) -> Response:
     typed = (await request.form()).get("issuer")
     typed = typed if isinstance(typed, str) else ""
     try:

@@ -5,22 +5,21 @@ back: an empty field keeps the stored one."""
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from twofa.domain.smtp_settings import SmtpEdit, SmtpSecurity
 from twofa.services.mail.delivery import SendTestOutcome
 from twofa.services.settings.console import SettingsRejected
-from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.admin.guard import Admin, SignedInAdmin
 from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
 
-AdminRequired = Annotated[Admin, Depends(require_admin)]
 
 EMAIL_URL: Final = "/admin/settings/email"
 TAB: Final = "E-mail Settings"
@@ -85,7 +84,7 @@ async def _page(
 
 
 @router.get("/settings/email")
-async def email_settings(request: Request, admin: AdminRequired) -> Response:
+async def email_settings(request: Request, admin: SignedInAdmin) -> Response:
     saved = await gateway_of(request).smtp.get()
     notice = SAVED if request.query_params.get("saved") else None
     if (addresses := request.query_params.get("addresses")) in ("on", "off"):
@@ -94,7 +93,7 @@ async def email_settings(request: Request, admin: AdminRequired) -> Response:
 
 
 @router.post("/settings/email")
-async def save_email_settings(request: Request, admin: AdminRequired) -> Response:
+async def save_email_settings(request: Request, admin: SignedInAdmin) -> Response:
     form = edit_typed(await request.form())
     try:
         await gateway_of(request).smtp.save(form, admin.username, client_of(request))
@@ -105,7 +104,7 @@ async def save_email_settings(request: Request, admin: AdminRequired) -> Respons
 
 
 @router.post("/settings/email/test")
-async def send_test_email(request: Request, admin: AdminRequired) -> Response:
+async def send_test_email(request: Request, admin: SignedInAdmin) -> Response:
     smtp = gateway_of(request).smtp
     to = _text(await request.form(), "to")
     outcome = await smtp.send_test(to, admin.username, client_of(request))
@@ -114,7 +113,7 @@ async def send_test_email(request: Request, admin: AdminRequired) -> Response:
 
 
 @router.post("/settings/email/addresses")
-async def save_address_choice(request: Request, admin: AdminRequired) -> Response:
+async def save_address_choice(request: Request, admin: SignedInAdmin) -> Response:
     on = _text(await request.form(), "users_choose_address") == "on"
     await gateway_of(request).email_codes.set_users_choose_address(
         on, admin.username, client_of(request)

@@ -6,20 +6,18 @@ uses."""
 from __future__ import annotations
 
 import urllib.parse
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twofa.services.admin.audit_query import datetime_local
 from twofa.services.duo.push_fatigue import FATIGUE_KIND, utc_time
 from twofa.services.signin.attack_alerts import ATTACK_KIND, ATTACK_OUTCOME
-from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.admin.guard import SignedInAdmin
 from twofa.web.context import gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
-SignedInAdmin = Annotated[Admin, Depends(require_admin)]
 
 
 @router.get("")

@@ -4,20 +4,19 @@ the audit live in `QuestionPoolService`."""
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from twofa.services.settings.console import SettingsRejected
-from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.admin.guard import Admin, SignedInAdmin
 from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin/settings/security-questions")
 
-AdminRequired = Annotated[Admin, Depends(require_admin)]
 
 PAGE_URL: Final = "/admin/settings/security-questions"
 NOTICES: Final = {
@@ -57,13 +56,13 @@ def _field(form: FormData, name: str) -> str:
 
 
 @router.get("")
-async def security_questions(request: Request, admin: AdminRequired) -> Response:
+async def security_questions(request: Request, admin: SignedInAdmin) -> Response:
     notice = NOTICES.get(request.query_params.get("saved", ""))
     return await _page(request, admin, notice=notice)
 
 
 @router.post("/add")
-async def add_question(request: Request, admin: AdminRequired) -> Response:
+async def add_question(request: Request, admin: SignedInAdmin) -> Response:
     question = _field(await request.form(), "question")
     try:
         await gateway_of(request).question_pool.add(question, admin.username, client_of(request))
@@ -73,7 +72,7 @@ async def add_question(request: Request, admin: AdminRequired) -> Response:
 
 
 @router.post("/remove")
-async def remove_question(request: Request, admin: AdminRequired) -> Response:
+async def remove_question(request: Request, admin: SignedInAdmin) -> Response:
     question = _field(await request.form(), "question")
     try:
         await gateway_of(request).question_pool.remove(question, admin.username, client_of(request))
@@ -83,7 +82,7 @@ async def remove_question(request: Request, admin: AdminRequired) -> Response:
 
 
 @router.post("/count")
-async def set_answers_required(request: Request, admin: AdminRequired) -> Response:
+async def set_answers_required(request: Request, admin: SignedInAdmin) -> Response:
     typed = _field(await request.form(), "answers_required").strip()
     try:
         if not (typed.isascii() and typed.isdigit()):

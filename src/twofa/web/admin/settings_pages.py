@@ -6,9 +6,9 @@ devices). Handlers read forms and render pages; the rules live in `ConsoleSettin
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Annotated, Final
+from typing import Final
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
@@ -16,13 +16,12 @@ from twofa.config import DuoFactor, FailMode
 from twofa.services.settings.console import SettingsRejected
 from twofa.services.settings.duo import ConnectionTest, DuoEdit, duo_field_problems
 from twofa.services.settings.two_factor import BackupPolicy, Enforcement, TwoFactorConfig
-from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.admin.guard import Admin, SignedInAdmin
 from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
 
-AdminRequired = Annotated[Admin, Depends(require_admin)]
 
 ADVANCED_URL: Final = "/admin/settings/advanced"
 TWO_FACTOR_URL: Final = "/admin/settings/two-factor"
@@ -118,8 +117,11 @@ class DuoForm:
         )
 
 
-def duo_edit_from(form: DuoForm, skey: str, keeps_secret: bool) -> DuoEdit:
-    """The edit to save, or SettingsRejected naming every field that cannot even be read."""
+def duo_edit_from(
+    form: DuoForm, skey: str, keeps_secret: bool, *, allow_custom_host: bool
+) -> DuoEdit:
+    """The edit to save, or SettingsRejected naming every field that cannot even be read
+    (with the other fields' problems, judged as the save would: `allow_custom_host`)."""
     problems: dict[str, str] = {}
     pushes = _whole_number(form.pushes_per_minute)
     if pushes is None:
@@ -155,7 +157,8 @@ def duo_edit_from(form: DuoForm, skey: str, keeps_secret: bool) -> DuoEdit:
         allowed_factors=tuple(factors),
     )
     if problems:  # report the other fields' problems too, in one round trip
-        raise SettingsRejected({**duo_field_problems(edit, keeps_secret), **problems})
+        checked = duo_field_problems(edit, keeps_secret, allow_custom_host=allow_custom_host)
+        raise SettingsRejected({**checked, **problems})
     return edit
 
 
@@ -284,14 +287,14 @@ async def _advanced_page(
 
 
 @router.get("/settings/advanced")
-async def advanced_settings(request: Request, admin: AdminRequired) -> Response:
+async def advanced_settings(request: Request, admin: SignedInAdmin) -> Response:
     base = await gateway_of(request).console.duo_edit_base()
     notice = DUO_SAVED if request.query_params.get("saved") else None
     return await _advanced_page(request, admin, DuoForm.of(base), notice=notice)
 
 
 @router.post("/settings/advanced")
-async def save_advanced_settings(request: Request, admin: AdminRequired) -> Response:
+async def save_advanced_settings(request: Request, admin: SignedInAdmin) -> Response:
     console = gateway_of(request).console
     submitted = await request.form()
     form = DuoForm.typed(submitted)
@@ -301,7 +304,12 @@ async def save_advanced_settings(request: Request, admin: AdminRequired) -> Resp
         )
     saved = await console.duo()
     try:
-        edit = duo_edit_from(form, _text(submitted, "skey"), bool(saved and saved.has_secret))
+        edit = duo_edit_from(
+            form,
+            _text(submitted, "skey"),
+            bool(saved and saved.has_secret),
+            allow_custom_host=console.allows_custom_duo_host,
+        )
         await console.save_duo(edit, admin.username, client_of(request))
     except SettingsRejected as rejected:
         return await _advanced_page(request, admin, form, problems=rejected.problems)
@@ -309,7 +317,7 @@ async def save_advanced_settings(request: Request, admin: AdminRequired) -> Resp
 
 
 @router.post("/settings/advanced/test")
-async def run_connection_test(request: Request, admin: AdminRequired) -> Response:
+async def run_connection_test(request: Request, admin: SignedInAdmin) -> Response:
     console = gateway_of(request).console
     connection = await console.test_connection()
     base = await console.duo_edit_base()
@@ -317,7 +325,7 @@ async def run_connection_test(request: Request, admin: AdminRequired) -> Respons
 
 
 @router.post("/settings/advanced/simulator")
-async def use_bundled_simulator(request: Request, admin: AdminRequired) -> Response:
+async def use_bundled_simulator(request: Request, admin: SignedInAdmin) -> Response:
     gateway = gateway_of(request)
     if not (gateway.settings.is_demo and gateway.settings.duo.configured):
         return RedirectResponse(ADVANCED_URL, status_code=303)
@@ -368,14 +376,14 @@ def _two_factor_page(
 
 
 @router.get("/settings/two-factor")
-async def two_factor_settings(request: Request, admin: AdminRequired) -> Response:
+async def two_factor_settings(request: Request, admin: SignedInAdmin) -> Response:
     config = await gateway_of(request).console.two_factor()
     notice = TWO_FACTOR_SAVED if request.query_params.get("saved") else None
     return _two_factor_page(request, admin, TwoFactorForm.of(config), notice=notice)
 
 
 @router.post("/settings/two-factor")
-async def save_two_factor_settings(request: Request, admin: AdminRequired) -> Response:
+async def save_two_factor_settings(request: Request, admin: SignedInAdmin) -> Response:
     form = TwoFactorForm.typed(await request.form())
     try:
         config = two_factor_config_from(form)

@@ -4,21 +4,19 @@ never on a GET a browser might prefetch; the checks themselves live in `services
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twofa.services.doctor import Finding, examine, failed_parts
-from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.admin.guard import Admin, SignedInAdmin
 from twofa.web.context import gateway_of
 from twofa.web.templating import render
 
 PAGE_URL: Final = "/admin/status"
 
 router = APIRouter(prefix=PAGE_URL)
-
-AdminRequired = Annotated[Admin, Depends(require_admin)]
 
 
 def _page(request: Request, admin: Admin, findings: list[Finding] | None) -> Response:
@@ -35,10 +33,10 @@ def _page(request: Request, admin: Admin, findings: list[Finding] | None) -> Res
 
 
 @router.get("")
-async def status_page(request: Request, admin: AdminRequired) -> Response:
+async def status_page(request: Request, admin: SignedInAdmin) -> Response:
     return _page(request, admin, None)
 
 
 @router.post("")
-async def run_checks(request: Request, admin: AdminRequired) -> Response:
+async def run_checks(request: Request, admin: SignedInAdmin) -> Response:
     return _page(request, admin, await examine(gateway_of(request)))

@@ -6,9 +6,9 @@ back to the list with a notice; bad input comes back next to its field."""
 from __future__ import annotations
 
 import urllib.parse
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.responses import RedirectResponse, Response
 
@@ -25,13 +25,12 @@ from twofa.services.admin.console_users import (
     BulkEnableRejected,
     ConsoleUsersService,
 )
-from twofa.web.admin.guard import Admin, require_admin
+from twofa.web.admin.guard import Admin, SignedInAdmin
 from twofa.web.admin.listing import Pager, fetch_page, page_number
 from twofa.web.context import client_of, gateway_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
-SignedInAdmin = Annotated[Admin, Depends(require_admin)]
 
 USERS_PER_PAGE: Final = 20
 GROUPS_PER_PAGE: Final = 20
@@ -152,8 +151,8 @@ async def add_user(request: Request, admin: SignedInAdmin) -> Response:
                 client=client_of(request),
             )
             return back_to("/admin/users", form, "user_added", username)
-        except AccountError as exc:
-            problems["username"] = str(exc)
+        except AccountError as exc:  # a refused password names its field; the rest, the name
+            problems.update(exc.fields or {"username": str(exc)})
     new_user = {"username": username, "display_name": display_name, "email": email}
     return await users_page(
         request, admin, status_code=400, problems=problems, new_user=new_user, add_open=True

@@ -1,5 +1,7 @@
 """Bearer-token authentication for every API route, and the per-request context a route works
-with: the gateway, who is calling (for the audit log) and the services acting as that caller."""
+with: the gateway, who is calling (for the audit log) and the services acting as that caller.
+Every route's context comes through `api_caller`, which also asks the token's scopes for the
+route (`domain.api_scopes`), so a route cannot forget to."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from twofa.domain.api_scopes import ALL_SCOPES, scope_needed
 from twofa.domain.client import ClientInfo
 from twofa.services.admin.accounts import AccountService
-from twofa.services.admin.api_tokens import ApiCaller, ApiTokenService
+from twofa.services.admin.api_tokens import ApiCaller, ApiTokenService, ScopeMissing
 from twofa.services.admin.console_users import ConsoleUsersService
 from twofa.services.runtime import Gateway
 from twofa.web.api.errors import ApiProblem
@@ -42,12 +45,27 @@ async def api_caller(
         raise unauthorized(
             "an API token is required: Authorization: Bearer <token>", token_given=False
         )
-    caller = await token_service(gateway_of(request)).authenticate(
-        credentials.credentials, client=client_of(request), path=request.url.path
-    )
+    tokens = token_service(gateway_of(request))
+    client, path = client_of(request), request.url.path
+    caller = await tokens.authenticate(credentials.credentials, client=client, path=path)
     if caller is None:
         raise unauthorized("the API token is unknown, expired or revoked", token_given=True)
+    # The path routing matched this request on: every API router's prefix is a literal
+    # (`/users`, `/settings` …), so its first segment is the area the route lives in.
+    needed = scope_needed(request.method, request.scope["path"])
+    try:
+        await tokens.require_scope(caller, needed, client=client, path=path)
+    except ScopeMissing as missing:
+        raise insufficient_scope(missing) from missing
     return caller
+
+
+def insufficient_scope(missing: ScopeMissing) -> ApiProblem:
+    challenge = 'Bearer realm="twofa", error="insufficient_scope"'
+    if missing.needed is not None:
+        challenge += f', scope="{missing.needed.value}"'
+    headers = {"WWW-Authenticate": challenge}
+    return ApiProblem(403, "insufficient_scope", str(missing), headers=headers)
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,15 @@ class ApiContext:
     @property
     def tokens(self) -> ApiTokenService:
         return token_service(self.gateway)
+
+    async def require_every_scope(self, action: str) -> None:
+        """An action that makes an admin, who can do everything: only a token that can do
+        everything already may (else a `users` token would be a way to every scope)."""
+        for scope in sorted(ALL_SCOPES - self.caller.scopes, key=lambda s: s.value):
+            try:
+                await self.tokens.require_scope(self.caller, scope, client=self.client, path=action)
+            except ScopeMissing as missing:
+                raise insufficient_scope(missing) from missing
 
 
 async def api_context(

@@ -19,7 +19,7 @@ router = APIRouter(
 
 class CheckOut(BaseModel):
     part: str = Field(description='e.g. "database", "Duo", "mail server", "directory ldap".')
-    state: Literal["ok", "FAILED", "not set up", "not checked"]
+    state: Literal["ok", "FAILED", "not set up", "not checked", "warning"]
     detail: str = Field(description="What answered, or why it did not.")
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
+from twofa.domain.api_scopes import Scope
 from twofa.services.admin.api_tokens import DEFAULT_DAYS, MAX_DAYS, MAX_NAME_LENGTH, ApiTokenInfo
 from twofa.web.api.auth import Api
 from twofa.web.api.errors import ApiRoute, error_responses
@@ -29,6 +30,11 @@ class TokenOut(BaseModel):
     revoked_at: datetime | None
     last_used_at: datetime | None = Field(description="Updated at most once a minute.")
     active: bool
+    scopes: list[Scope] = Field(description="What the token may do.")
+    owner: str | None = Field(
+        description="The admin it answers to: it stops working when that account is no longer "
+        "an enabled admin. null: made on the server's command line."
+    )
 
 
 class TokenCreated(TokenOut):
@@ -38,6 +44,16 @@ class TokenCreated(TokenOut):
 class TokenIn(RequestModel):
     name: Annotated[Text100, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
     days: Annotated[int, Field(ge=1, le=MAX_DAYS, description="Lifetime.")] = DEFAULT_DAYS
+    scopes: Annotated[
+        list[Scope],
+        Field(
+            min_length=1,
+            max_length=len(Scope),
+            description="read: every GET but the tokens'; users: change users and groups; "
+            "settings: Duo, methods, access rules; tokens: list, create, revoke tokens. "
+            "At most the scopes of the token that asks.",
+        ),
+    ] = [Scope.READ]  # noqa: RUF012 (pydantic copies defaults)
 
 
 def token_out(info: ApiTokenInfo, now: datetime) -> TokenOut:
@@ -50,6 +66,8 @@ def token_out(info: ApiTokenInfo, now: datetime) -> TokenOut:
         revoked_at=info.revoked_at,
         last_used_at=info.last_used_at,
         active=info.active_at(now),
+        scopes=[scope for scope in Scope if scope in info.scopes],
+        owner=info.owner,
     )
 
 
@@ -67,7 +85,12 @@ async def list_tokens(api: Api) -> list[TokenOut]:
 )
 async def create_token(api: Api, body: TokenIn) -> TokenCreated:
     issued = await api.tokens.create(
-        body.name, created_by=api.actor, days=body.days, client=api.client
+        body.name,
+        created_by=api.actor,
+        scopes=frozenset(body.scopes),
+        days=body.days,
+        client=api.client,
+        by_token=api.caller,
     )
     shown = token_out(issued.info, api.gateway.clock.now())
     return TokenCreated(**shown.model_dump(), token=issued.token)

@@ -74,6 +74,11 @@ class UserIn(RequestModel):
 
 class UserPatch(RequestModel):
     enabled: bool | None = Field(default=None, description="false refuses every sign-in.")
+    is_admin: bool | None = Field(
+        default=None,
+        description="Grant or take away the admin role (granting needs a token with every "
+        "scope); taken away, the user's API tokens stop.",
+    )
     password: Password | None = Field(default=None, description="Ends the user's sessions.")
 
 
@@ -121,6 +126,8 @@ async def get_user(api: Api, username: UsernamePath) -> UserOut:
 
 @router.post("", summary="Create a local user", status_code=201, responses=error_responses(409))
 async def create_user(api: Api, body: UserIn) -> UserOut:
+    if body.is_admin:
+        await api.require_every_scope("making an admin")
     await api.accounts.add_user(
         body.username,
         body.password,
@@ -132,8 +139,16 @@ async def create_user(api: Api, body: UserIn) -> UserOut:
     return await find_user(api, body.username)
 
 
-@router.patch("/{username}", summary="Enable, disable or set a password", responses=UNKNOWN_USER)
+@router.patch(
+    "/{username}",
+    summary="Enable, disable, grant or take away admin, or set a password",
+    responses=UNKNOWN_USER,
+)
 async def patch_user(api: Api, username: UsernamePath, body: UserPatch) -> UserOut:
+    if body.is_admin:
+        await api.require_every_scope("making an admin")
+    if body.is_admin is not None:
+        await api.accounts.set_admin(username, body.is_admin, client=api.client)
     if body.enabled is not None:
         await api.accounts.set_enabled(username, body.enabled, client=api.client)
     if body.password is not None:

@@ -8,12 +8,15 @@ from tests.unit.services.conftest import PASSWORD, add_user, audit_rows, sign_in
 from twofa.clock import FrozenClock
 from twofa.domain.account_input import AccountError
 from twofa.domain.client import ClientInfo
+from twofa.domain.policy import PolicyDecision
 from twofa.services.runtime import Gateway
 from twofa.services.signin.login import LoginResult
 from twofa.storage.repositories import DuoEnrolments
 
 
-async def test_add_user_creates_an_enabled_user_without_2fa(gateway: Gateway) -> None:
+async def test_add_user_creates_an_enabled_admin_who_needs_a_second_factor(
+    gateway: Gateway,
+) -> None:
     await gateway.accounts.add_user("alice", PASSWORD, email="alice@example.com", is_admin=True)
     summary = await gateway.accounts.user("alice")
     assert summary.username == "alice"
@@ -21,7 +24,7 @@ async def test_add_user_creates_an_enabled_user_without_2fa(gateway: Gateway) ->
     assert summary.email == "alice@example.com"
     assert summary.enabled
     assert summary.is_admin
-    assert not summary.policy.required
+    assert summary.policy == PolicyDecision(True, "required for administrators")
     assert not summary.duo_configured
     rows = await audit_rows(gateway, "user_add", "alice")
     assert [(row.outcome, row.detail) for row in rows] == [
@@ -51,7 +54,7 @@ async def test_invalid_username_is_refused(gateway: Gateway, username: str) -> N
 
 async def test_unknown_user_is_an_account_error(gateway: Gateway) -> None:
     with pytest.raises(AccountError, match="no user 'ghost'"):
-        await gateway.accounts.set_password("ghost", "pw")
+        await gateway.accounts.set_password("ghost", "ghost-password-1")
     with pytest.raises(AccountError, match="no user 'ghost'"):
         await gateway.accounts.user("ghost")
 
