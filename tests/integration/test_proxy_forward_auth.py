@@ -151,6 +151,8 @@ async def test_the_seed_flow_through_the_proxy(site: Site) -> None:
         "remote-name": "Alice Liddell",
         "remote-email": None,
         "remote-groups": "engineering",
+        "cookie": None,  # twofa's session cookie stays with twofa
+        "x-forwarded-for": "127.0.0.1",
     }
 
     home = await site.browser.get(f"{site.auth_url}/")

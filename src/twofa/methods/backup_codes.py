@@ -88,7 +88,7 @@ class BackupCodesMethod:
     checks_slowly = True
     challenge_seconds = 300
 
-    async def begin_enrollment(
+    async def begin_enrolment(
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
     ) -> Draft:
         codes = [new_code() for _ in range(CODE_COUNT)]
@@ -98,7 +98,7 @@ class BackupCodesMethod:
         # views) until the draft expires; what is kept in the clear is already hashed.
         return Draft(show={"codes": shown}, keep={"digests": digests}, secret="\n".join(shown))
 
-    async def finish_enrollment(
+    async def finish_enrolment(
         self,
         context: MethodContext,
         keep: Mapping[str, Any],

@@ -213,7 +213,7 @@ class Method(Protocol):
     # the service then never runs it inside an open database transaction.
     checks_slowly: bool
 
-    async def begin_enrollment(
+    async def begin_enrolment(
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
     ) -> Draft:
         """`enrolled`: the user's credentials of this method already stored, for a method
@@ -222,7 +222,7 @@ class Method(Protocol):
         `EnrolmentRefused`, or `DetailsNeeded` to ask the user for something first."""
         ...
 
-    async def finish_enrollment(
+    async def finish_enrolment(
         self,
         context: MethodContext,
         keep: Mapping[str, Any],
@@ -231,7 +231,7 @@ class Method(Protocol):
         enrolled: Sequence[StoredCredential] = (),
     ) -> NewCredential:
         """Raises `EnrolmentRefused` (user can correct) or `ResponseRejected`; `enrolled`
-        as for `begin_enrollment`, read again (another tab may have added one meanwhile)."""
+        as for `begin_enrolment`, read again (another tab may have added one meanwhile)."""
         ...
 
     async def start(

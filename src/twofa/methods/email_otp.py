@@ -125,7 +125,7 @@ class EmailOtpMethod:
     # flood a mailbox by reloading the page.
     resend_cooldown_seconds = 30
 
-    async def begin_enrollment(
+    async def begin_enrolment(
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
     ) -> Draft:
         chosen = users_choose_address(context.options)
@@ -150,7 +150,7 @@ class EmailOtpMethod:
             delivery=code_message(address, code, "set up sign-in codes by e-mail"),
         )
 
-    async def finish_enrollment(
+    async def finish_enrolment(
         self,
         context: MethodContext,
         keep: Mapping[str, Any],

@@ -108,7 +108,7 @@ class SecurityQuestionsMethod:
     checks_slowly = True
     challenge_seconds = 600  # people take a while to recall an answer
 
-    async def begin_enrollment(
+    async def begin_enrolment(
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
     ) -> Draft:
         pool = pool_from_options(context.options)
@@ -117,7 +117,7 @@ class SecurityQuestionsMethod:
         # the form the user is filling in.
         return Draft(show=choice, keep=choice)
 
-    async def finish_enrollment(
+    async def finish_enrolment(
         self,
         context: MethodContext,
         keep: Mapping[str, Any],
@@ -158,7 +158,7 @@ class SecurityQuestionsMethod:
         self, context: MethodContext, credentials: Sequence[StoredCredential]
     ) -> Prompt:
         items = [item for credential in credentials for item in credential.items]
-        # No items (never written by finish_enrollment) asks nothing, and verify refuses.
+        # No items (never written by finish_enrolment) asks nothing, and verify refuses.
         asked = _SYSTEM_RANDOM.sample(items, min(QUESTIONS_ASKED, len(items)))
         return Prompt(
             show={"questions": [item.slot for item in asked]},

@@ -118,7 +118,7 @@ class TotpMethod:
     keeps_items = False  # the last used step lives in the credential's state
     challenge_seconds = 300
 
-    async def begin_enrollment(
+    async def begin_enrolment(
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
     ) -> Draft:
         secret = new_secret()
@@ -127,7 +127,7 @@ class TotpMethod:
         grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
         return Draft(show={"uri": uri, "secret": grouped, "issuer": issuer}, secret=secret)
 
-    async def finish_enrollment(
+    async def finish_enrolment(
         self,
         context: MethodContext,
         keep: Mapping[str, Any],

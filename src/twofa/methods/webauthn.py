@@ -115,7 +115,7 @@ class WebAuthnMethod:
                     "set webauthn.rp_id to its domain"
                 )
 
-    async def begin_enrollment(
+    async def begin_enrolment(
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
     ) -> Draft:
         if _is_ip_address(self.rp_id):  # said when someone tries, not at every start-up
@@ -152,7 +152,7 @@ class WebAuthnMethod:
             },
         )
 
-    async def finish_enrollment(
+    async def finish_enrolment(
         self,
         context: MethodContext,
         keep: Mapping[str, Any],

@@ -48,8 +48,8 @@ def stored(credential: NewCredential, used: frozenset[int] = frozenset()) -> Sto
 
 
 async def enrolled() -> tuple[Draft, NewCredential]:
-    draft = await METHOD.begin_enrollment(CONTEXT)
-    credential = await METHOD.finish_enrollment(CONTEXT, draft.keep, draft.secret, {"saved": "on"})
+    draft = await METHOD.begin_enrolment(CONTEXT)
+    credential = await METHOD.finish_enrolment(CONTEXT, draft.keep, draft.secret, {"saved": "on"})
     return draft, credential
 
 
@@ -67,7 +67,7 @@ def test_generated_codes_are_distinct_and_use_the_whole_alphabet() -> None:
 
 
 async def test_enrolment_shows_ten_codes_as_two_groups_of_five() -> None:
-    draft = await METHOD.begin_enrollment(CONTEXT)
+    draft = await METHOD.begin_enrolment(CONTEXT)
 
     codes = draft.show["codes"]
     assert len(codes) == CODE_COUNT == len(set(codes))
@@ -95,15 +95,15 @@ async def test_only_hashes_are_kept_and_stored_never_the_codes() -> None:
 
 
 async def test_finishing_needs_the_saved_box_ticked() -> None:
-    draft = await METHOD.begin_enrollment(CONTEXT)
+    draft = await METHOD.begin_enrolment(CONTEXT)
     for response in ({}, {"saved": ""}, {"saved": "yes"}):
         with pytest.raises(EnrolmentRefused, match="Confirm that you saved the codes"):
-            await METHOD.finish_enrollment(CONTEXT, draft.keep, draft.secret, response)
+            await METHOD.finish_enrolment(CONTEXT, draft.keep, draft.secret, response)
 
 
 async def test_a_draft_without_digests_is_rejected() -> None:
     with pytest.raises(ResponseRejected):
-        await METHOD.finish_enrollment(CONTEXT, {"digests": ["x"]}, None, {"saved": "on"})
+        await METHOD.finish_enrolment(CONTEXT, {"digests": ["x"]}, None, {"saved": "on"})
 
 
 async def test_every_code_opens_its_own_item() -> None:

@@ -47,7 +47,7 @@ def sent_code(delivery: Delivery | None) -> str:
 
 
 async def test_enrolment_sends_a_code_to_the_directory_address_and_keeps_only_a_hash() -> None:
-    draft = await EmailOtpMethod().begin_enrollment(context())
+    draft = await EmailOtpMethod().begin_enrolment(context())
 
     code = sent_code(draft.delivery)
     assert draft.delivery is not None
@@ -60,9 +60,9 @@ async def test_enrolment_sends_a_code_to_the_directory_address_and_keeps_only_a_
 
 async def test_enrolment_with_the_mailed_code_stores_the_address() -> None:
     method = EmailOtpMethod()
-    draft = await method.begin_enrollment(context())
+    draft = await method.begin_enrolment(context())
 
-    stored = await method.finish_enrollment(
+    stored = await method.finish_enrolment(
         context(), draft.keep, None, {"code": sent_code(draft.delivery)}
     )
     assert stored.label == "e***e@example.com"
@@ -72,10 +72,10 @@ async def test_enrolment_with_the_mailed_code_stores_the_address() -> None:
 
 async def test_enrolment_with_a_wrong_code_is_rejected() -> None:
     method = EmailOtpMethod()
-    draft = await method.begin_enrollment(context())
+    draft = await method.begin_enrolment(context())
 
     with pytest.raises(ResponseRejected):
-        await method.finish_enrollment(
+        await method.finish_enrolment(
             context(), draft.keep, None, {"code": other_code(sent_code(draft.delivery))}
         )
 
@@ -83,7 +83,7 @@ async def test_enrolment_with_a_wrong_code_is_rejected() -> None:
 @pytest.mark.parametrize("email", ["", "   "])
 async def test_a_user_without_an_address_is_told_to_ask_the_admin(email: str) -> None:
     with pytest.raises(EnrolmentRefused) as refused:
-        await EmailOtpMethod().begin_enrollment(context(email))
+        await EmailOtpMethod().begin_enrolment(context(email))
     assert refused.value.message == NO_ADDRESS
 
 

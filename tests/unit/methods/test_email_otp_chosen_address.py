@@ -34,20 +34,20 @@ def context(
 
 async def test_set_up_first_asks_for_an_address_prefilled_with_the_account_one() -> None:
     with pytest.raises(DetailsNeeded) as asked:
-        await EmailOtpMethod().begin_enrollment(context())
+        await EmailOtpMethod().begin_enrolment(context())
     assert asked.value.show == {"ask_address": True, "address": ACCOUNT, "minutes": 10}
     assert asked.value.message == ""
 
 
 async def test_a_user_without_an_address_is_asked_for_one_instead_of_refused() -> None:
     with pytest.raises(DetailsNeeded) as asked:
-        await EmailOtpMethod().begin_enrollment(context(email=""))
+        await EmailOtpMethod().begin_enrolment(context(email=""))
     assert asked.value.show["address"] == ""
 
 
 async def test_the_code_goes_to_the_address_the_user_typed_shown_whole() -> None:
     entered = {"address": "  erin.home@example.org "}
-    draft = await EmailOtpMethod().begin_enrollment(context(entered=entered))
+    draft = await EmailOtpMethod().begin_enrolment(context(entered=entered))
 
     assert draft.delivery is not None
     assert draft.delivery.to == "erin.home@example.org"
@@ -59,10 +59,10 @@ async def test_the_code_goes_to_the_address_the_user_typed_shown_whole() -> None
 async def test_the_confirmed_credential_keeps_the_chosen_address() -> None:
     method = EmailOtpMethod()
     chosen = context(entered={"address": "erin.home@example.org"})
-    draft = await method.begin_enrollment(chosen)
+    draft = await method.begin_enrolment(chosen)
     assert draft.delivery is not None
 
-    credential = await method.finish_enrollment(
+    credential = await method.finish_enrolment(
         chosen, draft.keep, None, {"code": code_in(draft.delivery.body)}
     )
 
@@ -94,7 +94,7 @@ async def test_the_confirmed_credential_keeps_the_chosen_address() -> None:
 )
 async def test_anything_but_a_plain_address_is_sent_back_with_a_clear_message(typed: str) -> None:
     with pytest.raises(DetailsNeeded) as asked:
-        await EmailOtpMethod().begin_enrollment(context(entered={"address": typed}))
+        await EmailOtpMethod().begin_enrolment(context(entered={"address": typed}))
     assert asked.value.message == NOT_AN_ADDRESS
     assert asked.value.show["ask_address"] is True
     assert asked.value.show["address"] == typed[:254]  # what they typed comes back to fix
@@ -111,7 +111,7 @@ def test_plain_addresses_pass_the_check(typed: str) -> None:
 async def test_with_the_option_off_a_typed_address_is_ignored() -> None:
     """A form posted by hand cannot redirect codes when the admin did not allow choosing."""
     entered = {"address": "mallory@example.net"}
-    draft = await EmailOtpMethod().begin_enrollment(context(options={}, entered=entered))
+    draft = await EmailOtpMethod().begin_enrolment(context(options={}, entered=entered))
 
     assert draft.delivery is not None
     assert draft.delivery.to == ACCOUNT
@@ -120,13 +120,13 @@ async def test_with_the_option_off_a_typed_address_is_ignored() -> None:
 async def test_with_the_option_off_no_account_address_is_still_refused() -> None:
     entered = {"address": "mallory@example.net"}
     with pytest.raises(EnrolmentRefused) as refused:
-        await EmailOtpMethod().begin_enrollment(context(email="", options={}, entered=entered))
+        await EmailOtpMethod().begin_enrolment(context(email="", options={}, entered=entered))
     assert refused.value.message == NO_ADDRESS
 
 
 @pytest.mark.parametrize("value", ["true", 1, "yes", None])
 async def test_only_a_true_option_lets_users_choose(value: object) -> None:
-    draft = await EmailOtpMethod().begin_enrollment(
+    draft = await EmailOtpMethod().begin_enrolment(
         context(options={USERS_CHOOSE_ADDRESS: value}, entered={"address": "x@example.net"})
     )
     assert draft.delivery is not None

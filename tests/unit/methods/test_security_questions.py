@@ -58,9 +58,9 @@ async def enrol(
     options: Mapping[str, Any] | None = None,
 ) -> tuple[SecurityAnswers, StoredCredential]:
     person = SecurityAnswers()
-    draft = await METHOD.begin_enrollment(context(options))
+    draft = await METHOD.begin_enrolment(context(options))
     response = person.enrolment_response(draft.show, None)
-    credential = await METHOD.finish_enrollment(context(options), draft.keep, None, response)
+    credential = await METHOD.finish_enrolment(context(options), draft.keep, None, response)
     return person, stored(credential)
 
 
@@ -91,17 +91,17 @@ def test_unusable_options_fall_back_to_something_usable(
 
 async def test_enrolment_offers_the_admins_pool_and_n() -> None:
     options = {"questions": ["Q one?", "Q two?", "Q three?"], "answers_required": 2}
-    draft = await METHOD.begin_enrollment(context(options))
+    draft = await METHOD.begin_enrolment(context(options))
     assert draft.show == {"questions": ["Q one?", "Q two?", "Q three?"], "count": 2}
     assert draft.keep == draft.show
     assert draft.secret is None
 
 
 async def test_answers_are_stored_only_as_slow_hashes_of_the_normalised_text() -> None:
-    draft = await METHOD.begin_enrollment(context())
+    draft = await METHOD.begin_enrolment(context())
     form = enrolment_form(list(DEFAULT_QUESTIONS), 3)
     form["answer_1"] = "  Mr   WHISKERS  "
-    credential = await METHOD.finish_enrollment(context(), draft.keep, None, form)
+    credential = await METHOD.finish_enrolment(context(), draft.keep, None, form)
 
     assert [item.slot for item in credential.items] == list(DEFAULT_QUESTIONS[:3])
     assert credential.secret is None
@@ -130,17 +130,17 @@ def test_normalising_folds_case_and_collapses_whitespace() -> None:
     ],
 )
 async def test_enrolment_forms_the_user_must_correct(change: dict[str, str], message: str) -> None:
-    draft = await METHOD.begin_enrollment(context())
+    draft = await METHOD.begin_enrolment(context())
     form = {**enrolment_form(list(DEFAULT_QUESTIONS), 3), **change}
     with pytest.raises(EnrolmentRefused, match=message):
-        await METHOD.finish_enrollment(context(), draft.keep, None, form)
+        await METHOD.finish_enrolment(context(), draft.keep, None, form)
 
 
 async def test_the_pool_kept_with_the_draft_is_the_one_checked() -> None:
     """An admin editing the pool meanwhile does not break a form being filled in."""
-    draft = await METHOD.begin_enrollment(context())
+    draft = await METHOD.begin_enrolment(context())
     later = context({"questions": ["Something else?"], "answers_required": 1})
-    credential = await METHOD.finish_enrollment(
+    credential = await METHOD.finish_enrolment(
         later, draft.keep, None, enrolment_form(list(DEFAULT_QUESTIONS), 3)
     )
     assert len(credential.items) == 3

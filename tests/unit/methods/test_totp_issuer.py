@@ -30,7 +30,7 @@ def set_up_uri_parts(uri: str) -> tuple[str, str]:
 
 async def set_up_with(options: Mapping[str, object]) -> dict[str, object]:
     context = MethodContext(MethodUser(7, "alice", "Alice", "alice@example.com"), NOW, options)
-    return dict((await TotpMethod().begin_enrollment(context)).show)
+    return dict((await TotpMethod().begin_enrolment(context)).show)
 
 
 async def test_the_admins_name_is_in_the_label_and_the_issuer_parameter() -> None:

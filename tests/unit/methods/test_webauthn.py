@@ -51,11 +51,11 @@ METHOD = WebAuthnMethod(WebAuthnSettings(), ORIGIN)
 async def enrol(
     method: WebAuthnMethod = METHOD, *, counts_signatures: bool = True, name: str = "Blue key"
 ) -> tuple[SoftwareKey, StoredCredential]:
-    draft = await method.begin_enrollment(CONTEXT)
+    draft = await method.begin_enrolment(CONTEXT)
     credential, key = registration_response(
         draft.show["options"], ORIGIN, RP_ID, counts_signatures=counts_signatures
     )
-    new = await method.finish_enrollment(
+    new = await method.finish_enrolment(
         CONTEXT, draft.keep, None, {"credential": credential, "name": name}
     )
     return key, stored(new)
@@ -105,16 +105,16 @@ async def test_a_key_without_a_name_is_called_security_key() -> None:
 
 
 async def test_a_name_longer_than_my_2fa_allows_is_refused_with_a_reason() -> None:
-    draft = await METHOD.begin_enrollment(CONTEXT)
+    draft = await METHOD.begin_enrolment(CONTEXT)
     credential, _ = registration_response(draft.show["options"], ORIGIN, RP_ID)
     with pytest.raises(EnrolmentRefused, match="shorter name"):
-        await METHOD.finish_enrollment(
+        await METHOD.finish_enrolment(
             CONTEXT, draft.keep, None, {"credential": credential, "name": "k" * 61}
         )
 
 
 async def test_registration_options_ask_for_a_touch_no_attestation_and_no_personal_id() -> None:
-    draft = await METHOD.begin_enrollment(CONTEXT)
+    draft = await METHOD.begin_enrolment(CONTEXT)
     options = json.loads(draft.show["options"])
 
     assert options["rp"] == {"name": "twofa", "id": RP_ID}
@@ -125,7 +125,7 @@ async def test_registration_options_ask_for_a_touch_no_attestation_and_no_person
     assert options["authenticatorSelection"]["userVerification"] == "discouraged"
     assert options["authenticatorSelection"]["residentKey"] == "discouraged"
     assert options["challenge"] == draft.keep["challenge"]
-    again = json.loads((await METHOD.begin_enrollment(CONTEXT)).show["options"])
+    again = json.loads((await METHOD.begin_enrolment(CONTEXT)).show["options"])
     assert again["challenge"] != options["challenge"]
     assert again["user"]["id"] != options["user"]["id"]
 
@@ -133,7 +133,7 @@ async def test_registration_options_ask_for_a_touch_no_attestation_and_no_person
 async def test_registration_options_exclude_the_keys_the_user_has() -> None:
     _, first = await enrol()
     _, second = await enrol()
-    draft = await METHOD.begin_enrollment(CONTEXT, [first, replace(second, id=42)])
+    draft = await METHOD.begin_enrolment(CONTEXT, [first, replace(second, id=42)])
     excluded = json.loads(draft.show["options"])["excludeCredentials"]
     assert [item["id"] for item in excluded] == [
         first.state["credential_id"],
@@ -144,7 +144,7 @@ async def test_registration_options_exclude_the_keys_the_user_has() -> None:
 
 async def test_a_browser_honouring_the_exclusions_refuses_to_register_a_key_again() -> None:
     key, credential = await enrol()
-    draft = await METHOD.begin_enrollment(CONTEXT, [credential])
+    draft = await METHOD.begin_enrolment(CONTEXT, [credential])
     with pytest.raises(KeyAlreadyRegistered):
         registration_response(draft.show["options"], ORIGIN, RP_ID, holding=key)
 
@@ -153,12 +153,12 @@ async def test_a_key_the_user_already_registered_is_refused_with_a_reason() -> N
     """A browser that ignores the exclusions, or another tab that registered the key after
     this page was opened: the server says so, it does not store the key twice."""
     key, credential = await enrol()
-    draft = await METHOD.begin_enrollment(CONTEXT)  # opened before the key was registered
+    draft = await METHOD.begin_enrolment(CONTEXT)  # opened before the key was registered
     again, _ = registration_response(
         draft.show["options"], ORIGIN, RP_ID, holding=key, honour_exclusions=False
     )
     with pytest.raises(EnrolmentRefused) as refused:
-        await METHOD.finish_enrollment(
+        await METHOD.finish_enrolment(
             CONTEXT, draft.keep, None, {"credential": again}, [credential]
         )
     assert refused.value.message == "This security key or passkey is already registered."
@@ -166,9 +166,9 @@ async def test_a_key_the_user_already_registered_is_refused_with_a_reason() -> N
 
 async def test_another_key_registers_beside_the_ones_the_user_has() -> None:
     _, credential = await enrol()
-    draft = await METHOD.begin_enrollment(CONTEXT, [credential])
+    draft = await METHOD.begin_enrolment(CONTEXT, [credential])
     other, _ = registration_response(draft.show["options"], ORIGIN, RP_ID)
-    new = await METHOD.finish_enrollment(
+    new = await METHOD.finish_enrolment(
         CONTEXT, draft.keep, None, {"credential": other}, [credential]
     )
     assert new.state["credential_id"] != credential.state["credential_id"]
@@ -183,20 +183,20 @@ async def test_another_key_registers_beside_the_ones_the_user_has() -> None:
     ],
 )
 async def test_registration_from_elsewhere_is_rejected(origin: str, rp_id: str) -> None:
-    draft = await METHOD.begin_enrollment(CONTEXT)
+    draft = await METHOD.begin_enrolment(CONTEXT)
     options = json.loads(draft.show["options"])
     options["rp"]["id"] = rp_id  # as a page that rewrote the options would ask
     credential, _ = registration_response(json.dumps(options), origin, rp_id)
     with pytest.raises(ResponseRejected):
-        await METHOD.finish_enrollment(CONTEXT, draft.keep, None, {"credential": credential})
+        await METHOD.finish_enrolment(CONTEXT, draft.keep, None, {"credential": credential})
 
 
 async def test_registration_answering_another_draft_is_rejected() -> None:
-    first = await METHOD.begin_enrollment(CONTEXT)
-    second = await METHOD.begin_enrollment(CONTEXT)
+    first = await METHOD.begin_enrolment(CONTEXT)
+    second = await METHOD.begin_enrolment(CONTEXT)
     credential, _ = registration_response(first.show["options"], ORIGIN, RP_ID)
     with pytest.raises(ResponseRejected, match="challenge"):
-        await METHOD.finish_enrollment(CONTEXT, second.keep, None, {"credential": credential})
+        await METHOD.finish_enrolment(CONTEXT, second.keep, None, {"credential": credential})
 
 
 @pytest.mark.parametrize(
@@ -212,18 +212,18 @@ async def test_registration_answering_another_draft_is_rejected() -> None:
     ],
 )
 async def test_malformed_registrations_are_rejected_not_crashed_on(junk: str) -> None:
-    draft = await METHOD.begin_enrollment(CONTEXT)
+    draft = await METHOD.begin_enrolment(CONTEXT)
     with pytest.raises(ResponseRejected):
-        await METHOD.finish_enrollment(CONTEXT, draft.keep, None, {"credential": junk})
+        await METHOD.finish_enrolment(CONTEXT, draft.keep, None, {"credential": junk})
 
 
 async def test_a_truncated_attestation_is_rejected() -> None:
-    draft = await METHOD.begin_enrollment(CONTEXT)
+    draft = await METHOD.begin_enrolment(CONTEXT)
     credential, _ = registration_response(draft.show["options"], ORIGIN, RP_ID)
     cut = json.loads(credential)
     cut["response"]["attestationObject"] = cut["response"]["attestationObject"][:40]
     with pytest.raises(ResponseRejected):
-        await METHOD.finish_enrollment(CONTEXT, draft.keep, None, {"credential": json.dumps(cut)})
+        await METHOD.finish_enrolment(CONTEXT, draft.keep, None, {"credential": json.dumps(cut)})
 
 
 # Assertions

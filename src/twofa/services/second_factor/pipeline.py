@@ -1,12 +1,8 @@
-"""Enrolling and verifying the local second factors: every method in the registry goes
-through here, so each one gets the same rules for free. The server owns every challenge (bound
-to the user, the session, the method and an expiry; consumed once by a conditional UPDATE);
-each method has its own failure throttle; every outcome is audited.
-
-Who may enrol: during a first sign-in (password passed, no factor yet) the user sets up their
-first method; once signed in, adding or replacing a method needs a second factor passed in
-the last ten minutes (`StepUpRequired`), so a stolen password or an unattended browser cannot
-add an attacker's authenticator.
+"""Verifying the local second factors: every method in the registry goes through here (and
+through `enrolment.py` to be set up), so each one gets the same rules for free. The server owns
+every challenge (bound to the user, the session, the method and an expiry; consumed once by a
+conditional UPDATE); each method has its own failure throttle, counted before an answer is
+checked; every outcome is audited.
 """
 
 from __future__ import annotations
@@ -14,47 +10,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
-from twofa.errors import Unavailable
 from twofa.methods.base import (
-    Delivery,
-    DetailsNeeded,
-    EnrolmentRefused,
     Method,
     MethodContext,
     MethodKind,
-    MethodUser,
-    NewCredential,
     Prompt,
     ResponseRejected,
     StoredCredential,
     Verified,
-    already_registered,
 )
-from twofa.methods.registry import MethodRegistry
-from twofa.security.sealing import Sealer
 from twofa.services.second_factor import credential_store
-from twofa.services.second_factor.challenges import EXPIRED_MESSAGE, OpenChallenges
-from twofa.services.second_factor.failures import (
-    FAILURE_MESSAGES,
-    FailureLedger,
-    failure_key,
-    locked_message,
-)
-from twofa.services.second_factor.gate import MethodGate, StepUpRequired
+from twofa.services.second_factor.enrolment import EnrolmentSteps
+from twofa.services.second_factor.failures import FAILURE_MESSAGES, failure_key, locked_message
+from twofa.services.second_factor.gate import StepUpRequired
 from twofa.services.second_factor.outcomes import Completion, SecondFactorError
-from twofa.services.state import audit, throttle
-from twofa.services.state.sessions import Level, SessionService, SessionView
+from twofa.services.second_factor.steps import DeliveryFailed, Enrolled, Mailer, Started
+from twofa.services.state import throttle
+from twofa.services.state.sessions import SessionView
 from twofa.storage.challenges import Challenges
-from twofa.storage.credentials import Credentials
 from twofa.storage.tables import ChallengeRow, UserRow
-
-DRAFT_LIFETIME: Final = timedelta(minutes=15)
 
 __all__ = [
     "DeliveryFailed",
@@ -66,87 +44,8 @@ __all__ = [
 ]
 
 
-class DeliveryFailed(Unavailable, SecondFactorError):
-    """A code could not be sent (the mail server is down); the other methods still work."""
-
-
-class Mailer(Protocol):
-    async def send(self, delivery: Delivery) -> None:
-        """Sends the message or raises `DeliveryFailed` with a message for the user."""
-        ...
-
-
-@dataclass(frozen=True)
-class Started:
-    """A challenge or an enrolment draft: the id the page posts back and what it shows."""
-
-    challenge_id: str  # "" while the method's form asks for details first (DetailsNeeded)
-    show: Mapping[str, Any]
-    note: str = ""  # said above the form (why no new code was sent)
-    error: str = ""  # what was wrong with the details the user typed
-
-
-@dataclass(frozen=True)
-class Enrolled:
-    credential_id: int
-    completion: Completion | None  # set when this enrolment also finished a sign-in
-
-
-class SecondFactorService:
-    def __init__(
-        self,
-        db: async_sessionmaker[AsyncSession],
-        registry: MethodRegistry,
-        sessions: SessionService,
-        access: MethodGate,
-        clock: Clock,
-        sealer: Sealer,
-        mailer: Mailer | None,
-    ) -> None:
-        self._db = db
-        self._registry = registry
-        self._sessions = sessions
-        self._access = access
-        self._clock = clock
-        self._sealer = sealer
-        self._mailer = mailer
-        self._challenges = OpenChallenges(clock, sealer)
-        self._failures = FailureLedger(db, clock)
-
-    @property
-    def registry(self) -> MethodRegistry:
-        return self._registry
-
-    async def begin_enrolment(
-        self,
-        session: SessionView,
-        code: str,
-        client: ClientInfo,
-        entered: Mapping[str, str] | None = None,
-    ) -> Started:
-        """`entered`: the fields of the method's details form, when the user submitted it."""
-        method, user = await self._access.may_enrol(session, code)
-        context = await self._context(user, code, entered)
-        enrolled: list[StoredCredential] = []
-        if method.many_per_user:  # no transaction for the others: they compare with nothing
-            async with self._db.begin() as db:
-                enrolled = await self._enrolled(db, user, method)
-        try:
-            draft = await method.begin_enrollment(context, enrolled)
-        except EnrolmentRefused as exc:
-            raise SecondFactorError(exc.message) from exc
-        except DetailsNeeded as exc:  # nothing is stored until the form comes back
-            return Started("", exc.show, error=exc.message)
-        if draft.delivery is not None:
-            async with self._db.begin() as db:
-                await self._challenges.refuse_during_cooldown(db, user, method)
-            await self._deliver(draft.delivery, user, code, client)
-        async with self._db.begin() as db:
-            challenge_id = await self._challenges.open(
-                db, session, user, code, "enrol", DRAFT_LIFETIME, draft.keep, draft.show,
-                draft.secret,
-            )  # fmt: skip
-        return Started(challenge_id, draft.show)
+class SecondFactorService(EnrolmentSteps):
+    """The one pipeline of every local method: set-up (`EnrolmentSteps`), then challenges."""
 
     async def reopen(
         self, session: SessionView, code: str, challenge_id: str, purpose: str
@@ -162,91 +61,6 @@ class SecondFactorService:
         except SecondFactorError:
             return None
         return Started(challenge.id, self._challenges.described(challenge).show)
-
-    async def draft_secret(self, session: SessionView, code: str, challenge_id: str) -> str | None:
-        """The secret of an open enrolment draft (backup codes to download or print)."""
-        _, user = await self._access.may_enrol(session, code)
-        async with self._db.begin() as db:
-            challenge = await self._challenges.answerable(
-                db, session, user, code, challenge_id, "enrol"
-            )
-        return self._challenges.draft_secret(challenge)
-
-    async def finish_enrolment(
-        self,
-        session: SessionView,
-        code: str,
-        challenge_id: str,
-        response: Mapping[str, str],
-        client: ClientInfo,
-    ) -> Enrolled:
-        method, user = await self._access.may_enrol(session, code)
-        async with self._db.begin() as db:
-            challenge = await self._challenges.answerable(
-                db, session, user, code, challenge_id, "enrol"
-            )
-            enrolled = await self._enrolled(db, user, method)
-            attempt, locked = await self._failures.take_attempt(db, user, code, client)
-        if locked is not None:  # committed, with its audit record; the answer is never checked
-            raise locked
-        secret = self._challenges.draft_secret(challenge)
-        keep = self._challenges.described(challenge).keep
-        context = await self._context(user, code)
-        try:
-            credential = await method.finish_enrollment(context, keep, secret, response, enrolled)
-        except ResponseRejected as exc:
-            await self._failures.refuse(user, method, client, "enrolment", exc.reason, attempt)
-            raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
-        except EnrolmentRefused as exc:  # a form to correct, not a wrong answer
-            await self._failures.give_back(attempt)
-            raise SecondFactorError(exc.message) from exc
-        try:
-            return await self._store_enrolment(session, user, method, challenge, credential, client)
-        except credential_store.DuplicateCredential as exc:  # rolled back whole
-            # Another user's key, or a racing enrolment of this one: refused, and on record.
-            await self._failures.refused_enrolment(
-                user, client, method.code, "credential id registered already", attempt
-            )
-            raise SecondFactorError(already_registered(method.title)) from exc
-
-    async def _store_enrolment(
-        self,
-        session: SessionView,
-        user: UserRow,
-        method: Method,
-        challenge: ChallengeRow,
-        credential: NewCredential,
-        client: ClientInfo,
-    ) -> Enrolled:
-        code, now = method.code, self._clock.now()
-        async with self._db.begin() as db:
-            await self._access.hold_enrolment(db, session, user.id)
-            if not await Challenges(db).consume(
-                challenge.id, user.id, session.id, now, forget_payload=True
-            ):
-                raise SecondFactorError(EXPIRED_MESSAGE)
-            if not method.many_per_user:
-                await Credentials(db).remove_of_user(user.id, code)
-            credential_id = await credential_store.store(
-                db, self._sealer, user.id, code, credential, now
-            )
-            await throttle.reset(db, failure_key(code, user.username))
-            audit.record(
-                db,
-                self._clock,
-                "enrolment",
-                "added",
-                username=user.username,
-                client=client,
-                method=code,
-                label=credential.label,
-            )
-            completion = None
-            if (
-                session.level is Level.AWAITING_SECOND_FACTOR
-            ):  # the first method: enrolling proved it
-                completion = await self._sign_in(db, session, user, client, code, True)
-        return Enrolled(credential_id, completion)
 
     async def start(self, session: SessionView, code: str, client: ClientInfo) -> Started:
         """A challenge of `code` for this session: the gate, the lock-out, the credentials and
@@ -434,66 +248,6 @@ class SecondFactorService:
             db, self._sealer, user.id, code, with_items=with_items
         )
         return _Checked(user, credentials, None)
-
-    async def _sign_in(
-        self,
-        db: AsyncSession,
-        session: SessionView,
-        user: UserRow,
-        client: ClientInfo,
-        code: str,
-        enrolled_now: bool,
-    ) -> Completion:
-        token, view = await self._sessions.promote(
-            db, session, user.id, Level.SIGNED_IN, client, second_factor=True
-        )
-        audit.record(
-            db,
-            self._clock,
-            "second_factor",
-            "allow",
-            username=user.username,
-            client=client,
-            method=code,
-            step_up=session.level is Level.SIGNED_IN,
-        )
-        return Completion(token, view, enrolled_now)
-
-    async def _enrolled(
-        self, db: AsyncSession, user: UserRow, method: Method
-    ) -> list[StoredCredential]:
-        """What the user has of a method that keeps several (so it can refuse the same key
-        twice); nothing for the others, whose new credential replaces the old one."""
-        if not method.many_per_user:
-            return []
-        return await credential_store.load(db, self._sealer, user.id, method.code)
-
-    async def _context(
-        self, user: UserRow, code: str, entered: Mapping[str, str] | None = None
-    ) -> MethodContext:
-        options = await self._access.options(code)
-        method_user = MethodUser(user.id, user.username, user.display_name, user.email)
-        return MethodContext(method_user, self._clock.now(), options, dict(entered or {}))
-
-    async def _deliver(
-        self, delivery: Delivery, user: UserRow, code: str, client: ClientInfo
-    ) -> None:
-        if self._mailer is None:
-            raise DeliveryFailed("E-mail is not configured on this server. Use another method.")
-        try:
-            await self._mailer.send(delivery)
-        except DeliveryFailed:
-            async with self._db.begin() as db:
-                audit.record(
-                    db,
-                    self._clock,
-                    "delivery",
-                    "failed",
-                    username=user.username,
-                    client=client,
-                    method=code,
-                )
-            raise
 
 
 def _lifetime(method: Method) -> timedelta:
