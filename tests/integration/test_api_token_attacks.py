@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -189,3 +190,39 @@ async def test_a_token_refused_for_scope_is_audited_without_its_secret(api: Api)
     assert rows[0].detail["needed"] == "tokens"
     assert rows[0].detail["actor"] == "token:reader"
     assert reader not in str(rows[0].detail)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PATCH", f"/users/{OWNER}", {"password": "attacker-chosen-password-1"}),
+        ("POST", f"/users/{OWNER}/reset-2fa", None),
+        ("PATCH", f"/users/{OWNER}", {"enabled": False}),
+        ("DELETE", f"/users/{OWNER}", None),
+        ("POST", f"/users/{OWNER}/forget-devices", None),
+    ],
+)
+async def test_attack_users_token_takes_over_an_admin_account(
+    api: Api, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    """A `users` token sets an admin's password and resets their 2FA, then signs in as them
+    with the password it chose and enrols its own second factor: every step on an admin's
+    account needs a token with every scope."""
+    await add_owner(api)
+    users_only = await api.issue("users-only", scopes=frozenset({Scope.USERS, Scope.READ}))
+    before = await counts(api)
+    admin_before = (await api.http.get(f"/users/{OWNER}")).json()
+
+    answer = await api.http.request(method, path, json=body, headers=bearer(users_only))
+
+    error_of(answer, 403, "insufficient_scope")
+    assert await counts(api) == before
+    assert (await api.http.get(f"/users/{OWNER}")).json() == admin_before
+    # the same on a user who is not an admin is the users scope's own business
+    plain = await api.http.post(
+        "/users", json={"username": "carol", "password": "carol-password-long-1"}
+    )
+    assert plain.status_code == 201
+    carol_path = path.replace(OWNER, "carol")
+    allowed = await api.http.request(method, carol_path, json=body, headers=bearer(users_only))
+    assert allowed.status_code in (200, 204), allowed.text

@@ -94,6 +94,14 @@ class ApiContext:
     def tokens(self) -> ApiTokenService:
         return token_service(self.gateway)
 
+    async def require_every_scope_over(self, username: str, action: str) -> None:
+        """An action on an admin's account (a new password, a 2FA reset, disabling, deleting,
+        forgetting devices): only a token that can do everything already may, else a `users`
+        token could set an admin's password, reset their 2FA and sign in as them."""
+        target = await self.user_statuses.status(username)
+        if target is not None and target.is_admin:
+            await self.require_every_scope(f"{action} of an admin")
+
     async def require_every_scope(self, action: str) -> None:
         """An action that makes an admin, who can do everything: only a token that can do
         everything already may (else a `users` token would be a way to every scope)."""

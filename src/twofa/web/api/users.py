@@ -145,6 +145,7 @@ async def create_user(api: Api, body: UserIn) -> UserOut:
     responses=UNKNOWN_USER,
 )
 async def patch_user(api: Api, username: UsernamePath, body: UserPatch) -> UserOut:
+    await api.require_every_scope_over(username, "a change")
     if body.is_admin:
         await api.require_every_scope("making an admin")
     if body.is_admin is not None:
@@ -160,6 +161,7 @@ async def patch_user(api: Api, username: UsernamePath, body: UserPatch) -> UserO
     "/{username}", summary="Delete a local user", status_code=204, responses=UNKNOWN_USER
 )
 async def delete_user(api: Api, username: UsernamePath) -> Response:
+    await api.require_every_scope_over(username, "deleting the account")
     await api.accounts.delete_user(username, client=api.client)
     return Response(status_code=204)
 
@@ -170,6 +172,7 @@ async def delete_user(api: Api, username: UsernamePath) -> Response:
     responses=UNKNOWN_USER,
 )
 async def reset_second_factor(api: Api, username: UsernamePath) -> UserOut:
+    await api.require_every_scope_over(username, "a 2FA reset")
     await api.accounts.reset_second_factor(username, client=api.client)
     return await find_user(api, username)
 
@@ -180,6 +183,7 @@ async def reset_second_factor(api: Api, username: UsernamePath) -> UserOut:
     responses=UNKNOWN_USER,
 )
 async def forget_devices(api: Api, username: UsernamePath) -> UserOut:
+    await api.require_every_scope_over(username, "forgetting the devices")
     await api.accounts.forget_devices(username, client=api.client)
     return await find_user(api, username)
 
