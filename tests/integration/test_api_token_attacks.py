@@ -226,3 +226,30 @@ async def test_attack_users_token_takes_over_an_admin_account(
     carol_path = path.replace(OWNER, "carol")
     allowed = await api.http.request(method, carol_path, json=body, headers=bearer(users_only))
     assert allowed.status_code in (200, 204), allowed.text
+
+
+async def test_attack_a_stolen_tokens_offspring_outlive_its_revocation(api: Api) -> None:
+    """A stolen token with a day left mints a year-long child, which mints a grandchild;
+    the defender revokes the stolen one. The offspring never outlived it, and go with it."""
+    stolen = await api.issue("stolen", days=1)
+    child = await api.http.post(
+        "/tokens",
+        json={"name": "child", "scopes": ["read", "tokens"], "days": 365},
+        headers=bearer(stolen),
+    )
+    assert child.status_code == 201, child.text
+    stolen_info = next(t for t in (await api.http.get("/tokens")).json() if t["name"] == "stolen")
+    assert child.json()["expires_at"] == stolen_info["expires_at"]  # capped at its maker's
+    grandchild = await api.http.post(
+        "/tokens",
+        json={"name": "grandchild", "scopes": ["read"]},
+        headers=bearer(child.json()["token"]),
+    )
+    assert grandchild.status_code == 201, grandchild.text
+
+    assert (await api.http.delete(f"/tokens/{stolen_info['id']}")).status_code == 204
+
+    for token in (stolen, child.json()["token"], grandchild.json()["token"]):
+        error_of(await api.http.get("/users", headers=bearer(token)), 401, "unauthorized")
+    revoked = [row.detail["name"] for row in await api.audit("api_token_revoke")]
+    assert sorted(revoked) == ["child", "grandchild", "stolen"]

@@ -134,3 +134,19 @@ async def test_an_unreachable_app_is_a_502(tmp_path: Path, simulator: RunningSim
         answer = await site.browser.get(f"{site.app_url}/x")
         assert answer.status_code == 502
         assert "not reachable" in answer.text
+
+
+async def test_the_proxys_own_answers_carry_the_hardening_headers(site: Site) -> None:
+    """The redirect to the portal, a refusal and a bad path are the gateway's pages on the
+    app's host: framed or re-based like any other page, unless told not to be."""
+    answers = [
+        await site.browser.get(f"{site.app_url}/dashboard"),  # 302 to the portal
+        await site.browser.get(f"{site.app_url}/public/%2e%2e%2fdashboard"),  # 400
+    ]
+    assert [answer.status_code for answer in answers] == [302, 400]
+    for answer in answers:
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    app = await site.browser.get(f"{site.app_url}/public/page")
+    assert "content-security-policy" not in app.headers  # the app's own answer is the app's

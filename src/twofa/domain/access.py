@@ -94,11 +94,14 @@ class AccessRule:
 
 
 def in_networks(address: str, networks: Sequence[Network]) -> bool:
+    """Whether `address` is in any of `networks`. An IPv4 client reaching a dual-stack socket
+    arrives as `::ffff:a.b.c.d`: it is the IPv4 address, for rules written either way."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in network for network in networks)
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return any(ip in network or (mapped is not None and mapped in network) for network in networks)
 
 
 @dataclass(frozen=True)

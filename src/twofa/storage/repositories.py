@@ -266,6 +266,12 @@ class ApiTokens:
     async def all(self) -> Sequence[ApiTokenRow]:
         return (await self._db.scalars(select(ApiTokenRow).order_by(ApiTokenRow.created_at))).all()
 
+    async def active_children(self, parent_ids: Sequence[str]) -> Sequence[ApiTokenRow]:
+        query = select(ApiTokenRow).where(
+            ApiTokenRow.parent_id.in_(parent_ids), ApiTokenRow.revoked_at.is_(None)
+        )
+        return (await self._db.scalars(query)).all()
+
 
 class UserCounts:
     """How many accounts need, have and still lack a second factor (enabled accounts only:

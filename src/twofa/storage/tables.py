@@ -244,6 +244,9 @@ class ApiTokenRow(Base):
     owner_user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
     )
+    # The token that made this one: revoking it revokes this one too, and this one never
+    # outlives it.
+    parent_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
 
 class AccessRuleRow(Base):

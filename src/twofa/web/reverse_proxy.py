@@ -29,6 +29,7 @@ from twofa.domain.request_paths import PathRefusal
 from twofa.services.access.forward_auth import ForwardAuthService, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
 from twofa.web.context import SESSION_COOKIE, cookies_for_the_app
+from twofa.web.security_headers import security_headers
 
 HOP_BY_HOP: Final = frozenset(
     {
@@ -71,6 +72,9 @@ class ReverseProxy:
             return
         portal = gateway.settings.public_url
         response = await self._proxied(request, gateway.forward_auth, portal)
+        if not isinstance(response, StreamingResponse):  # this proxy's own answer, not the app's
+            for name, value in security_headers(gateway.settings).items():
+                response.headers.setdefault(name, value)
         await response(scope, receive, send)
 
     async def _proxied(

@@ -34,7 +34,7 @@ _HOST_SOURCE = re.compile(r"^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})
 def content_security_policy(return_hosts: Iterable[str]) -> str:
     """The policy, with the hosts a signed-in browser may be sent back to (the protected
     domains, the allowed redirect hosts: `*.example.com` patterns too) as form targets."""
-    sources = sorted({host for host in return_hosts if _HOST_SOURCE.match(host)})
+    sources = sorted({host for host in return_hosts if _HOST_SOURCE.fullmatch(host)})
     targets = " ".join(("'self'", *sources))
     return f"{_CSP_BASE}; form-action {targets}"
 

@@ -14,6 +14,7 @@ from twofa.domain.access import (
     Policy,
     decide,
     domain_matches,
+    in_networks,
     rules_from_settings,
 )
 
@@ -131,3 +132,13 @@ def test_a_rule_written_in_capitals_is_matched_exactly_and_leniently() -> None:
 def test_a_rule_with_non_ascii_text_matches_the_normal_form_of_its_paths() -> None:
     rule = AccessRule((JIRA,), Policy.DENY, paths=("/wiki/Straße/*",))
     assert rule.matches_resource(JIRA, "/wiki/Stra%C3%9Fe/x", "203.0.113.9")
+
+
+def test_attack_an_ipv4_client_on_a_dual_stack_socket_dodges_an_ipv4_rule() -> None:
+    """`twofa serve --host ::` sees IPv4 clients as `::ffff:a.b.c.d`: still the IPv4 address
+    for every network rule, trusted proxy and trusted network."""
+    office = [ipaddress.ip_network("10.0.0.0/8")]
+    assert in_networks("::ffff:10.1.2.3", office)
+    assert not in_networks("::ffff:192.0.2.9", office)
+    assert in_networks("::ffff:127.0.0.1", [ipaddress.ip_network("127.0.0.0/8")])
+    assert in_networks("::ffff:10.1.2.3", [ipaddress.ip_network("::ffff:10.0.0.0/104")])

@@ -172,9 +172,14 @@ class ApiTokenService:
         token_id = secrets.token_hex(8)
         token = f"{TOKEN_PREFIX}{token_id}_{new_token()}"
         now = self._clock.now()
+        expires_at = now + timedelta(days=days)
         async with self._db.begin() as db:
             owner_id = by_token.owner_user_id if by_token else await self._owner_id(db, owner)
             repository = ApiTokens(db)
+            if by_token is not None:  # never outliving the token that makes it
+                parent = await repository.get(by_token.token_id)
+                if parent is not None:
+                    expires_at = min(expires_at, parent.expires_at)
             if any(row.name == name and _active(row, now) for row in await repository.all()):
                 raise ApiTokenNameTaken(f"an active token is already named {name!r}")
             row = ApiTokenRow(
@@ -183,11 +188,12 @@ class ApiTokenService:
                 token_hash=token_digest(token),
                 created_by=created_by,
                 created_at=now,
-                expires_at=now + timedelta(days=days),
+                expires_at=expires_at,
                 revoked_at=None,
                 last_used_at=None,
                 scopes=scopes_text(scopes),
                 owner_user_id=owner_id,
+                parent_id=by_token.token_id if by_token else None,
             )
             repository.add(row)
             self._audit(
@@ -219,12 +225,20 @@ class ApiTokenService:
         return _info(row, owner.username if owner else None)
 
     async def revoke(self, token_id: str, *, actor: str, client: ClientInfo = CLI) -> ApiTokenInfo:
-        """Revoking twice keeps the first revocation time and writes no second record."""
+        """Revokes the token and every token made from it, at any depth (a stolen token's
+        offspring go with it). Revoking twice keeps the first revocation time and writes no
+        second record."""
         async with self._db.begin() as db:
             row = await self._row(db, token_id)
             if row.revoked_at is None:
-                row.revoked_at = self._clock.now()
+                now = row.revoked_at = self._clock.now()
                 self._audit(db, "api_token_revoke", actor, client, row)
+                parents = [row.id]
+                while children := await ApiTokens(db).active_children(parents):
+                    for child in children:
+                        child.revoked_at = now
+                        self._audit(db, "api_token_revoke", actor, client, child, via=row.id)
+                    parents = [child.id for child in children]
             return await self._info(db, row)
 
     async def authenticate(

@@ -1,6 +1,7 @@
-"""api_tokens.scopes and api_tokens.owner_user_id: what a token may do, and the admin whose
-account it stops with. Tokens made before keep every scope (they acted with admin rights);
-one made by an admin (created_by names an admin account) answers to that admin from now on.
+"""api_tokens.scopes, owner_user_id and parent_id: what a token may do, the admin whose
+account it stops with, and the token that made it (revoked with it, never outliving it).
+Tokens made before keep every scope (they acted with admin rights); one made by an admin
+(created_by names an admin account) answers to that admin from now on.
 
 Revision ID: 0007
 Revises: 0006
@@ -26,6 +27,8 @@ def upgrade() -> None:
             sa.Column("scopes", sa.String(length=100), nullable=False, server_default=EVERY_SCOPE)
         )
         batch_op.add_column(sa.Column("owner_user_id", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("parent_id", sa.String(length=32), nullable=True))
+        batch_op.create_index("ix_api_tokens_parent_id", ["parent_id"])
         batch_op.create_foreign_key(
             "fk_api_tokens_owner_user_id", "users", ["owner_user_id"], ["id"], ondelete="CASCADE"
         )
@@ -41,6 +44,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
+        batch_op.drop_index("ix_api_tokens_parent_id")
+        batch_op.drop_column("parent_id")
         batch_op.drop_index("ix_api_tokens_owner_user_id")
         batch_op.drop_constraint("fk_api_tokens_owner_user_id", type_="foreignkey")
         batch_op.drop_column("owner_user_id")
