@@ -38,6 +38,7 @@ from twofa.methods.registry import MethodRegistry
 from twofa.methods.security_questions import SecurityQuestionsMethod
 from twofa.methods.totp import TotpMethod
 from twofa.methods.webauthn import WebAuthnMethod
+from twofa.security.hashing_pool import HashingPool
 from twofa.security.passwords import Argon2Cost, PasswordHashing
 from twofa.security.sealing import Sealer
 from twofa.services.access.forward_auth import ForwardAuthService
@@ -181,6 +182,7 @@ class Gateway:
     settings_engine: AsyncEngine | None = None
     _duo_version: int = -1
     directory_clients: list[httpx.AsyncClient] = field(default_factory=list)
+    hashing: HashingPool | None = None  # argon2 off the event loop (passwords)
     directories: list[ExternalDirectory] = field(default_factory=list)  # in settings' order
 
     @classmethod
@@ -229,7 +231,7 @@ class Gateway:
             allow_custom_duo_host=settings.duo_custom_host_allowed,
         )
         external, directory_clients = external_directories(settings)
-        hashing = password_hashing(settings)
+        hashing = HashingPool(password_hashing(settings))
         login = LoginService(
             db, sessions, LocalDirectory(hashing), clock, settings, console, external
         )
@@ -282,6 +284,7 @@ class Gateway:
             allow_custom_host=settings.duo_custom_host_allowed,
         )
         gateway.directory_clients = directory_clients
+        gateway.hashing = hashing
         gateway.directories = external
         if settings.redis_url is not None:
             gateway.follow_other_processes(settings.redis_url.get_secret_value())
@@ -371,6 +374,8 @@ class Gateway:
         await self.http.aclose()
         for client in self.directory_clients:
             await client.aclose()
+        if self.hashing is not None:
+            self.hashing.close()
         await self.engine.dispose()
         if self.settings_engine is not None:
             await self.settings_engine.dispose()

@@ -4,7 +4,6 @@ The CLI calls these today; the admin console and REST API call the same function
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,8 +26,8 @@ from twofa.domain.client import CLI, ClientInfo
 from twofa.domain.policy import PolicyDecision
 from twofa.errors import Refused
 from twofa.methods.registry import DUO_PUSH
+from twofa.security.hashing_pool import HashingPool
 from twofa.security.password_rules import password_problem
-from twofa.security.passwords import PasswordHashing
 from twofa.services.second_factor.gate import enrolled_methods
 from twofa.services.settings.two_factor import policy_of
 from twofa.services.state import audit, throttle
@@ -79,7 +78,7 @@ class AccountService:
         clock: Clock,
         actor: str = "cli",
         *,
-        hashing: PasswordHashing,
+        hashing: HashingPool,
         exempt_admins: bool = False,
         demo: bool = False,
     ) -> None:
@@ -141,7 +140,7 @@ class AccountService:
         if problems:
             raise InvalidAccountInput("; ".join(problems))
         # argon2 is slow on purpose: off the event loop, and before any transaction opens
-        password_hash = await asyncio.to_thread(self._hashing.hash, password) if password else None
+        password_hash = await self._hashing.hash(password) if password else None
         try:
             async with self._db.begin() as db:
                 if await Users(db).by_name(username) is not None:
@@ -164,7 +163,7 @@ class AccountService:
 
     async def set_password(self, username: str, password: str, client: ClientInfo = CLI) -> None:
         refuse_weak_password(password, username)
-        password_hash = await asyncio.to_thread(self._hashing.hash, password)
+        password_hash = await self._hashing.hash(password)
         async with self._db.begin() as db:
             user = await self._user(db, username)
             user.password_hash = password_hash
@@ -307,7 +306,9 @@ class AccountService:
                     raise ImportRejected(problems)
                 # argon2 is slow on purpose: hash before the first write takes the write lock
                 hashes = {
-                    new.username: self._hashing.hash(new.password) for new in users if new.password
+                    new.username: await self._hashing.hash(new.password)
+                    for new in users
+                    if new.password
                 }
                 groups, created = await self._groups_for_import(db, users, client)
                 for new in users:

@@ -30,6 +30,7 @@ from twofa.domain.access import in_networks
 from twofa.domain.account_input import MAX_NAME_LENGTH
 from twofa.domain.client import ClientInfo
 from twofa.domain.sign_in_limits import client_network, slowdown_seconds
+from twofa.security.hashing_pool import HashingBusy
 from twofa.services.second_factor.gate import enrolled_methods
 from twofa.services.settings.console import ConsoleSettingsService
 from twofa.services.settings.two_factor import policy_of
@@ -111,21 +112,30 @@ class LoginService:
             return LoginOutcome(LoginResult.LOCKED)
         if attempts.delay_s:
             await self._clock.sleep(attempts.delay_s)  # committed: no transaction waits too
-        async with self._db.begin() as db:
-            owner = await Users(db).by_name(username)
-            if (owner is not None and owner.directory != LOCAL) or (
-                owner is None and self._external
-            ):
-                external = self._directories_for(owner)
-            else:
-                identity = await self._directory.authenticate(db, username, password)
-                if identity is None:
-                    self._refused(db, attempts, username, client)
-                    return LoginOutcome(LoginResult.REFUSED)
-                user = await Users(db).by_id(identity.user_id)
-                assert user is not None
-                return await self._signed_in(db, session, user, attempts, client)
+        try:
+            async with self._db.begin() as db:
+                owner = await Users(db).by_name(username)
+                if (owner is not None and owner.directory != LOCAL) or (
+                    owner is None and self._external
+                ):
+                    external = self._directories_for(owner)
+                else:
+                    identity = await self._directory.authenticate(db, username, password)
+                    if identity is None:
+                        self._refused(db, attempts, username, client)
+                        return LoginOutcome(LoginResult.REFUSED)
+                    user = await Users(db).by_id(identity.user_id)
+                    assert user is not None
+                    return await self._signed_in(db, session, user, attempts, client)
+        except HashingBusy:  # nothing was checked: the attempt must not count
+            await self._give_back(attempts)
+            raise
         return await self._sign_in_external(session, username, password, client, external, attempts)
+
+    async def _give_back(self, attempts: _Attempts) -> None:
+        async with self._db.begin() as db:
+            for attempt in (attempts.ip, attempts.network, attempts.all_networks):
+                await throttle.refund(db, attempt)
 
     async def _take_attempts(self, username: str, client: ClientInfo) -> _Attempts | None:
         """Counts the attempt on the address, then on the username from the client's network,

@@ -16,6 +16,7 @@ from twofa.clock import FrozenClock
 from twofa.config import AccessSettings, Mode, Settings
 from twofa.directories.base import DirectoryUnavailable, DirectoryUser
 from twofa.directories.local import LocalDirectory
+from twofa.security.hashing_pool import HashingPool
 from twofa.security.passwords import PasswordHashing
 from twofa.services.access.forward_auth import (
     AuthzAnswer,
@@ -90,7 +91,7 @@ def make_site(gateway: Gateway, clock: FrozenClock, cache_s: int = CACHE_S, **li
     login = LoginService(
         gateway.db,
         gateway.sessions,
-        LocalDirectory(PasswordHashing()),
+        LocalDirectory(HashingPool(PasswordHashing(), threads=1)),
         clock,
         settings,
         gateway.console,

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from tests.unit.services.conftest import BROWSER, PASSWORD, add_user, audit_rows, sign_in
 from twofa.clock import FrozenClock
 from twofa.config import Mode, Settings
 from twofa.domain.client import ClientInfo
+from twofa.domain.sign_in_limits import client_network
+from twofa.security.hashing_pool import HashingBusy
 from twofa.services.runtime import Gateway
 from twofa.services.signin.login import LoginOutcome, LoginResult
+from twofa.services.state.lockouts import sign_in_all_networks_key, sign_in_network_key
 from twofa.services.state.sessions import Level
+from twofa.storage.tables import ThrottleRow
 
 
 async def test_right_password_signs_in_a_user_without_2fa(gateway: Gateway) -> None:
@@ -246,3 +252,26 @@ async def test_unlock_clears_the_lock_of_every_network(gateway: Gateway) -> None
     assert await gateway.accounts.locked_until("alice|x") is not None
     for client in (OUTSIDER, from_ip("2001:db8::2")):
         assert (await sign_in(gateway, "alice", client=client)).result is LoginResult.SIGNED_IN
+
+
+async def test_attack_a_sign_in_refused_as_busy_counts_no_attempt(gateway: Gateway) -> None:
+    """A storm fills the hashing queue: the sign-ins refused unchecked ("busy") give their
+    attempts back, so nobody is locked out by passwords that were never checked."""
+    await add_user(gateway, "alice")
+    assert gateway.hashing is not None
+    gateway.hashing.threads, gateway.hashing.queue_limit = 1, 0  # one check at a time
+
+    storm = [sign_in(gateway, "alice", f"wrong guess {n}") for n in range(6)]
+    results = await asyncio.gather(*storm, return_exceptions=True)
+
+    checked = [r for r in results if isinstance(r, LoginOutcome)]
+    busy = [r for r in results if isinstance(r, HashingBusy)]
+    assert len(busy) >= 1
+    assert len(checked) + len(busy) == 6
+    assert all(outcome.result is LoginResult.REFUSED for outcome in checked)
+    # only the checked ones count, on the network and on every network
+    key = sign_in_network_key("alice", client_network(BROWSER.ip))
+    async with gateway.db.begin() as db:
+        counted = {row.key: row.failures for row in await db.scalars(select(ThrottleRow))}
+    assert counted[key] == len(checked)
+    assert counted[sign_in_all_networks_key("alice")] == len(checked)
