@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from twofa.errors import Unavailable
 
 
@@ -20,15 +18,6 @@ class Identity:
     display_name: str
     email: str
     groups: tuple[str, ...]
-
-
-class Directory(Protocol):
-    name: str
-
-    async def authenticate(self, db: AsyncSession, username: str, password: str) -> Identity | None:
-        """The identity if the password is right and the account enabled, else None; a
-        wrong password and an unknown user must cost the same time."""
-        ...
 
 
 @dataclass(frozen=True)

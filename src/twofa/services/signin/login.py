@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
 from twofa.config import Settings
-from twofa.directories.base import Directory, DirectoryUnavailable, ExternalDirectory
+from twofa.directories.base import DirectoryUnavailable, ExternalDirectory
+from twofa.directories.local import LocalDirectory, StoredPassword
 from twofa.domain.access import in_networks
 from twofa.domain.account_input import MAX_NAME_LENGTH
 from twofa.domain.client import ClientInfo
@@ -76,7 +77,7 @@ class LoginService:
         self,
         sessions: async_sessionmaker[AsyncSession],
         session_service: SessionService,
-        directory: Directory,
+        directory: LocalDirectory,
         clock: Clock,
         settings: Settings,
         console: ConsoleSettingsService,
@@ -112,25 +113,27 @@ class LoginService:
             return LoginOutcome(LoginResult.LOCKED)
         if attempts.delay_s:
             await self._clock.sleep(attempts.delay_s)  # committed: no transaction waits too
+        async with self._db.begin() as db:
+            owner = await Users(db).by_name(username)
+        if (owner is not None and owner.directory != LOCAL) or (owner is None and self._external):
+            external = self._directories_for(owner)
+            return await self._sign_in_external(
+                session, username, password, client, external, attempts
+            )
+        stored = StoredPassword.of(owner)
         try:
-            async with self._db.begin() as db:
-                owner = await Users(db).by_name(username)
-                if (owner is not None and owner.directory != LOCAL) or (
-                    owner is None and self._external
-                ):
-                    external = self._directories_for(owner)
-                else:
-                    identity = await self._directory.authenticate(db, username, password)
-                    if identity is None:
-                        self._refused(db, attempts, username, client)
-                        return LoginOutcome(LoginResult.REFUSED)
-                    user = await Users(db).by_id(identity.user_id)
-                    assert user is not None
-                    return await self._signed_in(db, session, user, attempts, client)
+            checked = await self._directory.check(stored, password)  # in no transaction
         except HashingBusy:  # nothing was checked: the attempt must not count
             await self._give_back(attempts)
             raise
-        return await self._sign_in_external(session, username, password, client, external, attempts)
+        async with self._db.begin() as db:
+            identity = await self._directory.settle(db, stored, checked)
+            if identity is None:
+                self._refused(db, attempts, username, client)
+                return LoginOutcome(LoginResult.REFUSED)
+            user = await Users(db).by_id(identity.user_id)
+            assert user is not None
+            return await self._signed_in(db, session, user, attempts, client)
 
     async def _give_back(self, attempts: _Attempts) -> None:
         async with self._db.begin() as db:

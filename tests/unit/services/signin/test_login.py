@@ -275,3 +275,40 @@ async def test_attack_a_sign_in_refused_as_busy_counts_no_attempt(gateway: Gatew
         counted = {row.key: row.failures for row in await db.scalars(select(ThrottleRow))}
     assert counted[key] == len(checked)
     assert counted[sign_in_all_networks_key("alice")] == len(checked)
+
+
+async def test_the_password_is_checked_with_no_database_connection_held(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """argon2 runs a tenth of a second on purpose: no connection (and on SQLite no lock)
+    waits for it."""
+    await add_user(gateway, "alice")
+    assert gateway.hashing is not None
+    held: list[int] = []
+    verify = gateway.hashing.verify
+
+    async def watching(password_hash: str | None, password: str) -> bool:
+        held.append(gateway.engine.sync_engine.pool.checkedout())
+        return await verify(password_hash, password)
+
+    monkeypatch.setattr(gateway.hashing, "verify", watching)
+    assert (await sign_in(gateway, "alice")).result is LoginResult.SIGNED_IN
+    assert held == [0]
+
+
+async def test_attack_a_password_changed_during_the_check_is_not_signed_in_with(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin resets a stolen password while the thief's sign-in is being checked: the
+    old password, right when it was read, no longer signs in."""
+    await add_user(gateway, "alice")
+    assert gateway.hashing is not None
+    verify = gateway.hashing.verify
+
+    async def admin_acts_meanwhile(password_hash: str | None, password: str) -> bool:
+        right = await verify(password_hash, password)
+        await gateway.accounts.set_password("alice", "a brand new secret phrase")
+        return right
+
+    monkeypatch.setattr(gateway.hashing, "verify", admin_acts_meanwhile)
+    assert (await sign_in(gateway, "alice")).result is LoginResult.REFUSED
