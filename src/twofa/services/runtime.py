@@ -9,12 +9,14 @@ a save on this node is seen at once); so are the console's access rules
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import httpx
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock, SystemClock
@@ -364,6 +366,15 @@ class Gateway:
             )
             self._duo_version = version
         return self.duo
+
+    async def database_answers(self, timeout_s: float = 2.0) -> bool:
+        """Whether the database answers a trivial query within `timeout_s` (readiness)."""
+        try:
+            async with asyncio.timeout(timeout_s), self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:  # any failure to answer is "not ready"; the log has the pool's own
+            return False
+        return True
 
     async def close(self) -> None:
         if self.change_feed is not None:

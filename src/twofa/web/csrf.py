@@ -40,8 +40,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twofa.security.tokens import same_token
 from twofa.services.runtime import Gateway
-from twofa.web.api.errors import ApiProblem, error_response
+from twofa.web.api.errors import ApiProblem, error_response, problem_for
 from twofa.web.context import CSRF_FIELD, CSRF_HEADER, LOADED_SESSION, SESSION_COOKIE, CsrfError
+from twofa.web.unavailable import database_away
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 EXEMPT_PATHS: Final = frozenset({"/authz/nginx", "/authz/forward", "/healthz"})
@@ -117,7 +118,13 @@ class CsrfMiddleware:
             await self._app(scope, receive, send)
             return
         gateway: Gateway = scope["app"].state.gateway
-        session = await gateway.sessions.load(headers.session_token)
+        try:
+            session = await gateway.sessions.load(headers.session_token)
+        except Exception as exc:  # answered as the routes' own errors are
+            if not database_away(exc):
+                raise
+            await database_away_answer(scope, receive, send, exc)
+            return
         if session is None:
             await refuse(scope, receive, send)
             return
@@ -179,6 +186,17 @@ async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
         response: Response = error_response(ApiProblem(403, "forbidden", REFUSED))
     else:
         response = await mapped_response(scope["app"], request, CsrfError(REFUSED))
+    await response(scope, receive, send)
+
+
+async def database_away_answer(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    request = Request(scope, receive)
+    if is_api(scope["path"]):
+        problem = problem_for(exc)
+        assert problem is not None
+        response: Response = error_response(problem)
+    else:
+        response = await mapped_response(scope["app"], request, exc)
     await response(scope, receive, send)
 
 

@@ -27,8 +27,10 @@ from twofa.errors import (
 )
 from twofa.services.second_factor.gate import SecondFactorNeeded, StepUpRequired
 from twofa.services.second_factor.outcomes import SecondFactorError
+from twofa.web import unavailable
 from twofa.web.context import CsrfError, SignInRequired, current_session, gateway_of
 from twofa.web.templating import render
+from twofa.web.unavailable import database_away
 
 log = logging.getLogger("twofa.web")
 CONSOLE: Final = "/admin"
@@ -126,6 +128,16 @@ async def by_category(request: Request, exc: Exception) -> Response:
     return problem(request, status, message or plain, other_methods=other_methods)
 
 
+async def database_error(request: Request, exc: Exception) -> Response:
+    """The database's own errors: a 503 while it cannot be reached, else a bug (500)."""
+    if not database_away(exc):
+        return await unexpected(request, exc)
+    log.warning("the database cannot be reached (%s %s): %s", request.method, request.url.path, exc)
+    response = problem(request, 503, unavailable.MESSAGE)
+    response.headers["Retry-After"] = unavailable.RETRY_AFTER_S
+    return response
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(request, 500, "Something went wrong on our side. Please try again.")
@@ -135,5 +147,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, sign_in_required)
     app.add_exception_handler(CsrfError, csrf_failed)
     app.add_exception_handler(StepUpRequired, step_up_required)
+    for database_failure in unavailable.DATABASE_ERRORS:
+        app.add_exception_handler(database_failure, database_error)
     app.add_exception_handler(TwofaError, by_category)
     app.add_exception_handler(Exception, unexpected)

@@ -32,6 +32,7 @@ from twofa.services.access.forward_auth import AuthzAnswer, OriginalRequest, Ver
 from twofa.services.runtime import Gateway
 from twofa.web.context import SESSION_COOKIE, cookies_for_the_app
 from twofa.web.security_headers import SECURITY_HEADERS
+from twofa.web.unavailable import RETRY_AFTER_S, database_away
 
 log = logging.getLogger(__name__)
 
@@ -231,14 +232,24 @@ async def traefik_caddy_forward_auth(gateway: Gateway, scope: Scope) -> FastResp
 
 
 async def healthz(gateway: Gateway, scope: Scope) -> FastResponse:
-    """A bare 200: for load balancers, and the benchmark's yardstick for the check above."""
+    """A bare 200 (liveness): for load balancers, and the benchmark's yardstick for the check
+    above."""
     return FastResponse(200, _HEALTHY, b"ok")
+
+
+async def healthz_ready(gateway: Gateway, scope: Scope) -> FastResponse:
+    """Readiness: 200 while the database answers, 503 while it does not, so a load balancer
+    takes the node out instead of sending it sign-ins it cannot serve."""
+    if await gateway.database_answers():
+        return FastResponse(200, _HEALTHY, b"ok")
+    return _refused("not ready: the database cannot be reached", 503)
 
 
 FAST_ROUTES: Final[dict[str, FastHandler]] = {
     "/authz/nginx": nginx_auth_request,
     "/authz/forward": traefik_caddy_forward_auth,
     "/healthz": healthz,
+    "/healthz/ready": healthz_ready,
 }
 
 
@@ -252,9 +263,13 @@ async def serve_fast_route(
     else:
         try:
             response = await handler(gateway, scope)
-        except Exception:
-            log.exception("forward-auth: %s failed", scope["path"])
-            response = _FAILED
+        except Exception as exc:
+            if database_away(exc):  # never an allow; the proxy refuses until it is back
+                log.warning("forward-auth: %s: the database cannot be reached", scope["path"])
+                response = _UNAVAILABLE
+            else:
+                log.exception("forward-auth: %s failed", scope["path"])
+                response = _FAILED
     await send(
         {"type": "http.response.start", "status": response.status, "headers": response.headers}
     )
@@ -265,3 +280,6 @@ _NOT_ALLOWED: Final = FastResponse(
     405, [(b"allow", b"GET, HEAD"), (b"content-length", b"18"), *_ALWAYS], b"Method Not Allowed"
 )
 _FAILED: Final = FastResponse(500, [(b"content-length", b"0"), *_ALWAYS])
+_UNAVAILABLE: Final = FastResponse(
+    503, [(b"content-length", b"0"), (b"retry-after", RETRY_AFTER_S.encode()), *_ALWAYS]
+)

@@ -28,6 +28,8 @@ from twofa.errors import (
     Unavailable,
     category_of,
 )
+from twofa.web import unavailable
+from twofa.web.unavailable import database_away
 
 log = logging.getLogger("twofa.api")
 
@@ -144,6 +146,10 @@ def problem_for(exc: Exception) -> ApiProblem | None:
         return ApiProblem(exc.status_code, code, str(exc.detail), headers=exc.headers)
     if isinstance(exc, TwofaError):
         return category_problem(exc)
+    if database_away(exc):
+        log.warning("the database cannot be reached: %s", exc)
+        retry = {"Retry-After": unavailable.RETRY_AFTER_S}
+        return ApiProblem(503, "unavailable", unavailable.MESSAGE, headers=retry)
     return None
 
 
