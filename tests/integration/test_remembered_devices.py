@@ -129,3 +129,16 @@ async def test_admin_and_password_changes_forget_devices(site: Site, change: str
         await gateway.close()
 
     assert not await remembered(site)
+
+
+async def test_attack_a_stolen_device_cookie_adds_the_thiefs_authenticator(site: Site) -> None:
+    """Alice ticks "remember this device"; a thief with her password and a copy of the device
+    cookie signs in minutes later and tries to set up an app of their own. The device counts
+    as a second factor, never as a recent one: setting up a method asks for a real one."""
+    await site.sign_in_with_code(+1, remember="on")
+    assert await remembered(site)  # the thief's sign-in, on the copied cookie
+
+    enrol = await site.client.get("/2fa/m/totp/enrol")
+
+    assert enrol.status_code == 303
+    assert enrol.headers["location"] == "/2fa/use?step_up=1"

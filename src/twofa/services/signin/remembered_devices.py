@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.security.tokens import new_token, token_digest
+from twofa.services.second_factor.gate import FRESH_SECOND_FACTOR
 from twofa.services.second_factor.outcomes import Completion
 from twofa.services.settings.console import ConsoleSettingsService
 from twofa.services.state import audit
@@ -120,11 +121,14 @@ class RememberedDeviceService:
                 db, session, row.user_id, Level.SIGNED_IN, client
             )
             # The device stands for the second factor passed when it was remembered: enough
-            # for two-factor access rules, too old for a step-up (services.second_factor.gate).
+            # for two-factor access rules and to open the console, never fresh enough for a
+            # step-up (services.second_factor.gate), even just after it was remembered: a
+            # stolen device cookie must not add a method or change a setting.
+            passed_at = min(row.created_at, now - FRESH_SECOND_FACTOR - timedelta(seconds=1))
             stored = await Sessions(db).get(view.id)
             assert stored is not None
-            stored.second_factor_at = row.created_at
-            view = replace(view, second_factor_at=row.created_at)
+            stored.second_factor_at = passed_at
+            view = replace(view, second_factor_at=passed_at)
             await self._audit(db, row.user_id, client, "recognised", device=row.label)
             return Completion(new_token_, view)
 
