@@ -22,7 +22,8 @@ from twofa.cli.common import (
 )
 from twofa.cli.user_csv import read_user_csv, rejected_rows
 from twofa.domain.account_input import ImportRejected
-from twofa.services.admin.accounts import ImportSummary, UserSummary
+from twofa.services.admin.accounts import UserSummary
+from twofa.services.admin.user_import import ImportSummary
 from twofa.services.runtime import Gateway
 
 user_app = typer.Typer(

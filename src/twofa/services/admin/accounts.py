@@ -15,7 +15,6 @@ from twofa.clock import Clock
 from twofa.domain.account_input import (
     AccountConflict,
     ImportProblem,
-    ImportRejected,
     InvalidAccountInput,
     NewUser,
     UnknownAccount,
@@ -28,9 +27,11 @@ from twofa.errors import Refused
 from twofa.methods.registry import DUO_PUSH
 from twofa.security.hashing_pool import HashingPool
 from twofa.security.password_rules import password_problem
+from twofa.services.admin.account_audit import account_audit
+from twofa.services.admin.user_import import ImportSummary, UserImport
 from twofa.services.second_factor.gate import enrolled_methods
 from twofa.services.settings.two_factor import policy_of
-from twofa.services.state import audit, throttle
+from twofa.services.state import throttle
 from twofa.services.state.lockouts import (
     any_lockout_ends,
     clear_network_lockouts,
@@ -43,12 +44,6 @@ from twofa.storage.tables import GroupRow, UserRow
 
 class DemoOnly(Refused):
     """A demo user with its documented password was asked for outside demo mode."""
-
-
-@dataclass(frozen=True)
-class ImportSummary:
-    users_created: int
-    groups_created: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -292,92 +287,16 @@ class AccountService:
 
     async def check_import(self, users: Sequence[NewUser]) -> list[ImportProblem]:
         """Every reason `import_users` would refuse these users, without writing anything."""
-        async with self._db.begin() as db:
-            return await self._import_problems(db, users)
+        return await self._importer().check(users)
 
     async def import_users(
         self, users: Sequence[NewUser], client: ClientInfo = CLI
     ) -> ImportSummary:
-        """All or nothing, in one transaction: creates the users, any missing groups and the
-        memberships, with an audit record per change. Any problem raises `ImportRejected`."""
-        try:
-            async with self._db.begin() as db:
-                if problems := await self._import_problems(db, users):
-                    raise ImportRejected(problems)
-                # argon2 is slow on purpose: hash before the first write takes the write lock
-                hashes = {
-                    new.username: await self._hashing.hash(new.password)
-                    for new in users
-                    if new.password
-                }
-                groups, created = await self._groups_for_import(db, users, client)
-                for new in users:
-                    await self._add_imported_user(db, new, hashes.get(new.username), groups, client)
-                return ImportSummary(users_created=len(users), groups_created=created)
-        except IntegrityError:
-            raise AccountConflict(
-                "the same users or groups were changed while importing; nothing was imported"
-            ) from None
+        """All or nothing (see `services.admin.user_import`)."""
+        return await self._importer().run(users, client)
 
-    async def _import_problems(
-        self, db: AsyncSession, users: Sequence[NewUser]
-    ) -> list[ImportProblem]:
-        problems: list[ImportProblem] = []
-        seen: set[str] = set()
-        for position, new in enumerate(users):
-            messages = new_user_problems(new)
-            if new.password and (weak := password_problem(new.password, new.username)):
-                messages.append(f"password: {weak}")
-            if new.username in seen:
-                messages.append(f"user {new.username!r} is listed more than once")
-            elif await Users(db).by_name(new.username) is not None:
-                messages.append(f"user {new.username!r} already exists")
-            seen.add(new.username)
-            problems.extend(ImportProblem(position, message) for message in messages)
-        return problems
-
-    async def _groups_for_import(
-        self, db: AsyncSession, users: Sequence[NewUser], client: ClientInfo
-    ) -> tuple[dict[str, GroupRow], tuple[str, ...]]:
-        """Every group the import names, and the names of those it had to create."""
-        repository = Groups(db)
-        found: dict[str, GroupRow] = {}
-        created: list[str] = []
-        for name in sorted({group for new in users for group in new.groups}):
-            row = await repository.by_name(name)
-            if row is None:
-                row = GroupRow(name=name, twofa_enabled=False)
-                repository.add(row)
-                created.append(name)
-                self._audit(db, "group_add", "", client, group=name, source="import")
-            found[name] = row
-        await db.flush()  # gives the new groups their ids
-        return found, tuple(created)
-
-    async def _add_imported_user(
-        self,
-        db: AsyncSession,
-        new: NewUser,
-        password_hash: str | None,
-        groups: dict[str, GroupRow],
-        client: ClientInfo,
-    ) -> None:
-        user = UserRow(
-            username=new.username,
-            display_name=new.display_name or new.username,
-            email=new.email,
-            password_hash=password_hash,
-            enabled=True,
-            is_admin=False,
-            twofa_enabled=False,
-            created_at=self._clock.now(),
-        )
-        Users(db).add(user)
-        await db.flush()  # gives the user its id for the memberships
-        self._audit(db, "user_add", new.username, client, is_admin=False, source="import")
-        for name in dict.fromkeys(new.groups):  # each group once, in the order given
-            await Groups(db).add_member(groups[name].id, user.id)
-            self._audit(db, "group_add_member", new.username, client, group=name)
+    def _importer(self) -> UserImport:
+        return UserImport(self._db, self._clock, self._hashing, self._actor)
 
     async def _user(self, db: AsyncSession, username: str) -> UserRow:
         user = await Users(db).by_name(username)
@@ -409,16 +328,7 @@ class AccountService:
     def _audit(
         self, db: AsyncSession, kind: str, username: str, client: ClientInfo, **detail: object
     ) -> None:
-        audit.record(
-            db,
-            self._clock,
-            kind,
-            "ok",
-            username=username,
-            client=client,
-            actor=self._actor,
-            **detail,
-        )
+        account_audit(db, self._clock, self._actor, kind, username, client, **detail)
 
 
 def refuse_weak_password(password: str, username: str) -> None:
