@@ -4,9 +4,11 @@ Kept free of route logic so every page checks these the same way. CSRF is not am
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 from fastapi import Request
+from starlette.requests import cookie_parser
 from starlette.responses import Response
 
 from twofa.domain.client import ClientInfo, client_address
@@ -53,6 +55,31 @@ def cookies_for_the_app(cookie_header: str) -> str:
         and chunk.strip()
     ]
     return "; ".join(kept)
+
+
+def raw_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+    wanted: frozenset[bytes],
+    joined: frozenset[bytes] = frozenset(),
+) -> dict[bytes, str]:
+    """The `wanted` headers of a raw ASGI request as latin-1 text, in one pass: the first of
+    each, as Starlette's `Request.headers.get` gives a route; for a name in `joined`, every
+    line joined with commas (X-Forwarded-For: a proxy may add a line of its own). For the
+    ASGI handlers that run before any route (the CSRF check, forward-auth)."""
+    found: dict[bytes, str] = {}
+    for name, value in raw:
+        if name in wanted:
+            if name not in found:
+                found[name] = value.decode("latin-1")
+            elif name in joined:
+                found[name] += "," + value.decode("latin-1")
+    return found
+
+
+def session_token_in(cookie_header: str) -> str | None:
+    """The session cookie's value, parsed as `request.cookies` does, so the ASGI handlers
+    and the routes read the same session."""
+    return cookie_parser(cookie_header).get(SESSION_COOKIE) if cookie_header else None
 
 
 def gateway_of(request: Request) -> Gateway:

@@ -34,14 +34,21 @@ from typing import Final, NamedTuple
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request, cookie_parser
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twofa.security.tokens import same_token
 from twofa.services.runtime import Gateway
 from twofa.web.api.errors import ApiProblem, error_response, problem_for
-from twofa.web.context import CSRF_FIELD, CSRF_HEADER, LOADED_SESSION, SESSION_COOKIE, CsrfError
+from twofa.web.context import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    LOADED_SESSION,
+    CsrfError,
+    raw_headers,
+    session_token_in,
+)
 from twofa.web.unavailable import database_away
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -64,10 +71,7 @@ class CsrfHeaders(NamedTuple):
 
     @classmethod
     def read(cls, raw: list[tuple[bytes, bytes]]) -> CsrfHeaders:
-        found: dict[bytes, str] = {}
-        for name, value in raw:
-            if name in _READ and name not in found:
-                found[name] = value.decode("latin-1")
+        found = raw_headers(raw, _READ)
         return cls(
             found.get(b"cookie", ""),
             found.get(CSRF_HEADER.encode()),
@@ -77,8 +81,7 @@ class CsrfHeaders(NamedTuple):
 
     @property
     def session_token(self) -> str | None:
-        # The same cookie parsing as `request.cookies`, so both read the same session.
-        return cookie_parser(self.cookie).get(SESSION_COOKIE) if self.cookie else None
+        return session_token_in(self.cookie)
 
     @property
     def has_bearer_token(self) -> bool:

@@ -24,13 +24,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from starlette.requests import cookie_parser
 from starlette.types import Scope, Send
 
 from twofa.domain.client import client_address
 from twofa.services.access.forward_auth import AuthzAnswer, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
-from twofa.web.context import SESSION_COOKIE, cookies_for_the_app
+from twofa.web.context import cookies_for_the_app, raw_headers, session_token_in
 from twofa.web.security_headers import SECURITY_HEADERS
 from twofa.web.unavailable import RETRY_AFTER_S, database_away
 
@@ -51,6 +50,7 @@ _PROXY_HEADERS: Final = frozenset(
         b"x-forwarded-uri",
     }
 )
+_JOINED: Final = frozenset({b"x-forwarded-for"})
 # Answers a browser may see (a refusal, Traefik's and Caddy's redirect, errors) carry the
 # same hardening as every page. An allow and nginx's 401 go only to the proxy, which never
 # passes them on (it copies the identity headers it is told to, or serves its own page),
@@ -72,9 +72,9 @@ _AFTER_AUTHORITY: Final = re.compile(r"[^:/?#]+://[^/?#]*(.*)", re.DOTALL)
 
 
 class ProxyHeaders(NamedTuple):
-    """The request headers forward-auth reads, as latin-1 text (the first of each, as
-    Starlette's `Request.headers.get` would give the pages). A named tuple: it is built for
-    every request, and a frozen dataclass costs several times as much to construct."""
+    """The request headers forward-auth reads, as latin-1 text (`raw_headers`: the first of
+    each, every X-Forwarded-For line). A named tuple: it is built for every request, and a
+    frozen dataclass costs several times as much to construct."""
 
     cookie: str = ""
     original_url: str = ""
@@ -85,13 +85,7 @@ class ProxyHeaders(NamedTuple):
 
     @classmethod
     def read(cls, raw: Iterable[tuple[bytes, bytes]]) -> ProxyHeaders:
-        found: dict[bytes, str] = {}
-        for name, value in raw:
-            if name in _PROXY_HEADERS:
-                if name not in found:
-                    found[name] = value.decode("latin-1")
-                elif name == b"x-forwarded-for":  # a proxy may add its own line: keep all
-                    found[name] += "," + value.decode("latin-1")
+        found = raw_headers(raw, _PROXY_HEADERS, joined=_JOINED)
         return cls(
             found.get(b"cookie", ""),
             found.get(b"x-original-url", ""),
@@ -103,8 +97,7 @@ class ProxyHeaders(NamedTuple):
 
     @property
     def session_token(self) -> str | None:
-        # The same cookie parsing as the pages', so both read the same session.
-        return cookie_parser(self.cookie).get(SESSION_COOKIE) if self.cookie else None
+        return session_token_in(self.cookie)
 
 
 def original_request(
