@@ -299,7 +299,7 @@ def test_the_exemptions_are_exactly_the_documented_ones() -> None:
     documented = csrf.__doc__ or ""
     safe_methods, exempt_paths, api_prefix = csrf.SAFE_METHODS, csrf.EXEMPT_PATHS, csrf.API_PREFIX
     assert safe_methods == {"GET", "HEAD", "OPTIONS", "TRACE"}
-    assert exempt_paths == {"/authz/nginx", "/authz/forward", "/healthz"}
+    assert exempt_paths == {"/authz/nginx", "/authz/forward", "/healthz", "/healthz/ready"}
     assert exempt_paths == set(FAST_ROUTES)  # answered before the middleware anyway
     assert all(path in documented for path in exempt_paths)
     assert api_prefix == "/api/v1"

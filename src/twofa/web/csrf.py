@@ -20,9 +20,10 @@ Exempt, and nothing else:
   the cookie stays protected.
 - /authz/nginx and /authz/forward, the forward-auth checks: proxies call them with the method
   of the request they check, and they change nothing.
-- /healthz: the load balancers' probe, which changes nothing either.
+- /healthz and /healthz/ready: the load balancers' probes (alive; able to reach the
+  database), which change nothing either.
 
-`GatewayApp` answers these three before any middleware (`forward_auth.FAST_ROUTES`); they are
+`GatewayApp` answers these before any middleware (`forward_auth.FAST_ROUTES`); they are
 exempt here too so that this list, not the order of dispatch, says that they are.
 """
 
@@ -52,7 +53,7 @@ from twofa.web.context import (
 from twofa.web.unavailable import database_away
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-EXEMPT_PATHS: Final = frozenset({"/authz/nginx", "/authz/forward", "/healthz"})
+EXEMPT_PATHS: Final = frozenset({"/authz/nginx", "/authz/forward", "/healthz", "/healthz/ready"})
 API_PREFIX: Final = "/api/v1"
 FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 REFUSED: Final = "missing or wrong CSRF token"
