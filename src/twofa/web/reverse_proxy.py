@@ -15,7 +15,7 @@ it saw is the client's), and twofa's cookies never reach the app.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
 import httpx
@@ -60,6 +60,7 @@ class ReverseProxy:
         self._upstream = upstream.rstrip("/")
         self._upstream_path = urllib.parse.urlsplit(self._upstream).path
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
+        self._hardening: Mapping[str, str] | None = None  # this proxy's own answers' headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway: Gateway | None = getattr(self._twofa.state, "gateway", None)
@@ -73,7 +74,9 @@ class ReverseProxy:
         portal = gateway.settings.public_url
         response = await self._proxied(request, gateway.forward_auth, portal)
         if not isinstance(response, StreamingResponse):  # this proxy's own answer, not the app's
-            for name, value in security_headers(gateway.settings).items():
+            if self._hardening is None:  # the settings do not change while serving
+                self._hardening = security_headers(gateway.settings)
+            for name, value in self._hardening.items():
                 response.headers.setdefault(name, value)
         await response(scope, receive, send)
 

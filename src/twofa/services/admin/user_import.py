@@ -52,17 +52,19 @@ class UserImport:
 
     async def run(self, users: Sequence[NewUser], client: ClientInfo) -> ImportSummary:
         """All or nothing, in one transaction: creates the users, any missing groups and the
-        memberships, with an audit record per change. Any problem raises `ImportRejected`."""
+        memberships, with an audit record per change. Any problem raises `ImportRejected`.
+        The passwords are hashed first, in no transaction (argon2 is slow on purpose), once
+        the input is known to be acceptable; the writing transaction checks it again, as
+        someone may have added one of these users meanwhile."""
+        if problems := await self.check(users):
+            raise ImportRejected(problems)
+        hashes = {
+            new.username: await self._hashing.hash(new.password) for new in users if new.password
+        }
         try:
             async with self._db.begin() as db:
                 if problems := await self._import_problems(db, users):
                     raise ImportRejected(problems)
-                # argon2 is slow on purpose: hash before the first write takes the write lock
-                hashes = {
-                    new.username: await self._hashing.hash(new.password)
-                    for new in users
-                    if new.password
-                }
                 groups, created = await self._groups_for_import(db, users, client)
                 for new in users:
                     await self._add_imported_user(db, new, hashes.get(new.username), groups, client)
