@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from _totp_minimal import answer, keep_connection, open_challenge, session_id_of
 from twofa.security.sealing import Sealer

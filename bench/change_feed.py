@@ -6,7 +6,7 @@ other (`SessionService.end`: the DELETE, the commit, the after-commit announceme
 publish); a second process's feed (`RedisChangeFeed`, in this process but on its own
 connections) records when each one arrives. The time counted is the whole path: the DELETE and
 its commit on SQLite, the publish, Redis, the other side's read. Without Redis the other
-processes find out within `CACHE_SECONDS` (1 s) at worst. Prints p50, p99 and the worst, then
+processes find out within `CHECK_SECONDS` (1 s) at worst. Prints p50, p99 and the worst, then
 the summary line recorded in bench/README.md.
 
     .venv/bin/python bench/change_feed.py [--sessions 2000] [--redis redis://127.0.0.1:6379/0]
@@ -72,7 +72,7 @@ async def measure(sessions: int, redis_url: str, folder: Path) -> list[float]:
     gateway = await Gateway.start(settings)
     try:
         assert gateway.change_feed is not None
-        if not (await listener.wait_subscribed(5) and await gateway.change_feed.wait_subscribed(5)):
+        if not (await listener.wait_live(5) and await gateway.change_feed.wait_live(5)):
             raise SystemExit(f"Redis at {redis_url} did not answer")
         delays: list[float] = []
         for _ in range(sessions):

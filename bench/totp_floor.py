@@ -33,7 +33,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from twofa.methods.totp import hotp, new_secret, secret_bytes
 from twofa.security.sealing import Sealer

@@ -17,6 +17,8 @@ from tests.support.databases import postgres_database, sqlite_database
 from twofa.config import load_settings
 from twofa.domain.client import NO_CLIENT
 from twofa.methods.registry import LOCAL_METHOD_CODES
+from twofa.security.hashing_pool import HashingPool
+from twofa.security.passwords import PasswordHashing
 from twofa.services.runtime import build_registry
 from twofa.services.second_factor.challenges import EXPIRED_MESSAGE
 from twofa.services.second_factor.failures import FAILURE_MESSAGES, failure_rule, locked_message
@@ -24,7 +26,9 @@ from twofa.services.second_factor.outcomes import SecondFactorError
 from twofa.services.state.sessions import Level
 from twofa.storage.audit_log import AuditLog
 
-REGISTERED = build_registry(load_settings(environ={}, mode="dev")).local_codes
+REGISTERED = build_registry(
+    load_settings(environ={}, mode="dev"), hashing=HashingPool(PasswordHashing())
+).local_codes
 CODES = sorted(code for code in REGISTERED if code in AUTHENTICATORS)
 
 

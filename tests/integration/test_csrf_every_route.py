@@ -299,7 +299,13 @@ def test_the_exemptions_are_exactly_the_documented_ones() -> None:
     documented = csrf.__doc__ or ""
     safe_methods, exempt_paths, api_prefix = csrf.SAFE_METHODS, csrf.EXEMPT_PATHS, csrf.API_PREFIX
     assert safe_methods == {"GET", "HEAD", "OPTIONS", "TRACE"}
-    assert exempt_paths == {"/authz/nginx", "/authz/forward", "/healthz", "/healthz/ready"}
+    assert exempt_paths == {
+        "/authz/nginx",
+        "/authz/forward",
+        "/healthz",
+        "/healthz/ready",
+        "/metrics",
+    }
     assert exempt_paths == set(FAST_ROUTES)  # answered before the middleware anyway
     assert all(path in documented for path in exempt_paths)
     assert api_prefix == "/api/v1"
@@ -310,6 +316,7 @@ def test_the_exemptions_are_exactly_the_documented_ones() -> None:
         ("/authz/nginx", {"cookie": cookie}, True),
         ("/authz/forward", {"cookie": cookie}, True),
         ("/healthz", {"cookie": cookie}, True),
+        ("/metrics", {"cookie": cookie}, True),
         ("/api/v1/users", {"authorization": "Bearer t", "cookie": cookie}, True),
         ("/api/v1/users", {"authorization": "Basic dTpw"}, True),  # no cookie: a 401
         ("/api/v1/users", {}, True),

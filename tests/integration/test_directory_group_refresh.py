@@ -39,7 +39,7 @@ from tests.support.slapd import (
 )
 from twofa.clock import FrozenClock
 from twofa.config import Settings, load_settings
-from twofa.services.access.forward_auth import CACHE_SECONDS
+from twofa.services.access.session_cache import CHECK_SECONDS
 from twofa.services.runtime import Gateway
 from twofa.storage.audit_log import AuditLog
 from twofa.web.app import create_app
@@ -104,7 +104,7 @@ class Site:
         return seen
 
     def past_the_session_cache(self) -> None:
-        self.clock.advance(timedelta(seconds=CACHE_SECONDS + 0.2))
+        self.clock.advance(timedelta(seconds=CHECK_SECONDS + 0.2))
 
     async def directory_audit(self) -> list[tuple[str, dict[str, Any]]]:
         gateway = await Gateway.start(self.settings)

@@ -95,7 +95,7 @@ async def test_every_part_that_answers_is_ok(
         "sign-in attacks",
         "mail server",
         "secret keys",
-        "Redis",
+        "change feed",
         "directory crowd",
     ]
     assert {part: f.state for part, f in findings.items()} == dict.fromkeys(findings, State.OK)
@@ -128,11 +128,12 @@ async def test_parts_that_do_not_answer_each_say_why_and_the_rest_still_run(
         await gateway.close()
 
     assert findings["database"].state is State.OK
-    for part in ("Duo", "mail server", "Redis", "directory crowd"):
+    for part in ("Duo", "mail server", "change feed", "directory crowd"):
         assert findings[part].state is State.FAILED, findings[part]
     assert "skey" in findings["Duo"].detail
     assert str(closed) in findings["mail server"].detail
-    assert "PING" in findings["Redis"].detail
+    assert "redis feed not live" in findings["change feed"].detail
+    assert "every second" in findings["change feed"].detail
 
 
 async def test_an_unmigrated_database_is_named_with_the_command_that_fixes_it(
@@ -149,7 +150,7 @@ async def test_an_unmigrated_database_is_named_with_the_command_that_fixes_it(
     assert findings["Duo alerts"].state is State.NOT_CHECKED  # read from the audit log
     assert findings["sign-in attacks"].state is State.NOT_CHECKED  # read from the audit log
     assert findings["mail server"].state is State.NOT_CHECKED
-    assert findings["Redis"].state is State.NOT_SET_UP  # checked all the same
+    assert findings["change feed"].state is State.OK  # checked all the same (sockets, here)
 
 
 def test_the_command_prints_a_line_per_part_and_exits_1_when_one_failed(
@@ -168,7 +169,7 @@ def test_the_command_prints_a_line_per_part_and_exits_1_when_one_failed(
     assert lines[3].startswith("?       sign-in attacks")
     assert lines[4].startswith("?       mail server")
     assert lines[5].startswith("?       secret keys")
-    assert lines[6].startswith("-       Redis")
+    assert lines[6].startswith("ok      change feed")
     assert lines[-1] == "1 of 7 checks failed: database"
 
 
@@ -232,7 +233,7 @@ async def test_the_api_status_says_which_parts_answer(
             "sign-in attacks": "ok",
             "mail server": "not set up",
             "secret keys": "ok",
-            "Redis": "not set up",
+            "change feed": "ok",
         }
 
         await api.http.put(

@@ -22,7 +22,6 @@ from tests.support.servers import free_port, serve_in_thread
 from tests.support.totp_flow import challenge_from
 from tests.support.two_factor import allow_methods
 from twofa.config import load_settings
-from twofa.services.access.forward_auth import CACHE_SECONDS
 from twofa.web.app import create_app
 
 APP = "app.example.test"
@@ -140,14 +139,14 @@ async def test_sign_out_is_seen_within_a_second(gateway: Gateway) -> None:
     assert status == 401
 
 
-async def test_a_revoked_session_cookie_stops_working_within_a_second(gateway: Gateway) -> None:
+async def test_a_signed_out_session_cookie_stops_working_at_once(gateway: Gateway) -> None:
+    """No waiting for a cache: the node that signed it out forgets it in the same breath."""
     await sign_in(gateway.client, "bob")
     token = gateway.client.cookies["twofa_session"]
     assert (await gateway.nginx("/wiki/Home")).status_code == 200
     home = await gateway.client.get("/")
     await gateway.client.post("/logout", data={"csrf_token": csrf_from(home.text)})
     gateway.client.cookies.set("twofa_session", token)  # a copy kept by an attacker
-    gateway.clock.skip(CACHE_SECONDS + 0.1)
     assert (await gateway.nginx("/wiki/Home")).status_code == 401
 
 

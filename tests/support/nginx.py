@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +42,15 @@ class RunningNginx:
     app_host: str
 
 
-def adapted_deploy_conf(port: int, twofa: str, app: str, auth_host: str, app_host: str) -> str:
-    """The deploy file with only its addresses changed: what the tests run is what ships."""
+def adapted_deploy_conf(
+    port: int, twofa: str | Sequence[str], app: str, auth_host: str, app_host: str
+) -> str:
+    """The deploy file with only its addresses changed: what the tests run is what ships.
+    Several `twofa` addresses: one gateway node each, in the one upstream (round-robin)."""
     text = DEPLOY_CONF.read_text()
+    nodes = [twofa] if isinstance(twofa, str) else list(twofa)
     replacements = {
-        "server 127.0.0.1:9091;": f"server {twofa};",
+        "server 127.0.0.1:9091;": "\n    ".join(f"server {node};" for node in nodes),
         "server 127.0.0.1:8080;": f"server {app};",
         "listen 80;": f"listen 127.0.0.1:{port};",
         "server_name auth.example.com;": f"server_name {auth_host};",
@@ -74,7 +78,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
 
 @contextmanager
 def running_nginx(
-    prefix: Path, port: int, twofa: str, app: str, auth_host: str, app_host: str
+    prefix: Path, port: int, twofa: str | Sequence[str], app: str, auth_host: str, app_host: str
 ) -> Iterator[RunningNginx]:
     if not Path(NGINX).exists():
         require_or_skip("nginx is not installed (Debian package nginx-light or nginx)")

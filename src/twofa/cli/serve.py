@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 import uvicorn
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from twofa.cli.common import GlobalOptions, expected_errors_reported, settings_for
+from twofa.cli.logging_setup import configure_logging, uvicorn_log_config
 from twofa.cli.runtime import run_server, tune_garbage_collector
 from twofa.cli.workers import run_workers
 from twofa.config import Mode, Settings, load_settings
@@ -24,10 +25,10 @@ from twofa.errors import ConfigurationError
 from twofa.services.runtime import Gateway
 from twofa.simulator import SimulatorSettings, create_simulator_app
 from twofa.storage.database import create_engine, upgrade
+from twofa.telemetry import shared_metrics_directory, worker_exited
 from twofa.web.app import create_app
 from twofa.web.reverse_proxy import ReverseProxy
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 DEMO_SECRET = "twofa-demo-mode-secret-key-not-for-production"  # noqa: S105 (demo mode only)
 DEMO_IKEY = "DIDEMOINTEGRATION001"
 DEMO_SKEY = "demo-duo-secret-key-demo-duo-secret-key0"
@@ -42,10 +43,13 @@ DEMO_USERS = (
 UPSTREAM_ENV = "_TWOFA_SERVE_UPSTREAM"
 
 
-def _uvicorn_options(host: str, port: int, access_log: bool) -> dict[str, Any]:
+def _uvicorn_options(
+    host: str, port: int, access_log: bool, log_format: Literal["text", "json"] = "text"
+) -> dict[str, Any]:
     return {
         "host": host,
         "port": port,
+        "log_config": uvicorn_log_config(log_format),
         "log_level": "info",
         "proxy_headers": False,  # twofa decides itself which proxies it believes
         "timeout_keep_alive": 75,
@@ -54,8 +58,14 @@ def _uvicorn_options(host: str, port: int, access_log: bool) -> dict[str, Any]:
     }
 
 
-def _uvicorn_config(app: ASGIApp, host: str, port: int, access_log: bool = True) -> uvicorn.Config:
-    return uvicorn.Config(app, **_uvicorn_options(host, port, access_log))
+def _uvicorn_config(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    access_log: bool = True,
+    log_format: Literal["text", "json"] = "text",
+) -> uvicorn.Config:
+    return uvicorn.Config(app, **_uvicorn_options(host, port, access_log, log_format))
 
 
 def _served(app: FastAPI, upstream: str | None) -> ASGIApp:
@@ -65,9 +75,10 @@ def _served(app: FastAPI, upstream: str | None) -> ASGIApp:
 def worker_app() -> ASGIApp:
     """What each worker process of `twofa serve --workers N` serves (a uvicorn factory): the
     settings from TWOFA_CONFIG and the TWOFA_* variables the parent checked and passed on."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    settings = load_settings()
+    configure_logging(settings.log_format)
     tune_garbage_collector()
-    return _served(create_app(load_settings()), os.environ.get(UPSTREAM_ENV) or None)
+    return _served(create_app(settings), os.environ.get(UPSTREAM_ENV) or None)
 
 
 async def _check_gateway(settings: Settings) -> None:
@@ -76,6 +87,7 @@ async def _check_gateway(settings: Settings) -> None:
 
 
 def _serve_workers(
+    settings: Settings,
     config_file: Path | None,
     host: str,
     port: int,
@@ -85,7 +97,8 @@ def _serve_workers(
 ) -> None:
     """Several processes on one port, each with a listening socket of its own (a worker that
     dies is restarted). Every cache a worker keeps is rechecked within a second, so they behave
-    as one."""
+    as one. With metrics on, the workers count into files in a private directory made for
+    this run (twofa.telemetry), so a scrape of any of them sums them all."""
     if config_file is not None:
         os.environ["TWOFA_CONFIG"] = str(config_file.resolve())
     os.environ[UPSTREAM_ENV] = upstream or ""
@@ -95,9 +108,13 @@ def _serve_workers(
         workers=workers,
         loop="uvloop",
         http="httptools",
-        **_uvicorn_options(host, port, access_log),
+        **_uvicorn_options(host, port, access_log, settings.log_format),
     )
-    run_workers(config, workers)
+    if not settings.metrics.enabled:  # no files to write at every count
+        run_workers(config, workers)
+        return
+    with shared_metrics_directory() as metrics_directory:  # before any worker starts
+        run_workers(config, workers, on_worker_exit=partial(worker_exited, path=metrics_directory))
 
 
 async def _serve_gateway(
@@ -106,7 +123,8 @@ async def _serve_gateway(
     await _check_gateway(settings)
     tune_garbage_collector()
     served = _served(create_app(settings), upstream)
-    await uvicorn.Server(_uvicorn_config(served, host, port, access_log)).serve()
+    config = _uvicorn_config(served, host, port, access_log, settings.log_format)
+    await uvicorn.Server(config).serve()
 
 
 def serve(
@@ -138,9 +156,10 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the twofa gateway (settings from `twofa --config FILE`, TWOFA_CONFIG or TWOFA_*)."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_logging()  # text until the settings say otherwise
     with expected_errors_reported():
         settings = settings_for(ctx)
+        configure_logging(settings.log_format)
         if upstream and not settings.access.domains:
             raise ConfigurationError(
                 "--upstream needs the protected domains in the settings: [access] domains"
@@ -150,7 +169,7 @@ def serve(
             return
         run_server(_check_gateway(settings))
         options = ctx.find_object(GlobalOptions) or GlobalOptions()
-        _serve_workers(options.config_file, host, port, access_log, upstream, workers)
+        _serve_workers(settings, options.config_file, host, port, access_log, upstream, workers)
 
 
 async def seed_demo(gateway: Gateway) -> None:
@@ -220,6 +239,6 @@ def demo(
     database: Annotated[Path, typer.Option(help="SQLite file for the demo.")] = Path("var/demo.db"),
 ) -> None:
     """Run twofa with the bundled Duo simulator and demo users (alice, bob, admin)."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_logging()
     with expected_errors_reported():
         run_server(_run_demo(port, database.resolve()))

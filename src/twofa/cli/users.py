@@ -206,6 +206,18 @@ def forget_devices(ctx: typer.Context, username: UsernameArgument) -> None:
     typer.echo(f"{count} remembered device(s) of {username} forgotten")
 
 
+@user_app.command("end-sessions")
+def end_sessions(ctx: typer.Context, username: UsernameArgument) -> None:
+    """Sign the user out of every browser, on every gateway node (a stolen laptop, a session
+    cookie that leaked); their password and second factor stay as they are."""
+
+    async def end(gateway: Gateway) -> None:
+        await gateway.accounts.end_sessions(username)
+
+    run_with_gateway(ctx, end)
+    typer.echo(f"{username} is signed out everywhere")
+
+
 @user_app.command("import")
 def import_users(
     ctx: typer.Context,

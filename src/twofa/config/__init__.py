@@ -1,5 +1,5 @@
 """The gateway's start-up configuration: `settings` (the validated settings object and how it
-is loaded), `sections` (Duo, access, security keys), `directories` (the LDAP and Crowd
+is loaded), `sections` (Duo, access, security keys, metrics), `directories` (the LDAP and Crowd
 sections), `passwords` and `secret_keys`. Callers import from here; the
 names below are the package's public face."""
 
@@ -11,6 +11,7 @@ from twofa.config.sections import (
     DuoFactor,
     DuoSettings,
     FailMode,
+    MetricsSettings,
     WebAuthnSettings,
     duo_factors_problem,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "DuoFactor",
     "DuoSettings",
     "FailMode",
+    "MetricsSettings",
     "Mode",
     "Settings",
     "WebAuthnSettings",

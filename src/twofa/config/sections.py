@@ -1,6 +1,6 @@
 """The sections of the settings file that describe one thing each: Duo (`[duo]`), the access
-rules and protected domains (`[access]`), and security keys (`[webauthn]`). `settings.py`
-puts them together into `Settings`."""
+rules and protected domains (`[access]`), security keys (`[webauthn]`) and the Prometheus
+endpoint (`[metrics]`). `settings.py` puts them together into `Settings`."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from pydantic import (
     IPvAnyNetwork,
     SecretStr,
     field_validator,
+    model_validator,
 )
 
 from twofa.duo.endpoint import DuoEndpoint
 
 ACCESS_POLICIES: Final = ("bypass", "one_factor", "two_factor", "deny")
+METRICS_TOKEN_MIN_LENGTH: Final = 24
 
 
 class FailMode(Enum):
@@ -209,3 +211,43 @@ class WebAuthnSettings(BaseModel):
                     f"origins: {origin!r} is not an origin such as https://sso.example.com"
                 )
         return tuple(origin.lower() for origin in value)
+
+
+class MetricsSettings(BaseModel):
+    """`GET /metrics` for Prometheus (web/metrics.py). Off unless enabled, and then only for a
+    scraper that passes every rule set here: its address in `networks` (behind a trusted
+    proxy, the forwarded address), and `Authorization: Bearer <token>`. Enabled with neither
+    rule is refused: to open it to every address, list `0.0.0.0/0` and `::/0` on purpose."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    # A secret: TWOFA_METRICS__TOKEN_FILE reads it from a file (Prometheus' `bearer_token_file`).
+    token: SecretStr | None = None
+    networks: tuple[IPvAnyNetwork, ...] = ()
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _list_from_text(cls, value: object) -> object:
+        if isinstance(value, str):  # TWOFA_METRICS__NETWORKS=10.0.0.0/8,::1/128
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < METRICS_TOKEN_MIN_LENGTH:
+            raise ValueError(
+                f"must be at least {METRICS_TOKEN_MIN_LENGTH} characters "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _guarded_when_enabled(self) -> MetricsSettings:
+        if self.enabled and self.token is None and not self.networks:
+            raise ValueError(
+                "enabled needs a token or networks (the scrapers' addresses): the metrics "
+                "tell an outsider how busy the gateway is and how sign-ins go"
+            )
+        return self

@@ -11,7 +11,7 @@ import os
 import tomllib
 from enum import Enum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import (
     Field,
@@ -28,6 +28,7 @@ from twofa.config.secret_keys import secret_key_problems, secret_keys
 from twofa.config.sections import (
     AccessSettings,
     DuoSettings,
+    MetricsSettings,
     WebAuthnSettings,
 )
 from twofa.duo.endpoint import CustomHostRefused, DuoEndpoint
@@ -94,9 +95,19 @@ class Settings(BaseSettings):
     smtp_ca_path: str | None = None
     # Redis, for several gateway processes or machines: each tells the others at once of an
     # ended session or a saved setting (services.state.change_feed). A secret: it may hold a
-    # password (`TWOFA_REDIS_URL_FILE`). Unset: they follow within a second anyway.
+    # password (`TWOFA_REDIS_URL_FILE`).
     redis_url: SecretStr | None = None
     redis_channel: str = Field(default="twofa:changes", min_length=1, max_length=200)
+    # How the gateway processes tell each other of changes, so forward-auth can answer the
+    # sessions in use from memory. "auto": Redis with `redis_url`, else PostgreSQL's
+    # LISTEN/NOTIFY, else (SQLite) sockets between the processes of this machine. "none":
+    # every process reads each session in use again every second.
+    change_feed: Literal["auto", "redis", "postgresql", "local", "none"] = "auto"
+    # `GET /metrics` for Prometheus: off unless enabled, then behind a token and/or networks.
+    metrics: MetricsSettings = MetricsSettings()
+    # "json": the log is one JSON object per line (an audit record's line carries the audit
+    # record's fields), for a log shipper; "text": lines for a person (cli.logging_setup).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("redis_url")
     @classmethod
@@ -159,6 +170,36 @@ class Settings(BaseSettings):
                 "admins_without_second_factor is for the demo only: an admin console behind a "
                 "password alone is one guessed password away from every account"
             )
+        return self
+
+    @property
+    def change_feed_kind(self) -> str:
+        """`change_feed` with "auto" resolved (services.runtime builds the feed)."""
+        if self.change_feed != "auto":
+            return self.change_feed
+        if self.redis_url is not None:
+            return "redis"
+        if self.database_url.startswith("postgresql"):
+            return "postgresql"
+        return "local" if self.sqlite_file is not None else "none"
+
+    @property
+    def sqlite_file(self) -> str | None:
+        """The SQLite database's file, or None (another database, or SQLite in memory)."""
+        scheme, _, path = self.database_url.partition(":///")
+        if not scheme.startswith("sqlite") or path in ("", ":memory:"):
+            return None
+        return path.split("?", 1)[0]
+
+    @model_validator(mode="after")
+    def _change_feed_possible(self) -> Settings:
+        needs = {
+            "redis": (self.redis_url is not None, "redis_url"),
+            "postgresql": (self.database_url.startswith("postgresql"), "a PostgreSQL database"),
+            "local": (self.sqlite_file is not None, "an SQLite database file"),
+        }.get(self.change_feed)
+        if needs is not None and not needs[0]:
+            raise ValueError(f"change_feed = {self.change_feed!r} needs {needs[1]}")
         return self
 
     @property

@@ -10,7 +10,6 @@ alphabet has no I, L, O or U, and typing those letters is forgiven (O reads as 0
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -29,7 +28,7 @@ from twofa.methods.base import (
     Verified,
     normalise_code,
 )
-from twofa.security.code_hashing import hash_code, verify_code
+from twofa.security.code_hashing import Hasher, hash_code, verify_code
 
 CODE: Final = "backup_codes"
 CODE_COUNT: Final = 10
@@ -68,18 +67,23 @@ def _hash_all(codes: Sequence[str]) -> list[str]:
     return [hash_code(code) for code in codes]
 
 
-def _matching_item(items: Sequence[StoredItem], code: str) -> StoredItem | None:
-    """The unused item this code opens. Used items are never checked: a used code is as
-    wrong as a made-up one."""
-    for item in items:
-        if not item.used and verify_code(item.digest, code):
-            return item
+def _matching_item(
+    credentials: Sequence[StoredCredential], code: str
+) -> tuple[StoredCredential, StoredItem] | None:
+    """The unused item this code opens, and its credential. Used items are never checked: a
+    used code is as wrong as a made-up one."""
+    for credential in credentials:
+        for item in credential.items:
+            if not item.used and verify_code(item.digest, code):
+                return credential, item
     return None
 
 
 class BackupCodesMethod:
     """Generating again replaces the whole set (one credential per user): the old codes stop
-    working the moment the new ones are confirmed."""
+    working the moment the new ones are confirmed. Every hash runs in `hasher` (the gateway's
+    hashing pool), as one job per request: the ten hashes of a new set, or every unused code a
+    typed one is compared with."""
 
     code = CODE
     title = "Backup codes"
@@ -88,11 +92,14 @@ class BackupCodesMethod:
     checks_slowly = True
     challenge_seconds = 300
 
+    def __init__(self, hasher: Hasher) -> None:
+        self._hasher = hasher
+
     async def begin_enrolment(
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
     ) -> Draft:
         codes = [new_code() for _ in range(CODE_COUNT)]
-        digests = await asyncio.to_thread(_hash_all, codes)
+        digests = await self._hasher.run(_hash_all, codes)
         shown = [formatted(code) for code in codes]
         # The plaintext lives only in the sealed draft secret (for the download and print
         # views) until the draft expires; what is kept in the clear is already hashed.
@@ -136,8 +143,8 @@ class BackupCodesMethod:
         code = normalise_backup_code(response.get("code", ""))
         if not is_well_formed(code):
             raise ResponseRejected("malformed backup code")
-        for credential in credentials:
-            item = await asyncio.to_thread(_matching_item, credential.items, code)
-            if item is not None:
-                return Verified(credential.id, use_item=item.id)
-        raise ResponseRejected("wrong or already used backup code")
+        found = await self._hasher.run(_matching_item, credentials, code)
+        if found is None:
+            raise ResponseRejected("wrong or already used backup code")
+        credential, item = found
+        return Verified(credential.id, use_item=item.id)

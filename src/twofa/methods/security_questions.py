@@ -9,7 +9,6 @@ without them, or with unusable ones, the built-in pool and N = 3 apply.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from twofa.methods.base import (
     StoredItem,
     Verified,
 )
-from twofa.security.code_hashing import hash_answer, verify_answer
+from twofa.security.code_hashing import Hasher, hash_answer, verify_answer
 
 CODE: Final = "security_questions"
 DEFAULT_QUESTIONS: Final = (
@@ -99,7 +98,9 @@ def _all_answers_match(pairs: Sequence[tuple[StoredItem, str]]) -> bool:
 
 class SecurityQuestionsMethod:
     """Meant as a backup method: answers are weaker than a device, so two are asked at once
-    and the framework's per-method throttle limits guessing."""
+    and the framework's per-method throttle limits guessing. Every hash runs in `hasher` (the
+    gateway's hashing pool), as one job per request: the N answers of an enrolment, or the two
+    answers of a sign-in."""
 
     code = CODE
     title = "Security questions"
@@ -107,6 +108,9 @@ class SecurityQuestionsMethod:
     many_per_user = False
     checks_slowly = True
     challenge_seconds = 600  # people take a while to recall an answer
+
+    def __init__(self, hasher: Hasher) -> None:
+        self._hasher = hasher
 
     async def begin_enrolment(
         self, context: MethodContext, enrolled: Sequence[StoredCredential] = ()
@@ -147,7 +151,7 @@ class SecurityQuestionsMethod:
                 )
             chosen.append(question)
             answers.append(answer)
-        digests = await asyncio.to_thread(_hash_answers, answers)
+        digests = await self._hasher.run(_hash_answers, answers)
         items = tuple(
             NewItem(slot=question, digest=digest)
             for question, digest in zip(chosen, digests, strict=True)
@@ -186,6 +190,6 @@ class SecurityQuestionsMethod:
             (owners[item_id][1], normalise_answer(response.get(f"answer_{number}", "")))
             for number, item_id in enumerate(asked, start=1)
         ]
-        if not await asyncio.to_thread(_all_answers_match, pairs):
+        if not await self._hasher.run(_all_answers_match, pairs):
             raise ResponseRejected("wrong answer to at least one question")
         return Verified(owners[asked[0]][0])

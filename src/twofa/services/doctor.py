@@ -2,7 +2,8 @@
 admin sees in one place what is wrong before users do: the database schema, Duo's keys, Duo
 alerts of the last hour (fraud reports, Duo refusing or rate-limiting twofa), usernames under a
 distributed password attack in the last hour, the mail server, values still sealed by an old
-secret key, Redis and each external directory. Nothing is changed, sent or audited.
+secret key, the change feed between gateway processes and each external directory. Nothing is
+changed, sent or audited.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from datetime import timedelta
 from enum import Enum
 from typing import Final
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from twofa.directories.base import DirectoryUnavailable, ExternalDirectory
@@ -31,7 +30,7 @@ from twofa.storage.database import schema_status
 
 # A name no directory holds: "no such user" proves the service account binds and searches.
 PROBE_USERNAME: Final = "twofa-doctor-probe-0"
-REDIS_TIMEOUT_S: Final = 3.0
+FEED_WAIT_S: Final = 3.0  # a feed that connects at all does so well within this
 # Each check has its own timeouts; this bounds one that has none in some library's path.
 CHECK_DEADLINE_S: Final = 30.0
 # "Duo alerts" looks this far back in the audit log, at most at this many records a kind.
@@ -78,7 +77,7 @@ async def examine(gateway: Gateway) -> list[Finding]:
         ("secret keys", lambda: _secret_keys(gateway)),
     ]
     independent: list[tuple[str, Callable[[], Awaitable[Finding]]]] = [
-        ("Redis", lambda: _redis(gateway)),
+        ("change feed", lambda: _change_feed(gateway)),
         *(
             (f"directory {directory.name}", _directory_check(directory))
             for directory in gateway.directories
@@ -236,22 +235,30 @@ async def _secret_keys(gateway: Gateway) -> Finding:
     )
 
 
-async def _redis(gateway: Gateway) -> Finding:
-    if gateway.settings.redis_url is None:
-        return Finding("Redis", State.NOT_SET_UP, "no redis_url: caches follow within a second")
-    client = Redis.from_url(
-        gateway.settings.redis_url.get_secret_value(),
-        socket_connect_timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S,
-    )
-    try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
-        return Finding("Redis", State.FAILED, f"no answer to PING: {exc}")
-    finally:
-        await client.aclose()
+async def _change_feed(gateway: Gateway) -> Finding:
+    """This process's feed (on the Status page: the serving process's), waited for a moment
+    when it is still connecting."""
+    feed, state = gateway.change_feed, gateway.feed_state
+    if feed is None or state is None:
+        return Finding(
+            "change feed",
+            State.NOT_SET_UP,
+            "change_feed = none: each process reads every session in use again every second",
+        )
+    await feed.wait_live(FEED_WAIT_S)
+    report = state.report()
+    if not report.live:
+        return Finding(
+            "change feed",
+            State.FAILED,
+            f"{report.kind} feed not live ({report.problem}): forward-auth reads every session "
+            "in use again every second until it is back (it reconnects by itself)",
+        )
+    where = f" on {gateway.settings.redis_channel}" if report.kind == "redis" else ""
     return Finding(
-        "Redis", State.OK, f"answers PING; changes go out on {gateway.settings.redis_channel}"
+        "change feed",
+        State.OK,
+        f"{report.kind}{where}, live: sign-outs and revocations reach every process at once",
     )
 
 

@@ -14,6 +14,7 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import httpx
 from sqlalchemy import text
@@ -67,9 +68,12 @@ from twofa.services.signin.enrolment_grace import EnrolmentGraceService
 from twofa.services.signin.group_refresh import GroupRefresher
 from twofa.services.signin.login import LoginService
 from twofa.services.signin.remembered_devices import RememberedDeviceService
-from twofa.services.state.change_feed import RedisChangeFeed
+from twofa.services.state.change_feed import ChangeFeed, RedisChangeFeed
+from twofa.services.state.feed_state import FeedState
+from twofa.services.state.local_feed import LocalChangeFeed, feed_directory
+from twofa.services.state.postgres_feed import PostgresChangeFeed
 from twofa.services.state.sessions import SessionService
-from twofa.storage.change_notes import Changes, announce_commits
+from twofa.storage.change_notes import Changes, announce_commits, before_each_commit
 from twofa.storage.database import (
     check_schema,
     create_engine,
@@ -142,15 +146,18 @@ def external_directories(
     return directories, clients
 
 
-def build_registry(settings: Settings, duo_push: DuoPushMethod | None = None) -> MethodRegistry:
-    """Every method this gateway offers, explicitly; the admin allows a subset."""
+def build_registry(
+    settings: Settings, duo_push: DuoPushMethod | None = None, *, hashing: HashingPool
+) -> MethodRegistry:
+    """Every method this gateway offers, explicitly; the admin allows a subset. `hashing` is
+    the gateway's one hashing pool: backup codes and security answers are hashed in it."""
     return MethodRegistry(
         [
             TotpMethod(),
             WebAuthnMethod(settings.webauthn, settings.public_url),
-            BackupCodesMethod(),
+            BackupCodesMethod(hashing),
             EmailOtpMethod(),
-            SecurityQuestionsMethod(),
+            SecurityQuestionsMethod(hashing),
         ],
         out_of_band=[duo_push or DuoPushMethod()],
     )
@@ -179,7 +186,8 @@ class Gateway:
     live_rules: LiveConsoleRules
     duo: DuoPushService | None = None
     duo_push: DuoPushMethod = field(default_factory=DuoPushMethod)  # the registered method
-    change_feed: RedisChangeFeed | None = None  # with `redis_url` (services.state.change_feed)
+    feed_state: FeedState | None = None  # whether this process hears the others now
+    change_feed: ChangeFeed | None = None  # services.state: Redis, PostgreSQL or local
     # The settings copy's own connection (storage.database.side_engine), closed with the rest.
     settings_engine: AsyncEngine | None = None
     _duo_version: int = -1
@@ -218,7 +226,8 @@ class Gateway:
         )
         sealer = Sealer(settings.secret_keys)  # the newest key seals, every listed one opens
         duo_push = DuoPushMethod()  # connected to Duo's keys as the console sets them
-        registry = build_registry(settings, duo_push)
+        hashing = HashingPool(password_hashing(settings))  # every argon2 hash of the gateway
+        registry = build_registry(settings, duo_push, hashing=hashing)
         offered = registry.codes
         settings_engine = side_engine(engine)  # the settings copy reloads on it
         settings_copy = SettingsCache(session_factory(settings_engine), clock)
@@ -233,7 +242,6 @@ class Gateway:
             allow_custom_duo_host=settings.duo_custom_host_allowed,
         )
         external, directory_clients = external_directories(settings)
-        hashing = HashingPool(password_hashing(settings))
         login = LoginService(
             db, sessions, LocalDirectory(hashing), clock, settings, console, external
         )
@@ -246,6 +254,7 @@ class Gateway:
         factors = SecondFactorService(db, registry, sessions, gate, clock, sealer, SmtpMailer(smtp))
         access_rules = AccessRuleService(db, clock, settings.access)
         live_rules = LiveConsoleRules(access_rules, clock)
+        feed_state = FeedState(settings.change_feed_kind, clock)
         gateway = cls(
             settings,
             clock,
@@ -267,7 +276,9 @@ class Gateway:
             gate,
             MyMethodsService(db, registry, gate, console, clock),
             RememberedDeviceService(db, console, sessions, clock),
-            ForwardAuthService(db, sessions, settings.access, groups, live_rules, clock=clock),
+            ForwardAuthService(
+                db, sessions, settings.access, groups, live_rules, clock=clock, feed=feed_state
+            ),
             smtp,
             groups,
             access_rules,
@@ -288,23 +299,49 @@ class Gateway:
         gateway.directory_clients = directory_clients
         gateway.hashing = hashing
         gateway.directories = external
-        if settings.redis_url is not None:
-            gateway.follow_other_processes(settings.redis_url.get_secret_value())
+        gateway.feed_state = feed_state
+        gateway.follow_changes(gateway.build_change_feed(feed_state))
         return gateway
 
-    def follow_other_processes(self, redis_url: str) -> None:
-        """Announces this process's commits through Redis and applies the others'."""
-        feed = RedisChangeFeed(redis_url, self.apply_changes, self.settings.redis_channel)
-        announce_commits(self.db, feed.announce)
-        feed.start()
+    def build_change_feed(self, state: FeedState) -> ChangeFeed | None:
+        """The feed `change_feed` asks for (config.settings): it hears the other processes."""
+        apply = self.apply_changes
+        match state.kind:
+            case "redis":
+                assert self.settings.redis_url is not None  # the settings check it
+                url = self.settings.redis_url.get_secret_value()
+                return RedisChangeFeed(url, apply, self.settings.redis_channel, state=state)
+            case "postgresql":
+                return PostgresChangeFeed(self.engine, apply, state)
+            case "local":
+                assert self.settings.sqlite_file is not None
+                directory = feed_directory(Path(self.settings.sqlite_file).absolute())
+                return LocalChangeFeed(directory, apply, state)
+        return None
+
+    def follow_changes(self, feed: ChangeFeed | None) -> None:
+        """Applies this process's commits to its own caches at once, sends them to the other
+        processes through `feed`, and applies theirs."""
+
+        def committed(changes: Changes) -> None:
+            self.apply_changes(changes)
+            if feed is not None:
+                feed.announce(changes)
+
+        announce_commits(self.db, committed)
+        if isinstance(feed, PostgresChangeFeed):
+            before_each_commit(self.db, feed.send_in)
+        if feed is not None:
+            feed.start()
         self.change_feed = feed
 
     def apply_changes(self, changes: Changes) -> None:
-        """What another process committed: drop the copies this one keeps of it."""
+        """What a process committed (this one or another): drop the copies kept of it."""
+        cache = self.forward_auth.cache
         for session_id in changes.ended_sessions:
-            self.forward_auth.forget_session(session_id)
-        for user_id in changes.ended_users:
-            self.forward_auth.forget_user(user_id)
+            cache.forget_session(session_id)
+        for user_id in changes.ended_users | changes.changed_users:
+            cache.forget_user(user_id)
         if changes.settings:
             self.console.cache.invalidate()
         if changes.access_rules:
@@ -380,6 +417,7 @@ class Gateway:
         if self.change_feed is not None:
             await self.change_feed.close()
         await self.forward_auth.close()
+        await self.sessions.close()
         await self.groups.close()
         await self.live_rules.close()
         await self.http.aclose()

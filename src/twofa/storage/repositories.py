@@ -1,13 +1,13 @@
-"""Queries over the tables, one small class per aggregate (challenges are in
-storage.challenges, the audit log in storage.audit_log, second factors in storage.credentials).
+"""Queries over the tables, one small class per aggregate (sessions are in storage.sessions,
+challenges in storage.challenges, the audit log in storage.audit_log, second factors in
+storage.credentials).
 Repositories never commit: the service that uses them owns the transaction
 (`async with sessions.begin()`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.storage.change_notes import (
-    note_ended_session,
+    note_changed_user,
     note_ended_user_sessions,
     note_settings_saved,
 )
@@ -35,7 +35,6 @@ from twofa.storage.tables import (
     DuoEnrolmentRow,
     GroupRow,
     MembershipRow,
-    SessionRow,
     UserRow,
 )
 
@@ -64,6 +63,7 @@ class Users:
 
     async def remove(self, user_id: int) -> None:
         await self._db.execute(delete(UserRow).where(UserRow.id == user_id))
+        note_ended_user_sessions(self._db, user_id)  # its sessions go with it (cascade)
 
     async def search(self, text: str, *, offset: int, limit: int) -> tuple[Sequence[UserRow], int]:
         query = select(UserRow)
@@ -124,6 +124,7 @@ class Groups:
                 MembershipRow.group_id == group_id, MembershipRow.user_id == user_id
             )
         )
+        note_changed_user(self._db, user_id)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -143,69 +144,6 @@ class DuoEnrolments:
 
     async def remove(self, user_id: int) -> None:
         await self._db.execute(delete(DuoEnrolmentRow).where(DuoEnrolmentRow.user_id == user_id))
-
-
-@dataclass(frozen=True)
-class StoredSession:
-    """A session row as read on every request: plain values, no ORM identity to track."""
-
-    id: str
-    user_id: int | None
-    level: int
-    csrf_token: str
-    next_url: str
-    second_factor_at: datetime | None
-    last_seen_at: datetime
-    expires_at: datetime
-
-    def live(self, now: datetime, idle: timedelta) -> bool:
-        return self.expires_at > now and self.last_seen_at + idle > now
-
-
-_STORED_SESSION_COLUMNS = (
-    SessionRow.id,
-    SessionRow.user_id,
-    SessionRow.level,
-    SessionRow.csrf_token,
-    SessionRow.next_url,
-    SessionRow.second_factor_at,
-    SessionRow.last_seen_at,
-    SessionRow.expires_at,
-)
-
-
-class Sessions:
-    def __init__(self, db: AsyncSession) -> None:
-        self._db = db
-
-    async def get(self, session_id: str) -> SessionRow | None:
-        return await self._db.get(SessionRow, session_id)
-
-    async def read(self, session_id: str) -> StoredSession | None:
-        """One statement, Core columns (a row of values, not a tracked ORM object)."""
-        query = select(*_STORED_SESSION_COLUMNS).where(SessionRow.id == session_id)
-        row = (await self._db.execute(query)).one_or_none()
-        return None if row is None else StoredSession(*row)
-
-    async def touch(self, session_id: str, now: datetime) -> None:
-        await self._db.execute(
-            update(SessionRow).where(SessionRow.id == session_id).values(last_seen_at=now)
-        )
-
-    def add(self, row: SessionRow) -> None:
-        self._db.add(row)
-
-    async def remove(self, session_id: str) -> None:
-        await self._db.execute(delete(SessionRow).where(SessionRow.id == session_id))
-        note_ended_session(self._db, session_id)
-
-    async def remove_for_user(self, user_id: int) -> None:
-        await self._db.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
-        note_ended_user_sessions(self._db, user_id)
-
-    async def remove_expired(self, now: datetime) -> int:
-        result = await self._db.execute(delete(SessionRow).where(SessionRow.expires_at < now))
-        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 class ConsoleSettings:

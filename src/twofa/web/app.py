@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -33,9 +33,12 @@ class GatewayApp(FastAPI):
     FastAPI's own middlewares and router: proxies call the check before every request to
     every protected app, so it gets no per-request machinery it does not need."""
 
+    # `create_app` sets the routes its settings call for (forward-auth measured or not).
+    fast_routes: Mapping[str, forward_auth.FastHandler] = forward_auth.FAST_ROUTES
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            handler = forward_auth.FAST_ROUTES.get(scope["path"])
+            handler = self.fast_routes.get(scope["path"])
             if handler is not None:
                 await forward_auth.serve_fast_route(handler, self.state.gateway, scope, send)
                 return
@@ -58,6 +61,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app = GatewayApp(
         title="twofa", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
     )
+    app.fast_routes = forward_auth.fast_routes(measured=settings.metrics.enabled)
     static = resources.files("twofa.web").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.include_router(pages.router)

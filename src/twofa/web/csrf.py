@@ -22,6 +22,8 @@ Exempt, and nothing else:
   of the request they check, and they change nothing.
 - /healthz and /healthz/ready: the load balancers' probes (alive; able to reach the
   database), which change nothing either.
+- /metrics: Prometheus' scrape (web/metrics.py), a GET that changes nothing, guarded by its
+  own token and networks.
 
 `GatewayApp` answers these before any middleware (`forward_auth.FAST_ROUTES`); they are
 exempt here too so that this list, not the order of dispatch, says that they are.
@@ -53,7 +55,9 @@ from twofa.web.context import (
 from twofa.web.unavailable import database_away
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-EXEMPT_PATHS: Final = frozenset({"/authz/nginx", "/authz/forward", "/healthz", "/healthz/ready"})
+EXEMPT_PATHS: Final = frozenset(
+    {"/authz/nginx", "/authz/forward", "/healthz", "/healthz/ready", "/metrics"}
+)
 API_PREFIX: Final = "/api/v1"
 FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 REFUSED: Final = "missing or wrong CSRF token"

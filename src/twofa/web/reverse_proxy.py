@@ -29,6 +29,7 @@ from twofa.domain.request_paths import PathRefusal
 from twofa.services.access.forward_auth import ForwardAuthService, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
 from twofa.web.context import SESSION_COOKIE, cookies_for_the_app
+from twofa.web.forward_auth import DECIDED, measured_check
 from twofa.web.security_headers import security_headers
 
 HOP_BY_HOP: Final = frozenset(
@@ -72,7 +73,8 @@ class ReverseProxy:
             await self._twofa(scope, receive, send)
             return
         portal = gateway.settings.public_url
-        response = await self._proxied(request, gateway.forward_auth, portal)
+        measured = gateway.settings.metrics.enabled  # forward-auth counted and timed
+        response = await self._proxied(request, gateway.forward_auth, portal, measured)
         if not isinstance(response, StreamingResponse):  # this proxy's own answer, not the app's
             if self._hardening is None:  # the settings do not change while serving
                 self._hardening = security_headers(gateway.settings)
@@ -81,12 +83,14 @@ class ReverseProxy:
         await response(scope, receive, send)
 
     async def _proxied(
-        self, request: Request, forward_auth: ForwardAuthService, portal: str
+        self, request: Request, forward_auth: ForwardAuthService, portal: str, measured: bool
     ) -> Response:
         # The path in normal form is what is checked and what the app gets (`/public/../x`
         # is checked and sent as `/x`); the query goes on as it came.
         path = forward_auth.normal_path(_raw_path(request.scope))
         if isinstance(path, PathRefusal):
+            if measured:
+                DECIDED[Verdict.BAD_PATH].inc()  # the check's verdict for it, as forward-auth's
             return PlainTextResponse(f"Bad request: {path.value}.", status_code=400)
         query = request.scope.get("query_string", b"").decode("latin-1")
         original = OriginalRequest(
@@ -95,7 +99,11 @@ class ReverseProxy:
             path.path + (f"?{query}" if query else ""),
             request.client.host if request.client else "",
         )
-        answer = await forward_auth.check(request.cookies.get(SESSION_COOKIE), original)
+        token = request.cookies.get(SESSION_COOKIE)
+        if measured:
+            answer = await measured_check(forward_auth, token, original)
+        else:
+            answer = await forward_auth.check(token, original)
         if answer.verdict is Verdict.SIGN_IN:
             target = f"{portal.rstrip('/')}/login?" + urllib.parse.urlencode({"next": original.url})
             return RedirectResponse(target, status_code=302)

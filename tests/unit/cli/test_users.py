@@ -12,7 +12,8 @@ from sqlalchemy import select
 from tests.unit.cli.conftest import TwofaCli
 from twofa.security.passwords import PasswordHashing
 from twofa.services.runtime import Gateway
-from twofa.storage.repositories import DuoEnrolments, Sessions, Users
+from twofa.storage.repositories import DuoEnrolments, Users
+from twofa.storage.sessions import Sessions
 from twofa.storage.tables import SessionRow
 
 verify_password = PasswordHashing().verify  # a hash names its own parameters

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.support.authenticator_backup_codes import made_up_code
+from tests.support.hashing import counting_jobs, pool_full
 from tests.unit.methods.threads import in_thread_log
 from twofa.methods import backup_codes
 from twofa.methods.backup_codes import (
@@ -32,11 +33,13 @@ from twofa.methods.base import (
     StoredItem,
 )
 from twofa.security.code_hashing import hash_code, verify_code
+from twofa.security.hashing_pool import HashingBusy, HashingPool
+from twofa.security.passwords import PasswordHashing
 
 CONTEXT = MethodContext(
     MethodUser(1, "alice", "Alice", "alice@example.com"), datetime(2026, 11, 28, tzinfo=UTC)
 )
-METHOD = BackupCodesMethod()
+METHOD = BackupCodesMethod(HashingPool(PasswordHashing()))
 
 
 def stored(credential: NewCredential, used: frozenset[int] = frozenset()) -> StoredCredential:
@@ -47,9 +50,9 @@ def stored(credential: NewCredential, used: frozenset[int] = frozenset()) -> Sto
     return StoredCredential(7, credential.label, None, {}, 1, items)
 
 
-async def enrolled() -> tuple[Draft, NewCredential]:
-    draft = await METHOD.begin_enrolment(CONTEXT)
-    credential = await METHOD.finish_enrolment(CONTEXT, draft.keep, draft.secret, {"saved": "on"})
+async def enrolled(method: BackupCodesMethod = METHOD) -> tuple[Draft, NewCredential]:
+    draft = await method.begin_enrolment(CONTEXT)
+    credential = await method.finish_enrolment(CONTEXT, draft.keep, draft.secret, {"saved": "on"})
     return draft, credential
 
 
@@ -168,12 +171,45 @@ async def test_a_code_from_another_set_is_refused() -> None:
         await METHOD.verify(CONTEXT, {}, [stored(credential)], {"code": other.show["codes"][0]})
 
 
-async def test_hashing_and_checking_run_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_hashing_and_checking_run_in_the_pool_one_job_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = HashingPool(PasswordHashing(), threads=2)
+    jobs: list[str] = []
+    monkeypatch.setattr(pool, "run", counting_jobs(pool, jobs))
     threads: list[threading.Thread] = []
     monkeypatch.setattr(backup_codes, "hash_code", in_thread_log(hash_code, threads))
     monkeypatch.setattr(backup_codes, "verify_code", in_thread_log(verify_code, threads))
-    draft, credential = await enrolled()
-    await METHOD.verify(CONTEXT, {}, [stored(credential)], {"code": draft.show["codes"][-1]})
+    method = BackupCodesMethod(pool)
+    draft, credential = await enrolled(method)
+    await method.verify(CONTEXT, {}, [stored(credential)], {"code": draft.show["codes"][-1]})
 
     assert len(threads) == 20  # ten hashed, ten checked (the last code matches last)
-    assert threading.main_thread() not in threads
+    assert {thread.name.split("_")[0] for thread in threads} == {"twofa-argon2"}
+    # The set is one job and the answer another: one queue place each, never ten.
+    assert len(jobs) == 2
+    assert all(name.startswith("twofa-argon2") for name in jobs)
+    pool.close()
+
+
+async def test_a_full_hashing_pool_refuses_at_once_and_hashes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = HashingPool(PasswordHashing(), threads=1, queue_limit=0)
+    method = BackupCodesMethod(pool)
+    draft, credential = await enrolled(method)
+    hashed: list[threading.Thread] = []
+    monkeypatch.setattr(backup_codes, "hash_code", in_thread_log(hash_code, hashed))
+    monkeypatch.setattr(backup_codes, "verify_code", in_thread_log(verify_code, hashed))
+    answer = {"code": draft.show["codes"][0]}
+
+    async with pool_full(pool):
+        with pytest.raises(HashingBusy):
+            await method.verify(CONTEXT, {}, [stored(credential)], answer)
+        with pytest.raises(HashingBusy):
+            await method.begin_enrolment(CONTEXT)
+        assert hashed == []
+
+    verified = await method.verify(CONTEXT, {}, [stored(credential)], answer)
+    assert verified.use_item == 100
+    pool.close()

@@ -10,6 +10,8 @@ from twofa.duo.models import AuthOutcome, AuthResult, TransactionStatus
 from twofa.methods.base import MethodKind, OutOfBandAnswer
 from twofa.methods.duo_push import DuoNotConfigured, DuoPushMethod, answer_of
 from twofa.methods.registry import DUO_PUSH, LOCAL_METHOD_CODES, UnknownMethod
+from twofa.security.hashing_pool import HashingPool
+from twofa.security.passwords import PasswordHashing
 from twofa.services.runtime import build_registry
 
 
@@ -42,7 +44,9 @@ def test_duos_bypass_answer_is_waived_not_allowed() -> None:
 
 
 def test_duo_push_is_registered_as_an_out_of_band_method() -> None:
-    registry = build_registry(load_settings(environ={}, mode="dev"))
+    registry = build_registry(
+        load_settings(environ={}, mode="dev"), hashing=HashingPool(PasswordHashing())
+    )
     duo = registry.get(DUO_PUSH)
     assert (duo.kind, duo.title) == (MethodKind.OUT_OF_BAND, "Duo Push")
     assert registry.out_of_band(DUO_PUSH) is duo

@@ -17,6 +17,7 @@ from tests.support.authenticator_security_questions import (
     answer_for,
     enrolment_form,
 )
+from tests.support.hashing import counting_jobs, pool_full
 from tests.unit.methods.threads import in_thread_log
 from twofa.methods import security_questions
 from twofa.methods.base import (
@@ -36,10 +37,12 @@ from twofa.methods.security_questions import (
     pool_from_options,
 )
 from twofa.security.code_hashing import hash_answer, verify_answer
+from twofa.security.hashing_pool import HashingBusy, HashingPool
+from twofa.security.passwords import PasswordHashing
 
 USER = MethodUser(1, "alice", "Alice", "alice@example.com")
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
-METHOD = SecurityQuestionsMethod()
+METHOD = SecurityQuestionsMethod(HashingPool(PasswordHashing()))
 
 
 def context(options: Mapping[str, Any] | None = None) -> MethodContext:
@@ -55,12 +58,12 @@ def stored(credential: NewCredential) -> StoredCredential:
 
 
 async def enrol(
-    options: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None, method: SecurityQuestionsMethod = METHOD
 ) -> tuple[SecurityAnswers, StoredCredential]:
     person = SecurityAnswers()
-    draft = await METHOD.begin_enrolment(context(options))
+    draft = await method.begin_enrolment(context(options))
     response = person.enrolment_response(draft.show, None)
-    credential = await METHOD.finish_enrolment(context(options), draft.keep, None, response)
+    credential = await method.finish_enrolment(context(options), draft.keep, None, response)
     return person, stored(credential)
 
 
@@ -206,11 +209,15 @@ async def test_swapped_answers_are_refused() -> None:
         await METHOD.verify(context(), prompt.keep, [credential], swapped)
 
 
-async def test_every_asked_answer_is_checked_even_after_a_wrong_one(
+async def test_every_asked_answer_is_checked_even_after_a_wrong_one_in_one_pool_job(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _, credential = await enrol()
-    prompt = await METHOD.start(context(), [credential])
+    pool = HashingPool(PasswordHashing(), threads=2)
+    method = SecurityQuestionsMethod(pool)
+    _, credential = await enrol(method=method)
+    prompt = await method.start(context(), [credential])
+    jobs: list[str] = []
+    monkeypatch.setattr(pool, "run", counting_jobs(pool, jobs))
     threads: list[threading.Thread] = []
     monkeypatch.setattr(
         security_questions,
@@ -218,20 +225,54 @@ async def test_every_asked_answer_is_checked_even_after_a_wrong_one(
         in_thread_log(verify_answer, threads),
     )
     with pytest.raises(ResponseRejected):
-        await METHOD.verify(
+        await method.verify(
             context(), prompt.keep, [credential], {"answer_1": "nope", "answer_2": "nope"}
         )
 
     assert len(threads) == 2  # no early exit that would time which answer was wrong
-    assert threading.main_thread() not in threads
+    assert {thread.name.split("_")[0] for thread in threads} == {"twofa-argon2"}
+    assert len(jobs) == 1  # both answers in one job: one queue place, not two
+    pool.close()
 
 
-async def test_enrolment_hashes_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_enrolment_hashes_in_the_pool_as_one_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = HashingPool(PasswordHashing(), threads=2)
+    jobs: list[str] = []
+    monkeypatch.setattr(pool, "run", counting_jobs(pool, jobs))
     threads: list[threading.Thread] = []
     monkeypatch.setattr(security_questions, "hash_answer", in_thread_log(hash_answer, threads))
-    await enrol()
+    await enrol(method=SecurityQuestionsMethod(pool))
     assert len(threads) == 3
-    assert threading.main_thread() not in threads
+    assert {thread.name.split("_")[0] for thread in threads} == {"twofa-argon2"}
+    assert len(jobs) == 1
+    pool.close()
+
+
+async def test_a_full_hashing_pool_refuses_at_once_and_hashes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = HashingPool(PasswordHashing(), threads=1, queue_limit=0)
+    method = SecurityQuestionsMethod(pool)
+    person, credential = await enrol(method=method)
+    prompt = await method.start(context(), [credential])
+    answers = person.verification_response(prompt.show, None)
+    draft = await method.begin_enrolment(context())  # hashes nothing: it offers the pool
+    hashed: list[threading.Thread] = []
+    monkeypatch.setattr(security_questions, "hash_answer", in_thread_log(hash_answer, hashed))
+    monkeypatch.setattr(security_questions, "verify_answer", in_thread_log(verify_answer, hashed))
+
+    async with pool_full(pool):
+        with pytest.raises(HashingBusy):
+            await method.verify(context(), prompt.keep, [credential], answers)
+        with pytest.raises(HashingBusy):
+            await method.finish_enrolment(
+                context(), draft.keep, None, person.enrolment_response(draft.show, None)
+            )
+        assert hashed == []
+
+    verified = await method.verify(context(), prompt.keep, [credential], answers)
+    assert verified.credential_id == 9
+    pool.close()
 
 
 async def test_a_challenge_for_replaced_answers_is_refused() -> None:

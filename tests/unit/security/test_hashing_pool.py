@@ -4,8 +4,10 @@ and past the queue's limit a check is refused at once instead of waiting without
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
+from prometheus_client import REGISTRY
 
 from twofa.security.hashing_pool import HashingBusy, HashingPool
 from twofa.security.passwords import Argon2Cost, PasswordHashing
@@ -55,4 +57,38 @@ async def test_attack_a_sign_in_storm_is_refused_past_the_queue_not_queued_forev
 async def test_an_unknown_user_costs_a_check_too() -> None:
     pool = HashingPool(PasswordHashing(CHEAP), threads=1)
     assert not await pool.verify(None, "anything at all here")
+    pool.close()
+
+
+def queue_depth() -> float:
+    value = REGISTRY.get_sample_value("twofa_hashing_queue_depth")
+    assert value is not None
+    return value
+
+
+async def test_any_slow_work_runs_in_the_pool_and_shows_in_the_queue_depth() -> None:
+    """Backup codes and security answers go through `run` too: the same threads, the same
+    limit and the same gauge as passwords."""
+    pool = HashingPool(PasswordHashing(CHEAP), threads=1, queue_limit=0)
+    before = queue_depth()
+    release = threading.Event()
+
+    def held_then_named() -> str:
+        release.wait(30)
+        return threading.current_thread().name
+
+    job = asyncio.ensure_future(pool.run(held_then_named))
+    await asyncio.sleep(0)  # its first step takes the place
+    assert pool.in_flight == 1
+    assert queue_depth() == before + 1
+
+    with pytest.raises(HashingBusy):  # one thread, no queue: the second job is refused at once
+        await pool.run(str.upper, "refused")
+    assert queue_depth() == before + 1  # a refused job never counted
+
+    release.set()
+    assert (await job).startswith("twofa-argon2")
+    assert await pool.run(str.upper, "then admitted") == "THEN ADMITTED"
+    assert queue_depth() == before
+    assert pool.in_flight == 0
     pool.close()

@@ -15,7 +15,8 @@ from tests.support.databases import sqlite_database
 from twofa.storage.access_rules import AccessRules
 from twofa.storage.change_notes import Changes, announce_commits
 from twofa.storage.database import create_engine, session_factory
-from twofa.storage.repositories import ConsoleSettings, Sessions
+from twofa.storage.repositories import ConsoleSettings
+from twofa.storage.sessions import Sessions
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 

@@ -2,18 +2,17 @@
 (nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`): is this browser signed in
 far enough for the access rule of this URL, and who is it?
 
-It is on the path of every request, so it never hashes a password or calls Duo: it reads one
-session, and keeps what it read for at most a second (`CACHE_SECONDS`), so a sign-out or a
-revoked session stops working within a second on every node. The access rules come from an
-`AccessRuleProvider` that keeps them in memory (services.access.live_rules).
+It is on the path of every request, so it never hashes a password or calls Duo: it answers the
+sessions in use from memory (services.access.session_cache: as long as the change feed is live,
+a second otherwise), and reads a session it does not know in one statement. The access rules
+come from an `AccessRuleProvider` that keeps them in memory (services.access.live_rules).
 """
 
 from __future__ import annotations
 
-import asyncio
 import urllib.parse
-from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Final, Protocol
 
@@ -35,13 +34,12 @@ from twofa.domain.access import (
 from twofa.domain.request_paths import NormalPath, PathRefusal, normal_path, path_as_sent
 from twofa.errors import Invalid, NotFound
 from twofa.security.tokens import token_digest
+from twofa.services.access.session_cache import Loaded, SessionCache
 from twofa.services.signin.group_refresh import GroupRefresher
+from twofa.services.state.feed_state import FeedState
 from twofa.services.state.sessions import Level, SessionService
 from twofa.storage.repositories import Users
 
-CACHE_SECONDS: Final = 1.0
-REFRESH_AHEAD_SECONDS: Final = 0.5  # a session in use is re-read in the background from here
-CACHE_ENTRIES: Final = 50_000
 # How long closing waits for reads in flight; a database that stalls past it must not hold the
 # gateway's shutdown, so what is left then is cancelled.
 CLOSE_WAIT_SECONDS: Final = 5.0
@@ -62,6 +60,8 @@ class SignedInUser:
     email: str
     groups: tuple[str, ...]
     second_factor: bool  # this session passed a second factor (or a remembered device did)
+    directory: str = "local"
+    groups_synced_at: datetime | None = None  # directory groups last copied (for a refresh)
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,10 @@ class ForwardAuthService:
         rules: AccessRuleProvider | None = None,
         *,
         clock: Clock,
+        feed: FeedState | None = None,
     ) -> None:
+        """`feed`: whether this process hears the others' changes (without one, what is
+        cached is checked again every second)."""
         self._db = db
         self._groups = groups
         self._clock = clock
@@ -148,8 +151,13 @@ class ForwardAuthService:
         self._access = access
         self._rules = rules or FileRulesOnly(access.rules)
         self._default = Policy(access.default_policy)
-        self._cache: OrderedDict[str, tuple[float, SignedInUser | None]] = OrderedDict()
-        self._loading: dict[str, asyncio.Future[SignedInUser | None]] = {}
+        self.cache = SessionCache(
+            self._read,
+            sessions,
+            feed or FeedState("none", clock),
+            clock,
+            on_answer=self._refresh_groups_if_due if groups is not None else None,
+        )
         self._trusted_peers: dict[str, bool] = {}
 
     def trusts_proxy(self, peer_ip: str) -> bool:
@@ -227,89 +235,40 @@ class ForwardAuthService:
         return path_as_sent(raw, allow_parameters=self._access.allow_path_parameters)
 
     async def close(self, wait_seconds: float = CLOSE_WAIT_SECONDS) -> None:
-        """Lets the reads in flight (background refreshes) finish before the database goes,
-        so none is cut off half way through its transaction; one still running after
-        `wait_seconds` is cancelled."""
-        in_flight = list(self._loading.values())
-        if not in_flight:
-            return
-        _, stalled = await asyncio.wait(in_flight, timeout=wait_seconds)
-        for read in stalled:
-            read.cancel()
-        await asyncio.gather(*in_flight, return_exceptions=True)
+        await self.cache.close(wait_seconds)
 
     def forget(self, token: str) -> None:
         """Drops a cached session at once (this node signed it out)."""
-        self.forget_session(token_digest(token))
-
-    def forget_session(self, session_id: str) -> None:
-        """Drops a session another process ended (services.state.change_feed), and any read of it
-        in flight: begun before the end, it would put the session back."""
-        self._cache.pop(session_id, None)
-        self._loading.pop(session_id, None)
-
-    def forget_user(self, user_id: int) -> None:
-        """Drops every cached session of a user whose sessions another process ended (a new
-        password, a 2FA reset, a disabled account); reads in flight are for unknown users,
-        so all of them are dropped."""
-        for key in [k for k, (_, user) in self._cache.items() if user and user.user_id == user_id]:
-            del self._cache[key]
-        self._loading.clear()
+        self.cache.forget_session(token_digest(token))
 
     async def _signed_in(self, token: str | None) -> SignedInUser | None:
         if not token or len(token) > 100:
             return None
-        key = token_digest(token)
-        now = self._clock.monotonic()
-        cached = self._cache.get(key)
-        if cached is not None:
-            age = now - cached[0]
-            if age < CACHE_SECONDS:
-                if age >= REFRESH_AHEAD_SECONDS and key not in self._loading:
-                    # Refreshed before it expires, so a busy session never makes requests
-                    # wait for the database; an expired entry is never served.
-                    self._start_load(key, token, now)
-                return cached[1]
-        # One load per session at a time: every request in flight for it waits for the
-        # same read instead of each opening a transaction.
-        loading = self._loading.get(key) or self._start_load(key, token, now)
-        return await asyncio.shield(loading)
+        return await self.cache.identity(token)
 
-    def _start_load(self, key: str, token: str, now: float) -> asyncio.Future[SignedInUser | None]:
-        loading = asyncio.ensure_future(self._load(token))
-        self._loading[key] = loading
-
-        def remember(done: asyncio.Future[SignedInUser | None]) -> None:
-            if self._loading.get(key) is not done:
-                return  # forgotten while it ran: its answer may predate the session's end
-            del self._loading[key]
-            if done.cancelled() or done.exception() is not None:
-                return  # nothing cached: the next request reads again (and sees the error)
-            self._cache[key] = (now, done.result())
-            self._cache.move_to_end(key)
-            while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
-
-        loading.add_done_callback(remember)
-        return loading
-
-    async def _load(self, token: str) -> SignedInUser | None:
-        session = await self._sessions.load(token)
-        if session is None or session.level is not Level.SIGNED_IN or session.user_id is None:
+    async def _read(self, token: str) -> Loaded[SignedInUser] | None:
+        live = await self._sessions.load_with_user(token)
+        if live is None or live.user is None or not live.user.enabled:
             return None
-        async with self._db.begin() as db:
-            users = Users(db)
-            user = await users.by_id(session.user_id)
-            if user is None or not user.enabled:
-                return None
-            groups = tuple(await users.group_names(user.id))
-        if self._groups is not None:  # directory groups too old: refreshed in the background
-            self._groups.refresh_if_due(user)
-        return SignedInUser(
-            user.id,
+        session, user = live.view, live.user
+        if session.level is not Level.SIGNED_IN or session.user_id is None:
+            return None
+        identity = SignedInUser(
+            session.user_id,
             user.username,
             user.display_name,
             user.email,
-            groups,
+            user.groups,
             second_factor=session.second_factor_at is not None,
+            directory=user.directory,
+            groups_synced_at=user.groups_synced_at,
+        )
+        return Loaded(identity, session.user_id, session.id, live.seen_at, live.expires_at)
+
+    def _refresh_groups_if_due(self, user: SignedInUser) -> None:
+        """Directory groups too old: refreshed in the background (a change comes back as a
+        changed user, and the next answer has the new groups)."""
+        assert self._groups is not None
+        self._groups.refresh_if_due(
+            user.user_id, user.username, user.directory, user.groups_synced_at
         )

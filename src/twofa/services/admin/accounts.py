@@ -38,7 +38,8 @@ from twofa.services.state.lockouts import (
     lockout_keys,
 )
 from twofa.storage.credentials import Credentials, RememberedDevices
-from twofa.storage.repositories import DuoEnrolments, Groups, Sessions, Users
+from twofa.storage.repositories import DuoEnrolments, Groups, Users
+from twofa.storage.sessions import Sessions
 from twofa.storage.tables import GroupRow, UserRow
 
 
@@ -193,6 +194,14 @@ class AccountService:
             await Sessions(db).remove_for_user(user.id)
             user.default_method = None
             self._audit(db, "user_reset_2fa", username, client)
+
+    async def end_sessions(self, username: str, client: ClientInfo = CLI) -> None:
+        """Signs the user out of every browser, on every gateway node (within a second: the
+        change feed tells the others); their password and second factor stay as they are."""
+        async with self._db.begin() as db:
+            user = await self._user(db, username)
+            await Sessions(db).remove_for_user(user.id)
+            self._audit(db, "user_sessions_ended", username, client)
 
     async def forget_devices(self, username: str, client: ClientInfo = CLI) -> int:
         """Makes every remembered device of the user ask for a second factor again."""

@@ -41,6 +41,7 @@ from twofa.services.duo.rules import (
     offer_for_new_duo_mobile,
     pending_message,
 )
+from twofa.services.second_factor.counted import count_when_committed
 from twofa.services.second_factor.gate import MethodGate
 from twofa.services.second_factor.outcomes import (
     Completion,
@@ -52,6 +53,7 @@ from twofa.services.state.sessions import Level, SessionService, SessionView
 from twofa.storage.challenges import Challenges
 from twofa.storage.repositories import DuoEnrolments
 from twofa.storage.tables import ChallengeRow, UserRow
+from twofa.telemetry import PUSHES_PENDING, SECOND_FACTOR_OUTCOMES
 
 T = TypeVar("T")
 PASSCODE_RULE = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
@@ -257,11 +259,20 @@ class DuoPushService:
         if challenge.status != "pending":
             state = PushState(challenge.status)
             return PollResult(state, MESSAGES[state])
-        answer = await self.ask_duo(self._method.poll(str(challenge.external_id)), user, client)
+        # Pending: pushes and calls whose answer this process is waiting on from Duo (a
+        # long poll in flight), summed over the workers; each worker knows only its own.
+        with PUSHES_PENDING.track_inprogress():
+            poll = self._method.poll(str(challenge.external_id))
+            answer = await self.ask_duo(poll, user, client)
         if answer is OutOfBandAnswer.PENDING:
             return PollResult(PushState.PENDING, pending_message(challenge.method))
         if answer in ANSWERED_NO:
-            return await self.fatigue.answered_no(challenge, PushState(answer.value), user, client)
+            state = PushState(answer.value)
+            said_no = await self.fatigue.answered_no(challenge, state, user, client)
+            # Counted here, after its commit; two polls racing to the same answer (audited
+            # once) would count it twice.
+            SECOND_FACTOR_OUTCOMES.labels(challenge.method, answer.value).inc()
+            return said_no
         if answer is OutOfBandAnswer.WAIVED:  # Duo waived it: no factor was passed
             completion = await self._bypassed(session, challenge, user, client)
             return PollResult(PushState.ALLOW, MESSAGES[PushState.ALLOW], completion)
@@ -279,6 +290,7 @@ class DuoPushService:
         async with self._db.begin() as db:
             attempt = await throttle.take_attempt(db, key, PASSCODE_RULE, self._clock.now())
             if not attempt.allowed:
+                count_when_committed(db, "duo_passcode", "locked")
                 audit.record(
                     db,
                     self._clock,
@@ -296,6 +308,7 @@ class DuoPushService:
             )
         if answer not in (OutOfBandAnswer.ALLOW, OutOfBandAnswer.WAIVED):
             async with self._db.begin() as db:
+                count_when_committed(db, "duo_passcode", "refused")
                 audit.record(
                     db,
                     self._clock,
@@ -333,6 +346,7 @@ class DuoPushService:
                 await self.audit_event(
                     refused, client, "second_factor", "bypass_refused", cause=cause.value
                 )
+                SECOND_FACTOR_OUTCOMES.labels(CODE, "bypass_refused").inc()
             confirming = session.level is Level.SIGNED_IN  # a change: confirming is the point
             raise SecondFactorError(CANNOT_CONFIRM if confirming else BYPASS_REFUSALS[cause])
         async with self._db.begin() as db:
@@ -395,6 +409,8 @@ class DuoPushService:
         token, view = await self._sessions.promote(
             db, session, user.id, Level.SIGNED_IN, client, second_factor=outcome == "allow"
         )
+        # By method: a bypass is audited as `second_factor`, and it is Duo Push's.
+        count_when_committed(db, CODE if kind == "second_factor" else kind, outcome)
         audit.record(
             db, self._clock, kind, outcome, username=user.username, client=client, **detail
         )

@@ -23,6 +23,7 @@ from twofa.methods.base import (
     StoredCredential,
     already_registered,
 )
+from twofa.security.hashing_pool import HashingBusy
 from twofa.services.second_factor import credential_store
 from twofa.services.second_factor.challenges import EXPIRED_MESSAGE
 from twofa.services.second_factor.failures import FAILURE_MESSAGES, failure_key
@@ -108,6 +109,9 @@ class EnrolmentSteps(PipelineSteps):
         except EnrolmentRefused as exc:  # a form to correct, not a wrong answer
             await self._failures.give_back(attempt)
             raise SecondFactorError(exc.message) from exc
+        except HashingBusy:  # the hashing pool is full: nothing was checked, nothing counts
+            await self._failures.give_back(attempt)
+            raise
         try:
             return await self._store_enrolment(session, user, method, challenge, credential, client)
         except credential_store.DuplicateCredential as exc:  # rolled back whole

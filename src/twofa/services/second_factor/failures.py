@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.methods.base import Method, MethodKind
+from twofa.services.second_factor.counted import count_when_committed
 from twofa.services.second_factor.outcomes import SecondFactorError
 from twofa.services.state import audit, throttle
 from twofa.services.state.lockouts import method_lockout_key
@@ -61,6 +62,7 @@ class FailureLedger:
         self, db: AsyncSession, user: UserRow, client: ClientInfo, code: str, outcome: str
     ) -> None:
         """A refusal that is not a wrong answer (locked, expired), in the caller's transaction."""
+        count_when_committed(db, code, outcome)
         audit.record(
             db,
             self._clock,
@@ -98,6 +100,8 @@ class FailureLedger:
         """A wrong or replayed answer (its attempt counted already), in the caller's
         transaction: audited, and the lock-out audited too when this failure is the one that
         locks the method."""
+        if kind == "second_factor":  # as audited: a set-up's wrong code is an "enrolment" refusal
+            count_when_committed(db, code, "refused")
         audit.record(
             db,
             self._clock,

@@ -23,6 +23,7 @@ from twofa.methods.base import (
     StoredCredential,
     Verified,
 )
+from twofa.security.hashing_pool import HashingBusy
 from twofa.services.second_factor import credential_store
 from twofa.services.second_factor.enrolment import EnrolmentSteps
 from twofa.services.second_factor.failures import FAILURE_MESSAGES, failure_key, locked_message
@@ -145,7 +146,12 @@ class SecondFactorService(EnrolmentSteps):
             if answer.refusal is not None:
                 raise answer.refusal
             if outcome is None:  # the slow check, outside any transaction
-                verdict = await self._check(method, answer, response)
+                try:
+                    verdict = await self._check(method, answer, response)
+                except HashingBusy:  # the pool is full: nothing was checked, nothing counts
+                    assert answer.attempt is not None
+                    await self._failures.give_back(answer.attempt)
+                    raise
                 async with self._db.begin() as db:
                     outcome = await self._settle(db, session, method, answer, verdict, client)
         except _Replayed as exc:  # its transaction rolled back whole

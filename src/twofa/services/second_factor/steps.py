@@ -17,6 +17,7 @@ from twofa.methods.base import Delivery, MethodContext, MethodUser
 from twofa.methods.registry import MethodRegistry
 from twofa.security.sealing import Sealer
 from twofa.services.second_factor.challenges import OpenChallenges
+from twofa.services.second_factor.counted import count_when_committed
 from twofa.services.second_factor.failures import FailureLedger
 from twofa.services.second_factor.gate import MethodGate
 from twofa.services.second_factor.outcomes import Completion, SecondFactorError
@@ -90,6 +91,7 @@ class PipelineSteps:
         token, view = await self._sessions.promote(
             db, session, user.id, Level.SIGNED_IN, client, second_factor=True
         )
+        count_when_committed(db, code, "allow")
         audit.record(
             db,
             self._clock,

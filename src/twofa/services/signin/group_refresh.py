@@ -18,8 +18,8 @@ from twofa.clock import Clock
 from twofa.directories.base import DirectoryUnavailable, ExternalDirectory
 from twofa.services.signin.directory_users import sync_groups
 from twofa.services.state import audit
-from twofa.storage.repositories import Sessions, Users
-from twofa.storage.tables import UserRow
+from twofa.storage.repositories import Users
+from twofa.storage.sessions import Sessions
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +58,26 @@ class GroupRefresher:
         # per interval finds out when it is back, instead of one per signed-in user.
         self._down_until: dict[str, datetime] = {}
 
-    def refresh_if_due(self, user: UserRow) -> None:
-        """Starts a background refresh of `user`'s groups when they are too old; returns at
-        once, and never raises into the caller's check."""
-        if not self.due(user) or user.id in self._running:
+    def refresh_if_due(
+        self, user_id: int, username: str, directory: str, synced_at: datetime | None
+    ) -> None:
+        """Starts a background refresh of a user's groups (last copied at `synced_at`) when
+        they are too old; returns at once, and never raises into the caller's check."""
+        if not self.due(directory, synced_at) or user_id in self._running:
             return
         if len(self._running) >= self._pending:
             return
-        user_id = user.id
-        task = asyncio.create_task(self.refresh(user_id, user.username, user.directory))
+        task = asyncio.create_task(self.refresh(user_id, username, directory))
         self._running[user_id] = task
         task.add_done_callback(lambda _: self._running.pop(user_id, None))
 
-    def due(self, user: UserRow) -> bool:
-        if not self._max_age or user.directory not in self._directories:
+    def due(self, directory: str, synced_at: datetime | None) -> bool:
+        if not self._max_age or directory not in self._directories:
             return False
         now = self._clock.now()
-        down_until = self._down_until.get(user.directory)
+        down_until = self._down_until.get(directory)
         if down_until is not None and now < down_until:
             return False
-        synced_at = user.groups_synced_at
         return synced_at is None or now - synced_at >= self._max_age
 
     async def wait_idle(self) -> None:

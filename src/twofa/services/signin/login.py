@@ -12,6 +12,9 @@ attempt waits first, 1 s, 2 s, 4 s … up to a cap, after the commit (no transac
 open while it waits), and the first one to wait is audited as an alert. A right password
 clears its network's count and gives back its own attempt on the address and on every
 network (both shared with others: it must not clear their failures).
+
+Each sign-in is counted in the metrics by its result (`twofa_sign_ins_total`), after the
+transaction that audited it; `busy` when the hashing pool was full and nothing was checked.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
+from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -42,6 +46,7 @@ from twofa.services.state.lockouts import sign_in_all_networks_key, sign_in_netw
 from twofa.services.state.sessions import Level, SessionService, SessionView
 from twofa.storage.repositories import Users
 from twofa.storage.tables import UserRow
+from twofa.telemetry import SIGN_INS
 
 LOCAL = "local"
 
@@ -52,6 +57,11 @@ class LoginResult(Enum):
     UNAVAILABLE = "unavailable"  # a directory could not be asked: neither yes nor no
     SIGNED_IN = "signed_in"
     SECOND_FACTOR = "second_factor"
+
+
+# Bound once, and so present at 0 from the start.
+_COUNTED: Final = {result: SIGN_INS.labels(result.value) for result in LoginResult}
+_BUSY: Final = SIGN_INS.labels("busy")
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,17 @@ class LoginService:
         self._slowdown_cap_s = float(settings.login_slowdown_max_seconds)
 
     async def sign_in(
+        self, session: SessionView, username: str, password: str, client: ClientInfo
+    ) -> LoginOutcome:
+        try:
+            outcome = await self._sign_in(session, username, password, client)
+        except HashingBusy:
+            _BUSY.inc()
+            raise
+        _COUNTED[outcome.result].inc()
+        return outcome
+
+    async def _sign_in(
         self, session: SessionView, username: str, password: str, client: ClientInfo
     ) -> LoginOutcome:
         username = username.strip()

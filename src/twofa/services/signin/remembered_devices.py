@@ -21,7 +21,8 @@ from twofa.services.settings.console import ConsoleSettingsService
 from twofa.services.state import audit
 from twofa.services.state.sessions import Level, SessionService, SessionView
 from twofa.storage.credentials import RememberedDevices
-from twofa.storage.repositories import Sessions, Users
+from twofa.storage.repositories import Users
+from twofa.storage.sessions import Sessions
 from twofa.storage.tables import RememberedDeviceRow
 
 MAX_PER_USER: Final = 10

@@ -1,26 +1,31 @@
-"""Tells the other gateway processes at once what changed, through Redis publish/subscribe,
-when `redis_url` is set: a session ended (forward-auth drops its cached copy), console
-settings or access rules saved (their caches reload). Without it every process still follows
-within about a second, since each cache rechecks the database that often; with it they follow
-within a message's flight.
+"""Tells the other gateway processes at once what changed: a session ended or a user changed
+(forward-auth drops its copies), console settings or access rules saved (their caches reload).
+Three feeds, one chosen at start (`services.runtime`): Redis publish/subscribe when
+`redis_url` is set (this module); PostgreSQL's LISTEN/NOTIFY without Redis
+(`postgres_feed`); between the processes of one machine on SQLite (`local_feed`).
 
 The database stays the only source of truth. A message can only make a process forget what
-it cached, never let anyone in, so a forged or lost one costs at most a database read or that
-second. Redis down is logged loudly and retried; sign-ins go on.
+it cached, never let anyone in, so a forged one costs at most a database read. A lost one is
+what the feed's state is for (`feed_state`): while a feed is not live, caches fall back to
+reading every second; each feed reconnects by itself, logging loudly while it cannot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from twofa.clock import SystemClock
+from twofa.services.state.feed_state import FEED_TRUST_SECONDS, FeedState
 from twofa.storage.change_notes import Changes
 
 DEFAULT_CHANNEL: Final = "twofa:changes"
@@ -29,6 +34,13 @@ CONNECT_TIMEOUT_S: Final = 2.0
 # forever; the listener asks with its own 1 s timeout, well inside this.
 COMMAND_TIMEOUT_S: Final = 5.0
 RETRY_CAP_S: Final = 5.0
+# A connection that stops answering (a cut network path sends no reset) is taken for lost
+# after this long without a word; a ping goes out every second while it is quiet.
+SILENCE_LIMIT_S: Final = 3.0
+PUBLISH_RETRIES_S: Final = (0.1, 0.3, 0.0)  # the pause after each try
+
+SESSIONS_PER_MESSAGE: Final = 60  # 67 bytes each in JSON: 4 kB
+USERS_PER_MESSAGE: Final = 100  # of each kind, up to 12 bytes each: 2.4 kB
 log = logging.getLogger("twofa.change_feed")
 
 
@@ -40,7 +52,14 @@ def encoded(changes: Changes, node: str) -> str:
             "users": sorted(changes.ended_users),
             "settings": changes.settings,
             "access_rules": changes.access_rules,
+            "changed_users": sorted(changes.changed_users),
         }
+    )
+
+
+def _user_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(u, int) and not isinstance(u, bool) for u in value
     )
 
 
@@ -50,111 +69,176 @@ def decoded(raw: bytes | str) -> tuple[str, Changes] | None:
         message: Any = json.loads(raw)
         node, sessions, users = message["node"], message["sessions"], message["users"]
         settings, rules = message["settings"], message["access_rules"]
-    except (ValueError, TypeError, KeyError):
+        changed = message.get("changed_users", [])
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
     well_formed = (
         isinstance(node, str)
         and isinstance(sessions, list)
         and all(isinstance(s, str) for s in sessions)
-        and isinstance(users, list)
-        and all(isinstance(u, int) and not isinstance(u, bool) for u in users)
+        and _user_ids(users)
+        and _user_ids(changed)
         and isinstance(settings, bool)
         and isinstance(rules, bool)
     )
     if not well_formed:
         return None
-    return node, Changes(frozenset(sessions), frozenset(users), settings, rules)
+    changes = Changes(frozenset(sessions), frozenset(users), settings, rules, frozenset(changed))
+    return node, changes
 
 
-class RedisChangeFeed:
-    def __init__(
-        self,
-        url: str,
-        on_change: Callable[[Changes], None],
-        channel: str = DEFAULT_CHANNEL,
-        command_timeout_s: float = COMMAND_TIMEOUT_S,
-    ) -> None:
+def batches(changes: Changes) -> list[Changes]:
+    """`changes` cut into messages of at most about 6 kB each (PostgreSQL's NOTIFY refuses
+    8,000 bytes)."""
+    sessions = sorted(changes.ended_sessions)
+    ended, changed = sorted(changes.ended_users), sorted(changes.changed_users)
+    found: list[Changes] = []
+    for index in itertools.count():
+        s, u = index * SESSIONS_PER_MESSAGE, index * USERS_PER_MESSAGE
+        batch = Changes(
+            frozenset(sessions[s : s + SESSIONS_PER_MESSAGE]),
+            frozenset(ended[u : u + USERS_PER_MESSAGE]),
+            changes.settings and index == 0,
+            changes.access_rules and index == 0,
+            frozenset(changed[u : u + USERS_PER_MESSAGE]),
+        )
+        if not batch:
+            break
+        found.append(batch)
+    return found
+
+
+class ChangeFeed(ABC):
+    """One connection that hears the others, kept up by `_listen`: `_follow` connects, marks
+    the state live once it hears, and applies messages until the connection fails."""
+
+    kind: str = "none"
+
+    def __init__(self, on_change: Callable[[Changes], None], state: FeedState | None) -> None:
         """`on_change` gets what other processes changed (never this one's own: it applied
         them already), in the event loop, and must not block."""
-        self._redis = Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=command_timeout_s
-        )
         self._on_change = on_change
-        self._channel = channel
-        self._node = secrets.token_hex(8)
-        self._publishing: set[asyncio.Task[None]] = set()
+        self.state = state or FeedState(self.kind, SystemClock())
+        self.node = secrets.token_hex(8)
         self._listening: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
 
     def start(self) -> None:
         self._listening = asyncio.create_task(self._listen())
 
-    async def wait_subscribed(self, timeout_s: float) -> bool:
-        """True once this process hears the channel (tests wait for it; serving does not)."""
-        try:
-            await asyncio.wait_for(self._subscribed.wait(), timeout_s)
-        except TimeoutError:
-            return False
+    async def wait_live(self, timeout_s: float) -> bool:
+        """True once this process hears the others (tests wait for it; serving does not)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.state.live_generation is None:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
         return True
 
+    @abstractmethod
     def announce(self, changes: Changes) -> None:
-        """Called right after a commit (storage.change_notes): sends in the background, so
-        the request that committed never waits for Redis."""
-        task = asyncio.get_running_loop().create_task(self._publish(encoded(changes, self._node)))
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
+        """Called right after a commit (storage.change_notes); must not block."""
+
+    @abstractmethod
+    async def _follow(self) -> None: ...
 
     async def close(self) -> None:
         if self._listening is not None:
             self._listening.cancel()
             await asyncio.gather(self._listening, return_exceptions=True)
-        await asyncio.gather(*self._publishing, return_exceptions=True)
-        await self._redis.aclose()
-
-    async def _publish(self, payload: str) -> None:
-        try:
-            await self._redis.publish(self._channel, payload)
-        except (RedisError, OSError) as exc:
-            log.warning(
-                "could not tell the other gateway processes of a change through Redis (%s); "
-                "they see it within a second from the database",
-                exc,
-            )
+        self.state.lost("closed")
 
     async def _listen(self) -> None:
         delay = 0.5
         while True:
             try:
                 await self._follow()
+            except Exception as exc:  # each driver has its own error family; never stop
+                self._lost(exc, delay)
+            if self.state.live_generation is not None:
+                delay = 0.5  # it worked until now: try again soon
+            self.state.lost("reconnecting")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_CAP_S)
+
+    def _lost(self, exc: BaseException, delay: float) -> None:
+        self.state.lost(f"{type(exc).__name__}: {exc}")
+        log.error(
+            "%s change feed unavailable (%s): caches read the database every second until "
+            "it is back; retrying in %.1f s",
+            self.kind,
+            exc,
+            delay,
+        )
+
+    def _heard(self, raw: bytes | str, where: str) -> None:
+        found = decoded(raw)
+        if found is None:
+            log.warning("ignored a message on %s that is not twofa's", where)
+        elif found[0] != self.node:
+            try:
+                self._on_change(found[1])
+            except Exception:  # one bad handler must not stop the feed
+                log.exception("applying a change from another gateway process failed")
+
+
+class RedisChangeFeed(ChangeFeed):
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        on_change: Callable[[Changes], None],
+        channel: str = DEFAULT_CHANNEL,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
+        state: FeedState | None = None,
+    ) -> None:
+        super().__init__(on_change, state)
+        self._redis = Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=command_timeout_s
+        )
+        self._channel = channel
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    def announce(self, changes: Changes) -> None:
+        """Sends in the background, so the request that committed never waits for Redis."""
+        task = asyncio.get_running_loop().create_task(self._publish(encoded(changes, self.node)))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def close(self) -> None:
+        await super().close()
+        await asyncio.gather(*self._publishing, return_exceptions=True)
+        await self._redis.aclose()
+
+    async def _publish(self, payload: str) -> None:
+        for pause in PUBLISH_RETRIES_S:
+            try:
+                await self._redis.publish(self._channel, payload)
+                return
             except (RedisError, OSError) as exc:
-                if self._subscribed.is_set():  # it worked until now: try again soon
-                    delay = 0.5
-                self._subscribed.clear()
-                log.error(
-                    "Redis change feed unavailable (%s): other processes' changes reach this "
-                    "one within a second from the database; retrying in %.1f s",
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP_S)
+                problem = exc
+            await asyncio.sleep(pause)
+        log.error(
+            "could not tell the other gateway processes of a change through Redis (%s): "
+            "until they read it again (within %.0f s), they may keep what it ended",
+            problem,
+            FEED_TRUST_SECONDS,
+        )
 
     async def _follow(self) -> None:
+        loop = asyncio.get_running_loop()
         async with self._redis.pubsub() as pubsub:
             await pubsub.subscribe(self._channel)
-            self._subscribed.set()
+            self.state.connected()
+            heard_at = loop.time()
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None or message.get("type") != "message":
+                now = loop.time()
+                if message is not None:
+                    heard_at = now
+                    if message.get("type") == "message":
+                        self._heard(message["data"], self._channel)
                     continue
-                found = decoded(message["data"])
-                if found is None:
-                    log.warning("ignored a message on %s that is not twofa's", self._channel)
-                elif found[0] != self._node:
-                    self._apply(found[1])
-
-    def _apply(self, changes: Changes) -> None:
-        try:
-            self._on_change(changes)
-        except Exception:  # one bad handler must not stop the feed
-            log.exception("applying a change from another gateway process failed")
+                if now - heard_at > SILENCE_LIMIT_S:
+                    raise ConnectionError(f"no word from Redis for {SILENCE_LIMIT_S:.0f} s")
+                await pubsub.ping()  # its pong is a message: heard_at moves on

@@ -7,9 +7,12 @@ sign-out), so a token seen before sign-in is worthless after it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
+from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,10 +20,12 @@ from twofa.clock import Clock
 from twofa.config import Settings
 from twofa.domain.client import ClientInfo
 from twofa.security.tokens import new_token, token_digest
-from twofa.storage.repositories import Sessions
+from twofa.storage.sessions import Sessions, SessionUser, StoredSession
 from twofa.storage.tables import SessionRow
 
-_TOUCH_EVERY = timedelta(seconds=30)
+TOUCH_EVERY: Final = timedelta(seconds=30)
+SEEN_FLUSH_SECONDS: Final = 5.0
+log = logging.getLogger("twofa.sessions")
 _SWEEP_EVERY = timedelta(minutes=1)
 
 
@@ -38,6 +43,20 @@ class SessionView:
     csrf_token: str
     next_url: str
     second_factor_at: datetime | None = None  # when this session last passed a second factor
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    view: SessionView
+    seen_at: datetime  # when the database last marked it used (this read included)
+    expires_at: datetime
+    user: SessionUser | None = None  # read with it (`load_with_user`); None: not asked, or none
+
+
+def _stored_view(row: StoredSession) -> SessionView:
+    return SessionView(
+        row.id, row.user_id, Level(row.level), row.csrf_token, row.next_url, row.second_factor_at
+    )
 
 
 def _view(row: SessionRow) -> SessionView:
@@ -63,6 +82,8 @@ class SessionService:
         self._absolute = timedelta(hours=settings.session_absolute_hours)
         self._pending = timedelta(minutes=settings.pending_login_minutes)
         self._swept_at: datetime | None = None
+        self._seen: dict[str, datetime] = {}
+        self._flushing: asyncio.Task[None] | None = None
 
     def signed_in_until(self, now: datetime) -> datetime:
         """When a session signed in at `now` ends, whatever happens in between."""
@@ -84,26 +105,70 @@ class SessionService:
 
     async def load(self, token: str | None) -> SessionView | None:
         """The live session for a cookie value, or None if unknown, idle too long or too old."""
+        live = await self._live(token, with_user=False)
+        return None if live is None else live.view
+
+    async def load_with_user(self, token: str | None) -> LiveSession | None:
+        """`load`, with the session's user and groups read in the same statement (forward-auth
+        reads nothing else)."""
+        return await self._live(token, with_user=True)
+
+    async def _live(self, token: str | None, *, with_user: bool) -> LiveSession | None:
         if not token or len(token) > 100:
             return None
         now = self._clock.now()
+        session_id = token_digest(token)
         async with self._single_statements() as db:
-            row = await Sessions(db).read(token_digest(token))
-            if row is not None and row.live(now, self._idle):
-                if now - row.last_seen_at >= _TOUCH_EVERY:  # at most one write in 30 s
-                    await Sessions(db).touch(row.id, now)
-                return SessionView(
-                    row.id,
-                    row.user_id,
-                    Level(row.level),
-                    row.csrf_token,
-                    row.next_url,
-                    row.second_factor_at,
-                )
-        if row is not None:  # idle too long or too old: gone, and other nodes are told
+            sessions = Sessions(db)
+            user: SessionUser | None = None
+            if with_user:
+                found = await sessions.read_with_user(session_id)
+                stored, user = found if found else (None, None)
+            else:
+                stored = await sessions.read(session_id)
+            if stored is not None and stored.live(now, self._idle):
+                seen_at = stored.last_seen_at
+                if now - seen_at >= TOUCH_EVERY:  # at most one write in 30 s
+                    await sessions.touch([stored.id], now)
+                    seen_at = now
+                return LiveSession(_stored_view(stored), seen_at, stored.expires_at, user)
+        if stored is not None:  # idle too long or too old: gone, and other nodes are told
             async with self._sessions.begin() as db:
-                await Sessions(db).remove(row.id)
+                await Sessions(db).remove(stored.id)
         return None
+
+    def live_until(self, seen_at: datetime, expires_at: datetime) -> datetime:
+        """When a session last seen at `seen_at` ends if it is not seen again."""
+        return min(expires_at, seen_at + self._idle)
+
+    def seen(self, session_id: str, now: datetime) -> None:
+        """A session answered from memory was used: its idle window starts again. Written in
+        batches, one statement per `SEEN_FLUSH_SECONDS` for every session seen meanwhile."""
+        self._seen[session_id] = now
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush_seen_later())
+
+    async def _flush_seen_later(self) -> None:
+        await asyncio.sleep(SEEN_FLUSH_SECONDS)
+        await self.flush_seen()
+
+    async def flush_seen(self) -> None:
+        """Writes the sessions seen since the last flush (closing does it too). A failure is
+        logged and forgotten: a session whose touch was lost may end early, never late."""
+        seen, self._seen = self._seen, {}
+        if not seen:
+            return
+        try:
+            async with self._sessions.begin() as db:
+                await Sessions(db).touch(list(seen), max(seen.values()))
+        except Exception:
+            log.warning("could not mark %d sessions as seen", len(seen), exc_info=True)
+
+    async def close(self) -> None:
+        if self._flushing is not None and not self._flushing.done():
+            self._flushing.cancel()
+            await asyncio.gather(self._flushing, return_exceptions=True)
+        await self.flush_seen()
 
     async def promote(
         self,

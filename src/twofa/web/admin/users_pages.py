@@ -41,6 +41,7 @@ NOTICES: Final = {
     "policy_off": "2FA switched off for {who} (a group may still require it).",
     "reset": "Second factor reset for {who}: they set it up again at their next sign-in.",
     "devices_forgotten": "Every remembered device of {who} asks for a second factor again.",
+    "sessions_ended": "{who} is signed out everywhere.",
     "unlocked": "Unlocked {who}.",
     "not_locked": "{who} was not locked; any failed attempts were forgotten.",
     "account_on": "Account {who} enabled.",
@@ -204,6 +205,16 @@ async def forget_devices(request: Request, admin: SignedInAdmin) -> Response:
     except AccountError as exc:
         return await refused(request, admin, form, str(exc))
     return back_to("/admin/users", form, "devices_forgotten", username)
+
+
+@router.post("/users/end-sessions")
+async def end_sessions(request: Request, admin: SignedInAdmin) -> Response:
+    form, username, accounts = await user_action(request, admin)
+    try:
+        await accounts.end_sessions(username, client_of(request))
+    except AccountError as exc:
+        return await refused(request, admin, form, str(exc))
+    return back_to("/admin/users", form, "sessions_ended", username)
 
 
 @router.post("/users/unlock")

@@ -188,6 +188,17 @@ async def forget_devices(api: Api, username: UsernamePath) -> UserOut:
     return await find_user(api, username)
 
 
+@router.post(
+    "/{username}/end-sessions",
+    summary="Sign the user out of every browser, on every gateway node",
+    responses=UNKNOWN_USER,
+)
+async def end_sessions(api: Api, username: UsernamePath) -> UserOut:
+    await api.require_every_scope_over(username, "ending the sessions")
+    await api.accounts.end_sessions(username, client=api.client)
+    return await find_user(api, username)
+
+
 @router.post("/{username}/unlock", summary="End a sign-in lock-out", responses=UNKNOWN_USER)
 async def unlock_user(api: Api, username: UsernamePath) -> UnlockOut:
     return UnlockOut(was_locked=await api.accounts.unlock_user(username, client=api.client))

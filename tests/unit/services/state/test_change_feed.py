@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from twofa.services.state.change_feed import RedisChangeFeed, decoded, encoded
+from twofa.services.state.change_feed import RedisChangeFeed, batches, decoded, encoded
 from twofa.storage.change_notes import Changes
 
-EVERYTHING = Changes(frozenset({"s-1", "s-2"}), frozenset({7, 9}), True, True)
+EVERYTHING = Changes(frozenset({"s-1", "s-2"}), frozenset({7, 9}), True, True, frozenset({4}))
 
 
 @pytest.mark.parametrize(
@@ -30,6 +30,7 @@ def test_a_message_names_sessions_by_id_only() -> None:
         "users": [7, 9],
         "settings": True,
         "access_rules": True,
+        "changed_users": [4],
     }
 
 
@@ -46,6 +47,8 @@ def test_a_message_names_sessions_by_id_only() -> None:
         '{"node": "n", "sessions": [], "users": ["7"], "settings": false, "access_rules": false}',
         '{"node": "n", "sessions": [], "users": [true], "settings": false, "access_rules": false}',
         '{"node": "n", "sessions": [], "users": [], "settings": "yes", "access_rules": false}',
+        '{"node": "n", "sessions": [], "users": [], "settings": false, "access_rules": false,'
+        ' "changed_users": ["4"]}',
         b"\xff\xfe",
     ],
 )
@@ -80,3 +83,25 @@ async def test_a_redis_that_accepts_and_never_answers_cannot_hold_a_shutdown(
         server.close()
         await server.wait_closed()
     assert "could not tell the other gateway processes" in caplog.text
+
+
+def test_a_large_change_is_cut_into_messages_that_each_fit_a_notify() -> None:
+    """PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more."""
+    many = Changes(
+        frozenset(f"{n:064x}" for n in range(1000)),
+        frozenset(range(600)),
+        True,
+        True,
+        frozenset(range(10_000, 10_700)),
+    )
+    messages = batches(many)
+    assert all(len(encoded(message, "0123456789abcdef").encode()) < 7000 for message in messages)
+    joined = Changes()
+    for message in messages:
+        joined = joined | message
+    assert joined == many
+    assert sum(message.settings for message in messages) == 1  # said once
+
+
+def test_a_small_change_is_one_message() -> None:
+    assert batches(EVERYTHING) == [EVERYTHING]

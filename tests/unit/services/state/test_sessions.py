@@ -12,7 +12,7 @@ from twofa.clock import FrozenClock
 from twofa.security.tokens import new_token, token_digest
 from twofa.services.runtime import Gateway
 from twofa.services.state.sessions import Level, SessionView
-from twofa.storage.repositories import Sessions
+from twofa.storage.sessions import Sessions
 from twofa.storage.tables import SessionRow
 
 

@@ -1,0 +1,162 @@
+"""The browser sessions table: the one-statement reads every request with a cookie makes
+(forward-auth's with the user and groups), and the writes that end sessions, each noting
+what it ended for the change feed (storage.change_notes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from twofa.storage.change_notes import note_ended_session, note_ended_user_sessions
+from twofa.storage.tables import GroupRow, MembershipRow, SessionRow, UserRow
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A session row as read on every request: plain values, no ORM identity to track."""
+
+    id: str
+    user_id: int | None
+    level: int
+    csrf_token: str
+    next_url: str
+    second_factor_at: datetime | None
+    last_seen_at: datetime
+    expires_at: datetime
+
+    def live(self, now: datetime, idle: timedelta) -> bool:
+        return self.expires_at > now and self.last_seen_at + idle > now
+
+
+_TOUCH_BATCH = 500  # ids per UPDATE: well inside every driver's limit on parameters
+_STORED_SESSION_COLUMNS = (
+    SessionRow.id,
+    SessionRow.user_id,
+    SessionRow.level,
+    SessionRow.csrf_token,
+    SessionRow.next_url,
+    SessionRow.second_factor_at,
+    SessionRow.last_seen_at,
+    SessionRow.expires_at,
+)
+
+
+@dataclass(frozen=True)
+class SessionUser:
+    """The user of a session as forward-auth hands it on, read with the session."""
+
+    username: str
+    display_name: str
+    email: str
+    enabled: bool
+    directory: str
+    groups_synced_at: datetime | None
+    groups: tuple[str, ...]  # sorted
+
+
+class _GroupNamesJson(FunctionElement[str]):
+    """The names of the groups aggregated into one JSON array (a name may hold any
+    character, so no separator would do)."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(_GroupNamesJson, "postgresql")
+def _json_agg(element: _GroupNamesJson, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_agg({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_GroupNamesJson)
+def _json_group_array(element: _GroupNamesJson, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_group_array({compiler.process(element.clauses, **kw)})"
+
+
+_GROUPS_OF_SESSION_USER = (
+    select(_GroupNamesJson(GroupRow.name))
+    .join(MembershipRow, MembershipRow.group_id == GroupRow.id)
+    .where(MembershipRow.user_id == SessionRow.user_id)
+    .scalar_subquery()
+)
+_SESSION_USER_COLUMNS = (
+    UserRow.username,
+    UserRow.display_name,
+    UserRow.email,
+    UserRow.enabled,
+    UserRow.directory,
+    UserRow.groups_synced_at,
+    _GROUPS_OF_SESSION_USER,
+)
+
+
+class Sessions:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def get(self, session_id: str) -> SessionRow | None:
+        return await self._db.get(SessionRow, session_id)
+
+    async def read(self, session_id: str) -> StoredSession | None:
+        """One statement, Core columns (a row of values, not a tracked ORM object)."""
+        query = select(*_STORED_SESSION_COLUMNS).where(SessionRow.id == session_id)
+        row = (await self._db.execute(query)).one_or_none()
+        return None if row is None else StoredSession(*row)
+
+    async def read_with_user(
+        self, session_id: str
+    ) -> tuple[StoredSession, SessionUser | None] | None:
+        """The session, its user and the user's groups in one statement: forward-auth's
+        cold read."""
+        query = (
+            select(*_STORED_SESSION_COLUMNS, *_SESSION_USER_COLUMNS)
+            .outerjoin(UserRow, UserRow.id == SessionRow.user_id)
+            .where(SessionRow.id == session_id)
+        )
+        row = (await self._db.execute(query)).one_or_none()
+        if row is None:
+            return None
+        stored = StoredSession(*row[: len(_STORED_SESSION_COLUMNS)])
+        username, display_name, email, enabled, directory, synced_at, groups = row[
+            len(_STORED_SESSION_COLUMNS) :
+        ]
+        if username is None:
+            return stored, None
+        names = json.loads(groups) if isinstance(groups, str) else (groups or [])
+        user = SessionUser(
+            username, display_name, email, enabled, directory, synced_at, tuple(sorted(names))
+        )
+        return stored, user
+
+    async def touch(self, session_ids: Sequence[str], now: datetime) -> None:
+        """Marks sessions as seen now (their idle window starts again); never backwards."""
+        for start in range(0, len(session_ids), _TOUCH_BATCH):
+            batch = session_ids[start : start + _TOUCH_BATCH]
+            await self._db.execute(
+                update(SessionRow)
+                .where(SessionRow.id.in_(batch), SessionRow.last_seen_at < now)
+                .values(last_seen_at=now)
+            )
+
+    def add(self, row: SessionRow) -> None:
+        self._db.add(row)
+
+    async def remove(self, session_id: str) -> None:
+        await self._db.execute(delete(SessionRow).where(SessionRow.id == session_id))
+        note_ended_session(self._db, session_id)
+
+    async def remove_for_user(self, user_id: int) -> None:
+        await self._db.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
+        note_ended_user_sessions(self._db, user_id)
+
+    async def remove_expired(self, now: datetime) -> int:
+        result = await self._db.execute(delete(SessionRow).where(SessionRow.expires_at < now))
+        return int(result.rowcount)  # type: ignore[attr-defined]
