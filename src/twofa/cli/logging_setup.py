@@ -19,12 +19,9 @@ from typing import Any, Final, Literal
 from uvicorn.config import LOGGING_CONFIG
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
-AUDIT_LOGGER: Final = "twofa.audit"
 ACCESS_LOGGER: Final = "uvicorn.access"
-# The attribute an audit line may carry its fields in (`extra={"audit": {...}}`); without
-# it they are read from the line's arguments, in the order services.state.audit logs them.
+# The attribute an audit line carries the audit record's fields in (services.state.audit).
 AUDIT_EXTRA: Final = "audit"
-_AUDIT_ARGUMENTS: Final = ("kind", "outcome", "username", "client_ip", "detail")
 _ACCESS_ARGUMENTS: Final = ("client", "method", "path", "http_version", "status")
 # What every LogRecord has: anything else on a record came from `extra=`.
 _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -37,12 +34,7 @@ _NOT_FOR_JSON: Final = frozenset({"color_message", AUDIT_EXTRA})  # uvicorn's co
 def audit_fields(record: logging.LogRecord) -> dict[str, Any] | None:
     """The audit record's fields of an audit line, or None for any other line."""
     given = getattr(record, AUDIT_EXTRA, None)
-    if isinstance(given, dict):
-        return dict(given)
-    args = record.args
-    if record.name == AUDIT_LOGGER and isinstance(args, tuple) and len(args) == 5:
-        return dict(zip(_AUDIT_ARGUMENTS, args, strict=True))
-    return None
+    return dict(given) if isinstance(given, dict) else None
 
 
 class JsonLines(logging.Formatter):

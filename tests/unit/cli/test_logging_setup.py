@@ -52,6 +52,7 @@ def test_an_audit_line_carries_the_audit_record_fields(lines: io.StringIO) -> No
     assert entry["outcome"] == "bad_password"
     assert entry["username"] == "alice"
     assert entry["client_ip"] == "198.51.100.7"
+    assert entry["user_agent"] == "Firefox"
     assert entry["detail"] == {"reason": "x", "at": "2026-01-02 00:00:00+00:00"}  # as text
     assert "login bad_password user=alice" in str(entry["message"])
     assert str(entry["time"]).endswith("+00:00")

@@ -45,4 +45,21 @@ def record(
 def announce(kind: str, outcome: str, username: str, client: ClientInfo, detail: Any) -> None:
     """The application log's line for an audit record written by `record`."""
     level = logging.WARNING if kind in _LOUD_KINDS else logging.INFO
-    log.log(level, "%s %s user=%s ip=%s %s", kind, outcome, username, client.ip, detail)
+    fields = {
+        "kind": kind,
+        "outcome": outcome,
+        "username": username,
+        "client_ip": client.ip,
+        "user_agent": client.user_agent[:300],
+        "detail": detail,
+    }  # the audit record's own, for a JSON log line (cli.logging_setup)
+    log.log(
+        level,
+        "%s %s user=%s ip=%s %s",
+        kind,
+        outcome,
+        username,
+        client.ip,
+        detail,
+        extra={"audit": fields},
+    )
