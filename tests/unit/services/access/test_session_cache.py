@@ -99,6 +99,15 @@ def service(
     return made[-1]
 
 
+async def rig(
+    gateway: Gateway, clock: FrozenClock, made: Made, feed: FeedState | None = None
+) -> tuple[str, SessionView, ControlledSessions, Any]:
+    """Carol signed in; forward-auth over counted reads of her session."""
+    token, session = await signed_in(gateway)
+    sessions = ControlledSessions(gateway.sessions)
+    return token, session, sessions, service(gateway, sessions, clock, made, feed)
+
+
 def live_feed(clock: FrozenClock) -> FeedState:
     feed = FeedState("local", clock)
     feed.connected()
@@ -108,9 +117,7 @@ def live_feed(clock: FrozenClock) -> FeedState:
 async def test_a_fresh_entry_is_served_without_reading_again(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, made)
+    token, _, sessions, forward_auth = await rig(gateway, clock, made)
     first = await forward_auth._signed_in(token)
     clock.advance(timedelta(seconds=0.3))
     second = await forward_auth._signed_in(token)
@@ -124,9 +131,7 @@ async def test_a_fresh_entry_is_served_without_reading_again(
 async def test_a_busy_session_is_refreshed_in_the_background_without_waiting(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, made)
+    token, _, sessions, forward_auth = await rig(gateway, clock, made)
     await forward_auth._signed_in(token)
     sessions.release.clear()  # the database is slow from now on
     clock.advance(timedelta(seconds=0.7))
@@ -148,9 +153,7 @@ async def test_a_busy_session_is_refreshed_in_the_background_without_waiting(
 async def test_without_a_live_feed_an_entry_older_than_a_second_is_never_served(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, made)
+    token, _, sessions, forward_auth = await rig(gateway, clock, made)
     await forward_auth._signed_in(token)
     sessions.release.clear()
     clock.advance(timedelta(seconds=CHECK_SECONDS + 0.01))
@@ -164,9 +167,7 @@ async def test_without_a_live_feed_an_entry_older_than_a_second_is_never_served(
 async def test_without_a_live_feed_a_session_ended_elsewhere_is_refused_after_a_second(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
-    token, session = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, made)
+    token, session, _, forward_auth = await rig(gateway, clock, made)
     assert await forward_auth._signed_in(token) is not None
     async with gateway.db.begin() as db:  # not through the gateway: no message reaches it
         await db.execute(delete(SessionRow).where(SessionRow.id == session.id))
@@ -177,9 +178,7 @@ async def test_without_a_live_feed_a_session_ended_elsewhere_is_refused_after_a_
 async def test_with_a_live_feed_a_copy_in_use_is_answered_without_reading_again(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, made, live_feed(clock))
+    token, _, sessions, forward_auth = await rig(gateway, clock, made, live_feed(clock))
     await forward_auth._signed_in(token)
     for _ in range(8):  # four minutes of use, a request every 30 s
         clock.advance(timedelta(seconds=30))
@@ -191,9 +190,7 @@ async def test_with_a_live_feed_a_copy_is_read_again_within_the_trust_limit(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
     """A message lost between another node's commit and its publish costs at most this."""
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, made, live_feed(clock))
+    token, _, sessions, forward_auth = await rig(gateway, clock, made, live_feed(clock))
     await forward_auth._signed_in(token)
     steps = int(FEED_TRUST_SECONDS // 20) + 1
     for _ in range(steps):
@@ -206,10 +203,8 @@ async def test_with_a_live_feed_a_copy_is_read_again_within_the_trust_limit(
 async def test_a_lost_feed_falls_back_to_reading_every_second(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
     feed = live_feed(clock)
-    forward_auth = service(gateway, sessions, clock, made, feed)
+    token, _, sessions, forward_auth = await rig(gateway, clock, made, feed)
     await forward_auth._signed_in(token)
     clock.advance(timedelta(seconds=5))
     await forward_auth._signed_in(token)
@@ -225,10 +220,8 @@ async def test_copies_read_before_the_feed_dropped_are_not_trusted_once_it_is_ba
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
     """Messages sent while it was away are lost: what was read before may be out of date."""
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
     feed = live_feed(clock)
-    forward_auth = service(gateway, sessions, clock, made, feed)
+    token, _, sessions, forward_auth = await rig(gateway, clock, made, feed)
     await forward_auth._signed_in(token)
     feed.lost("connection reset")
     feed.connected()
@@ -243,9 +236,7 @@ async def test_copies_read_before_the_feed_dropped_are_not_trusted_once_it_is_ba
 async def test_a_message_drops_the_copy_and_any_read_in_flight(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
-    token, session = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, made, live_feed(clock))
+    token, session, sessions, forward_auth = await rig(gateway, clock, made, live_feed(clock))
     await forward_auth._signed_in(token)
     forward_auth.cache.forget_session(session.id)
     sessions.release.clear()
@@ -262,9 +253,7 @@ async def test_a_message_drops_the_copy_and_any_read_in_flight(
 async def test_an_unused_session_ends_at_its_idle_window_even_with_a_live_feed(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, made, live_feed(clock))
+    token, _, sessions, forward_auth = await rig(gateway, clock, made, live_feed(clock))
     assert await forward_auth._signed_in(token) is not None
     clock.advance(timedelta(minutes=gateway.settings.session_idle_minutes, seconds=1))
     assert await forward_auth._signed_in(token) is None
@@ -275,9 +264,7 @@ async def test_a_session_in_use_from_memory_stays_alive_in_the_database(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
     """Its use is written in batches, so another node reading it sees it alive."""
-    token, session = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, made, live_feed(clock))
+    token, session, sessions, forward_auth = await rig(gateway, clock, made, live_feed(clock))
     await forward_auth._signed_in(token)
     minutes = gateway.settings.session_idle_minutes * 2
     for _ in range(minutes * 2):  # twice the idle window, a request every 30 s
@@ -297,9 +284,7 @@ async def test_a_session_in_use_from_memory_stays_alive_in_the_database(
 async def test_a_failed_read_is_not_cached(
     gateway: Gateway, clock: FrozenClock, made: Made
 ) -> None:
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, made)
+    token, _, sessions, forward_auth = await rig(gateway, clock, made)
     sessions.fail_next = True
     with pytest.raises(RuntimeError, match="went away"):
         await forward_auth._signed_in(token)
@@ -310,9 +295,7 @@ async def test_a_failed_read_is_not_cached(
 async def test_closing_waits_for_a_refresh_in_flight_to_finish(
     gateway: Gateway, clock: FrozenClock
 ) -> None:
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, [])
+    token, _, sessions, forward_auth = await rig(gateway, clock, [])
     await forward_auth._signed_in(token)
     sessions.release.clear()
     clock.advance(timedelta(seconds=0.7))
@@ -332,9 +315,7 @@ async def test_closing_waits_for_a_refresh_in_flight_to_finish(
 async def test_closing_cancels_a_read_the_database_never_answers(
     gateway: Gateway, clock: FrozenClock
 ) -> None:
-    token, _ = await signed_in(gateway)
-    sessions = ControlledSessions(gateway.sessions)
-    forward_auth = service(gateway, sessions, clock, [])
+    token, _, sessions, forward_auth = await rig(gateway, clock, [])
     sessions.release.clear()  # the database never answers
     waiting = asyncio.ensure_future(forward_auth._signed_in(token))
     await asyncio.sleep(0.01)
