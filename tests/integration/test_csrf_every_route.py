@@ -207,8 +207,9 @@ async def test_a_request_with_no_session_at_all_is_refused(walker: Walker) -> No
     async with httpx.AsyncClient(base_url=walker.base_url, timeout=30) as stranger:
         for method, route in unsafe_routes(walker.settings):
             path = concrete(route, walker)
-            if path.startswith("/api/"):
-                continue  # no session cookie: the API answers for itself, see below
+            if path.startswith("/api/") or path in csrf.RELYING_PARTY_PATHS:
+                continue  # no session cookie: the API and OIDC's token and userinfo answer
+                # for themselves (a client secret, a bearer token), see below
             answer = await stranger.request(method, path, data={**FORM, "csrf_token": "x"})
             assert_refused(answer, method, path)
     assert await walker.database() == before
@@ -327,7 +328,17 @@ def test_the_exemptions_are_exactly_the_documented_ones() -> None:
         ("/login", {}, False),
         ("/authz/nginx/x", {}, False),
         ("/admin/users/add", {"authorization": "Bearer t", "cookie": cookie}, False),
+        # OpenID Connect's endpoints for relying parties' servers: on the API's terms.
+        ("/oidc/token", {"authorization": "Basic dTpw"}, True),
+        ("/oidc/token", {}, True),
+        ("/oidc/token", {"cookie": cookie}, False),
+        ("/oidc/userinfo", {"authorization": "Bearer t", "cookie": cookie}, True),
+        ("/oidc/userinfo", {"cookie": cookie}, False),
+        ("/oidc/authorize", {}, False),
     ]
+    relying_parties = csrf.RELYING_PARTY_PATHS
+    assert relying_parties == {"/oidc/token", "/oidc/userinfo"}
+    assert all(path in documented for path in relying_parties)
     for path, headers, exempt in cases:
         raw = [(name.encode(), value.encode()) for name, value in headers.items()]
         assert csrf.is_exempt(path, csrf.CsrfHeaders.read(raw)) is exempt, (path, headers)

@@ -18,6 +18,7 @@ from twofa.cli.doctor import doctor
 from twofa.cli.duo import duo_app
 from twofa.cli.groups import group_app
 from twofa.cli.keys import keys_app
+from twofa.cli.oidc import oidc_app
 from twofa.cli.policy import policy_app
 from twofa.cli.questions import questions_app
 from twofa.cli.serve import demo, serve
@@ -48,6 +49,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(simulator_app, name="simulator")
 app.add_typer(access_app, name="access")
 app.add_typer(keys_app, name="keys")
+app.add_typer(oidc_app, name="oidc")
 app.command()(serve)
 app.command()(demo)
 app.command()(doctor)

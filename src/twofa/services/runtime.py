@@ -55,6 +55,9 @@ from twofa.services.admin.console_users import ConsoleUsersService
 from twofa.services.admin.key_rotation import KeyRotationService
 from twofa.services.admin.overview import OverviewService
 from twofa.services.duo.push import DuoPushService
+from twofa.services.idp.applications import ApplicationService
+from twofa.services.idp.provider import OidcProvider
+from twofa.services.idp.signing_keys import SigningKeyService
 from twofa.services.mail.delivery import SmtpMailer, SmtpSettingsService
 from twofa.services.second_factor.authenticator_options import AuthenticatorOptionsService
 from twofa.services.second_factor.email_code_options import EmailCodeOptionsService
@@ -428,3 +431,16 @@ class Gateway:
         await self.engine.dispose()
         if self.settings_engine is not None:
             await self.settings_engine.dispose()
+
+    # twofa as an identity provider (services.idp): applications, signing keys, OIDC.
+    @cached_property
+    def applications(self) -> ApplicationService:
+        return ApplicationService(self.db, self.clock)
+
+    @cached_property
+    def oidc_keys(self) -> SigningKeyService:
+        return SigningKeyService(self.db, self.clock, Sealer(self.settings.secret_keys))
+
+    @cached_property
+    def oidc(self) -> OidcProvider:
+        return OidcProvider(self.db, self.clock, self.oidc_keys, self.settings.public_url)

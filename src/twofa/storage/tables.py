@@ -278,3 +278,98 @@ class AccessRulesVersionRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ApplicationRow(Base):
+    """One application users sign in to through twofa (services.idp): an OpenID Connect
+    client now, a SAML service provider later, with the same user/group limits and
+    second-factor requirement. A confidential client's secret is kept only as a SHA-256 (it
+    is a random 256-bit token, like an API token's)."""
+
+    __tablename__ = "applications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(150), unique=True)
+    protocol: Mapped[str] = mapped_column(String(16))  # "oidc"
+    client_id: Mapped[str] = mapped_column(String(100), unique=True)
+    client_secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)  # no secret: PKCE S256 instead
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    allowed_users: Mapped[list[str]] = mapped_column(JSON, default=list)  # both empty: everyone
+    allowed_groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    second_factor_required: Mapped[bool] = mapped_column(Boolean, default=True)
+    skip_consent: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OidcCodeRow(Base):
+    """An authorization code, kept as a SHA-256: redeemed at most once (`redeemed_at` set by
+    a conditional UPDATE), bound to its client, redirect URI and PKCE challenge. A second
+    redemption finds it redeemed and revokes what the first one issued (`issued_jti`)."""
+
+    __tablename__ = "oidc_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    application_id: Mapped[int] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(String(500))
+    nonce: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    code_challenge: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    code_challenge_method: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    auth_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    amr: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    redeemed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    issued_jti: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class OidcAccessTokenRow(Base):
+    """An access token for userinfo, kept as a SHA-256; revoked when its code is replayed."""
+
+    __tablename__ = "oidc_access_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(64), unique=True)
+    application_id: Mapped[int] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class OidcSigningKeyRow(Base):
+    """A private key that signs ID tokens, sealed at rest (security.sealing). The newest
+    unretired key of each algorithm signs; a retired key stays in the JWKS until
+    `retired_at` + the longest token lifetime, so relying parties can still check what it
+    signed."""
+
+    __tablename__ = "oidc_signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(8))  # ES256 | RS256
+    private_jwk_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class OidcSubjectRow(Base):
+    """The `sub` an ID token names a user by: random, made at the user's first sign-in to an
+    application, never the username (which can be renamed or reused) and independent of the
+    gateway's secret keys (rotating them must not change who a relying party sees)."""
+
+    __tablename__ = "oidc_subjects"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    subject: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

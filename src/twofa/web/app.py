@@ -22,6 +22,7 @@ from twofa.web import (
     forward_auth,
     method_pages,
     my_methods,
+    oidc,
     pages,
 )
 from twofa.web.csrf import CsrfMiddleware
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(my_methods.router)
     app.include_router(admin.router)
     app.include_router(api.router)
+    app.include_router(oidc.router)  # twofa as an OpenID Connect provider
     errors.install(app)
     app.add_middleware(CsrfMiddleware)  # every unsafe request, before any route
     # outermost: a CSRF refusal carries the headers too

@@ -18,6 +18,12 @@ Exempt, and nothing else:
   header by itself, so a forged request has no credential to ride on. An API request with the
   session cookie and no bearer token is checked like a page, so an API that some day accepts
   the cookie stays protected.
+- /oidc/token and /oidc/userinfo, OpenID Connect's endpoints for relying parties
+  (web/oidc.py), on the same terms as the API: with a bearer `Authorization` header or
+  without the session cookie. Relying parties call them from their servers, never as a
+  browser form and never with twofa's cookie; the token endpoint authenticates the client by
+  its secret or PKCE verifier and the code, userinfo by a bearer access token; neither reads
+  the session. A request that does carry the session cookie is checked like a page.
 - /authz/nginx and /authz/forward, the forward-auth checks: proxies call them with the method
   of the request they check, and they change nothing.
 - /healthz and /healthz/ready: the load balancers' probes (alive; able to reach the
@@ -59,6 +65,7 @@ EXEMPT_PATHS: Final = frozenset(
     {"/authz/nginx", "/authz/forward", "/healthz", "/healthz/ready", "/metrics"}
 )
 API_PREFIX: Final = "/api/v1"
+RELYING_PARTY_PATHS: Final = frozenset({"/oidc/token", "/oidc/userinfo"})
 FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 REFUSED: Final = "missing or wrong CSRF token"
 
@@ -106,7 +113,8 @@ def is_exempt(path: str, headers: CsrfHeaders) -> bool:
     docstring for each case and why."""
     if path in EXEMPT_PATHS:
         return True
-    return is_api(path) and (headers.has_bearer_token or not headers.session_token)
+    cookieless = is_api(path) or path in RELYING_PARTY_PATHS
+    return cookieless and (headers.has_bearer_token or not headers.session_token)
 
 
 class CsrfMiddleware:

@@ -27,6 +27,7 @@ from twofa.services.admin.sealed_places import (
     SealedHolder,
     SealedPlace,
     SettingSecretsPlace,
+    SigningKeysPlace,
 )
 from twofa.services.state import audit
 
@@ -137,7 +138,12 @@ class _Tally:
 
 
 def default_places() -> tuple[SealedPlace, ...]:
-    return (CredentialSecretsPlace(), SettingSecretsPlace(), ChallengeSecretsPlace())
+    return (
+        CredentialSecretsPlace(),
+        SettingSecretsPlace(),
+        ChallengeSecretsPlace(),
+        SigningKeysPlace(),
+    )
 
 
 class KeyRotationService:

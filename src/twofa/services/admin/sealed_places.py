@@ -1,6 +1,7 @@
 """Every place a sealed value is kept, with the purpose it was sealed for: the credentials'
 secrets (TOTP seeds), the Duo secret key and the SMTP password inside their console settings,
-and the draft secret and page of each open challenge. `twofa keys rotate` and `twofa keys
+the draft secret and page of each open challenge, and the OpenID Connect provider's signing
+keys. `twofa keys rotate` and `twofa keys
 status` walk them through here; a new sealed value must be added here too (a unit test lists
 every `seal(` in the code and fails until it is).
 """
@@ -21,6 +22,7 @@ from twofa.security.sealing import V2_HEAD_LENGTH, V2_PREFIX, head_of
 from twofa.services.second_factor.challenges import DRAFT_PURPOSE, SHOW_PURPOSE
 from twofa.services.second_factor.credential_store import secret_purpose
 from twofa.services.settings.duo import DUO_KEY, SKEY_PURPOSE
+from twofa.storage.applications import SIGNING_KEY_PURPOSE, SealedSigningKey, SealedSigningKeys
 from twofa.storage.sealed_values import (
     ChallengePayload,
     ChallengePayloads,
@@ -198,3 +200,38 @@ class ChallengeSecretsPlace:
     def _document(payload: ChallengePayload) -> dict[str, Any]:
         document = json.loads(payload.stored)
         return document if isinstance(document, dict) else {}
+
+
+class SigningKeysPlace:
+    title = "OIDC signing keys"  # the private halves of the keys that sign ID tokens
+
+    async def holders(
+        self, db: async_sessionmaker[AsyncSession], batch_size: int, now: datetime, skip_head: str
+    ) -> AsyncIterator[list[SealedHolder]]:
+        after = ""
+        while True:
+            async with db.begin() as session:
+                rows = await SealedSigningKeys(session).batch(after, batch_size)
+            if not rows:
+                return
+            after = rows[-1].kid
+            yield [
+                SealedHolder(
+                    f"signing key {row.kid}",
+                    (SealedField("private_jwk_sealed", row.sealed, SIGNING_KEY_PURPOSE),),
+                    row,
+                )
+                for row in rows
+                if not skip_head or not row.sealed.startswith(skip_head)
+            ]
+
+    async def rewrite(
+        self, db: AsyncSession, holder: SealedHolder, resealed: Mapping[str, str]
+    ) -> bool:
+        row = holder.read
+        assert isinstance(row, SealedSigningKey)
+        new = resealed["private_jwk_sealed"]
+        return await SealedSigningKeys(db).replace(row.kid, row.sealed, new)
+
+    async def heads(self, db: async_sessionmaker[AsyncSession], now: datetime) -> Counter[str]:
+        return await _counted_heads(self, db, now)
