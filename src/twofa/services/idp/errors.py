@@ -5,11 +5,12 @@ page and never redirected, since the redirect URI itself cannot be trusted."""
 
 from __future__ import annotations
 
-from twofa.errors import Invalid, NotFound, TwofaError
+from twofa.errors import Invalid, NotFound, Refused, TwofaError
 
 
-class OAuthError(TwofaError):
-    """An error a relying party is told, by its RFC 6749 / OpenID Connect code."""
+class OAuthError(Refused):
+    """An error a relying party is told, by its RFC 6749 / OpenID Connect code: its request
+    is refused (web.oidc answers it in the protocol's shape)."""
 
     status = 400
 
