@@ -62,6 +62,10 @@ class LocalDirectory:
         if not checked.right or stored.user_id is None:
             return None
         users = Users(db)
+        # The row is held from here to the commit: a password change (or a disabled account)
+        # committing meanwhile either came first, and is seen below, or waits for this
+        # sign-in's session, and ends it.
+        await users.lock(stored.user_id)
         user = await users.by_id(stored.user_id)
         if user is None or not user.enabled or user.password_hash != stored.password_hash:
             return None

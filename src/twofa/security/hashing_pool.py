@@ -9,7 +9,9 @@ bound while a sign-in storm lasts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar, TypeVarTuple
@@ -21,6 +23,19 @@ from twofa.telemetry import HASHING_QUEUE_DEPTH
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 QUEUED_PER_THREAD: Final = 8  # a second or so of waiting at the default cost, then "busy"
+
+
+# How much lower than the event loop a hashing thread runs (Linux nice levels, per thread; the
+# lane threads argon2 starts for parallelism inherit it). A sign-in storm then takes the CPU
+# the event loops leave, instead of making every forward-auth check wait its turn behind it.
+HASHING_NICENESS: Final = 10
+
+
+def _yield_to_the_event_loop() -> None:
+    if hasattr(os, "setpriority"):
+        # Not permitted (a locked-down container): it runs at the event loop's level.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
 class HashingBusy(Unavailable):
@@ -42,7 +57,9 @@ class HashingPool:
         # 0 means none may wait (one job per thread runs), not "the default".
         default_limit = self.threads * QUEUED_PER_THREAD
         self.queue_limit = default_limit if queue_limit is None else queue_limit
-        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="twofa-argon2")
+        self._executor = ThreadPoolExecutor(
+            self.threads, thread_name_prefix="twofa-argon2", initializer=_yield_to_the_event_loop
+        )
         self._in_flight = 0
 
     @property

@@ -5,7 +5,7 @@ How long a copy may be answered depends on whether this process hears the others
 feed of `services.state`, live since before the copy was read):
 
 - **feed live**: until the session would end by itself (idle window or absolute lifetime,
-  counted on this node's own record of its use) and at most `FEED_TRUST_SECONDS`. Every way a
+  counted on this node's own record of its use) and at most the feed's `trust_seconds`. Every way a
   session or its user changes elsewhere (sign-out, new password, 2FA reset, disabled account,
   groups) arrives as a message that drops the copy (`forget_*`), within a message's flight.
 - **feed lost, or none**: `CHECK_SECONDS`, as if there were no cache to speak of: a change
@@ -21,6 +21,7 @@ store (`SessionService.seen`), so the session's idle window starts again in the 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Final, Generic, TypeVar
 
 from twofa.clock import Clock
 from twofa.security.tokens import token_digest
-from twofa.services.state.feed_state import FEED_TRUST_SECONDS, FeedState
+from twofa.services.state.feed_state import FeedState
 from twofa.services.state.sessions import TOUCH_EVERY, SessionService
 from twofa.telemetry import SESSION_CACHE
 
@@ -81,6 +82,11 @@ class SessionCache(Generic[Identity]):
         self._on_answer = on_answer
         self._copies: OrderedDict[str, _Copy[Identity]] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Loaded[Identity] | None]] = {}
+        # Reads a change overtook: whoever waits on one reads again (it may predate the change).
+        self._overtaken: weakref.WeakSet[asyncio.Future[Loaded[Identity] | None]] = (
+            weakref.WeakSet()
+        )
+        self._keys_of_user: dict[int, set[str]] = {}  # forget_user without a scan of them all
 
     async def identity(self, token: str) -> Identity | None:
         key = token_digest(token)
@@ -92,6 +98,8 @@ class SessionCache(Generic[Identity]):
             _MISSES.inc()
             loading = self._loading.get(key) or self._start_read(key, token)
             found = await asyncio.shield(loading)
+            if loading in self._overtaken:  # begun before a change to this session: again
+                found = await self._read(token)
         if found is None:
             return None
         if self._on_answer is not None:
@@ -109,7 +117,7 @@ class SessionCache(Generic[Identity]):
             and copy.generation is not None
             and copy.generation == self._feed.live_generation
         )
-        limit = FEED_TRUST_SECONDS if trusted else CHECK_SECONDS
+        limit = self._feed.trust_seconds if trusted else CHECK_SECONDS
         if age >= limit:
             return False
         if found is not None:
@@ -136,10 +144,13 @@ class SessionCache(Generic[Identity]):
             del self._loading[key]
             if done.cancelled() or done.exception() is not None:
                 return  # nothing kept: the next request reads again (and sees the error)
-            self._copies[key] = _Copy(read_at, generation, done.result())
+            found = done.result()
+            self._copies[key] = _Copy(read_at, generation, found)
             self._copies.move_to_end(key)
+            if found is not None:
+                self._keys_of_user.setdefault(found.user_id, set()).add(key)
             while len(self._copies) > ENTRIES:
-                self._copies.popitem(last=False)
+                self._drop(next(iter(self._copies)))
 
         loading.add_done_callback(remember)
         return loading
@@ -147,19 +158,30 @@ class SessionCache(Generic[Identity]):
     def forget_session(self, session_id: str) -> None:
         """Drops a session that ended, and any read of it in flight: begun before the end, it
         would put the session back."""
-        self._copies.pop(session_id, None)
-        self._loading.pop(session_id, None)
+        self._drop(session_id)
+        self._overtake(self._loading.pop(session_id, None))
 
     def forget_user(self, user_id: int) -> None:
         """Drops every copy of a user's sessions (ended, or the user changed); reads in flight
         are of users not known yet, so all of them are dropped."""
-        for key in [k for k, c in self._copies.items() if c.found and c.found.user_id == user_id]:
-            del self._copies[key]
+        for key in list(self._keys_of_user.get(user_id, ())):
+            self._drop(key)
+        for loading in self._loading.values():
+            self._overtake(loading)
         self._loading.clear()
 
-    def forget_all(self) -> None:
-        self._copies.clear()
-        self._loading.clear()
+    def _drop(self, key: str) -> None:
+        copy = self._copies.pop(key, None)
+        if copy is not None and copy.found is not None:
+            keys = self._keys_of_user.get(copy.found.user_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._keys_of_user[copy.found.user_id]
+
+    def _overtake(self, loading: asyncio.Future[Loaded[Identity] | None] | None) -> None:
+        if loading is not None:
+            self._overtaken.add(loading)
 
     def __len__(self) -> int:
         return len(self._copies)

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Final
@@ -25,7 +26,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from twofa.clock import SystemClock
-from twofa.services.state.feed_state import FEED_TRUST_SECONDS, FeedState
+from twofa.services.state.feed_state import (
+    HEARTBEAT_S,
+    REDIS_TRUST_SECONDS,
+    SILENCE_LIMIT_S,
+    FeedState,
+)
 from twofa.storage.change_notes import Changes
 
 DEFAULT_CHANNEL: Final = "twofa:changes"
@@ -34,9 +40,7 @@ CONNECT_TIMEOUT_S: Final = 2.0
 # forever; the listener asks with its own 1 s timeout, well inside this.
 COMMAND_TIMEOUT_S: Final = 5.0
 RETRY_CAP_S: Final = 5.0
-# A connection that stops answering (a cut network path sends no reset) is taken for lost
-# after this long without a word; a ping goes out every second while it is quiet.
-SILENCE_LIMIT_S: Final = 3.0
+IGNORED_LOG_EVERY_S: Final = 10.0
 PUBLISH_RETRIES_S: Final = (0.1, 0.3, 0.0)  # the pause after each try
 
 SESSIONS_PER_MESSAGE: Final = 60  # 67 bytes each in JSON: 4 kB
@@ -87,20 +91,21 @@ def decoded(raw: bytes | str) -> tuple[str, Changes] | None:
     return node, changes
 
 
-def batches(changes: Changes) -> list[Changes]:
+def batches(changes: Changes, scale: int = 1) -> list[Changes]:
     """`changes` cut into messages of at most about 6 kB each (PostgreSQL's NOTIFY refuses
-    8,000 bytes)."""
+    8,000 bytes), or `scale` times that (a local datagram takes 64 kB)."""
+    per_session, per_user = SESSIONS_PER_MESSAGE * scale, USERS_PER_MESSAGE * scale
     sessions = sorted(changes.ended_sessions)
     ended, changed = sorted(changes.ended_users), sorted(changes.changed_users)
     found: list[Changes] = []
     for index in itertools.count():
-        s, u = index * SESSIONS_PER_MESSAGE, index * USERS_PER_MESSAGE
+        s, u = index * per_session, index * per_user
         batch = Changes(
-            frozenset(sessions[s : s + SESSIONS_PER_MESSAGE]),
-            frozenset(ended[u : u + USERS_PER_MESSAGE]),
+            frozenset(sessions[s : s + per_session]),
+            frozenset(ended[u : u + per_user]),
             changes.settings and index == 0,
             changes.access_rules and index == 0,
-            frozenset(changed[u : u + USERS_PER_MESSAGE]),
+            frozenset(changed[u : u + per_user]),
         )
         if not batch:
             break
@@ -121,6 +126,8 @@ class ChangeFeed(ABC):
         self.state = state or FeedState(self.kind, SystemClock())
         self.node = secrets.token_hex(8)
         self._listening: asyncio.Task[None] | None = None
+        self._ignored = 0
+        self._ignored_said_at = float("-inf")
 
     def start(self) -> None:
         self._listening = asyncio.create_task(self._listen())
@@ -150,12 +157,13 @@ class ChangeFeed(ABC):
     async def _listen(self) -> None:
         delay = 0.5
         while True:
+            generation = self.state.generation
             try:
                 await self._follow()
             except Exception as exc:  # each driver has its own error family; never stop
+                if self.state.generation != generation:
+                    delay = 0.5  # it was live on this try: try again soon
                 self._lost(exc, delay)
-            if self.state.live_generation is not None:
-                delay = 0.5  # it worked until now: try again soon
             self.state.lost("reconnecting")
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_CAP_S)
@@ -171,9 +179,17 @@ class ChangeFeed(ABC):
         )
 
     def _heard(self, raw: bytes | str, where: str) -> None:
+        self.state.heard()
         found = decoded(raw)
         if found is None:
-            log.warning("ignored a message on %s that is not twofa's", where)
+            # Said once in a while, not per message: a flood must not cost a log line each.
+            self._ignored += 1
+            now = time.monotonic()
+            if now - self._ignored_said_at >= IGNORED_LOG_EVERY_S:
+                log.warning(
+                    "ignored %d message(s) on %s that are not twofa's", self._ignored, where
+                )
+                self._ignored, self._ignored_said_at = 0, now
         elif found[0] != self.node:
             try:
                 self._on_change(found[1])
@@ -222,23 +238,37 @@ class RedisChangeFeed(ChangeFeed):
             "could not tell the other gateway processes of a change through Redis (%s): "
             "until they read it again (within %.0f s), they may keep what it ended",
             problem,
-            FEED_TRUST_SECONDS,
+            REDIS_TRUST_SECONDS,
         )
 
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
         async with self._redis.pubsub() as pubsub:
             await pubsub.subscribe(self._channel)
-            self.state.connected()
-            heard_at = loop.time()
+            # Live only once Redis confirms the subscription: a message published before it
+            # would not reach this process.
+            deadline = loop.time() + CONNECT_TIMEOUT_S
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                message = await pubsub.get_message(timeout=HEARTBEAT_S)
+                if message is not None and message.get("type") == "subscribe":
+                    break
+                if loop.time() > deadline:
+                    raise ConnectionError("Redis did not confirm the subscription")
+            self.state.connected()
+            heard_at = pinged_at = loop.time()
+            while True:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=HEARTBEAT_S
+                )
                 now = loop.time()
                 if message is not None:
                     heard_at = now
                     if message.get("type") == "message":
                         self._heard(message["data"], self._channel)
-                    continue
+                    else:
+                        self.state.heard()  # a pong
                 if now - heard_at > SILENCE_LIMIT_S:
                     raise ConnectionError(f"no word from Redis for {SILENCE_LIMIT_S:.0f} s")
-                await pubsub.ping()  # its pong is a message: heard_at moves on
+                if now - pinged_at >= HEARTBEAT_S:  # whatever the traffic: a flood is no pong
+                    pinged_at = now
+                    await pubsub.ping()

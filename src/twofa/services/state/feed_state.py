@@ -13,9 +13,16 @@ from typing import Final
 from twofa.clock import Clock
 from twofa.telemetry import CHANGE_FEED_CONNECTED
 
-# With a live feed, a cached copy is read again this often anyway: a message can be lost when
-# a node dies between its commit and its publish (Redis), and this bounds what that costs.
+# With a live feed, a cached copy is read again this often anyway. PostgreSQL's NOTIFY goes out
+# with the commit and a local datagram right after it, so little can be lost; a Redis message
+# is published after the commit, and a node that dies or is cut off from Redis in between
+# loses it: this bounds what that costs.
 FEED_TRUST_SECONDS: Final = 300.0
+REDIS_TRUST_SECONDS: Final = 30.0
+# A feed that has said nothing for this long is not live, whether or not its connection has
+# noticed yet (a path cut without a reset): every feed hears something 4 times a second.
+SILENCE_LIMIT_S: Final = 1.0
+HEARTBEAT_S: Final = 0.25
 log = logging.getLogger("twofa.change_feed")
 
 
@@ -30,9 +37,11 @@ class FeedReport:
 
 
 class FeedState:
-    def __init__(self, kind: str, clock: Clock) -> None:
+    def __init__(self, kind: str, clock: Clock, silence_limit_s: float = SILENCE_LIMIT_S) -> None:
         self.kind = kind
         self._clock = clock
+        self._silence_limit = silence_limit_s
+        self._heard_at = float("-inf")
         self._generation = 0
         self._live = False
         self._since: datetime | None = None
@@ -41,12 +50,30 @@ class FeedState:
 
     @property
     def live_generation(self) -> int | None:
-        """The live connection's number, or None while the feed is not live."""
-        return self._generation if self._live else None
+        """The live connection's number, or None while the feed is not live (lost, or silent
+        for longer than the limit)."""
+        if not self._live or self._clock.monotonic() - self._heard_at > self._silence_limit:
+            return None
+        return self._generation
+
+    @property
+    def trust_seconds(self) -> float:
+        """How long a copy read on this feed may be answered at most."""
+        return REDIS_TRUST_SECONDS if self.kind == "redis" else FEED_TRUST_SECONDS
+
+    @property
+    def generation(self) -> int:
+        """How many times the feed has connected (a reconnection is a new generation)."""
+        return self._generation
+
+    def heard(self) -> None:
+        """The feed's connection said something (a message, or the answer to a ping)."""
+        self._heard_at = self._clock.monotonic()
 
     def connected(self) -> None:
         self._generation += 1
         self._live = True
+        self._heard_at = self._clock.monotonic()
         self._since = self._clock.now()
         self._problem = ""
         CHANGE_FEED_CONNECTED.set(1)

@@ -7,7 +7,7 @@ be longer than 107 bytes.)
 A datagram is delivered whole or refused at once, never dropped in flight: a sender that
 finds a socket nobody reads (its process died) removes it; one that finds a socket whose
 queue is full removes it too, and that process, seeing its socket gone at its next
-once-a-second look, knows it may have missed a change: its feed counts as lost, and it binds a
+look (four a second), knows it may have missed a change: its feed counts as lost, and it binds a
 new socket (a new generation, see `feed_state`).
 """
 
@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Final
 
 from twofa.services.state.change_feed import ChangeFeed, batches, encoded
-from twofa.services.state.feed_state import FeedState
+from twofa.services.state.feed_state import HEARTBEAT_S, FeedState
 from twofa.storage.change_notes import Changes
 
 SUFFIX: Final = ".sock"
 MESSAGE_LIMIT: Final = 65_536
+# Ten times a NOTIFY's batch: ~55 kB at most. A peer's queue holds few datagrams (the kernel's
+# net.unix.max_dgram_qlen, often 10), so fewer, larger messages keep a large change in it.
+MESSAGE_SCALE: Final = 10
 log = logging.getLogger("twofa.change_feed")
 
 
@@ -70,7 +73,7 @@ class LocalChangeFeed(ChangeFeed):
             peers = [p for p in self._directory.iterdir() if p.suffix == SUFFIX]
         except FileNotFoundError:
             return  # nobody listens yet
-        for batch in batches(changes):
+        for batch in batches(changes, scale=MESSAGE_SCALE):
             payload = encoded(batch, self.node).encode()
             for peer in peers:
                 if peer != self._own:
@@ -102,10 +105,13 @@ class LocalChangeFeed(ChangeFeed):
             loop = asyncio.get_running_loop()
             while True:
                 try:
-                    raw = await asyncio.wait_for(loop.sock_recv(receiver, MESSAGE_LIMIT), 1.0)
+                    raw = await asyncio.wait_for(
+                        loop.sock_recv(receiver, MESSAGE_LIMIT), HEARTBEAT_S
+                    )
                 except TimeoutError:
                     if not _is_socket(own, bound):
                         raise ConnectionError("this process's feed socket was removed") from None
+                    self.state.heard()  # nothing to say, and nothing missed
                     continue
                 self._heard(raw, str(own))
         finally:

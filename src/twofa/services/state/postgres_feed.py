@@ -1,7 +1,7 @@
 """The change feed on PostgreSQL alone (no Redis): each committing transaction that noted a
 change sends it with `pg_notify` inside the transaction, so it goes out if and only if the
 commit does (never lost between a commit and a publish); every process LISTENs on one
-connection of its own, outside the pool, and pings it every second to notice a cut path."""
+connection of its own, outside the pool, and pings it four times a second to notice a cut path."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
-from twofa.services.state.change_feed import SILENCE_LIMIT_S, ChangeFeed, batches, encoded
-from twofa.services.state.feed_state import FeedState
+from twofa.services.state.change_feed import ChangeFeed, batches, encoded
+from twofa.services.state.feed_state import HEARTBEAT_S, SILENCE_LIMIT_S, FeedState
 from twofa.storage.change_notes import Changes
 
 CHANNEL: Final = "twofa_changes"
 CONNECT_TIMEOUT_S: Final = 5.0
+APPLICATION_NAME: Final = "twofa change feed"  # how an admin finds it in pg_stat_activity
 
 
 class PostgresChangeFeed(ChangeFeed):
@@ -48,7 +49,11 @@ class PostgresChangeFeed(ChangeFeed):
         """Nothing to do after the commit: the transaction sent it."""
 
     async def _follow(self) -> None:
-        connection = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_S)
+        connection = await asyncpg.connect(
+            self._dsn,
+            timeout=CONNECT_TIMEOUT_S,
+            server_settings={"application_name": APPLICATION_NAME},
+        )
         closed = asyncio.Event()
         connection.add_termination_listener(lambda _: closed.set())
         try:
@@ -57,8 +62,9 @@ class PostgresChangeFeed(ChangeFeed):
             )
             self.state.connected()
             while not closed.is_set():
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(HEARTBEAT_S)
                 await connection.fetchval("SELECT 1", timeout=SILENCE_LIMIT_S)
+                self.state.heard()
             raise ConnectionError("the PostgreSQL connection that listens was closed")
         finally:
             connection.terminate()

@@ -154,13 +154,15 @@ class SessionService:
 
     async def flush_seen(self) -> None:
         """Writes the sessions seen since the last flush (closing does it too). A failure is
-        logged and forgotten: a session whose touch was lost may end early, never late."""
+        logged and forgotten: a session whose touch was lost may end early elsewhere."""
         seen, self._seen = self._seen, {}
         if not seen:
             return
         try:
             async with self._sessions.begin() as db:
-                await Sessions(db).touch(list(seen), max(seen.values()))
+                # The earliest use of the batch for all: a session may end early on another
+                # node by up to a flush, never late.
+                await Sessions(db).touch(list(seen), min(seen.values()))
         except Exception:
             log.warning("could not mark %d sessions as seen", len(seen), exc_info=True)
 

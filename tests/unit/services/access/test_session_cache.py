@@ -109,7 +109,7 @@ async def rig(
 
 
 def live_feed(clock: FrozenClock) -> FeedState:
-    feed = FeedState("local", clock)
+    feed = FeedState("local", clock, silence_limit_s=float("inf"))  # no heartbeat here
     feed.connected()
     return feed
 
@@ -245,9 +245,10 @@ async def test_a_message_drops_the_copy_and_any_read_in_flight(
     forward_auth.cache.forget_user(session.user_id)  # the read began before the change
     sessions.release.set()
     await reading
-    assert len(forward_auth.cache) == 0  # what it found is not kept
+    assert sessions.loads == 3  # the request that waited on it read again, after the change
+    assert len(forward_auth.cache) == 0  # what the overtaken read found is not kept
     await forward_auth._signed_in(token)
-    assert sessions.loads == 3
+    assert sessions.loads == 4
 
 
 async def test_an_unused_session_ends_at_its_idle_window_even_with_a_live_feed(
@@ -326,3 +327,49 @@ async def test_closing_cancels_a_read_the_database_never_answers(
     assert read.cancelled()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+async def test_a_feed_that_falls_silent_is_not_trusted_before_its_connection_notices(
+    gateway: Gateway, clock: FrozenClock, made: Made
+) -> None:
+    """A path cut without a reset: the connection still looks open, but nothing is heard."""
+    feed = FeedState("redis", clock, silence_limit_s=1.0)
+    feed.connected()
+    token, _, sessions, forward_auth = await rig(gateway, clock, made, feed)
+    await forward_auth._signed_in(token)
+    clock.advance(timedelta(seconds=0.5))
+    feed.heard()
+    clock.advance(timedelta(seconds=0.9))
+    await forward_auth._signed_in(token)
+    assert sessions.loads == 1  # heard 0.9 s ago: trusted
+    clock.advance(timedelta(seconds=0.2))
+    assert feed.live_generation is None
+    await forward_auth._signed_in(token)
+    assert sessions.loads == 2  # silent 1.1 s: read again
+
+
+async def test_a_read_a_sign_out_overtook_is_not_answered_to_those_waiting_on_it(
+    gateway: Gateway, clock: FrozenClock, made: Made
+) -> None:
+    token, session, sessions, forward_auth = await rig(gateway, clock, made, live_feed(clock))
+    sessions.release.clear()
+    waiting = asyncio.ensure_future(forward_auth._signed_in(token))
+    await asyncio.sleep(0.01)  # the read began: the session was still there
+    await gateway.sessions.end(session)
+    forward_auth.cache.forget_session(session.id)  # what the feed (or this process) does
+    sessions.release.set()
+    assert await waiting is None  # read again after the sign-out
+    assert sessions.loads == 2
+
+
+async def test_forgetting_a_user_drops_only_their_copies(
+    gateway: Gateway, clock: FrozenClock, made: Made
+) -> None:
+    token, session, _, forward_auth = await rig(gateway, clock, made, live_feed(clock))
+    await forward_auth._signed_in(token)
+    assert session.user_id is not None
+    forward_auth.cache.forget_user(session.user_id + 1000)
+    assert len(forward_auth.cache) == 1
+    forward_auth.cache.forget_user(session.user_id)
+    assert len(forward_auth.cache) == 0
+    assert forward_auth.cache._keys_of_user == {}

@@ -105,3 +105,10 @@ def test_a_large_change_is_cut_into_messages_that_each_fit_a_notify() -> None:
 
 def test_a_small_change_is_one_message() -> None:
     assert batches(EVERYTHING) == [EVERYTHING]
+
+
+def test_a_local_message_carries_ten_times_a_notify() -> None:
+    many = Changes(ended_users=frozenset(range(2000)))
+    messages = batches(many, scale=10)
+    assert len(messages) == 2
+    assert all(len(encoded(m, "0123456789abcdef").encode()) < 60_000 for m in messages)
