@@ -89,17 +89,16 @@ async def signed_in_cookie(database_url: str) -> str:
 
 
 def start_server(
-    config: Path, database_url: str, port: int, workers: int
+    config: Path, database_url: str, port: int, workers: int, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
+    """`twofa serve`, its output discarded or appended to `log` (to read when it fails)."""
     env = {**os.environ, "TWOFA_CONFIG": str(config), "TWOFA_DATABASE_URL": database_url}
     twofa = Path(sys.executable).with_name("twofa")
     command = [str(twofa), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    process = subprocess.Popen(
-        [*command, "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("ab") if log is not None else open(os.devnull, "wb") as out:
+        process = subprocess.Popen(
+            [*command, "--workers", str(workers)], env=env, stdout=out, stderr=out
+        )
     wait_for_port(port, process)
     time.sleep(1 if workers > 1 else 0)  # the listening socket is up before every worker
     return process
@@ -129,10 +128,15 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"server on port {port} did not start")
 
 
-def wrk(url: str, headers: dict[str, str], duration: int, connections: int) -> WrkResult:
+def wrk(
+    url: str, headers: dict[str, str], duration: int, connections: int, script: Path | None = None
+) -> WrkResult:
+    """One wrk run; `script` is a Lua script of wrk's (e.g. a request per cookie of many)."""
     command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
+    if script is not None:
+        command += ["-s", str(script)]
     output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
