@@ -22,12 +22,12 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from tests.support.databases import postgres_database, sqlite_database
+from tests.support.databases import sqlite_database
 from tests.support.gateway import PASSWORDS, SECRET, seed_users
 from tests.support.redis_server import own_channel, reachable_redis
+from tests.support.revocation import database, node_settings
 from tests.support.servers import free_port
 from twofa.clock import FrozenClock
-from twofa.config import Settings, load_settings
 from twofa.domain.client import NO_CLIENT
 from twofa.services.access.forward_auth import ForwardAuthService, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
@@ -44,48 +44,14 @@ READERS_ONLY = OriginalRequest("https", APP, "/library/shelf", "192.0.2.10")
 FEEDS = ("redis", "postgresql", "local")
 
 
-def node_settings(database_url: str, feed: str, channel: str, redis_url: str | None) -> Settings:
-    extra = {"redis_url": redis_url, "redis_channel": channel} if feed == "redis" else {}
-    return load_settings(
-        environ={},
-        mode="dev",
-        secret_key=SECRET,
-        database_url=database_url,
-        public_url=f"http://127.0.0.1:{free_port()}",
-        change_feed=feed,
-        access={
-            "domains": [APP],
-            "rules": [
-                {
-                    "domain": APP,
-                    "resources": ["/library/*"],
-                    "groups": ["readers"],
-                    "policy": "one_factor",
-                },
-                {"domain": APP, "resources": ["/library/*"], "policy": "deny"},
-                {"domain": APP, "policy": "one_factor"},
-            ],
-        },
-        **extra,
-    )
-
-
-@asynccontextmanager
-async def database_for(feed: str, tmp_path: Path) -> AsyncIterator[str]:
-    if feed == "postgresql":
-        async with postgres_database() as url:
-            yield url
-    else:
-        async with sqlite_database(tmp_path) as url:
-            yield url
-
-
 @asynccontextmanager
 async def two_nodes(tmp_path: Path, feed: str) -> AsyncIterator[tuple[Gateway, Gateway]]:
     redis_url = await reachable_redis() if feed == "redis" else None
     database_feed = "postgresql" if feed == "none-postgresql" else feed
-    async with database_for(database_feed, tmp_path) as url:
-        settings = node_settings(url, feed.removesuffix("-postgresql"), own_channel(), redis_url)
+    async with database(database_feed, tmp_path) as url:
+        settings = node_settings(
+            url, feed.removesuffix("-postgresql"), redis_url=redis_url, channel=own_channel()
+        )
         await seed_users(settings)
         first = await Gateway.start(settings)
         second = await Gateway.start(settings)
@@ -411,7 +377,9 @@ async def test_redis_down_at_start_leaves_the_gateway_working_and_says_so(
 ) -> None:
     closed_port = free_port()
     async with sqlite_database(tmp_path) as url:
-        settings = node_settings(url, "redis", own_channel(), f"redis://127.0.0.1:{closed_port}/0")
+        settings = node_settings(
+            url, "redis", redis_url=f"redis://127.0.0.1:{closed_port}/0", channel=own_channel()
+        )
         await seed_users(settings)
         with caplog.at_level(logging.WARNING, "twofa.change_feed"):
             node = await Gateway.start(settings)
@@ -447,7 +415,7 @@ async def test_a_feed_directory_another_user_could_write_is_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with sqlite_database(tmp_path) as url:
-        settings = node_settings(url, "local", own_channel(), None)
+        settings = node_settings(url, "local")
         assert settings.sqlite_file is not None
         directory = feed_directory(Path(settings.sqlite_file))
         directory.mkdir(mode=0o700, exist_ok=True)

@@ -13,9 +13,6 @@ LISTEN/NOTIFY alone:
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -31,6 +28,7 @@ from tests.support.gateway import PASSWORDS, SECRET, csrf_from, seed_users
 from tests.support.nginx import running_nginx
 from tests.support.protected_app import LoopbackTransport, protected_app
 from tests.support.redis_server import own_channel, reachable_redis
+from tests.support.serve_cluster import ServedNode, authz
 from tests.support.servers import free_port, serve_in_thread
 from twofa.config import load_settings
 
@@ -60,46 +58,8 @@ policy = "one_factor"
 
 
 @dataclass
-class Node:
-    port: int
-    config: Path
-    environ: dict[str, str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "twofa.cli.main", "--config", str(self.config)),
-                    *("serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.environ,
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-@dataclass
 class Cluster:
-    nodes: list[Node]
+    nodes: list[ServedNode]
     browser: httpx.AsyncClient
     simulator: RunningSimulator
     nginx_port: int
@@ -113,26 +73,8 @@ class Cluster:
         return f"http://{APP}:{self.nginx_port}"
 
 
-async def wait_ready(node: Node, within_s: float = 30) -> None:
-    """Ready, and its change feed live (`/healthz/ready` says which)."""
-    deadline = time.monotonic() + within_s
-    async with httpx.AsyncClient() as probe:
-        while time.monotonic() < deadline:
-            assert node.process is not None
-            if node.process.poll() is not None:
-                raise AssertionError(f"node exited: {node.log.read_text()[-3000:]}")
-            try:
-                answer = await probe.get(f"{node.url}/healthz/ready")
-                if answer.status_code == 200 and answer.json().get("change_feed") == "live":
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"node {node.port} never ready: {node.log.read_text()[-3000:]}")
-
-
 @contextmanager
-def stopped_at_the_end(nodes: list[Node]) -> Iterator[None]:
+def stopped_at_the_end(nodes: list[ServedNode]) -> Iterator[None]:
     try:
         yield
     finally:
@@ -157,13 +99,14 @@ async def cluster(
             }
         await seed_users(load_settings(config, environ=environ))
         nodes = [
-            Node(free_port(), config, environ, tmp_path / f"node-{i}.log") for i in range(NODES)
+            ServedNode(free_port(), config, environ, tmp_path / f"node-{i}.log")
+            for i in range(NODES)
         ]
         with stopped_at_the_end(nodes):
             for node in nodes:
                 node.start()
             for node in nodes:
-                await wait_ready(node)
+                await node.wait_ready()
             with (
                 serve_in_thread(protected_app()) as app_url,
                 running_nginx(
@@ -179,24 +122,15 @@ async def cluster(
                     yield Cluster(nodes, browser, simulator, nginx_port)
 
 
-def check_on(node: Node, cookie: str) -> httpx.Request:
-    """What nginx asks a node about one request to the app, sent to that node alone."""
-    return httpx.Request(
-        "GET",
-        f"{node.url}/authz/nginx",
-        headers={
-            "Cookie": f"twofa_session={cookie}",
-            "X-Original-URL": f"http://{APP}/browse/X-1",
-        },
-    )
-
-
 async def verdicts(cluster: Cluster, cookie: str) -> list[int]:
     async with httpx.AsyncClient() as direct:
-        return [(await direct.send(check_on(node, cookie))).status_code for node in cluster.nodes]
+        return [
+            (await direct.send(authz(node, f"twofa_session={cookie}"))).status_code
+            for node in cluster.nodes
+        ]
 
 
-async def sign_in_on(cluster: Cluster, node: Node, username: str) -> str:
+async def sign_in_on(cluster: Cluster, node: ServedNode, username: str) -> str:
     """Signs in on one node (straight to it: the browser's cookie jar is shared); the cookie."""
     portal = f"http://{AUTH}:{node.port}"
     page = await cluster.browser.get(f"{portal}/login")
@@ -212,7 +146,7 @@ async def sign_in_on(cluster: Cluster, node: Node, username: str) -> str:
     return str(cluster.browser.cookies["twofa_session"])
 
 
-async def sign_out_on(cluster: Cluster, node: Node) -> None:
+async def sign_out_on(cluster: Cluster, node: ServedNode) -> None:
     portal = f"http://{AUTH}:{node.port}"
     home = await cluster.browser.get(f"{portal}/")
     answer = await cluster.browser.post(
@@ -293,12 +227,12 @@ async def test_a_push_pending_on_a_node_killed_completes_through_the_others(
     cookie = str(cluster.browser.cookies["twofa_session"])
     async with httpx.AsyncClient() as direct:
         for node in (second, third):
-            assert (await direct.send(check_on(node, cookie))).status_code == 200
+            assert (await direct.send(authz(node, f"twofa_session={cookie}"))).status_code == 200
 
     # Started again, the node rejoins the feed and hears the next sign-out like the others.
     first.start()
-    await wait_ready(first)
+    await first.wait_ready()
     async with httpx.AsyncClient() as direct:
-        assert (await direct.send(check_on(first, cookie))).status_code == 200
+        assert (await direct.send(authz(first, f"twofa_session={cookie}"))).status_code == 200
     await sign_out_on(cluster, third)
     await refused_everywhere_within(cluster, cookie, seconds=1.0)

@@ -79,6 +79,12 @@ class ServedNode:
                 env=self.environ,
             )
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown of any kind, as a crashed machine."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
