@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -40,6 +40,7 @@ CONNECT_TIMEOUT_S: Final = 2.0
 # forever; the listener asks with its own 1 s timeout, well inside this.
 COMMAND_TIMEOUT_S: Final = 5.0
 RETRY_CAP_S: Final = 5.0
+CLOSE_WAIT_S: Final = 2.0
 IGNORED_LOG_EVERY_S: Final = 10.0
 PUBLISH_RETRIES_S: Final = (0.1, 0.3, 0.0)  # the pause after each try
 
@@ -113,6 +114,18 @@ def batches(changes: Changes, scale: int = 1) -> list[Changes]:
     return found
 
 
+async def _within(seconds: float, work: Awaitable[Any], what: str) -> None:
+    """Waits for `work` at most `seconds`: a shutdown must end even when a connection in a
+    bad state would hold it. What it raises is the feed's loss, logged already."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        log.warning("%s took longer than %.0f s: given up", what, seconds)
+    elif not task.cancelled() and task.exception() is not None:
+        log.debug("%s failed: %s", what, task.exception())
+
+
 class ChangeFeed(ABC):
     """One connection that hears the others, kept up by `_listen`: `_follow` connects, marks
     the state live once it hears, and applies messages until the connection fails."""
@@ -151,7 +164,7 @@ class ChangeFeed(ABC):
     async def close(self) -> None:
         if self._listening is not None:
             self._listening.cancel()
-            await asyncio.gather(self._listening, return_exceptions=True)
+            await _within(CLOSE_WAIT_S, self._listening, f"closing the {self.kind} feed")
         self.state.lost("closed")
 
     async def _listen(self) -> None:
@@ -223,8 +236,8 @@ class RedisChangeFeed(ChangeFeed):
 
     async def close(self) -> None:
         await super().close()
-        await asyncio.gather(*self._publishing, return_exceptions=True)
-        await self._redis.aclose()
+        await _within(CLOSE_WAIT_S, asyncio.gather(*self._publishing), "the last publishes")
+        await _within(CLOSE_WAIT_S, self._redis.aclose(), "closing the Redis connections")
 
     async def _publish(self, payload: str) -> None:
         for pause in PUBLISH_RETRIES_S:
@@ -257,10 +270,15 @@ class RedisChangeFeed(ChangeFeed):
             self.state.connected()
             heard_at = pinged_at = loop.time()
             while True:
+                asked_at = loop.time()
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=HEARTBEAT_S
                 )
                 now = loop.time()
+                # Time this process was not listening (its event loop held up by a burst of
+                # work, a stop of the machine) is not Redis's silence: its answers may be
+                # waiting in the socket, read on the next turn.
+                heard_at += max(0.0, now - asked_at - 2 * HEARTBEAT_S)
                 if message is not None:
                     heard_at = now
                     if message.get("type") == "message":
