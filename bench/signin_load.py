@@ -165,17 +165,19 @@ def cpu_seconds_of_thread(pid: int, tid: int) -> float:
     return int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]) / 1e9
 
 
-def lua_script(cookies_file: Path, warm_up: int | None) -> str:
-    """wrk's requests to /authz/nginx, each with one of the cookies: at random, or (with
-    `warm_up`) in order until that many have been answered, then a line with the count of
-    answers that were not 2xx, and wrk exits (a thread's `stop()` would not end its run)."""
+def lua_script(cookies_file: Path, warm_up: int | None, path: str = "/authz/nginx") -> str:
+    """wrk's requests to `path`, each with one of the cookies: at random, or (with `warm_up`)
+    in order until that many have been answered, then a line with the count of answers that
+    were not 2xx, and wrk exits (a thread's `stop()` would not end its run). The bare route
+    gets the same requests, so wrk's own cost per request (its Lua, on the same two cores)
+    weighs on both sides of the ratio alike."""
     headers = ", ".join(f'["{name}"] = "{value}"' for name, value in CHECK_HEADERS.items())
     script = f"""
 local cookies = {{}}
 for line in io.lines({json.dumps(str(cookies_file))}) do
   cookies[#cookies + 1] = "{SESSION_COOKIE}=" .. line
 end
-local count, headers = #cookies, {{{headers}}}
+local count, headers, path = #cookies, {{{headers}}}, {json.dumps(path)}
 """
     if warm_up is None:
         return script + RANDOM_COOKIE
@@ -185,14 +187,14 @@ local count, headers = #cookies, {{{headers}}}
 RANDOM_COOKIE: Final = """math.randomseed(os.time())
 request = function()
   headers["Cookie"] = cookies[math.random(count)]
-  return wrk.format("GET", "/authz/nginx", headers)
+  return wrk.format("GET", path, headers)
 end
 """
 WALK_COOKIES: Final = """local at, answered, refused = 0, 0, 0
 request = function()
   at = at % count + 1
   headers["Cookie"] = cookies[at]
-  return wrk.format("GET", "/authz/nginx", headers)
+  return wrk.format("GET", path, headers)
 end
 response = function(status)
   answered = answered + 1
@@ -240,8 +242,11 @@ def cache_counts(base: str) -> dict[str, float]:
     }
 
 
-def one_round(base: str, args: argparse.Namespace, script: Path, rate: float, first: int) -> Round:
-    bare = wrk(f"{base}/healthz", {}, args.duration, args.connections)
+def one_round(
+    base: str, args: argparse.Namespace, scripts: tuple[Path, Path], rate: float, first: int
+) -> Round:
+    bare_script, script = scripts
+    bare = wrk(f"{base}/healthz", {}, args.duration, args.connections, bare_script)
     before = cache_counts(base) if args.metrics else {}
     idle = wrk(f"{base}/authz/nginx", {}, args.duration, args.connections, script)
     misses = ""
@@ -328,8 +333,10 @@ def measure(
     cookies_file = folder / "cookies.txt"
     cookies_file.write_text("\n".join(phase.cookies) + "\n")
     warm, random = folder / "warm.lua", folder / "random.lua"
+    bare = folder / "bare.lua"
     warm.write_text(lua_script(cookies_file, args.warmup_passes * len(phase.cookies)))
     random.write_text(lua_script(cookies_file, None))
+    bare.write_text(lua_script(cookies_file, None, "/healthz"))
     took, refused = warm_up(f"{base}/authz/nginx", warm, args.connections)
     print(
         f"warm-up: {args.warmup_passes} passes over the cookies in {took:.1f} s, "
@@ -339,7 +346,7 @@ def measure(
         problems.append(f"the warm-up had {refused} answers that were not 2xx")
     rounds: list[Round] = []
     for number in range(1, args.rounds + 1):
-        result = one_round(base, args, random, raw / 2, number * 100_000)
+        result = one_round(base, args, (bare, random), raw / 2, number * 100_000)
         print(show(number, result, raw / 2), flush=True)
         rounds.append(result)
     runs = [run for r in rounds for run in (r.bare, r.idle, r.busy)]

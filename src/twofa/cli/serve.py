@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 
 from twofa.cli.common import GlobalOptions, expected_errors_reported, settings_for
 from twofa.cli.logging_setup import configure_logging, uvicorn_log_config
-from twofa.cli.runtime import run_server, tune_garbage_collector
+from twofa.cli.runtime import freeze_what_start_up_built, run_server, tune_garbage_collector
 from twofa.cli.workers import run_workers
 from twofa.config import Mode, Settings, load_settings
 from twofa.domain.account_input import AccountError
@@ -78,7 +78,10 @@ def worker_app() -> ASGIApp:
     settings = load_settings()
     configure_logging(settings.log_format)
     tune_garbage_collector()
-    return _served(create_app(settings), os.environ.get(UPSTREAM_ENV) or None)
+    return _served(
+        create_app(settings, after_start=freeze_what_start_up_built),
+        os.environ.get(UPSTREAM_ENV) or None,
+    )
 
 
 async def _check_gateway(settings: Settings) -> None:
@@ -122,7 +125,7 @@ async def _serve_gateway(
 ) -> None:
     await _check_gateway(settings)
     tune_garbage_collector()
-    served = _served(create_app(settings), upstream)
+    served = _served(create_app(settings, after_start=freeze_what_start_up_built), upstream)
     config = _uvicorn_config(served, host, port, access_log, settings.log_format)
     await uvicorn.Server(config).serve()
 
@@ -216,7 +219,11 @@ async def _run_demo(port: int, database: Path) -> None:
         await gateway.close()
     tune_garbage_collector()
     servers = [
-        uvicorn.Server(_uvicorn_config(create_app(settings), "127.0.0.1", port)),
+        uvicorn.Server(
+            _uvicorn_config(
+                create_app(settings, after_start=freeze_what_start_up_built), "127.0.0.1", port
+            )
+        ),
         uvicorn.Server(_uvicorn_config(simulator, "127.0.0.1", sim_port)),
     ]
     print(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -46,14 +46,22 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    after_start: Callable[[], None] | None = None,
+) -> FastAPI:
     """The app starts its `Gateway` in the serving event loop (database pools and HTTP
-    connections belong to that loop) and closes it on shutdown."""
+    connections belong to that loop) and closes it on shutdown; `after_start` runs once it
+    has started (a served process tunes its collector there)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = await Gateway.start(settings, clock=clock)
         app.state.gateway = gateway
+        if after_start is not None:
+            after_start()
         try:
             yield
         finally:

@@ -52,7 +52,7 @@ class Verdict(Enum):
     BAD_PATH = "bad_path"  # 400: a path no normal form is safe for (domain.request_paths)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per session in use on the node (SessionCache)
 class SignedInUser:
     user_id: int
     username: str

@@ -44,7 +44,8 @@ _MISSES: Final = SESSION_CACHE.labels(result="miss")
 Identity = TypeVar("Identity")
 
 
-@dataclass(frozen=True)
+# Slotted: a node keeps one of each per session in use, and the collector walks them all.
+@dataclass(frozen=True, slots=True)
 class Loaded(Generic[Identity]):
     """What a read found for a live session: who it is, and when it ends if unused."""
 
@@ -55,7 +56,7 @@ class Loaded(Generic[Identity]):
     expires_at: datetime
 
 
-@dataclass
+@dataclass(slots=True)
 class _Copy(Generic[Identity]):
     read_at: float  # monotonic, when the read began
     generation: int | None  # the feed's connection when the read began; None: feed not live
