@@ -1,0 +1,344 @@
+"""Runs Debian's Apache httpd with mod_auth_openidc as a real OpenID Connect relying party:
+one name-based virtual host per client on one loopback port (HTTPS, SNI, a throwaway
+self-signed certificate: twofa registers http redirect URIs only on loopback hosts), each
+protecting `/protected/` where a CGI script prints the claims the module passed to it. Apache
+runs in the foreground from a generated configuration in a throwaway directory (nothing from
+/etc/apache2).
+
+Chromium reaches `*.example.test` through its host-resolver rule; Apache's libcurl has no
+such rule, so its calls to the provider (discovery, JWKS, token, userinfo) go through
+`LoopbackProxy`, a plain HTTP forward proxy that sends `*.example.test` to 127.0.0.1: the
+module still resolves, fetches and validates everything itself, only the DNS is stood in."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.support.databases import require_or_skip
+from tests.support.servers import free_port
+
+APACHE: Final = "/usr/sbin/apache2"
+MODULES: Final = Path("/usr/lib/apache2/modules")
+OPENIDC: Final = MODULES / "mod_auth_openidc.so"
+REDIRECT_PATH: Final = "/protected/redirect_uri"  # the module's own; never real content
+CLAIMS_PATH: Final = "/protected/claims"
+SIGNED_OUT_PATH: Final = "/signed-out"
+SCOPES: Final = "openid profile email groups"
+# The only names the proxy forwards: the tests' own, all on this machine.
+PROXIED_SUFFIX: Final = ".example.test"
+
+_MODULES: Final = (
+    ("mpm_prefork_module", "mod_mpm_prefork.so"),
+    ("authn_core_module", "mod_authn_core.so"),  # AuthType
+    ("authz_core_module", "mod_authz_core.so"),  # Require
+    ("authz_user_module", "mod_authz_user.so"),  # Require valid-user
+    ("cgi_module", "mod_cgi.so"),
+    ("socache_shmcb_module", "mod_socache_shmcb.so"),
+    ("ssl_module", "mod_ssl.so"),
+    ("auth_openidc_module", "mod_auth_openidc.so"),
+)
+
+# REMOTE_USER is what OIDCRemoteUserClaim made of the ID token; OIDC_CLAIM_* every claim
+# (OIDCPassClaimsAs environment; a JSON array is joined with commas).
+CLAIMS_SCRIPT: Final = """#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+printf 'remote_user=%s\\n' "$REMOTE_USER"
+env | sed -n 's/^OIDC_CLAIM_//p' | sort
+"""
+SIGNED_OUT_SCRIPT: Final = """#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+printf 'signed out of %s\\n' "$SERVER_NAME"
+"""
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    """One virtual host and the OpenID Connect client it is."""
+
+    host: str
+    client_id: str
+    client_secret: str
+
+
+@dataclass(frozen=True)
+class RunningApache:
+    port: int
+    error_log: Path
+
+    def url(self, host: str, path: str) -> str:
+        return f"https://{host}:{self.port}{path}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.error_log.exists():
+            return "(no error log)"
+        return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def redirect_uri(host: str, port: int) -> str:
+    """The OIDCRedirectURI of a virtual host: the exact redirect URI to register."""
+    return f"https://{host}:{port}{REDIRECT_PATH}"
+
+
+def signed_out_uri(host: str, port: int) -> str:
+    """Where a virtual host's logout comes back to: the post-logout URI to register."""
+    return f"https://{host}:{port}{SIGNED_OUT_PATH}"
+
+
+def logout_url(host: str, port: int) -> str:
+    """mod_auth_openidc's logout: ends its session, then the provider's (end_session)."""
+    target = urllib.parse.quote(signed_out_uri(host, port), safe="")
+    return f"{redirect_uri(host, port)}?logout={target}"
+
+
+class _ForwardToLoopback(BaseHTTPRequestHandler):
+    """Answers a proxied request (absolute-form target) by asking 127.0.0.1 on its port."""
+
+    def _forward(self) -> None:
+        target = urllib.parse.urlsplit(self.path)
+        if target.scheme != "http" or not (target.hostname or "").endswith(PROXIED_SUFFIX):
+            self.send_error(502, f"not a test name: {self.path}")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        hop_by_hop = {"proxy-connection", "connection", "keep-alive", "proxy-authorization"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
+        path = target.path + (f"?{target.query}" if target.query else "")
+        upstream = http.client.HTTPConnection("127.0.0.1", target.port or 80, timeout=30)
+        try:
+            upstream.request(self.command, path or "/", body=body, headers=headers)
+            answer = upstream.getresponse()
+            content = answer.read()
+        except OSError as down:
+            self.send_error(502, f"{target.netloc} is not answering: {down}")
+            return
+        finally:
+            upstream.close()
+        self.send_response(answer.status, answer.reason)
+        dropped = {"transfer-encoding", "connection", "content-length", "keep-alive"}
+        for name, value in answer.getheaders():
+            if name.lower() not in dropped:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(content)
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_POST(self) -> None:
+        self._forward()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return  # quiet: Apache's error log tells what the module did
+
+
+@contextmanager
+def loopback_proxy() -> Iterator[str]:
+    """A forward proxy for `*.example.test` on a free port; yields its `host:port`."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _ForwardToLoopback)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="loopback-proxy", daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _run_as() -> str:
+    """Apache will not serve as root: as root, the children run as www-data (the directory
+    is made readable for them); as anyone else, they stay that user."""
+    if os.geteuid() != 0:
+        name = pwd.getpwuid(os.geteuid()).pw_name
+        return f"User {name}\n"
+    return "User www-data\nGroup www-data\n"
+
+
+def virtual_host(rp: RelyingParty, port: int, issuer: str, docroot: Path) -> str:
+    return f"""
+<VirtualHost 127.0.0.1:{port}>
+    ServerName {rp.host}
+    DocumentRoot "{docroot}"
+    SSLEngine on
+    SSLCertificateFile "{docroot.parent}/cert.pem"
+    SSLCertificateKeyFile "{docroot.parent}/key.pem"
+    OIDCProviderMetadataURL {issuer}/.well-known/openid-configuration
+    OIDCClientID {rp.client_id}
+    OIDCClientSecret {rp.client_secret}
+    OIDCRedirectURI {redirect_uri(rp.host, port)}
+    OIDCScope "{SCOPES}"
+    OIDCPKCEMethod S256
+    OIDCRemoteUserClaim preferred_username
+    OIDCPassClaimsAs environment
+    <Location /protected>
+        AuthType openid-connect
+        Require valid-user
+    </Location>
+</VirtualHost>
+"""
+
+
+def apache_conf(
+    directory: Path, port: int, issuer: str, proxy: str, parties: Sequence[RelyingParty]
+) -> str:
+    docroot = directory / "htdocs"
+    modules = "".join(f"LoadModule {name} {MODULES / file}\n" for name, file in _MODULES)
+    hosts = "".join(virtual_host(rp, port, issuer, docroot) for rp in parties)
+    return f"""{modules}
+ServerRoot "{directory}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile "{directory}/apache2.pid"
+DefaultRuntimeDir "{directory}"
+Mutex file:{directory} default
+ErrorLog "{directory}/error.log"
+LogLevel warn auth_openidc:info
+{_run_as()}
+StartServers 2
+MinSpareServers 1
+MaxSpareServers 4
+MaxRequestWorkers 16
+SSLSessionCache "shmcb:{directory}/ssl_scache(512000)"
+<Directory />
+    AllowOverride None
+    Require all denied
+</Directory>
+<Directory "{docroot}">
+    Options +ExecCGI
+    Require all granted
+    SetHandler cgi-script
+</Directory>
+OIDCCryptoPassphrase {secrets.token_hex(16)}
+OIDCOutgoingProxy {proxy}
+{hosts}"""
+
+
+def _write_certificate(directory: Path, hosts: Sequence[str]) -> None:
+    """A self-signed certificate for every virtual host's name, valid for a day."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), False)
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def _write_site(directory: Path) -> None:
+    docroot = directory / "htdocs"
+    (docroot / "protected").mkdir(parents=True)
+    for path, script in (
+        (docroot / "protected" / "claims", CLAIMS_SCRIPT),
+        (docroot / "signed-out", SIGNED_OUT_SCRIPT),
+    ):
+        path.write_text(script)
+        path.chmod(0o755)
+    for folder in (directory, docroot, docroot / "protected"):
+        folder.chmod(0o755)  # for the children's user when started as root
+
+
+def _wait_until_answering(port: int, process: subprocess.Popen[bytes], run: RunningApache) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"apache2 exited ({process.returncode}):\n{run.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
+                probe.sendall(b"HEAD /nothing-here HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                if probe.recv(12).startswith(b"HTTP/"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"apache2 did not answer on port {port}:\n{run.log_tail()}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """The whole process group: the parent and its children (and any CGI still running)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def running_apache(
+    port: int, issuer: str, parties: Sequence[RelyingParty]
+) -> Iterator[RunningApache]:
+    """Apache on 127.0.0.1:`port`, one virtual host per relying party, all trusting `issuer`
+    (twofa's public URL, reached through the loopback proxy)."""
+    if not Path(APACHE).exists() or not OPENIDC.exists():
+        require_or_skip(
+            "Apache with mod_auth_openidc is not installed "
+            "(apt-get install apache2 libapache2-mod-auth-openidc)"
+        )
+    # Not pytest's tmp_path: it is private to this user, and the children may be www-data.
+    directory = Path(tempfile.mkdtemp(prefix="twofa-apache-"))
+    try:
+        _write_site(directory)
+        _write_certificate(directory, [rp.host for rp in parties])
+        with loopback_proxy() as proxy:
+            conf = directory / "apache2.conf"
+            conf.write_text(apache_conf(directory, port, issuer, proxy, parties))
+            check = subprocess.run(
+                [APACHE, "-t", "-f", str(conf)], capture_output=True, text=True, check=False
+            )
+            assert check.returncode == 0, f"apache2 -t refused the configuration:\n{check.stderr}"
+            process = subprocess.Popen(
+                [APACHE, "-DFOREGROUND", "-f", str(conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, stopped as one
+            )
+            run = RunningApache(port, directory / "error.log")
+            try:
+                _wait_until_answering(port, process, run)
+                yield run
+            finally:
+                _stop(process)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
