@@ -92,3 +92,26 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     finally:
         for timer in timers:
             timer.cancel()
+
+
+def _tasks_in(report_text: str, frames_per_task: int = 4) -> list[str]:
+    """From a hang report: each pending task and the innermost frames it waits in."""
+    lines: list[str] = []
+    for block in report_text.split("\n--- task ")[1:]:
+        head, _, stack = block.partition("\n")
+        frames = [line for line in stack.splitlines() if line.startswith('  File "')]
+        lines.append(f"task {head[:160]}")
+        lines.extend(frame.strip()[:200] for frame in frames[-frames_per_task:])
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The asyncio tasks of every hung test again, short, at the very end of the run: the
+    full report sits in the failure's captured output, which a CI log's tail cuts off."""
+    for report in terminalreporter.stats.get("failed", []):
+        for _, content in getattr(report, "sections", []):
+            if "threads and asyncio tasks" not in content:
+                continue
+            terminalreporter.write_sep("-", f"hung: {report.nodeid}")
+            for line in _tasks_in(content):
+                terminalreporter.write_line(line)
