@@ -27,7 +27,7 @@ def redis_via(proxy_port: int) -> str:
 
 
 async def subscribers(url: str, channel: str) -> int:
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         [(_, count)] = await client.pubsub_numsub(channel)
         return int(count)
