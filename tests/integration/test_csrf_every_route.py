@@ -47,6 +47,7 @@ PARAMETERS = {
     "group": "engineering",
     "rule_id": "{rule}",
     "token_id": "{token}",
+    "client_id": "made-up-client",
     "path": "no-such-route",
     "rest": "anything",
 }

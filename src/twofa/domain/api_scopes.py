@@ -12,7 +12,8 @@ from typing import Final
 class Scope(Enum):
     READ = "read"  # every GET but the tokens': users, groups, settings, rules, audit, status
     USERS = "users"  # create, change, unlock, reset and delete users; groups and members
-    SETTINGS = "settings"  # Duo keys and failmode, Two Factor Settings, methods, access rules
+    SETTINGS = "settings"  # Duo keys and failmode, Two Factor Settings, methods, access rules,
+    # applications (OpenID Connect clients)
     TOKENS = "tokens"  # list, create and revoke API tokens
 
 
@@ -26,10 +27,13 @@ _CHANGE_SCOPES: Final = {
     "groups": Scope.USERS,
     "settings": Scope.SETTINGS,
     "access": Scope.SETTINGS,
+    "applications": Scope.SETTINGS,
     "tokens": Scope.TOKENS,
 }
 _READ_SCOPES: Final = {
-    **dict.fromkeys(("users", "groups", "settings", "access", "audit", "status"), Scope.READ),
+    **dict.fromkeys(
+        ("users", "groups", "settings", "access", "applications", "audit", "status"), Scope.READ
+    ),
     "tokens": Scope.TOKENS,
 }
 

@@ -21,6 +21,8 @@ from twofa.domain.api_scopes import ALL_SCOPES, Scope, UnknownScope, parse_scope
         ("PUT", "/api/v1/settings/duo", Scope.SETTINGS),
         ("POST", "/api/v1/settings/duo/test", Scope.SETTINGS),
         ("POST", "/api/v1/access/rules", Scope.SETTINGS),
+        ("GET", "/api/v1/applications/{client_id}", Scope.READ),
+        ("POST", "/api/v1/applications/{client_id}/rotate-secret", Scope.SETTINGS),
         ("GET", "/api/v1/tokens", Scope.TOKENS),
         ("POST", "/api/v1/tokens", Scope.TOKENS),
         ("delete", "/api/v1/tokens/abc", Scope.TOKENS),

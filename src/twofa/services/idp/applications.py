@@ -1,5 +1,5 @@
-"""The registry of applications users sign in to through twofa: add, list, show, rotate a
-secret, remove. A confidential client's secret is shown once and kept as a SHA-256: it is a
+"""The registry of applications users sign in to through twofa: add, list, show, edit, rotate
+a secret, remove. A confidential client's secret is shown once and kept as a SHA-256: it is a
 random 256-bit token, so a slow hash would buy nothing against guessing and would put argon2
 on every token request. Every change is audited."""
 
@@ -8,11 +8,13 @@ from __future__ import annotations
 import re
 import secrets
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
@@ -24,7 +26,7 @@ from twofa.storage.applications import Applications
 from twofa.storage.tables import ApplicationRow
 
 OIDC: Final = "oidc"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}")  # whole name: fullmatch
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,21 @@ class NewApplication:
     name: str
     redirect_uris: Sequence[str]
     public: bool = False
+    post_logout_redirect_uris: Sequence[str] = ()
+    allowed_users: Sequence[str] = ()
+    allowed_groups: Sequence[str] = ()
+    second_factor_required: bool = True
+    skip_consent: bool = True
+
+
+@dataclass(frozen=True)
+class ApplicationEdit:
+    """What an admin may change on a registered application: all but its client id and whether
+    it is public (a client made public would keep a secret it no longer uses, one made
+    confidential would have none: remove it and add it again)."""
+
+    name: str
+    redirect_uris: Sequence[str]
     post_logout_redirect_uris: Sequence[str] = ()
     allowed_users: Sequence[str] = ()
     allowed_groups: Sequence[str] = ()
@@ -110,8 +127,8 @@ def redirect_uri_problem(uri: str) -> str | None:
     return None
 
 
-def _checked(new: NewApplication) -> None:
-    if not _NAME.match(new.name):
+def _checked(new: NewApplication | ApplicationEdit) -> None:
+    if not _NAME.fullmatch(new.name):
         raise InvalidApplication("name", "1 to 100 letters, digits, spaces, '.', '_' or '-'")
     if not new.redirect_uris:
         raise InvalidApplication("redirect_uris", "at least one redirect URI")
@@ -142,39 +159,71 @@ class ApplicationService:
         _checked(new)
         now = self._clock.now()
         secret = None if new.public else new_token()
-        async with self._db.begin() as db:
-            applications = Applications(db)
-            if await applications.by_name(new.name) is not None:
-                raise InvalidApplication("name", f"an application named {new.name!r} exists")
-            row = ApplicationRow(
-                name=new.name,
-                protocol=OIDC,
-                client_id=secrets.token_hex(16),
-                client_secret_hash=None if secret is None else token_digest(secret),
-                public=new.public,
-                redirect_uris=list(new.redirect_uris),
-                post_logout_redirect_uris=list(new.post_logout_redirect_uris),
-                allowed_users=sorted(set(new.allowed_users)),
-                allowed_groups=sorted(set(new.allowed_groups)),
-                second_factor_required=new.second_factor_required,
-                skip_consent=new.skip_consent,
-                created_at=now,
-                updated_at=now,
-            )
-            applications.add(row)
-            await db.flush()
-            audit.record(
-                db,
-                self._clock,
-                "application",
-                "added",
-                username=actor,
-                client=client,
-                application=row.name,
-                client_id=row.client_id,
-                public=row.public,
-            )
-            return IssuedApplication(application_of(row), secret)
+        with _name_kept_once(new.name):
+            async with self._db.begin() as db:
+                applications = Applications(db)
+                if await applications.by_name(new.name) is not None:
+                    raise InvalidApplication("name", f"an application named {new.name!r} exists")
+                row = ApplicationRow(
+                    name=new.name,
+                    protocol=OIDC,
+                    client_id=secrets.token_hex(16),
+                    client_secret_hash=None if secret is None else token_digest(secret),
+                    public=new.public,
+                    redirect_uris=list(new.redirect_uris),
+                    post_logout_redirect_uris=list(new.post_logout_redirect_uris),
+                    allowed_users=sorted(set(new.allowed_users)),
+                    allowed_groups=sorted(set(new.allowed_groups)),
+                    second_factor_required=new.second_factor_required,
+                    skip_consent=new.skip_consent,
+                    created_at=now,
+                    updated_at=now,
+                )
+                applications.add(row)
+                await db.flush()
+                audit.record(
+                    db,
+                    self._clock,
+                    "application",
+                    "added",
+                    username=actor,
+                    client=client,
+                    application=row.name,
+                    client_id=row.client_id,
+                    public=row.public,
+                )
+                return IssuedApplication(application_of(row), secret)
+
+    async def update(
+        self,
+        name_or_client_id: str,
+        edit: ApplicationEdit,
+        *,
+        actor: str,
+        client: ClientInfo = CLI,
+    ) -> Application:
+        """Checked as `add` checks; the client id and secret stay, so relying parties carry
+        on. The audit record names the fields that changed."""
+        _checked(edit)
+        with _name_kept_once(edit.name):
+            async with self._db.begin() as db:
+                row = await _find(db, name_or_client_id)
+                if edit.name != row.name and await Applications(db).by_name(edit.name) is not None:
+                    raise InvalidApplication("name", f"an application named {edit.name!r} exists")
+                changed = _apply(row, edit)
+                row.updated_at = self._clock.now()
+                audit.record(
+                    db,
+                    self._clock,
+                    "application",
+                    "updated",
+                    username=actor,
+                    client=client,
+                    application=row.name,
+                    client_id=row.client_id,
+                    changed=changed,
+                )
+                return application_of(row)
 
     async def applications(self) -> list[Application]:
         async with self._db() as db:
@@ -225,6 +274,33 @@ class ApplicationService:
                 client_id=gone.client_id,
             )
             return gone
+
+
+@contextmanager
+def _name_kept_once(name: str) -> Iterator[None]:
+    """Another admin's add or rename to the same name between the check and the commit: the
+    database's unique name refuses it, and the admin is told as the check would tell."""
+    try:
+        yield
+    except IntegrityError:
+        raise InvalidApplication("name", f"an application named {name!r} exists") from None
+
+
+def _apply(row: ApplicationRow, edit: ApplicationEdit) -> list[str]:
+    """Writes the edit onto the row; the names of the columns whose value changed."""
+    wanted: dict[str, object] = {
+        "name": edit.name,
+        "redirect_uris": list(edit.redirect_uris),
+        "post_logout_redirect_uris": list(edit.post_logout_redirect_uris),
+        "allowed_users": sorted(set(edit.allowed_users)),
+        "allowed_groups": sorted(set(edit.allowed_groups)),
+        "second_factor_required": edit.second_factor_required,
+        "skip_consent": edit.skip_consent,
+    }
+    changed = [column for column, value in wanted.items() if getattr(row, column) != value]
+    for column in changed:
+        setattr(row, column, wanted[column])
+    return changed
 
 
 async def _find(db: AsyncSession, name_or_client_id: str) -> ApplicationRow:

@@ -1,7 +1,8 @@
 """The admin console under /admin: Overview, Advanced Settings, Two Factor Settings, User
-Management and the Audit Log, each page module with its own router. The console's router asks
-`require_admin` for every route it holds, so a new page cannot forget it (a route that also
-names the admin as a parameter gets the same, cached answer)."""
+Management, the Audit Log, Access Rules and Applications, each page module with its own
+router. The console's router asks `require_admin` for every route it holds, so a new page
+cannot forget it (a route that also names the admin as a parameter gets the same, cached
+answer)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends
 
 from twofa.web.admin import (
     access_pages,
+    applications_pages,
     audit_pages,
     authenticator_pages,
     email_pages,
@@ -30,6 +32,7 @@ for module in (
     users_pages,
     audit_pages,
     access_pages,
+    applications_pages,
     status_pages,
 ):
     router.include_router(module.router)

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from twofa.web.api import (
     access_rules,
+    applications,
     audit,
     groups,
     method_settings,
@@ -24,7 +25,17 @@ from twofa.web.api.errors import ApiRoute, error_response
 from twofa.web.api.openapi import build_document, no_such_route
 
 router = APIRouter(prefix="/api/v1", route_class=ApiRoute)
-for module in (users, groups, settings, method_settings, access_rules, audit, tokens, status):
+for module in (
+    users,
+    groups,
+    settings,
+    method_settings,
+    access_rules,
+    applications,
+    audit,
+    tokens,
+    status,
+):
     router.include_router(module.router)
 
 ALL_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -3,6 +3,8 @@ every change audited, bad redirect URIs refused, and the one rule of who may use
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import select
 
@@ -90,6 +92,28 @@ async def test_a_second_application_with_the_same_name_is_refused(gateway: Gatew
     await gateway.applications.add(JIRA, actor="cli")
     with pytest.raises(InvalidApplication):
         await gateway.applications.add(JIRA, actor="cli")
+
+
+@pytest.mark.parametrize("name", ["Jira\n", "Jira\nAdmin", " Jira", "", "x" * 101])
+async def test_a_name_is_checked_whole(gateway: Gateway, name: str) -> None:
+    with pytest.raises(InvalidApplication) as refused:
+        await gateway.applications.add(NewApplication(name, list(JIRA.redirect_uris)), actor="cli")
+    assert refused.value.field == "name"
+    assert await gateway.applications.applications() == []
+
+
+async def test_two_admins_adding_one_name_at_once_get_one_application_and_a_clear_refusal(
+    gateway: Gateway,
+) -> None:
+    answers = await asyncio.gather(
+        *(gateway.applications.add(JIRA, actor=f"admin{n}") for n in range(4)),
+        return_exceptions=True,
+    )
+    added = [a for a in answers if not isinstance(a, BaseException)]
+    refused = [a for a in answers if isinstance(a, BaseException)]
+    assert len(added) == 1
+    assert all(isinstance(r, InvalidApplication) and r.field == "name" for r in refused)
+    assert [app.name for app in await gateway.applications.applications()] == ["Jira"]
 
 
 async def test_allowed_users_and_groups_limit_who_may_use_a_client(gateway: Gateway) -> None:
