@@ -335,10 +335,12 @@ def test_the_exemptions_are_exactly_the_documented_ones() -> None:
         ("/oidc/token", {"cookie": cookie}, False),
         ("/oidc/userinfo", {"authorization": "Bearer t", "cookie": cookie}, True),
         ("/oidc/userinfo", {"cookie": cookie}, False),
+        ("/oidc/revoke", {"authorization": "Basic dTpw"}, True),
+        ("/oidc/revoke", {"cookie": cookie}, False),
         ("/oidc/authorize", {}, False),
     ]
     relying_parties = csrf.RELYING_PARTY_PATHS
-    assert relying_parties == {"/oidc/token", "/oidc/userinfo"}
+    assert relying_parties == {"/oidc/token", "/oidc/revoke", "/oidc/userinfo"}
     assert all(path in documented for path in relying_parties)
     for path, headers, exempt in cases:
         raw = [(name.encode(), value.encode()) for name, value in headers.items()]

@@ -373,3 +373,29 @@ class OidcSubjectRow(Base):
     )
     subject: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OidcRefreshTokenRow(Base):
+    """A refresh token, kept as a SHA-256, used at most once (`used_at` set by a conditional
+    UPDATE) and replaced by the next of its family. Every rotation of one grant shares
+    `family_id` and the family's absolute `expires_at`; presenting a used token revokes the
+    family and the access tokens issued with it (`issued_jti`). `auth_time` and `amr` are
+    the original sign-in's, copied from the code, so refreshed ID tokens say the same."""
+
+    __tablename__ = "oidc_refresh_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[str] = mapped_column(String(64), index=True)
+    application_id: Mapped[int] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(String(500))
+    auth_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    amr: Mapped[list[str]] = mapped_column(JSON)
+    issued_jti: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

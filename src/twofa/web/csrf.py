@@ -18,7 +18,7 @@ Exempt, and nothing else:
   header by itself, so a forged request has no credential to ride on. An API request with the
   session cookie and no bearer token is checked like a page, so an API that some day accepts
   the cookie stays protected.
-- /oidc/token and /oidc/userinfo, OpenID Connect's endpoints for relying parties
+- /oidc/token, /oidc/revoke and /oidc/userinfo, OpenID Connect's endpoints for relying parties
   (web/oidc.py), on the same terms as the API: with a bearer `Authorization` header or
   without the session cookie. Relying parties call them from their servers, never as a
   browser form and never with twofa's cookie; the token endpoint authenticates the client by
@@ -65,7 +65,7 @@ EXEMPT_PATHS: Final = frozenset(
     {"/authz/nginx", "/authz/forward", "/healthz", "/healthz/ready", "/metrics"}
 )
 API_PREFIX: Final = "/api/v1"
-RELYING_PARTY_PATHS: Final = frozenset({"/oidc/token", "/oidc/userinfo"})
+RELYING_PARTY_PATHS: Final = frozenset({"/oidc/token", "/oidc/revoke", "/oidc/userinfo"})
 FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 REFUSED: Final = "missing or wrong CSRF token"
 

@@ -1,8 +1,8 @@
 """The OpenID Connect provider's endpoints (services.idp): discovery, JWKS, the authorization
-endpoint a browser visits, and the token and userinfo endpoints relying parties call from
-their servers. The protocol's own errors are answered here, in its shapes (a JSON body and a
-`WWW-Authenticate` challenge, RFC 6749 §5.2 and RFC 6750 §3); an unknown client or an
-unregistered redirect URI is a `TwofaError` shown as an error page by `web/errors.py`."""
+endpoint a browser visits, and the token, revocation and userinfo endpoints relying parties
+call from their servers. The protocol's own errors are answered here, in its shapes (a JSON
+body and a `WWW-Authenticate` challenge, RFC 6749 §5.2 and RFC 6750 §3); an unknown client or
+an unregistered redirect URI is a `TwofaError` shown as an error page by `web/errors.py`."""
 
 from __future__ import annotations
 
@@ -113,6 +113,19 @@ async def token(request: Request) -> Response:
         return await gateway_of(request).oidc.tokens.token(values, basic, client_of(request))
 
     return await _answered(exchange)
+
+
+@router.post("/oidc/revoke")
+async def revoke(request: Request) -> Response:
+    """RFC 7009: 200 with an empty object whether or not there was anything to revoke."""
+
+    async def revocation() -> dict[str, Any]:
+        form = await request.form()
+        values = {k: v for k, v in form.items() if isinstance(v, str)}
+        basic = _basic_credentials(request)
+        return await gateway_of(request).oidc.tokens.revoke(values, basic, client_of(request))
+
+    return await _answered(revocation)
 
 
 @router.get("/oidc/userinfo")

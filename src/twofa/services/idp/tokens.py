@@ -1,8 +1,10 @@
-"""The token endpoint and userinfo (OIDC Core §3.1.3, §5.3): a client authenticates
-(client_secret_basic, client_secret_post, or a public client's PKCE verifier alone), redeems
-its code once by a conditional UPDATE, and gets an access token and an ID token signed by
-the key in use. A second redemption is refused and revokes the access token the first one
-issued (RFC 6749 §4.1.2)."""
+"""The token endpoint, revocation and userinfo (OIDC Core §3.1.3, §5.3; RFC 7009): a client
+authenticates (client_secret_basic, client_secret_post, or a public client's PKCE verifier
+alone), redeems its code once by a conditional UPDATE, and gets an access token and an ID
+token signed by the key in use, and a confidential client a refresh token too (rotated on each
+use, services.idp.refresh). A second redemption of a code is refused and revokes what the
+first one issued (RFC 6749 §4.1.2).
+"""
 
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ from twofa.security.tokens import new_token, token_digest
 from twofa.services.idp.applications import verify_secret
 from twofa.services.idp.claims import UserFacts, acr_of, s256, user_claims
 from twofa.services.idp.errors import InvalidClient, InvalidGrant, InvalidToken, OAuthError
+from twofa.services.idp.refresh import Grant, issues_refresh_tokens, revoke, rotate, start_family
 from twofa.services.idp.signing_keys import SIGNING_ALGORITHM, SigningKeyService
 from twofa.services.state import audit
 from twofa.storage.applications import Applications, OidcAccessTokens, OidcCodes, OidcSubjects
+from twofa.storage.oidc_refresh_tokens import OidcRefreshTokens
 from twofa.storage.repositories import Users
 from twofa.storage.tables import ApplicationRow, OidcAccessTokenRow, OidcCodeRow
 
@@ -71,22 +75,26 @@ class TokenEndpoint:
     async def token(
         self, form: Mapping[str, str], basic: tuple[str, str] | None, client: ClientInfo
     ) -> dict[str, Any]:
-        """The token endpoint's answer (RFC 6749 §5.1) for an authorization code."""
+        """The token endpoint's answer (RFC 6749 §5.1) for an authorization code or a
+        refresh token."""
         app = await self.authenticate_client(form, basic)
-        if form.get("grant_type") != "authorization_code":
-            raise OAuthError("unsupported_grant_type", "only authorization_code")
+        grant_type = form.get("grant_type")
+        if grant_type == "refresh_token":
+            return await self._refresh(app, form, client)
+        if grant_type != "authorization_code":
+            raise OAuthError("unsupported_grant_type", "authorization_code or refresh_token")
         code = form.get("code", "")
         if not code or len(code) > 100:
             raise InvalidGrant("no code")
         now = self._clock.now()
         access_token, jti = new_token(), secrets.token_hex(16)
+        refresh_token = None
         async with self._db.begin() as db:
             redemption = await OidcCodes(db).redeem(token_digest(code), jti, now)
             row = redemption.code
             problem = _redemption_problem(row, redemption.won, app, form, now)
             if row is not None and not redemption.won and row.application_id == app.id:
-                if row.issued_jti is not None:
-                    await OidcAccessTokens(db).revoke_jti(row.issued_jti, now)
+                await self._revoke_issued(db, row, now)
                 audit.record(
                     db, self._clock, "oidc_code", "replayed", client=client,
                     application=app.name, user_id=row.user_id,
@@ -96,21 +104,85 @@ class TokenEndpoint:
                 user = await Users(db).by_id(row.user_id)
                 if user is None or not user.enabled:
                     problem = "the account cannot sign in"
-                else:  # in the redeeming transaction: a replay finds the token to revoke
+                else:  # in the redeeming transaction: a replay finds the tokens to revoke
+                    grant = _grant_of(row)
                     facts = await self._facts(db, row.user_id)
-                    self._add_access_token(db, access_token, jti, app, row, now)
+                    self._add_access_token(db, access_token, jti, app, grant, now)
                     await OidcAccessTokens(db).remove_expired(now)
+                    if issues_refresh_tokens(app):
+                        refresh_token = start_family(db, app, grant, jti, now)
+                        await OidcRefreshTokens(db).remove_expired(now)
         if problem is not None:
             raise InvalidGrant(problem)
-        assert row is not None
-        id_token = await self._id_token(app, row, facts, now)
-        return {
+        return await self._answer(app, grant, facts, access_token, refresh_token, now)
+
+    async def _refresh(
+        self, app: ApplicationRow, form: Mapping[str, str], client: ClientInfo
+    ) -> dict[str, Any]:
+        """grant_type=refresh_token (RFC 6749 §6, OIDC Core §12.2): rotated, see
+        services.idp.refresh."""
+        presented = form.get("refresh_token", "")
+        if not presented:
+            raise OAuthError("invalid_request", "no refresh_token")
+        if len(presented) > 100:
+            raise InvalidGrant("unknown refresh token")
+        access_token, jti = new_token(), secrets.token_hex(16)
+        async with self._db.begin() as db:
+            rotation = await rotate(db, self._clock, app, presented, form.get("scope"), jti, client)
+            if rotation.grant is not None:
+                facts = await self._facts(db, rotation.grant.user_id)
+                now = self._clock.now()
+                self._add_access_token(db, access_token, jti, app, rotation.grant, now)
+        if rotation.grant is None:  # a reuse's revocation is committed, then told
+            raise InvalidGrant(rotation.problem or "refused")
+        return await self._answer(
+            app, rotation.grant, facts, access_token, rotation.refresh_token, now
+        )
+
+    async def revoke(
+        self, form: Mapping[str, str], basic: tuple[str, str] | None, client: ClientInfo
+    ) -> dict[str, Any]:
+        """The revocation endpoint (RFC 7009 §2): the same answer for a token revoked, one
+        unknown, and another client's, which is left alone."""
+        app = await self.authenticate_client(form, basic)
+        presented = form.get("token", "")
+        if not presented:
+            raise OAuthError("invalid_request", "no token")
+        hint = form.get("token_type_hint")
+        async with self._db.begin() as db:
+            await revoke(db, self._clock, app, presented, hint, client)
+        return {}
+
+    async def _revoke_issued(self, db: AsyncSession, code: OidcCodeRow, now: datetime) -> None:
+        """What the first redemption of a replayed code issued: its access token and the
+        refresh token family started with it, with every rotation since."""
+        if code.issued_jti is None:
+            return
+        await OidcAccessTokens(db).revoke_jti(code.issued_jti, now)
+        family = await OidcRefreshTokens(db).family_of_jti(code.issued_jti)
+        if family is not None:
+            await OidcRefreshTokens(db).revoke_family(family, now)
+
+    async def _answer(
+        self,
+        app: ApplicationRow,
+        grant: Grant,
+        facts: UserFacts,
+        access_token: str,
+        refresh_token: str | None,
+        now: datetime,
+    ) -> dict[str, Any]:
+        answer = {
             "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": int(ACCESS_TOKEN_LIFETIME.total_seconds()),
-            "id_token": id_token,
-            "scope": row.scope,
+            "scope": grant.scope,
         }
+        if "openid" in grant.scope.split():
+            answer["id_token"] = await self._id_token(app, grant, facts, now)
+        if refresh_token is not None:
+            answer["refresh_token"] = refresh_token
+        return answer
 
     @staticmethod
     def _add_access_token(
@@ -118,7 +190,7 @@ class TokenEndpoint:
         token: str,
         jti: str,
         app: ApplicationRow,
-        code: OidcCodeRow,
+        grant: Grant,
         now: datetime,
     ) -> None:
         OidcAccessTokens(db).add(
@@ -126,8 +198,8 @@ class TokenEndpoint:
                 token_hash=token_digest(token),
                 jti=jti,
                 application_id=app.id,
-                user_id=code.user_id,
-                scope=code.scope,
+                user_id=grant.user_id,
+                scope=grant.scope,
                 created_at=now,
                 expires_at=now + ACCESS_TOKEN_LIFETIME,
             )
@@ -142,21 +214,21 @@ class TokenEndpoint:
         return UserFacts(subject, user.username, user.display_name, user.email, groups)
 
     async def _id_token(
-        self, app: ApplicationRow, code: OidcCodeRow, facts: UserFacts, now: datetime
+        self, app: ApplicationRow, grant: Grant, facts: UserFacts, now: datetime
     ) -> str:
-        claims = user_claims(facts, code.scope.split())
+        claims = user_claims(facts, grant.scope.split())
         claims.update(
             iss=self.issuer,
             aud=app.client_id,
             azp=app.client_id,
             iat=int(now.timestamp()),
             exp=int((now + ID_TOKEN_LIFETIME).timestamp()),
-            auth_time=int(code.auth_time.timestamp()),
-            amr=list(code.amr),
-            acr=acr_of(code.amr),
+            auth_time=int(grant.auth_time.timestamp()),
+            amr=list(grant.amr),
+            acr=acr_of(grant.amr),
         )
-        if code.nonce is not None:
-            claims["nonce"] = code.nonce
+        if grant.nonce is not None:
+            claims["nonce"] = grant.nonce
         key = await self._keys.signing_key()
         header = {"alg": SIGNING_ALGORITHM, "kid": key.kid, "typ": "JWT"}
         return jwt.encode(header, claims, key)
@@ -173,6 +245,10 @@ class TokenEndpoint:
                 raise InvalidToken("the account cannot sign in")
             facts = await self._facts(db, row.user_id)
             return user_claims(facts, row.scope.split())
+
+
+def _grant_of(code: OidcCodeRow) -> Grant:
+    return Grant(code.user_id, code.scope, code.auth_time, tuple(code.amr), code.nonce)
 
 
 def _redemption_problem(
