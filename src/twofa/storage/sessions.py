@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, delete, select, update
+from sqlalchemy import String, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from twofa.storage.change_notes import note_ended_session, note_ended_user_sessions
-from twofa.storage.tables import GroupRow, MembershipRow, SessionRow, UserRow
+from twofa.storage.tables import GroupRow, MembershipRow, SessionRow, UserRow, UtcDateTime
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,22 @@ _SESSION_USER_COLUMNS = (
 )
 
 
+# Built once, values bound at execution: these run on every page and every cold forward-auth
+# read, and building a statement costs more than running it.
+_READ = select(*_STORED_SESSION_COLUMNS).where(SessionRow.id == bindparam("session_id"))
+_READ_WITH_USER = (
+    select(*_STORED_SESSION_COLUMNS, *_SESSION_USER_COLUMNS)
+    .outerjoin(UserRow, UserRow.id == SessionRow.user_id)
+    .where(SessionRow.id == bindparam("session_id"))
+)
+_SEEN_NOW = bindparam("seen_now", type_=UtcDateTime())
+_TOUCH = (
+    update(SessionRow)
+    .where(SessionRow.id.in_(bindparam("ids", expanding=True)), SessionRow.last_seen_at < _SEEN_NOW)
+    .values(last_seen_at=_SEEN_NOW)
+)
+
+
 class Sessions:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
@@ -107,8 +123,7 @@ class Sessions:
 
     async def read(self, session_id: str) -> StoredSession | None:
         """One statement, Core columns (a row of values, not a tracked ORM object)."""
-        query = select(*_STORED_SESSION_COLUMNS).where(SessionRow.id == session_id)
-        row = (await self._db.execute(query)).one_or_none()
+        row = (await self._db.execute(_READ, {"session_id": session_id})).one_or_none()
         return None if row is None else StoredSession(*row)
 
     async def read_with_user(
@@ -116,12 +131,7 @@ class Sessions:
     ) -> tuple[StoredSession, SessionUser | None] | None:
         """The session, its user and the user's groups in one statement: forward-auth's
         cold read."""
-        query = (
-            select(*_STORED_SESSION_COLUMNS, *_SESSION_USER_COLUMNS)
-            .outerjoin(UserRow, UserRow.id == SessionRow.user_id)
-            .where(SessionRow.id == session_id)
-        )
-        row = (await self._db.execute(query)).one_or_none()
+        row = (await self._db.execute(_READ_WITH_USER, {"session_id": session_id})).one_or_none()
         if row is None:
             return None
         stored = StoredSession(*row[: len(_STORED_SESSION_COLUMNS)])
@@ -140,11 +150,7 @@ class Sessions:
         """Marks sessions as seen now (their idle window starts again); never backwards."""
         for start in range(0, len(session_ids), _TOUCH_BATCH):
             batch = session_ids[start : start + _TOUCH_BATCH]
-            await self._db.execute(
-                update(SessionRow)
-                .where(SessionRow.id.in_(batch), SessionRow.last_seen_at < now)
-                .values(last_seen_at=now)
-            )
+            await self._db.execute(_TOUCH, {"ids": list(batch), "seen_now": now})
 
     def add(self, row: SessionRow) -> None:
         self._db.add(row)
