@@ -180,6 +180,8 @@ async def test_every_unsafe_route_refuses_a_request_without_the_token(walker: Wa
 
     for method, route in routes:
         path = concrete(route, walker)
+        if path in csrf.SAML_BINDING_PATHS:
+            continue  # a service provider's cross-site form: see the test of its own below
         send = walker.browser.request
         attempts = {
             "no token": await send(method, path, data=FORM),
@@ -208,7 +210,10 @@ async def test_a_request_with_no_session_at_all_is_refused(walker: Walker) -> No
     async with httpx.AsyncClient(base_url=walker.base_url, timeout=30) as stranger:
         for method, route in unsafe_routes(walker.settings):
             path = concrete(route, walker)
-            if path.startswith("/api/") or path in csrf.RELYING_PARTY_PATHS:
+            if (
+                path.startswith("/api/")
+                or path in csrf.RELYING_PARTY_PATHS | csrf.SAML_BINDING_PATHS
+            ):
                 continue  # no session cookie: the API and OIDC's token and userinfo answer
                 # for themselves (a client secret, a bearer token), see below
             answer = await stranger.request(method, path, data={**FORM, "csrf_token": "x"})
@@ -233,6 +238,21 @@ async def test_the_sign_in_form_needs_its_anonymous_sessions_token(walker: Walke
         )
         assert signed_in.status_code == 303
         assert browser.cookies[SESSION_COOKIE] != anonymous
+
+
+async def test_a_forged_post_to_the_saml_binding_is_refused_by_saml_and_changes_nothing(
+    walker: Walker,
+) -> None:
+    """/saml/sso takes a provider's cross-site form without twofa's token; what it posts must
+    be a SAML request of a registered provider, so a forged one is an error page that writes
+    nothing and sends the signed-in browser nowhere."""
+    before = await walker.database()
+    for forged in (FORM, {"SAMLRequest": "bm90IHNhbWw=", "RelayState": "https://evil.test/"}):
+        answer = await walker.browser.post("/saml/sso", data=forged)
+        assert answer.status_code == 400, (answer.status_code, answer.text[:300])
+        assert "location" not in answer.headers
+    assert await walker.database() == before
+    assert (await walker.browser.get("/admin/users")).status_code == 200  # still signed in
 
 
 async def test_the_right_token_in_the_header_is_accepted(walker: Walker) -> None:
@@ -338,7 +358,15 @@ def test_the_exemptions_are_exactly_the_documented_ones() -> None:
         ("/oidc/revoke", {"authorization": "Basic dTpw"}, True),
         ("/oidc/revoke", {"cookie": cookie}, False),
         ("/oidc/authorize", {}, False),
+        # SAML's POST binding: a provider's cross-site form, with or without the cookie.
+        ("/saml/sso", {"cookie": cookie}, True),
+        ("/saml/sso", {}, True),
+        ("/saml/slo", {"cookie": cookie}, False),
+        ("/saml/sso/idp-initiated", {"cookie": cookie}, False),
     ]
+    saml_bindings = csrf.SAML_BINDING_PATHS
+    assert saml_bindings == {"/saml/sso"}
+    assert "/saml/sso" in documented
     relying_parties = csrf.RELYING_PARTY_PATHS
     assert relying_parties == {"/oidc/token", "/oidc/revoke", "/oidc/userinfo"}
     assert all(path in documented for path in relying_parties)

@@ -21,6 +21,7 @@ from twofa.cli.keys import keys_app
 from twofa.cli.oidc import oidc_app
 from twofa.cli.policy import policy_app
 from twofa.cli.questions import questions_app
+from twofa.cli.saml import saml_app
 from twofa.cli.serve import demo, serve
 from twofa.cli.settings_cmd import settings_app
 from twofa.cli.simulator import simulator_app
@@ -50,6 +51,7 @@ app.add_typer(simulator_app, name="simulator")
 app.add_typer(access_app, name="access")
 app.add_typer(keys_app, name="keys")
 app.add_typer(oidc_app, name="oidc")
+app.add_typer(saml_app, name="saml")
 app.command()(serve)
 app.command()(demo)
 app.command()(doctor)

@@ -24,6 +24,7 @@ from twofa.web import (
     my_methods,
     oidc,
     pages,
+    saml,
 )
 from twofa.web.csrf import CsrfMiddleware
 from twofa.web.security_headers import SecurityHeaders, security_headers
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(api.router)
     app.include_router(oidc.router)  # twofa as an OpenID Connect provider
+    app.include_router(saml.router)  # twofa as a SAML 2.0 identity provider
     errors.install(app)
     app.add_middleware(CsrfMiddleware)  # every unsafe request, before any route
     # outermost: a CSRF refusal carries the headers too

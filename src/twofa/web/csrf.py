@@ -24,6 +24,10 @@ Exempt, and nothing else:
   browser form and never with twofa's cookie; the token endpoint authenticates the client by
   its secret or PKCE verifier and the code, userinfo by a bearer access token; neither reads
   the session. A request that does carry the session cookie is checked like a page.
+- /saml/sso, SAML's single sign-on service, whose HTTP-POST binding is a form a service
+  provider's page posts from its own site: it cannot carry twofa's token. A forged POST there
+  can do exactly what a forged GET of the HTTP-Redirect binding can: start a sign-in to a
+  registered provider, whose answer goes only to an address in that provider's metadata.
 - /authz/nginx and /authz/forward, the forward-auth checks: proxies call them with the method
   of the request they check, and they change nothing.
 - /healthz and /healthz/ready: the load balancers' probes (alive; able to reach the
@@ -66,6 +70,7 @@ EXEMPT_PATHS: Final = frozenset(
 )
 API_PREFIX: Final = "/api/v1"
 RELYING_PARTY_PATHS: Final = frozenset({"/oidc/token", "/oidc/revoke", "/oidc/userinfo"})
+SAML_BINDING_PATHS: Final = frozenset({"/saml/sso"})
 FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 REFUSED: Final = "missing or wrong CSRF token"
 
@@ -111,7 +116,7 @@ def is_api(path: str) -> bool:
 def is_exempt(path: str, headers: CsrfHeaders) -> bool:
     """Whether a request with an unsafe method is let through unchecked: see the module's
     docstring for each case and why."""
-    if path in EXEMPT_PATHS:
+    if path in EXEMPT_PATHS or path in SAML_BINDING_PATHS:
         return True
     cookieless = is_api(path) or path in RELYING_PARTY_PATHS
     return cookieless and (headers.has_bearer_token or not headers.session_token)

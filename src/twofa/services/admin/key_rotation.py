@@ -22,12 +22,13 @@ from twofa.clock import Clock
 from twofa.domain.client import NO_CLIENT, ClientInfo
 from twofa.security.sealing import V1_PREFIX, Sealer, SealError, head_of_key, key_id_of
 from twofa.services.admin.sealed_places import (
+    OIDC_SIGNING_KEYS,
+    SAML_SIGNING_KEYS,
     ChallengeSecretsPlace,
     CredentialSecretsPlace,
     SealedHolder,
     SealedPlace,
     SettingSecretsPlace,
-    SigningKeysPlace,
 )
 from twofa.services.state import audit
 
@@ -142,7 +143,8 @@ def default_places() -> tuple[SealedPlace, ...]:
         CredentialSecretsPlace(),
         SettingSecretsPlace(),
         ChallengeSecretsPlace(),
-        SigningKeysPlace(),
+        OIDC_SIGNING_KEYS,
+        SAML_SIGNING_KEYS,
     )
 
 

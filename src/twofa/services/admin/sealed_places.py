@@ -1,7 +1,7 @@
 """Every place a sealed value is kept, with the purpose it was sealed for: the credentials'
 secrets (TOTP seeds), the Duo secret key and the SMTP password inside their console settings,
-the draft secret and page of each open challenge, and the OpenID Connect provider's signing
-keys. `twofa keys rotate` and `twofa keys
+the draft secret and page of each open challenge, and the signing keys of the OpenID Connect
+provider and of the SAML identity provider. `twofa keys rotate` and `twofa keys
 status` walk them through here; a new sealed value must be added here too (a unit test lists
 every `seal(` in the code and fails until it is).
 """
@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute
 
 from twofa.domain.smtp_settings import PASSWORD_PURPOSE, SMTP_KEY
 from twofa.security.sealing import V2_HEAD_LENGTH, V2_PREFIX, head_of
@@ -23,6 +24,8 @@ from twofa.services.second_factor.challenges import DRAFT_PURPOSE, SHOW_PURPOSE
 from twofa.services.second_factor.credential_store import secret_purpose
 from twofa.services.settings.duo import DUO_KEY, SKEY_PURPOSE
 from twofa.storage.applications import SIGNING_KEY_PURPOSE, SealedSigningKey, SealedSigningKeys
+from twofa.storage.saml import SAML_KEY_PURPOSE
+from twofa.storage.saml_tables import SamlSigningKeyRow
 from twofa.storage.sealed_values import (
     ChallengePayload,
     ChallengePayloads,
@@ -31,6 +34,7 @@ from twofa.storage.sealed_values import (
     SettingDocument,
     SettingDocuments,
 )
+from twofa.storage.tables import OidcSigningKeyRow
 
 # Which field of which console setting is sealed, and for what.
 SEALED_SETTING_FIELDS: Final = {
@@ -203,7 +207,21 @@ class ChallengeSecretsPlace:
 
 
 class SigningKeysPlace:
-    title = "OIDC signing keys"  # the private halves of the keys that sign ID tokens
+    """The private halves of a table of signing keys: the ones that sign ID tokens, or SAML
+    assertions."""
+
+    def __init__(
+        self,
+        title: str,
+        kid: InstrumentedAttribute[str],
+        sealed: InstrumentedAttribute[str],
+        purpose: str,
+    ) -> None:
+        self.title = title
+        self._kid, self._sealed, self._purpose = kid, sealed, purpose
+
+    def _keys(self, db: AsyncSession) -> SealedSigningKeys:
+        return SealedSigningKeys(db, self._kid, self._sealed)
 
     async def holders(
         self, db: async_sessionmaker[AsyncSession], batch_size: int, now: datetime, skip_head: str
@@ -211,14 +229,14 @@ class SigningKeysPlace:
         after = ""
         while True:
             async with db.begin() as session:
-                rows = await SealedSigningKeys(session).batch(after, batch_size)
+                rows = await self._keys(session).batch(after, batch_size)
             if not rows:
                 return
             after = rows[-1].kid
             yield [
                 SealedHolder(
                     f"signing key {row.kid}",
-                    (SealedField("private_jwk_sealed", row.sealed, SIGNING_KEY_PURPOSE),),
+                    (SealedField(self._sealed.key, row.sealed, self._purpose),),
                     row,
                 )
                 for row in rows
@@ -230,8 +248,21 @@ class SigningKeysPlace:
     ) -> bool:
         row = holder.read
         assert isinstance(row, SealedSigningKey)
-        new = resealed["private_jwk_sealed"]
-        return await SealedSigningKeys(db).replace(row.kid, row.sealed, new)
+        return await self._keys(db).replace(row.kid, row.sealed, resealed[self._sealed.key])
 
     async def heads(self, db: async_sessionmaker[AsyncSession], now: datetime) -> Counter[str]:
         return await _counted_heads(self, db, now)
+
+
+OIDC_SIGNING_KEYS: Final = SigningKeysPlace(
+    "OIDC signing keys",  # the private halves of the keys that sign ID tokens
+    OidcSigningKeyRow.kid,
+    OidcSigningKeyRow.private_jwk_sealed,
+    SIGNING_KEY_PURPOSE,
+)
+SAML_SIGNING_KEYS: Final = SigningKeysPlace(
+    "SAML signing keys",  # the private halves of the keys that sign SAML assertions
+    SamlSigningKeyRow.kid,
+    SamlSigningKeyRow.private_key_sealed,
+    SAML_KEY_PURPOSE,
+)

@@ -19,6 +19,7 @@ ROTATED = {
     ("services/second_factor/credential_store.py", "secret_purpose(row.id)"),  # credentials
     ("services/admin/key_rotation.py", "f.purpose"),  # the rotation itself
     ("services/idp/signing_keys.py", "SIGNING_KEY_PURPOSE"),  # OIDC signing keys
+    ("services/idp/saml/keys.py", "SAML_KEY_PURPOSE"),  # SAML signing keys
 }
 
 

@@ -1,0 +1,167 @@
+"""SAML service providers in the one registry of applications (services.idp.applications): a
+provider is added from its metadata as an application of protocol "saml", with the same
+name, user/group limits and second-factor requirement as an OpenID Connect client, and is
+listed, shown and removed like one. Every change is audited."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from twofa.clock import Clock
+from twofa.domain.client import CLI, ClientInfo
+from twofa.services.idp.applications import (
+    SAML,
+    Application,
+    application_of,
+    check_name,
+    name_kept_once,
+)
+from twofa.services.idp.errors import InvalidApplication, UnknownApplication
+from twofa.services.idp.saml.errors import ServiceProviderExists
+from twofa.services.idp.saml.sp_metadata import parse_sp_metadata
+from twofa.services.state import audit
+from twofa.storage.applications import Applications
+from twofa.storage.saml import ServiceProviders
+from twofa.storage.saml_tables import SamlServiceProviderRow
+from twofa.storage.tables import ApplicationRow
+
+# persistent: an opaque NameID per user and provider; email: the username (which is what the
+# provider matches its accounts by, an e-mail address or not: "unspecified" format then).
+NAME_ID_FORMATS: Final = ("persistent", "email")
+
+
+@dataclass(frozen=True)
+class NewServiceProvider:
+    name: str
+    metadata_xml: str
+    allowed_users: Sequence[str] = ()
+    allowed_groups: Sequence[str] = ()
+    second_factor_required: bool = True
+    name_id_format: str = "persistent"
+
+
+@dataclass(frozen=True)
+class ServiceProvider:
+    application: Application
+    id: int
+    entity_id: str
+    acs_endpoints: tuple[dict[str, Any], ...]
+    slo_endpoints: tuple[dict[str, Any], ...]
+    signing_certificates: tuple[str, ...]
+    name_id_format: str
+    authn_requests_signed: bool
+    metadata_xml: str
+
+
+def service_provider_of(row: SamlServiceProviderRow, app: ApplicationRow) -> ServiceProvider:
+    return ServiceProvider(
+        application=application_of(app),
+        id=row.id,
+        entity_id=row.entity_id,
+        acs_endpoints=tuple(row.acs_endpoints),
+        slo_endpoints=tuple(row.slo_endpoints),
+        signing_certificates=tuple(row.signing_certificates),
+        name_id_format=row.name_id_format,
+        authn_requests_signed=row.authn_requests_signed,
+        metadata_xml=row.metadata_xml,
+    )
+
+
+class ServiceProviderService:
+    def __init__(self, db: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def add(
+        self, new: NewServiceProvider, *, actor: str, client: ClientInfo = CLI
+    ) -> ServiceProvider:
+        check_name(new.name)
+        if new.name_id_format not in NAME_ID_FORMATS:
+            raise InvalidApplication("name_id_format", "persistent or email")
+        parsed = parse_sp_metadata(new.metadata_xml)
+        now = self._clock.now()
+        with name_kept_once(new.name):
+            async with self._db.begin() as db:
+                if await Applications(db).by_name(new.name) is not None:
+                    raise InvalidApplication("name", f"an application named {new.name!r} exists")
+                if await ServiceProviders(db).by_entity_id(parsed.entity_id) is not None:
+                    raise ServiceProviderExists(
+                        f"a service provider with entity id {parsed.entity_id!r} is registered"
+                    )
+                app = ApplicationRow(
+                    name=new.name,
+                    protocol=SAML,
+                    client_id=f"saml-{secrets.token_hex(16)}",
+                    client_secret_hash=None,
+                    public=False,
+                    redirect_uris=[],
+                    post_logout_redirect_uris=[],
+                    allowed_users=sorted(set(new.allowed_users)),
+                    allowed_groups=sorted(set(new.allowed_groups)),
+                    second_factor_required=new.second_factor_required,
+                    skip_consent=True,
+                    created_at=now,
+                    updated_at=now,
+                )
+                Applications(db).add(app)
+                await db.flush()
+                row = SamlServiceProviderRow(
+                    application_id=app.id,
+                    entity_id=parsed.entity_id,
+                    metadata_xml=new.metadata_xml,
+                    acs_endpoints=list(parsed.acs_endpoints),
+                    slo_endpoints=list(parsed.slo_endpoints),
+                    signing_certificates=list(parsed.signing_certificates),
+                    name_id_format=new.name_id_format,
+                    authn_requests_signed=parsed.authn_requests_signed,
+                    created_at=now,
+                    updated_at=now,
+                )
+                ServiceProviders(db).add(row)
+                await db.flush()
+                audit.record(
+                    db, self._clock, "application", "added", username=actor, client=client,
+                    application=app.name, protocol=SAML, entity_id=row.entity_id,
+                )  # fmt: skip
+                return service_provider_of(row, app)
+
+    async def service_providers(self) -> list[ServiceProvider]:
+        async with self._db() as db:
+            return [service_provider_of(sp, app) for sp, app in await ServiceProviders(db).all()]
+
+    async def by_entity_id(self, entity_id: str) -> ServiceProvider | None:
+        async with self._db() as db:
+            found = await ServiceProviders(db).by_entity_id(entity_id)
+        return None if found is None else service_provider_of(*found)
+
+    async def show(self, name_or_entity_id: str) -> ServiceProvider:
+        """By its application's name or client id, or by its entity id."""
+        async with self._db() as db:
+            found = await ServiceProviders(db).by_entity_id(name_or_entity_id)
+            if found is not None:
+                return service_provider_of(*found)
+            applications = Applications(db)
+            app = await applications.by_name(name_or_entity_id)
+            app = app or await applications.by_client_id(name_or_entity_id)
+            sp = None if app is None else await ServiceProviders(db).by_application(app.id)
+            if app is None or sp is None:
+                raise UnknownApplication(f"no SAML service provider {name_or_entity_id!r}")
+            return service_provider_of(sp, app)
+
+    async def remove(
+        self, name_or_entity_id: str, *, actor: str, client: ClientInfo = CLI
+    ) -> ServiceProvider:
+        """The application and, with it (cascade), its provider row, NameIDs and requests."""
+        gone = await self.show(name_or_entity_id)
+        async with self._db.begin() as db:
+            await Applications(db).remove(gone.application.id)
+            audit.record(
+                db, self._clock, "application", "removed", username=actor, client=client,
+                application=gone.application.name, protocol=SAML, entity_id=gone.entity_id,
+            )  # fmt: skip
+        return gone
