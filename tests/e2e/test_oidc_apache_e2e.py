@@ -2,10 +2,13 @@
 with mod_auth_openidc (Debian's), two virtual hosts, two clients. The module does discovery,
 JWKS, the code exchange (PKCE, client_secret_basic) and the ID token's validation itself; the
 browser is headless Chromium. Alice signs in to app1 with her password and Duo Push, is
-signed in to app2 without being asked again, and app1's logout ends twofa's session."""
+signed in to app2 without being asked again, and app1's logout ends twofa's session and,
+through back-channel logout (twofa POSTs a logout token to each module's loopback HTTP
+virtual host, tests.support.apache), app2's own session too."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
 from tests.e2e.conftest import SHUTDOWN_STEP_S
@@ -21,6 +25,7 @@ from tests.support.apache import (
     CLAIMS_PATH,
     RelyingParty,
     RunningApache,
+    backchannel_logout_uri,
     logout_url,
     redirect_uri,
     running_apache,
@@ -33,6 +38,7 @@ from tests.support.servers import free_port, serve_in_thread
 from twofa.config import Settings, load_settings
 from twofa.services.idp.applications import NewApplication
 from twofa.services.runtime import Gateway
+from twofa.storage.tables import AuditRow
 from twofa.web.app import create_app
 
 AUTH, APP1, APP2 = "auth.example.test", "app1.example.test", "app2.example.test"
@@ -42,6 +48,7 @@ AUTH, APP1, APP2 = "auth.example.test", "app1.example.test", "app2.example.test"
 class Deployment:
     apache: RunningApache
     auth_url: str
+    settings: Settings
 
     def claims_url(self, host: str) -> str:
         return self.apache.url(host, CLAIMS_PATH)
@@ -49,21 +56,24 @@ class Deployment:
 
 async def register_relying_parties(settings: Settings, port: int) -> list[RelyingParty]:
     """One confidential client per virtual host, its redirect and post-logout URIs exactly
-    the module's."""
+    the module's, and its back-channel logout URI on its own loopback HTTP port."""
     gateway = await Gateway.start(settings)
     try:
         parties = []
         for name, host in (("App one", APP1), ("App two", APP2)):
+            backchannel_port = free_port()
             issued = await gateway.applications.add(
                 NewApplication(
                     name,
                     [redirect_uri(host, port)],
                     post_logout_redirect_uris=[signed_out_uri(host, port)],
+                    backchannel_logout_uri=backchannel_logout_uri(backchannel_port),
                 ),
                 actor="test",
             )
             assert issued.client_secret is not None
-            parties.append(RelyingParty(host, issued.application.client_id, issued.client_secret))
+            client_id, secret = issued.application.client_id, issued.client_secret
+            parties.append(RelyingParty(host, client_id, secret, backchannel_port))
         return parties
     finally:
         await gateway.close()
@@ -93,7 +103,7 @@ async def deployment(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterat
             serve_in_thread(create_app(settings), port=twofa_port),
             running_apache(apache_port, auth_url, parties) as apache,
         ):
-            yield Deployment(apache, auth_url)
+            yield Deployment(apache, auth_url, settings)
 
 
 @pytest.fixture
@@ -119,6 +129,28 @@ async def claims_shown(page: Page, deployment: Deployment, host: str) -> dict[st
         ) from None
     lines = (await page.locator("body").inner_text()).splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+async def told_by_back_channel(deployment: Deployment, applications: int) -> None:
+    """Waits until twofa has told `applications` relying parties that the session ended
+    (its audit log says so; it tells them in the background, after the sign-out)."""
+    gateway = await Gateway.start(deployment.settings)
+    try:
+        for _ in range(200):
+            async with gateway.db() as db:
+                rows = (
+                    await db.scalars(
+                        select(AuditRow).where(AuditRow.kind == "oidc_backchannel_logout")
+                    )
+                ).all()
+            failed = [row.detail for row in rows if row.outcome != "sent"]
+            assert not failed, f"{failed}\nApache's error log:\n{deployment.apache.log_tail()}"
+            if len(rows) >= applications:
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await gateway.close()
+    raise AssertionError(f"twofa did not tell {applications} applications:\n{rows}")
 
 
 async def on_twofa_sign_in(page: Page, deployment: Deployment) -> None:
@@ -167,6 +199,7 @@ async def test_apache_relying_parties_share_one_sign_in_with_duo_push_and_logout
     assert (app2["preferred_username"], app2["groups"]) == ("alice", "engineering")
     assert app2["sub"] == app1["sub"]
     assert app2["aud"] != app1["aud"]  # two clients, one sign-in
+    assert app2["sid"] == app1["sid"]  # one twofa session, named alike to both
     assert asked_for_password == []  # single sign-on: no sign-in page on the way
     assert simulator.pending("alice") == []  # and no second push
 
@@ -177,10 +210,12 @@ async def test_apache_relying_parties_share_one_sign_in_with_duo_push_and_logout
     await page.goto(deployment.claims_url(APP1))  # app1's session and twofa's are gone
     await on_twofa_sign_in(page, deployment)
 
-    # twofa has no front- or back-channel logout: app2's own Apache session outlives it.
+    # twofa told both modules, over the back channel, that the session ended: app2's own
+    # Apache session is gone too (its cookie still in the browser), so app2 asks twofa
+    # again, which has no session left to offer.
+    await told_by_back_channel(deployment, applications=2)
     await page.goto(deployment.claims_url(APP2))
-    assert (await claims_shown(page, deployment, APP2))["preferred_username"] == "alice"
-    # Once that session is gone, app2 asks twofa, which has no session left to offer.
-    await context.clear_cookies(domain=APP2)
-    await page.goto(deployment.claims_url(APP2))
-    await on_twofa_sign_in(page, deployment)
+    try:
+        await on_twofa_sign_in(page, deployment)
+    except AssertionError as still_in:
+        raise AssertionError(f"{still_in}\n{deployment.apache.log_tail(60)}") from None

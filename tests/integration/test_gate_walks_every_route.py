@@ -40,7 +40,7 @@ EVERY_CODE = (DUO_PUSH, *LOCAL_METHOD_CODES, "no-such-method")
 PARAMETERS: dict[str, tuple[str, ...]] = {
     "code": EVERY_CODE,
     "challenge": ("{open_challenge}", "made-up-challenge"),
-    "action": ("remove", "rename", "forget", "forget-all", "default", "add"),
+    "action": ("remove", "rename", "forget", "forget-all", "default", "add", "revoke"),
 }
 NOT_WALKED = {
     ("POST", "/login"): "the password step itself: the attacker has passed it already",

@@ -40,6 +40,7 @@ def _as_json(application: Application) -> dict[str, object]:
         "allowed_groups": list(application.allowed_groups),
         "second_factor_required": application.second_factor_required,
         "skip_consent": application.skip_consent,
+        "backchannel_logout_uri": application.backchannel_logout_uri,
         "created_at": application.created_at.isoformat(),
         "updated_at": application.updated_at.isoformat(),
     }
@@ -87,6 +88,13 @@ def add_client(
             help="Whether a sign-in to it needs a second factor (default: yes).",
         ),
     ] = True,
+    backchannel_logout_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--backchannel-logout-uri",
+            help="Where to POST a logout token when a sign-in session ends (back-channel logout).",
+        ),
+    ] = None,
 ) -> None:
     """Register an OpenID Connect client; with no --user or --group, everyone may use it."""
     new = NewApplication(
@@ -97,6 +105,7 @@ def add_client(
         allowed_users=user or (),
         allowed_groups=group or (),
         second_factor_required=second_factor,
+        backchannel_logout_uri=backchannel_logout_uri,
     )
 
     async def add(gateway: Gateway) -> IssuedApplication:

@@ -56,6 +56,7 @@ from twofa.services.admin.key_rotation import KeyRotationService
 from twofa.services.admin.overview import OverviewService
 from twofa.services.duo.push import DuoPushService
 from twofa.services.idp.applications import ApplicationService
+from twofa.services.idp.backchannel import BackchannelLogout
 from twofa.services.idp.provider import OidcProvider
 from twofa.services.idp.signing_keys import SigningKeyService
 from twofa.services.mail.delivery import SmtpMailer, SmtpSettingsService
@@ -84,6 +85,7 @@ from twofa.storage.database import (
     side_engine,
     single_statement_factory,
 )
+from twofa.storage.oidc_refresh_tokens import end_grants_with_sessions
 
 DUO_CONNECTIONS = 2000  # pending pushes one process may follow at once
 log = logging.getLogger(__name__)
@@ -332,6 +334,12 @@ class Gateway:
                 feed.announce(changes)
 
         announce_commits(self.db, committed)
+        # OIDC grants end in the transaction that ends their session, and the applications
+        # are told after it commits: on this process's own commits only, never on another
+        # node's heard through the feed (that node tells them).
+        end_grants_with_sessions(
+            self.db, self.clock.now, lambda ended: self.oidc_backchannel.sessions_ended(ended)
+        )
         if isinstance(feed, PostgresChangeFeed):
             before_each_commit(self.db, feed.send_in)
         if feed is not None:
@@ -423,6 +431,8 @@ class Gateway:
         await self.sessions.close()
         await self.groups.close()
         await self.live_rules.close()
+        if "oidc_backchannel" in self.__dict__:  # made on first use: tell what is under way
+            await self.oidc_backchannel.drain()
         await self.http.aclose()
         for client in self.directory_clients:
             await client.aclose()
@@ -444,3 +454,11 @@ class Gateway:
     @cached_property
     def oidc(self) -> OidcProvider:
         return OidcProvider(self.db, self.clock, self.oidc_keys, self.settings.public_url)
+
+    @cached_property
+    def oidc_backchannel(self) -> BackchannelLogout:
+        """Tells applications when a twofa session they signed in through ends, through the
+        gateway's one outgoing HTTP client."""
+        return BackchannelLogout(
+            self.db, self.clock, self.oidc_keys, self.settings.public_url, self.http
+        )

@@ -14,6 +14,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from twofa.storage.tables import (
     ApplicationRow,
@@ -84,7 +85,31 @@ class OidcCodes:
         return Redemption(row, won.rowcount == 1)  # type: ignore[attr-defined]
 
     async def remove_expired(self, before: datetime) -> None:
-        await self._db.execute(delete(OidcCodeRow).where(OidcCodeRow.expires_at < before))
+        """Codes that expired before `before`, but for those of a session still there: they
+        are the record of which applications that session signed in to, read when it ends
+        (storage.oidc_refresh_tokens.end_grants) to tell them (back-channel logout)."""
+        session_gone = (
+            ~select(SessionRow.id).where(SessionRow.id == OidcCodeRow.session_id).exists()
+        )
+        await self._db.execute(
+            delete(OidcCodeRow).where(
+                OidcCodeRow.expires_at < before,
+                or_(OidcCodeRow.session_id.is_(None), session_gone),
+            )
+        )
+
+    async def remove_superseded(
+        self, session_id: str, application_id: int, before: datetime
+    ) -> None:
+        """A session's expired codes for an application it was just issued a new code for: one
+        code per session and application is record enough."""
+        await self._db.execute(
+            delete(OidcCodeRow).where(
+                OidcCodeRow.session_id == session_id,
+                OidcCodeRow.application_id == application_id,
+                OidcCodeRow.expires_at < before,
+            )
+        )
 
 
 class OidcAccessTokens:
@@ -194,27 +219,32 @@ class SealedSigningKey:
 
 
 class SealedSigningKeys:
-    """`oidc_signing_keys.private_jwk_sealed`, for `twofa keys rotate` to seal again with the
-    newest secret key (services.admin.sealed_places), rewritten only if unchanged."""
+    """The sealed private halves of a table of signing keys (`oidc_signing_keys` for ID
+    tokens, `saml_signing_keys` for SAML assertions), for `twofa keys rotate` to seal again
+    with the newest secret key (services.admin.sealed_places), rewritten only if unchanged."""
 
-    def __init__(self, db: AsyncSession) -> None:
+    def __init__(
+        self, db: AsyncSession, kid: InstrumentedAttribute[str], sealed: InstrumentedAttribute[str]
+    ) -> None:
         self._db = db
+        self._kid = kid
+        self._sealed = sealed
 
     async def batch(self, after: str, limit: int) -> list[SealedSigningKey]:
         """The next `limit` sealed keys with a kid above `after`, in kid order."""
         query = (
-            select(OidcSigningKeyRow.kid, OidcSigningKeyRow.private_jwk_sealed)
-            .where(OidcSigningKeyRow.kid > after)
-            .order_by(OidcSigningKeyRow.kid)
+            select(self._kid, self._sealed)
+            .where(self._kid > after)
+            .order_by(self._kid)
             .limit(limit)
         )
         return [SealedSigningKey(kid, sealed) for kid, sealed in await self._db.execute(query)]
 
     async def replace(self, kid: str, old: str, new: str) -> bool:
         result = await self._db.execute(
-            update(OidcSigningKeyRow)
-            .where(OidcSigningKeyRow.kid == kid, OidcSigningKeyRow.private_jwk_sealed == old)
-            .values(private_jwk_sealed=new)
+            update(self._kid.class_)
+            .where(self._kid == kid, self._sealed == old)
+            .values({self._sealed.key: new})
         )
         return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 

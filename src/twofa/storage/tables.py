@@ -300,6 +300,9 @@ class ApplicationRow(Base):
     allowed_groups: Mapped[list[str]] = mapped_column(JSON, default=list)
     second_factor_required: Mapped[bool] = mapped_column(Boolean, default=True)
     skip_consent: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Where the relying party hears, by a signed logout token, that a twofa session it was
+    # signed in through has ended (OpenID Connect Back-Channel Logout); None: it is not told.
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -327,6 +330,9 @@ class OidcCodeRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     redeemed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     issued_jti: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The `sessions.id` that signed in (no foreign key: sessions rows are deleted when they
+    # end, and that is exactly when the applications it signed in to must be found).
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class OidcAccessTokenRow(Base):
@@ -399,3 +405,22 @@ class OidcRefreshTokenRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The twofa session the grant was made in (copied from the code): its family is revoked
+    # when that session ends. None for grants made before sessions were recorded.
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+class OidcConsentRow(Base):
+    """What a user agreed to let an application see (`scope`, space-separated), so the
+    consent page is not shown again until the application asks for more."""
+
+    __tablename__ = "oidc_consents"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    application_id: Mapped[int] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(String(500))
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime)

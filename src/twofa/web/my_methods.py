@@ -1,5 +1,7 @@
-"""The My 2FA page: a signed-in user's methods, with add, remove, rename and "make default".
-Removing needs a recent second factor; the page sends the user to verify first."""
+"""The My 2FA page: a signed-in user's methods, with add, remove, rename and "make default",
+and the applications they allowed to receive their details (services.idp.consent), with
+revoke. Removing a method needs a recent second factor; the page sends the user to verify
+first."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ DONE_MESSAGES = {
     "added": "Added.",
     "forgotten": "That device will be asked for a second factor again.",
     "all_forgotten": "Every remembered device will be asked for a second factor again.",
+    "revoked": "That application will ask for your consent again.",
 }
 
 
@@ -30,6 +33,7 @@ async def _page(request: Request, error: str | None = None, status_code: int = 2
     gateway = gateway_of(request)
     mine = await gateway.my_methods.overview(session.user_id)
     devices = await gateway.devices.of_user(session.user_id)
+    consents = await gateway.oidc.consents.of_user(session.user_id)
     done = DONE_MESSAGES.get(request.query_params.get("done", ""))
     if request.query_params.get("need") == "second_factor":
         error = error or (
@@ -43,6 +47,7 @@ async def _page(request: Request, error: str | None = None, status_code: int = 2
         title="My 2FA",
         mine=mine,
         devices=devices,
+        consents=consents,
         # Change address only when users choose it: else set-up takes the account's again
         users_choose_address=await gateway.email_codes.users_choose_address(),
         csrf_token=session.csrf_token,
@@ -63,6 +68,7 @@ async def change(request: Request, action: str) -> Response:
     form = await request.form()
     client = client_of(request)
     credential = str(form.get("credential", ""))
+    application = str(form.get("application", ""))
     try:
         if action == "remove" and credential.isdigit():
             await gateway.my_methods.remove(session, int(credential), client)
@@ -79,6 +85,10 @@ async def change(request: Request, action: str) -> Response:
             assert session.user_id is not None
             await gateway.devices.forget_all(session.user_id, client)
             done = "all_forgotten"
+        elif action == "revoke" and application.isdigit() and len(application) <= 9:
+            assert session.user_id is not None  # 9 digits: fits an integer column
+            await gateway.oidc.consents.revoke(session.user_id, int(application), client)
+            done = "revoked"
         elif action == "default":
             await gateway.my_methods.set_default(session, str(form.get("method", "")), client)
             done = "default"

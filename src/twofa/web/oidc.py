@@ -15,17 +15,15 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from twofa.services.idp.admission import SecondFactorFirst, SignInFirst
 from twofa.services.idp.errors import InvalidClient, InvalidToken, OAuthError
-from twofa.services.idp.provider import (
-    AuthorizeRequest,
-    RedirectToClient,
-    SecondFactorFirst,
-    SignInFirst,
-)
+from twofa.services.idp.provider import AuthorizeRequest, ConsentFirst, RedirectToClient
 from twofa.web.context import clear_session_cookie, client_of, current_session, gateway_of
+from twofa.web.templating import render
 
 router = APIRouter()
 AUTHORIZE_PATH: Final = "/oidc/authorize"
+CONSENT_PATH: Final = "/oidc/consent"
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -59,13 +57,24 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(keys, headers={"Cache-Control": "public, max-age=300"})
 
 
+def _authorize_path(request: Request, kept_prompts: frozenset[str], drop_max_age: bool) -> str:
+    """This authorization request again, with only `kept_prompts` of its prompt values."""
+    query = []
+    for name, value in request.query_params.multi_items():
+        if name == "prompt":
+            value = " ".join(p for p in value.split() if p in kept_prompts)
+            if not value:
+                continue
+        if name != "max_age" or not drop_max_age:
+            query.append((name, value))
+    return AUTHORIZE_PATH + "?" + urllib.parse.urlencode(query)
+
+
 def _back_here(request: Request) -> str:
     """This authorization request as a path to come back to after signing in, without its
-    `prompt` and `max_age`: the sign-in they asked for is the one about to happen (kept,
-    prompt=login or max_age=0 would ask again forever)."""
-    dropped = ("prompt", "max_age")
-    query = [(k, v) for k, v in request.query_params.multi_items() if k not in dropped]
-    return AUTHORIZE_PATH + "?" + urllib.parse.urlencode(query)
+    `max_age` and prompt=login: the sign-in they asked for is the one about to happen (kept,
+    prompt=login or max_age=0 would ask again forever). prompt=consent is still to come."""
+    return _authorize_path(request, frozenset({"consent"}), drop_max_age=True)
 
 
 @router.get(AUTHORIZE_PATH)
@@ -76,6 +85,8 @@ async def authorize(request: Request) -> Response:
     outcome = await gateway.oidc.authorize(asked, session, client_of(request))
     if isinstance(outcome, RedirectToClient):
         return RedirectResponse(outcome.url, status_code=302, headers=NO_STORE)
+    if isinstance(outcome, ConsentFirst):  # the same request, shown to the user first
+        return RedirectResponse(f"{CONSENT_PATH}?{request.url.query}", status_code=303)
     back = _back_here(request)
     if isinstance(outcome, SecondFactorFirst):
         assert session is not None
@@ -87,6 +98,44 @@ async def authorize(request: Request) -> Response:
         await gateway.sessions.end(session)
         clear_session_cookie(request, response)
     return response
+
+
+@router.get(CONSENT_PATH)
+async def consent_page(request: Request) -> Response:
+    """Asks the user whether the application may have what it asked for. The query is the
+    authorization request's; anything but a request waiting for consent goes back to
+    authorize, which answers it (an unknown client or redirect URI: the error page here)."""
+    session = await current_session(request)
+    asked = AuthorizeRequest.of(dict(request.query_params))
+    question = await gateway_of(request).oidc.consent_asked(asked, session)
+    if question is None or session is None:
+        return RedirectResponse(f"{AUTHORIZE_PATH}?{request.url.query}", status_code=303)
+    return render(
+        request,
+        "oidc_consent.html",
+        title=f"Allow {question.application}?",
+        question=question,
+        answer_url=f"{CONSENT_PATH}?{request.url.query}",
+        csrf_token=session.csrf_token,
+    )
+
+
+@router.post(CONSENT_PATH)
+async def consent_answer(request: Request) -> Response:
+    """Allow: remembered, then authorize again, which now issues the code (without
+    prompt=consent, which would ask forever). Deny: access_denied at the client. Checked
+    first as authorize checks the request (services.idp.provider.answer_consent)."""
+    form = await request.form()
+    allowed = form.get("decision") == "allow"  # anything else refuses
+    asked = AuthorizeRequest.of(dict(request.query_params))
+    session = await current_session(request)
+    refused = await gateway_of(request).oidc.answer_consent(
+        asked, session, client_of(request), allowed
+    )
+    if refused is not None:
+        return RedirectResponse(refused.url, status_code=303, headers=NO_STORE)
+    again = _authorize_path(request, frozenset(), drop_max_age=False)
+    return RedirectResponse(again, status_code=303)
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:

@@ -26,6 +26,7 @@ from twofa.storage.applications import Applications
 from twofa.storage.tables import ApplicationRow
 
 OIDC: Final = "oidc"
+SAML: Final = "saml"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}")  # whole name: fullmatch
 
 
@@ -46,6 +47,9 @@ class Application:
     skip_consent: bool
     created_at: datetime
     updated_at: datetime
+    # Where a signed logout token is POSTed when a twofa session it signed in through ends
+    # (OpenID Connect Back-Channel Logout 1.0); None: the application is not told.
+    backchannel_logout_uri: str | None = None
 
     def admits(self, username: str, groups: Sequence[str]) -> bool:
         """The one place that says who may sign in to this application: anyone when no user
@@ -67,6 +71,7 @@ class NewApplication:
     allowed_groups: Sequence[str] = ()
     second_factor_required: bool = True
     skip_consent: bool = True
+    backchannel_logout_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class ApplicationEdit:
     allowed_groups: Sequence[str] = ()
     second_factor_required: bool = True
     skip_consent: bool = True
+    backchannel_logout_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ def application_of(row: ApplicationRow) -> Application:
         skip_consent=row.skip_consent,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        backchannel_logout_uri=row.backchannel_logout_uri,
     )
 
 
@@ -127,9 +134,14 @@ def redirect_uri_problem(uri: str) -> str | None:
     return None
 
 
-def _checked(new: NewApplication | ApplicationEdit) -> None:
-    if not _NAME.fullmatch(new.name):
+def check_name(name: str) -> None:
+    """The rule for every application's name, whatever its protocol."""
+    if not _NAME.fullmatch(name):
         raise InvalidApplication("name", "1 to 100 letters, digits, spaces, '.', '_' or '-'")
+
+
+def _checked(new: NewApplication | ApplicationEdit) -> None:
+    check_name(new.name)
     if not new.redirect_uris:
         raise InvalidApplication("redirect_uris", "at least one redirect URI")
     for field, uris in (
@@ -140,6 +152,10 @@ def _checked(new: NewApplication | ApplicationEdit) -> None:
             problem = redirect_uri_problem(uri)
             if problem is not None:
                 raise InvalidApplication(field, problem)
+    if new.backchannel_logout_uri is not None:
+        problem = redirect_uri_problem(new.backchannel_logout_uri)
+        if problem is not None:  # the same rule: https, or http on a loopback host
+            raise InvalidApplication("backchannel_logout_uri", problem)
 
 
 def verify_secret(row: ApplicationRow, given: str) -> bool:
@@ -159,7 +175,7 @@ class ApplicationService:
         _checked(new)
         now = self._clock.now()
         secret = None if new.public else new_token()
-        with _name_kept_once(new.name):
+        with name_kept_once(new.name):
             async with self._db.begin() as db:
                 applications = Applications(db)
                 if await applications.by_name(new.name) is not None:
@@ -176,6 +192,7 @@ class ApplicationService:
                     allowed_groups=sorted(set(new.allowed_groups)),
                     second_factor_required=new.second_factor_required,
                     skip_consent=new.skip_consent,
+                    backchannel_logout_uri=new.backchannel_logout_uri,
                     created_at=now,
                     updated_at=now,
                 )
@@ -205,9 +222,10 @@ class ApplicationService:
         """Checked as `add` checks; the client id and secret stay, so relying parties carry
         on. The audit record names the fields that changed."""
         _checked(edit)
-        with _name_kept_once(edit.name):
+        with name_kept_once(edit.name):
             async with self._db.begin() as db:
                 row = await _find(db, name_or_client_id)
+                _oidc_only(row)
                 if edit.name != row.name and await Applications(db).by_name(edit.name) is not None:
                     raise InvalidApplication("name", f"an application named {edit.name!r} exists")
                 changed = _apply(row, edit)
@@ -240,6 +258,7 @@ class ApplicationService:
         secret = new_token()
         async with self._db.begin() as db:
             row = await _find(db, name_or_client_id)
+            _oidc_only(row)
             if row.public:
                 raise InvalidApplication("public", f"{row.name!r} is a public client: no secret")
             row.client_secret_hash = token_digest(secret)
@@ -277,7 +296,7 @@ class ApplicationService:
 
 
 @contextmanager
-def _name_kept_once(name: str) -> Iterator[None]:
+def name_kept_once(name: str) -> Iterator[None]:
     """Another admin's add or rename to the same name between the check and the commit: the
     database's unique name refuses it, and the admin is told as the check would tell."""
     try:
@@ -296,11 +315,19 @@ def _apply(row: ApplicationRow, edit: ApplicationEdit) -> list[str]:
         "allowed_groups": sorted(set(edit.allowed_groups)),
         "second_factor_required": edit.second_factor_required,
         "skip_consent": edit.skip_consent,
+        "backchannel_logout_uri": edit.backchannel_logout_uri,
     }
     changed = [column for column, value in wanted.items() if getattr(row, column) != value]
     for column in changed:
         setattr(row, column, wanted[column])
     return changed
+
+
+def _oidc_only(row: ApplicationRow) -> None:
+    """Redirect URIs and secrets are OpenID Connect's: a SAML service provider is changed
+    through its metadata (services.idp.saml)."""
+    if row.protocol != OIDC:
+        raise InvalidApplication("protocol", f"{row.name!r} is a {row.protocol} application")
 
 
 async def _find(db: AsyncSession, name_or_client_id: str) -> ApplicationRow:

@@ -23,8 +23,11 @@ ACR_PASSWORD: Final = "urn:twofa:acr:pwd"  # noqa: S105 (an acr value, not a sec
 SCOPES: Final = ("openid", "profile", "email", "groups")
 CLAIMS: Final = (
     "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "acr", "azp",
-    "preferred_username", "name", "email", "email_verified", "groups",
+    "preferred_username", "name", "email", "email_verified", "groups", "sid",
 )  # fmt: skip
+# Back-channel logout's event (OpenID Connect Back-Channel Logout 1.0 §2.4).
+BACKCHANNEL_LOGOUT_EVENT: Final = "http://schemas.openid.net/event/backchannel-logout"
+_SID_LABEL: Final = b"twofa oidc sid v1\x00"
 
 
 def amr_of(second_factor: bool, method: str | None) -> list[str]:
@@ -63,6 +66,35 @@ def user_claims(user: UserFacts, scopes: Sequence[str]) -> dict[str, Any]:
     if "groups" in scopes:
         claims["groups"] = list(user.groups)
     return claims
+
+
+def session_sid(session_id: str) -> str:
+    """The `sid` relying parties know a twofa session by (Back-Channel Logout §2.1): opaque,
+    stable for the session's life, never the session id itself (the key of its row, which
+    shows in logs and the console). A one-way hash suffices, with no key: the session id is
+    the SHA-256 of a 256-bit random cookie, so there is nothing to guess from `sid`, and a
+    keyed hash would change every `sid` when the gateway's secret keys are rotated, leaving
+    relying parties unable to match the logout of a session signed in before."""
+    digest = hashlib.sha256(_SID_LABEL + session_id.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def logout_claims(
+    *, issuer: str, client_id: str, subject: str, sid: str, jti: str, now: int, lifetime_s: int
+) -> dict[str, Any]:
+    """A logout token's claims (Back-Channel Logout §2.4): who issued it, for which client,
+    which user and session, the logout event, and never a nonce (§2.4: that would let it be
+    mistaken for an ID token)."""
+    return {
+        "iss": issuer,
+        "aud": client_id,
+        "iat": now,
+        "exp": now + lifetime_s,
+        "jti": jti,
+        "sub": subject,
+        "sid": sid,
+        "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+    }
 
 
 def s256(verifier: str) -> str:

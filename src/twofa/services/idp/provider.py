@@ -9,7 +9,8 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
+from functools import cached_property
 from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,12 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.security.tokens import new_token, token_digest
-from twofa.services.idp.applications import Application, application_of
-from twofa.services.idp.claims import (
-    CLAIMS,
-    SCOPES,
-    amr_of,
+from twofa.services.idp.admission import (
+    AdmissionService,
+    InteractionNeeded,
+    NotAdmitted,
+    SecondFactorFirst,
+    SessionReady,
+    SignInFirst,
 )
+from twofa.services.idp.applications import Application, application_of
+from twofa.services.idp.claims import CLAIMS, SCOPES
+from twofa.services.idp.consent import ConsentService, consent_scopes, plain_words
 from twofa.services.idp.errors import (
     OAuthError,
     UnknownClient,
@@ -31,19 +37,12 @@ from twofa.services.idp.errors import (
 from twofa.services.idp.logout import RpLogout
 from twofa.services.idp.signing_keys import SIGNING_ALGORITHM, SigningKeyService
 from twofa.services.idp.tokens import TokenEndpoint
-from twofa.services.state import audit
-from twofa.services.state.sessions import Level, SessionView
-from twofa.storage.applications import (
-    Applications,
-    OidcCodes,
-    SignInFacts,
-)
-from twofa.storage.repositories import Users
+from twofa.services.state.sessions import SessionView
+from twofa.storage.applications import Applications, OidcCodes
+from twofa.storage.oidc_refresh_tokens import session_locked
 from twofa.storage.tables import OidcCodeRow
 
 CODE_LIFETIME: Final = timedelta(seconds=60)
-# How far from the session's second factor the challenge that passed it was consumed.
-_SAME_SIGN_IN: Final = timedelta(seconds=30)
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # a base64url SHA-256
 
 
@@ -86,18 +85,20 @@ class RedirectToClient:
 
 
 @dataclass(frozen=True)
-class SignInFirst:
-    """The browser must sign in (again, when `fresh`: prompt=login or max_age passed)."""
+class ConsentFirst:
+    """Signed in as the client needs, but the user has not allowed this application (not
+    marked trusted) to receive what it asks for, or it asked again with prompt=consent."""
 
-    fresh: bool
+    application: str
+    scopes: tuple[str, ...]  # the known scopes asked for (services.idp.consent)
+
+    @property
+    def shares(self) -> tuple[str, ...]:
+        """What the application will receive, in plain words."""
+        return plain_words(self.scopes)
 
 
-@dataclass(frozen=True)
-class SecondFactorFirst:
-    """Signed in, but the client wants a second factor this session has not passed."""
-
-
-AuthorizeOutcome = RedirectToClient | SignInFirst | SecondFactorFirst
+AuthorizeOutcome = RedirectToClient | SignInFirst | SecondFactorFirst | ConsentFirst
 
 
 def _with_query(uri: str, values: Mapping[str, str | None]) -> str:
@@ -120,6 +121,7 @@ class OidcProvider:
         self.issuer = issuer.rstrip("/")
         self.tokens = TokenEndpoint(db, clock, keys, self.issuer)
         self.logout = RpLogout(db, clock, keys, self.issuer)
+        self._admission = AdmissionService(db, clock)
 
     def discovery(self) -> dict[str, Any]:
         """OpenID Connect Discovery 1.0 §3, every endpoint under the issuer."""
@@ -150,12 +152,16 @@ class OidcProvider:
                 "none",
             ],
             "code_challenge_methods_supported": ["S256"],
-            "prompt_values_supported": ["none", "login"],
+            "prompt_values_supported": ["none", "login", "consent"],
             "acr_values_supported": ["urn:twofa:acr:mfa", "urn:twofa:acr:pwd"],
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
             "authorization_response_iss_parameter_supported": True,
+            # OpenID Connect Back-Channel Logout 1.0 §2.1: ID tokens carry `sid`, and an
+            # application with a back-channel logout URI is told when that session ends.
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
         }
 
     async def authorize(
@@ -164,13 +170,7 @@ class OidcProvider:
         """What the authorization endpoint answers. An unknown client or a redirect URI it
         did not register raises (an error page: the URI cannot be trusted); every other
         problem goes back to the client's redirect URI (RFC 6749 §4.1.2.1)."""
-        async with self._db() as db:
-            row = await Applications(db).by_client_id(request.client_id)
-        if row is None:
-            raise UnknownClient(f"authorization request for unknown client {request.client_id!r}")
-        if request.redirect_uri not in row.redirect_uris:
-            raise UnregisteredRedirect(f"{request.redirect_uri!r} is not registered for {row.name}")
-        app = application_of(row)
+        app = await self._registered(request)
         try:
             return await self._decide(app, request, session, client)
         except OAuthError as refused:
@@ -185,6 +185,57 @@ class OidcProvider:
         }
         return RedirectToClient(_with_query(request.redirect_uri, values))
 
+    async def _registered(self, request: AuthorizeRequest) -> Application:
+        """The client, when the redirect URI is one it registered; else raises (an error page:
+        the URI cannot be trusted). Every answer about an authorization request starts here."""
+        async with self._db() as db:
+            row = await Applications(db).by_client_id(request.client_id)
+        if row is None:
+            raise UnknownClient(f"authorization request for unknown client {request.client_id!r}")
+        if request.redirect_uri not in row.redirect_uris:
+            raise UnregisteredRedirect(f"{request.redirect_uri!r} is not registered for {row.name}")
+        return application_of(row)
+
+    @cached_property
+    def consents(self) -> ConsentService:
+        return ConsentService(self._db, self._clock)
+
+    async def consent_asked(
+        self, request: AuthorizeRequest, session: SessionView | None
+    ) -> ConsentFirst | None:
+        """What the consent page asks, when the request (checked as authorize checks it)
+        waits for the user's consent and nothing else; None: authorize answers it."""
+        return await self._consent_step(await self._registered(request), request, session)
+
+    async def answer_consent(
+        self,
+        request: AuthorizeRequest,
+        session: SessionView | None,
+        client: ClientInfo,
+        allowed: bool,
+    ) -> RedirectToClient | None:
+        """The user's Allow or Deny, counted only while the request waits for consent. Deny
+        goes back to the client with access_denied; None: back to authorize, which issues the
+        code after Allow or asks for whatever is missing."""
+        app = await self._registered(request)
+        step = await self._consent_step(app, request, session)
+        if step is None or session is None or session.user_id is None:
+            return None
+        if allowed:
+            await self.consents.grant(session.user_id, app.id, step.scopes, client)
+            return None
+        await self.consents.refuse(session.user_id, app.id, step.scopes, client)
+        return self._error(request, "access_denied", "the user did not allow the application")
+
+    async def _consent_step(
+        self, app: Application, request: AuthorizeRequest, session: SessionView | None
+    ) -> ConsentFirst | None:
+        try:
+            step = await self._next_step(app, request, session)
+        except OAuthError:
+            return None  # authorize sends it back to the client
+        return step if isinstance(step, ConsentFirst) else None
+
     async def _decide(
         self,
         app: Application,
@@ -192,95 +243,97 @@ class OidcProvider:
         session: SessionView | None,
         client: ClientInfo,
     ) -> AuthorizeOutcome:
-        scopes = request.scope.split()
-        if request.response_type != "code":
-            raise OAuthError("unsupported_response_type", "only response_type=code")
-        if "openid" not in scopes:
-            raise OAuthError("invalid_scope", "the openid scope is required")
-        if request.code_challenge_method not in (None, "S256"):
-            raise OAuthError("invalid_request", "code_challenge_method must be S256")
-        if request.code_challenge is not None and not _CHALLENGE.match(request.code_challenge):
-            raise OAuthError("invalid_request", "code_challenge is not an S256 challenge")
-        if app.public and (request.code_challenge is None or request.code_challenge_method is None):
-            raise OAuthError("invalid_request", "a public client must use PKCE with S256")
-        prompts = set(request.prompt.split())
-        if "none" in prompts and len(prompts) > 1:
-            raise OAuthError("invalid_request", "prompt=none cannot be combined")
-        max_age = _max_age(request.max_age)
-        signed_in = session is not None and session.level is Level.SIGNED_IN
-        if session is None or not signed_in or session.user_id is None:
-            if "none" in prompts:
-                raise OAuthError("login_required", "no signed-in session")
-            return SignInFirst(fresh=False)
-        async with self._db() as db:
-            started_at = await SignInFacts(db).session_started_at(session.id)
+        step = await self._next_step(app, request, session)
+        if not isinstance(step, SessionReady):
+            return step
+        return RedirectToClient(await self._issue_code(app, request, step, client))
+
+    async def _next_step(
+        self, app: Application, request: AuthorizeRequest, session: SessionView | None
+    ) -> SessionReady | SignInFirst | SecondFactorFirst | ConsentFirst:
+        """What the request waits for, in order: a sign-in, a second factor (the one decision
+        both protocols share, services.idp.admission), consent. Raises the OAuthError to send
+        back to the client instead (prompt=none among them)."""
+        prompts, max_age = _checked_request(app, request)
         now = self._clock.now()
-        auth_time = started_at or now
-        too_old = max_age is not None and now - auth_time > timedelta(seconds=max_age)
-        if "login" in prompts or too_old:
+        signed_in_after = None
+        if "login" in prompts:
+            signed_in_after = now
+        elif max_age is not None:
+            signed_in_after = now - timedelta(seconds=max_age)
+        try:
+            step = await self._admission.next_step(
+                app, session, signed_in_after=signed_in_after, passive="none" in prompts
+            )
+        except InteractionNeeded as needed:
+            error = "login_required" if needed.kind == "login" else "interaction_required"
+            raise OAuthError(error, str(needed)) from None
+        if not isinstance(step, SessionReady) or app.skip_consent:
+            return step
+        user_id = step.session.user_id
+        assert user_id is not None
+        scopes = consent_scopes(request.scope.split())
+        forced = "consent" in prompts
+        if forced or not await self.consents.has_consent(user_id, app.id, scopes):
             if "none" in prompts:
-                raise OAuthError("login_required", "the sign-in is older than max_age")
-            return SignInFirst(fresh=True)
-        if app.second_factor_required and session.second_factor_at is None:
-            if "none" in prompts:
-                raise OAuthError("interaction_required", "a second factor is required")
-            return SecondFactorFirst()
-        return RedirectToClient(await self._issue_code(app, request, session, auth_time, client))
+                raise OAuthError("consent_required", "the user has not allowed this client")
+            return ConsentFirst(app.name, scopes)
+        return step
 
     async def _issue_code(
-        self,
-        app: Application,
-        request: AuthorizeRequest,
-        session: SessionView,
-        auth_time: datetime,
-        client: ClientInfo,
+        self, app: Application, request: AuthorizeRequest, ready: SessionReady, client: ClientInfo
     ) -> str:
-        assert session.user_id is not None
+        try:
+            user = await self._admission.admit(app, ready, kind="oidc_authorize", client=client)
+        except NotAdmitted:  # audited by the admission
+            raise OAuthError("access_denied", "this account may not use this application") from None
         now = self._clock.now()
         code = new_token()
+        session_id = ready.session.id
         async with self._db.begin() as db:
-            user = await Users(db).by_id(session.user_id)
-            if user is None or not user.enabled:
-                raise OAuthError("access_denied", "the account cannot sign in")
-            admitted = app.admits(user.username, await Users(db).group_names(user.id))
-            if admitted:
-                amr = await self._amr(db, user.id, session.second_factor_at)
-                OidcCodes(db).add(
-                    OidcCodeRow(
-                        code_hash=token_digest(code),
-                        application_id=app.id,
-                        user_id=user.id,
-                        redirect_uri=request.redirect_uri,
-                        scope=" ".join(s for s in request.scope.split() if s in SCOPES),
-                        nonce=request.nonce,
-                        code_challenge=request.code_challenge,
-                        code_challenge_method=request.code_challenge_method,
-                        auth_time=auth_time,
-                        amr=amr,
-                        created_at=now,
-                        expires_at=now + CODE_LIFETIME,
-                    )
+            OidcCodes(db).add(
+                OidcCodeRow(
+                    code_hash=token_digest(code),
+                    application_id=app.id,
+                    user_id=user.user_id,
+                    redirect_uri=request.redirect_uri,
+                    scope=" ".join(s for s in request.scope.split() if s in SCOPES),
+                    nonce=request.nonce,
+                    code_challenge=request.code_challenge,
+                    code_challenge_method=request.code_challenge_method,
+                    auth_time=ready.auth_time,
+                    amr=list(user.amr),
+                    created_at=now,
+                    expires_at=now + CODE_LIFETIME,
+                    session_id=session_id,  # its grants end, and the app is told, with it
                 )
-                await OidcCodes(db).remove_expired(now - CODE_LIFETIME)
-            audit.record(
-                db, self._clock, "oidc_authorize", "allow" if admitted else "deny",
-                username=user.username, client=client, application=app.name,
-                **({"amr": amr} if admitted else {"reason": "not allowed"}),
-            )  # fmt: skip
-        if not admitted:  # the refusal is audited (committed above), then told
-            raise OAuthError("access_denied", "this account may not use this application")
+            )
+            await db.flush()  # then lock the session: it cannot end unseen by this code
+            if not await session_locked(db, session_id):
+                raise OAuthError("login_required", "the session has ended")
+            await OidcCodes(db).remove_superseded(session_id, app.id, now - CODE_LIFETIME)
+            await OidcCodes(db).remove_expired(now - CODE_LIFETIME)
         values = {"code": code, "state": request.state, "iss": self.issuer}
         return _with_query(request.redirect_uri, values)
 
-    async def _amr(self, db: AsyncSession, user_id: int, passed: datetime | None) -> list[str]:
-        """How the session signed in; the method is the one whose challenge was consumed
-        with the second factor the session records."""
-        method = None
-        if passed is not None:
-            method = await SignInFacts(db).method_consumed_near(
-                user_id, passed - _SAME_SIGN_IN, passed + _SAME_SIGN_IN
-            )
-        return amr_of(passed is not None, method)
+
+def _checked_request(app: Application, request: AuthorizeRequest) -> tuple[set[str], int | None]:
+    """The request's prompt values and max_age, once the request is one twofa answers."""
+    scopes = request.scope.split()
+    if request.response_type != "code":
+        raise OAuthError("unsupported_response_type", "only response_type=code")
+    if "openid" not in scopes:
+        raise OAuthError("invalid_scope", "the openid scope is required")
+    if request.code_challenge_method not in (None, "S256"):
+        raise OAuthError("invalid_request", "code_challenge_method must be S256")
+    if request.code_challenge is not None and not _CHALLENGE.match(request.code_challenge):
+        raise OAuthError("invalid_request", "code_challenge is not an S256 challenge")
+    if app.public and (request.code_challenge is None or request.code_challenge_method is None):
+        raise OAuthError("invalid_request", "a public client must use PKCE with S256")
+    prompts = set(request.prompt.split())
+    if "none" in prompts and len(prompts) > 1:
+        raise OAuthError("invalid_request", "prompt=none cannot be combined")
+    return prompts, _max_age(request.max_age)
 
 
 def _max_age(value: str | None) -> int | None:

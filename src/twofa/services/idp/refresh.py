@@ -29,11 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.security.tokens import new_token, token_digest
+from twofa.services.idp.admission import standing_of
 from twofa.services.idp.applications import application_of
 from twofa.services.idp.errors import OAuthError
 from twofa.services.state import audit
 from twofa.storage.oidc_refresh_tokens import OidcRefreshTokens, revoke_access_token
-from twofa.storage.repositories import Users
 from twofa.storage.tables import ApplicationRow, OidcRefreshTokenRow
 
 REFRESH_FAMILY_LIFETIME: Final = timedelta(hours=8)
@@ -50,6 +50,9 @@ class Grant:
     auth_time: datetime
     amr: tuple[str, ...]
     nonce: str | None = None
+    # The twofa session that signed in (sessions.id): the grant ends with it, and the ID
+    # token names it by `sid` (claims.session_sid). None for grants made before this was kept.
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ async def rotate(
     `jti`; a used token revokes its family. Raises invalid_scope (rolling the use back)."""
     now = clock.now()
     tokens = OidcRefreshTokens(db)
+    await tokens.lock_grant_owner(token_digest(presented), app.id)  # before its use: see there
     use = await tokens.use(token_digest(presented), app.id, now)
     row = use.token
     if row is None:
@@ -115,12 +119,16 @@ async def rotate(
         await tokens.revoke_family(row.family_id, now)
         _audit(db, clock, "refused", app, row, client, reason="account may not sign in")
         return Rotation(problem="the account may no longer sign in to this application")
-    grant = Grant(row.user_id, row.scope, row.auth_time, tuple(row.amr))
+    grant = Grant(row.user_id, row.scope, row.auth_time, tuple(row.amr), None, row.session_id)
     successor = new_token()
     # The successor keeps the granted scope (RFC 6749 §6); only this refresh is narrowed.
     tokens.add(_refresh_row(successor, row.family_id, app, grant, jti, now, row.expires_at))
     narrowed = Grant(
-        grant.user_id, narrowed_scope(row.scope, asked_scope), grant.auth_time, grant.amr
+        grant.user_id,
+        narrowed_scope(row.scope, asked_scope),
+        grant.auth_time,
+        grant.amr,
+        session_id=grant.session_id,
     )
     return Rotation(grant=narrowed, refresh_token=successor)
 
@@ -157,13 +165,9 @@ async def revoke(
 
 
 async def _admitted(db: AsyncSession, app: ApplicationRow, user_id: int) -> bool:
-    """Whether the user may still sign in to the application, by the rule the authorization
-    endpoint applies: an enabled account the application admits (Application.admits)."""
-    users = Users(db)
-    user = await users.by_id(user_id)
-    if user is None or not user.enabled:
-        return False
-    return application_of(app).admits(user.username, await users.group_names(user.id))
+    """Whether the user may still sign in to the application, by the one rule a new sign-in
+    is held to (services.idp.admission)."""
+    return (await standing_of(db, application_of(app), user_id)).refusal is None
 
 
 def _refresh_row(
@@ -186,6 +190,7 @@ def _refresh_row(
         issued_jti=jti,
         created_at=now,
         expires_at=expires_at or now + REFRESH_FAMILY_LIFETIME,
+        session_id=grant.session_id,
     )
 
 

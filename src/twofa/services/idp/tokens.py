@@ -21,7 +21,7 @@ from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.security.tokens import new_token, token_digest
 from twofa.services.idp.applications import verify_secret
-from twofa.services.idp.claims import UserFacts, acr_of, s256, user_claims
+from twofa.services.idp.claims import UserFacts, acr_of, s256, session_sid, user_claims
 from twofa.services.idp.errors import InvalidClient, InvalidGrant, InvalidToken, OAuthError
 from twofa.services.idp.refresh import Grant, issues_refresh_tokens, revoke, rotate, start_family
 from twofa.services.idp.signing_keys import SIGNING_ALGORITHM, SigningKeyService
@@ -229,6 +229,8 @@ class TokenEndpoint:
         )
         if grant.nonce is not None:
             claims["nonce"] = grant.nonce
+        if grant.session_id is not None:  # what a back-channel logout token will name
+            claims["sid"] = session_sid(grant.session_id)
         key = await self._keys.signing_key()
         header = {"alg": SIGNING_ALGORITHM, "kid": key.kid, "typ": "JWT"}
         return jwt.encode(header, claims, key)
@@ -248,7 +250,9 @@ class TokenEndpoint:
 
 
 def _grant_of(code: OidcCodeRow) -> Grant:
-    return Grant(code.user_id, code.scope, code.auth_time, tuple(code.amr), code.nonce)
+    return Grant(
+        code.user_id, code.scope, code.auth_time, tuple(code.amr), code.nonce, code.session_id
+    )
 
 
 def _redemption_problem(

@@ -59,6 +59,7 @@ class ApplicationForm:
     allowed_groups: str = ""
     second_factor_required: bool = True
     skip_consent: bool = True
+    backchannel_logout_uri: str = ""
 
     @classmethod
     def typed(cls, form: FormData) -> ApplicationForm:
@@ -75,6 +76,7 @@ class ApplicationForm:
             allowed_groups=text("allowed_groups"),
             second_factor_required=text("second_factor_required") == "on",
             skip_consent=text("skip_consent") == "on",
+            backchannel_logout_uri=text("backchannel_logout_uri"),
         )
 
     @classmethod
@@ -88,6 +90,7 @@ class ApplicationForm:
             allowed_groups=", ".join(application.allowed_groups),
             second_factor_required=application.second_factor_required,
             skip_consent=application.skip_consent,
+            backchannel_logout_uri=application.backchannel_logout_uri or "",
         )
 
     def new(self) -> NewApplication:
@@ -100,6 +103,7 @@ class ApplicationForm:
             allowed_groups=_names(self.allowed_groups),
             second_factor_required=self.second_factor_required,
             skip_consent=self.skip_consent,
+            backchannel_logout_uri=self.backchannel_logout_uri or None,
         )
 
     def edit(self) -> ApplicationEdit:
@@ -111,6 +115,7 @@ class ApplicationForm:
             allowed_groups=_names(self.allowed_groups),
             second_factor_required=self.second_factor_required,
             skip_consent=self.skip_consent,
+            backchannel_logout_uri=self.backchannel_logout_uri or None,
         )
 
 

@@ -46,6 +46,9 @@ class ApplicationOut(BaseModel):
     allowed_groups: list[str]
     second_factor_required: bool
     skip_consent: bool = Field(description="A trusted application: no consent page.")
+    backchannel_logout_uri: str | None = Field(
+        description="Where a logout token is POSTed when a sign-in session ends (None: not told)."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -74,6 +77,11 @@ class ApplicationEditIn(RequestModel):
     )
     second_factor_required: bool = True
     skip_consent: bool = True
+    backchannel_logout_uri: Uri | None = Field(
+        default=None,
+        description="OpenID Connect Back-Channel Logout: an absolute https URL (http on a "
+        "loopback host) the application is told at when a sign-in session ends.",
+    )
 
     def edit(self) -> ApplicationEdit:
         return ApplicationEdit(
@@ -84,6 +92,7 @@ class ApplicationEditIn(RequestModel):
             allowed_groups=tuple(self.allowed_groups),
             second_factor_required=self.second_factor_required,
             skip_consent=self.skip_consent,
+            backchannel_logout_uri=self.backchannel_logout_uri,
         )
 
 
@@ -101,6 +110,7 @@ class ApplicationIn(ApplicationEditIn):
             allowed_groups=edit.allowed_groups,
             second_factor_required=edit.second_factor_required,
             skip_consent=edit.skip_consent,
+            backchannel_logout_uri=edit.backchannel_logout_uri,
         )
 
 

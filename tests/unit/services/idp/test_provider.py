@@ -14,6 +14,7 @@ from joserfc.jwk import KeySet
 
 from tests.unit.services.conftest import BROWSER, add_user, audit_rows, sign_in
 from twofa.clock import FrozenClock
+from twofa.services.idp.admission import SecondFactorFirst, SignInFirst
 from twofa.services.idp.applications import IssuedApplication, NewApplication
 from twofa.services.idp.claims import s256
 from twofa.services.idp.errors import (
@@ -24,12 +25,7 @@ from twofa.services.idp.errors import (
     UnregisteredRedirect,
 )
 from twofa.services.idp.logout import LogoutRefused
-from twofa.services.idp.provider import (
-    AuthorizeRequest,
-    RedirectToClient,
-    SecondFactorFirst,
-    SignInFirst,
-)
+from twofa.services.idp.provider import AuthorizeRequest, RedirectToClient
 from twofa.services.runtime import Gateway
 from twofa.services.state.sessions import SessionView
 
