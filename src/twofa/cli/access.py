@@ -15,6 +15,7 @@ from twofa.domain.access import RuleSet
 from twofa.domain.client import CLI
 from twofa.services.access.forward_auth import Explanation
 from twofa.services.access.rules import ConsoleRule, RuleEdit, rule_fields
+from twofa.services.idp.admission import AdmissionExplanation
 from twofa.services.runtime import Gateway
 
 access_app = typer.Typer(help="Access rules for the protected applications.", no_args_is_help=True)
@@ -35,16 +36,35 @@ OUTCOMES = {
 @access_app.command("explain")
 def explain(
     ctx: typer.Context,
-    url: Annotated[str, typer.Argument(help="The URL as the browser asks for it.")],
+    url: Annotated[
+        str | None, typer.Argument(help="The URL as the browser asks for it.", show_default=False)
+    ] = None,
     user: Annotated[
         str | None, typer.Option("--user", help="Decide for this user (default: not signed in).")
     ] = None,
     ip: Annotated[str, typer.Option(help="The client's address.")] = "203.0.113.1",
+    application: Annotated[
+        str | None,
+        typer.Option(
+            "--application",
+            help="Instead of a URL: whether --user may sign in to this application (an OIDC "
+            "client or SAML provider, by name or client id), and which of its rules decides.",
+        ),
+    ] = None,
 ) -> None:
-    """Show which rule matches USER at URL, and what twofa answers."""
+    """Show which rule matches USER at URL, and what twofa answers; or, with --application,
+    which of the application's rules decides whether USER may sign in to it."""
+    if application is not None:
+        if user is None or url is not None:
+            raise typer.BadParameter("--application takes --user and no URL")
+        _explain_application(ctx, application, user)
+        return
+    if url is None:
+        raise typer.BadParameter("give the URL to decide (or --application and --user)")
+    checked_url = url
 
     async def ask(gateway: Gateway) -> Explanation:
-        return await gateway.forward_auth.explain(user, url, ip)
+        return await gateway.forward_auth.explain(user, checked_url, ip)
 
     answer = run_with_gateway(ctx, ask)
     if not answer.protected:
@@ -58,18 +78,45 @@ def explain(
         where = f" ({answer.origin.label})" if answer.origin else ""
         number = (answer.decision.rule or 0) + 1
         typer.echo(f"rule: #{number}{where}: domain {', '.join(rule.domain)}")
-        for label, values in (
-            ("resources", rule.resources),
-            ("users", rule.users),
-            ("groups", rule.groups),
-            ("networks", tuple(str(n) for n in rule.networks)),
-        ):
-            if values:
-                typer.echo(f"  {label}: {', '.join(values)}")
+        _echo_subjects(rule.resources, rule.users, rule.groups, tuple(map(str, rule.networks)))
     policy = answer.decision.policy.value
     typer.echo(f"policy: {policy}: {OUTCOMES[policy]}")
     if answer.decision.needs_identity:
         typer.echo("note: this rule names users or groups: sign-in first, then decided again")
+
+
+def _echo_subjects(*values: tuple[str, ...]) -> None:
+    for label, listed in zip(("resources", "users", "groups", "networks"), values, strict=True):
+        if listed:
+            typer.echo(f"  {label}: {', '.join(listed)}")
+
+
+APPLICATION_REFUSALS: Final = {
+    "gone": "no such user: refused",
+    "disabled": "the account is disabled: refused",
+    "not allowed": "not among the users and groups the application admits: refused",
+}
+
+
+def _explain_application(ctx: typer.Context, application: str, username: str) -> None:
+    async def ask(gateway: Gateway) -> AdmissionExplanation:
+        return await gateway.explain_admission(application, username)
+
+    answer = run_with_gateway(ctx, ask)
+    app = answer.application
+    typer.echo(f"application: {app.name} ({app.protocol}, client id {app.client_id})")
+    typer.echo(f"user: {answer.username} (groups: {', '.join(answer.groups) or 'none'})")
+    if answer.decision is not None:
+        number = (answer.decision.rule or 0) + 1
+        typer.echo(f"rule: #{number} of the application's" if answer.rule else "rule: none")
+        if answer.rule is not None:
+            _echo_subjects((), answer.rule.users, answer.rule.groups, ())
+    if answer.refusal is not None:
+        typer.echo(f"decision: {APPLICATION_REFUSALS[answer.refusal]}")
+        return
+    assert answer.decision is not None
+    policy = answer.decision.policy.value
+    typer.echo(f"decision: may sign in; policy {policy}: {OUTCOMES[policy]}")
 
 
 RULE_OPTIONS: Final = {

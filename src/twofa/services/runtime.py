@@ -55,6 +55,8 @@ from twofa.services.admin.console_users import ConsoleUsersService
 from twofa.services.admin.key_rotation import KeyRotationService
 from twofa.services.admin.overview import OverviewService
 from twofa.services.duo.push import DuoPushService
+from twofa.services.idp.admission import AdmissionExplanation
+from twofa.services.idp.admission import explain as explain_admission
 from twofa.services.idp.applications import ApplicationService
 from twofa.services.idp.backchannel import BackchannelLogout
 from twofa.services.idp.provider import OidcProvider
@@ -446,6 +448,10 @@ class Gateway:
     @cached_property
     def applications(self) -> ApplicationService:
         return ApplicationService(self.db, self.clock)
+
+    async def explain_admission(self, application: str, username: str) -> AdmissionExplanation:
+        """Whether `username` may sign in to `application` (a name or client id), and why."""
+        return await explain_admission(self.db, await self.applications.show(application), username)
 
     @cached_property
     def oidc_keys(self) -> SigningKeyService:

@@ -83,3 +83,38 @@ def test_explain_calls_a_path_trick_a_400(access_cli: TwofaCli, path: str) -> No
     result = access_cli("access", "explain", f"https://jira.example.com{path}")
     assert result.exit_code != 0
     assert "the path is refused (400)" in result.output
+
+
+def test_an_application_names_the_rule_that_admits_a_group_member(access_cli: TwofaCli) -> None:
+    access_cli.ok(
+        "oidc", "client", "add", "Payroll", "--redirect-uri", "https://pay.example.com/cb",
+        "--group", "contractors", "--user", "dave",
+    )  # fmt: skip
+    out = access_cli.ok("access", "explain", "--application", "Payroll", "--user", "carol").output
+    assert "application: Payroll (oidc" in out
+    assert "groups: contractors" in out
+    assert "rule: #1 of the application's" in out
+    assert "decision: may sign in; policy two_factor" in out
+
+
+def test_an_application_refuses_whoever_it_does_not_list_and_says_why(
+    access_cli: TwofaCli,
+) -> None:
+    access_cli.ok("user", "add", "erin", "--no-password")
+    access_cli.ok(
+        "oidc", "client", "add", "Payroll", "--redirect-uri", "https://pay.example.com/cb",
+        "--group", "contractors", "--no-second-factor",
+    )  # fmt: skip
+    outsider = access_cli.ok("access", "explain", "--application", "Payroll", "--user", "erin")
+    assert "rule: #2 of the application's" in outsider.output
+    assert "not among the users and groups the application admits: refused" in outsider.output
+    access_cli.ok("user", "disable", "carol")
+    disabled = access_cli.ok("access", "explain", "--application", "Payroll", "--user", "carol")
+    assert "the account is disabled: refused" in disabled.output
+    nobody = access_cli.ok("access", "explain", "--application", "Payroll", "--user", "nobody")
+    assert "no such user: refused" in nobody.output
+
+
+def test_explain_needs_a_url_or_an_application_with_a_user(access_cli: TwofaCli) -> None:
+    assert access_cli("access", "explain").exit_code != 0
+    assert access_cli("access", "explain", "--application", "Payroll").exit_code != 0

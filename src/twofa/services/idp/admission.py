@@ -13,6 +13,7 @@ from typing import Final
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
+from twofa.domain.access import AccessRule, Decision
 from twofa.domain.client import ClientInfo
 from twofa.errors import Forbidden, Refused
 from twofa.services.idp.applications import Application
@@ -213,6 +214,34 @@ async def standing_of(db: AsyncSession, app: Application, user_id: int) -> Stand
     elif not app.admits(user.username, groups):
         refusal = "not allowed"
     return Standing(user, groups, refusal)
+
+
+@dataclass(frozen=True)
+class AdmissionExplanation:
+    """Why a user may or may not sign in to an application, for `twofa access explain
+    --application`: the account's standing, and the rule of the application's that decided."""
+
+    application: Application
+    username: str
+    refusal: str | None  # as `Standing.refusal`; None: they may
+    groups: tuple[str, ...]
+    decision: Decision | None  # None: the account is gone, no rule was asked
+    rule: AccessRule | None
+
+
+async def explain(
+    db: async_sessionmaker[AsyncSession], app: Application, username: str
+) -> AdmissionExplanation:
+    async with db() as session:
+        user = await Users(session).by_name(username)
+        standing = await standing_of(session, app, user.id) if user is not None else None
+    if user is None or standing is None or standing.user is None:
+        return AdmissionExplanation(app, username, "gone", (), None, None)
+    decision = app.decide(user.username, standing.groups)
+    rule = app.access_rules[decision.rule] if decision.rule is not None else None
+    return AdmissionExplanation(
+        app, user.username, standing.refusal, standing.groups, decision, rule
+    )
 
 
 async def _amr(db: AsyncSession, user_id: int, passed: datetime | None) -> list[str]:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
+from twofa.domain.access import AccessRequest, AccessRule, Decision, Policy, decide
 from twofa.domain.client import CLI, ClientInfo
 from twofa.security.tokens import new_token, same_token, token_digest
 from twofa.services.idp.errors import InvalidApplication, UnknownApplication
@@ -51,12 +52,29 @@ class Application:
     # (OpenID Connect Back-Channel Logout 1.0); None: the application is not told.
     backchannel_logout_uri: str | None = None
 
-    def admits(self, username: str, groups: Sequence[str]) -> bool:
-        """The one place that says who may sign in to this application: anyone when no user
-        or group is listed, else a listed user or a member of a listed group."""
+    @property
+    def access_rules(self) -> tuple[AccessRule, ...]:
+        """Who may sign in, as rules of the engine that decides forward-auth
+        (domain.access): anyone when no user or group is listed, else a listed user or a
+        member of a listed group, and nobody else. The application's "domain" is its client
+        id, which no browser request carries."""
+        scope = (self.client_id,)
+        policy = Policy.TWO_FACTOR if self.second_factor_required else Policy.ONE_FACTOR
         if not self.allowed_users and not self.allowed_groups:
-            return True
-        return username in self.allowed_users or any(g in self.allowed_groups for g in groups)
+            return (AccessRule(scope, policy),)
+        listed = AccessRule(scope, policy, users=self.allowed_users, groups=self.allowed_groups)
+        return (listed, AccessRule(scope, Policy.DENY))
+
+    def decide(self, username: str, groups: Sequence[str]) -> Decision:
+        """The engine's decision for this user; `twofa access explain --application` shows
+        which rule made it."""
+        request = AccessRequest(self.client_id, "/", "", username, tuple(groups))
+        return decide(self.access_rules, Policy.DENY, request)
+
+    def admits(self, username: str, groups: Sequence[str]) -> bool:
+        """The one place that says who may sign in to this application (both protocols ask
+        it through services.idp.admission)."""
+        return self.decide(username, groups).policy is not Policy.DENY
 
 
 @dataclass(frozen=True)
