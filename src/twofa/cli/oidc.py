@@ -10,6 +10,7 @@ from typing import Annotated, Final
 
 import typer
 
+from twofa.cli.application_options import AllowedGroups, AllowedUsers, SecondFactorRequired
 from twofa.cli.common import echo_json, render_table, run_with_gateway, yes_no
 from twofa.services.idp.applications import Application, IssuedApplication, NewApplication
 from twofa.services.runtime import Gateway
@@ -75,19 +76,9 @@ def add_client(
         list[str] | None,
         typer.Option("--post-logout-redirect-uri", help="Where logout may return (repeatable)."),
     ] = None,
-    user: Annotated[
-        list[str] | None, typer.Option("--user", help="Allow this user (repeatable).")
-    ] = None,
-    group: Annotated[
-        list[str] | None, typer.Option("--group", help="Allow this group's members (repeatable).")
-    ] = None,
-    second_factor: Annotated[
-        bool,
-        typer.Option(
-            "--second-factor/--no-second-factor",
-            help="Whether a sign-in to it needs a second factor (default: yes).",
-        ),
-    ] = True,
+    user: AllowedUsers = None,
+    group: AllowedGroups = None,
+    second_factor: SecondFactorRequired = True,
     backchannel_logout_uri: Annotated[
         str | None,
         typer.Option(

@@ -13,6 +13,7 @@ from typing import Annotated, Final
 
 import typer
 
+from twofa.cli.application_options import AllowedGroups, AllowedUsers, SecondFactorRequired
 from twofa.cli.common import echo_json, render_table, run_with_gateway, yes_no
 from twofa.services.idp.saml.registry import NewServiceProvider, ServiceProvider
 from twofa.services.idp.saml.wiring import SamlServices, build_saml
@@ -64,19 +65,9 @@ def add_service_provider(
         Path,
         typer.Option("--metadata", help="The provider's SAML metadata (XML file).", exists=True),
     ],
-    user: Annotated[
-        list[str] | None, typer.Option("--user", help="Allow this user (repeatable).")
-    ] = None,
-    group: Annotated[
-        list[str] | None, typer.Option("--group", help="Allow this group's members (repeatable).")
-    ] = None,
-    second_factor: Annotated[
-        bool,
-        typer.Option(
-            "--second-factor/--no-second-factor",
-            help="Whether a sign-in to it needs a second factor (default: yes).",
-        ),
-    ] = True,
+    user: AllowedUsers = None,
+    group: AllowedGroups = None,
+    second_factor: SecondFactorRequired = True,
     nameid: Annotated[
         str,
         typer.Option(
