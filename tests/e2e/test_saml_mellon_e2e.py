@@ -27,9 +27,9 @@ from tests.support.apache import (
     running_mellon_apache,
 )
 from tests.support.databases import sqlite_database
-from tests.support.gateway import SECRET, seed_users
+from tests.support.gateway import gateway_settings, seed_users
 from tests.support.servers import free_port, serve_in_thread
-from twofa.config import Settings, load_settings
+from twofa.config import Settings
 from twofa.services.idp.saml.registry import NewServiceProvider
 from twofa.services.idp.saml.wiring import build_saml
 from twofa.services.runtime import Gateway
@@ -75,19 +75,7 @@ async def deployment(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterat
     twofa_port, apache_port = free_port(), free_port()
     auth_url = f"http://{AUTH}:{twofa_port}"
     async with sqlite_database(tmp_path) as url:
-        settings = load_settings(
-            environ={},
-            mode="demo",
-            secret_key=SECRET,
-            database_url=url,
-            public_url=auth_url,
-            duo={
-                "ikey": simulator.ikey,
-                "skey": simulator.skey,
-                "api_hostname": simulator.base_url,
-                "application_name": "Test app",
-            },
-        )
+        settings = gateway_settings(url, simulator, twofa_port, "demo", public_url=auth_url)
         await seed_users(settings)  # alice, in group engineering, which has 2FA switched on
         sp = mellon_service_provider(APP, apache_port)
         await register_service_provider(settings, sp)

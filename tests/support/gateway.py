@@ -31,16 +31,18 @@ def gateway_settings(
     port: int,
     mode: str = "dev",
     extra: dict[str, Any] | None = None,
+    public_url: str | None = None,
     **duo: Any,
 ) -> Settings:
-    """`extra` are more settings (e.g. `access`); `duo` overrides the Duo ones."""
+    """`extra` are more settings (e.g. `access`); `duo` overrides the Duo ones; `public_url`
+    is the gateway on `port` by the name browsers use (default: 127.0.0.1)."""
     return load_settings(
         **(extra or {}),
         environ={},
         mode=mode,
         secret_key=SECRET,
         database_url=database_url,
-        public_url=f"http://127.0.0.1:{port}",
+        public_url=public_url or f"http://127.0.0.1:{port}",
         duo={
             "ikey": simulator.ikey,
             "skey": simulator.skey,
