@@ -78,21 +78,6 @@ class Application:
 
 
 @dataclass(frozen=True)
-class NewApplication:
-    """What an admin gives to register an OpenID Connect client."""
-
-    name: str
-    redirect_uris: Sequence[str]
-    public: bool = False
-    post_logout_redirect_uris: Sequence[str] = ()
-    allowed_users: Sequence[str] = ()
-    allowed_groups: Sequence[str] = ()
-    second_factor_required: bool = True
-    skip_consent: bool = True
-    backchannel_logout_uri: str | None = None
-
-
-@dataclass(frozen=True)
 class ApplicationEdit:
     """What an admin may change on a registered application: all but its client id and whether
     it is public (a client made public would keep a secret it no longer uses, one made
@@ -106,6 +91,13 @@ class ApplicationEdit:
     second_factor_required: bool = True
     skip_consent: bool = True
     backchannel_logout_uri: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewApplication(ApplicationEdit):
+    """What an admin gives to register an OpenID Connect client."""
+
+    public: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,7 +150,7 @@ def check_name(name: str) -> None:
         raise InvalidApplication("name", "1 to 100 letters, digits, spaces, '.', '_' or '-'")
 
 
-def _checked(new: NewApplication | ApplicationEdit) -> None:
+def _checked(new: ApplicationEdit) -> None:
     check_name(new.name)
     if not new.redirect_uris:
         raise InvalidApplication("redirect_uris", "at least one redirect URI")
