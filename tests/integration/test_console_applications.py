@@ -114,8 +114,8 @@ async def test_the_list_shows_each_applications_settings(console: Console) -> No
     page = html.unescape((await console.client.get(PAGE)).text)
     row = page.split('<table id="applications">', 1)[1].split("</table>", 1)[0]
     cells = [" ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in row.split("<td>")[1:]]
-    assert cells[0] == "Jira"
-    assert cells[2:7] == [
+    assert cells[0:2] == ["Jira", "OpenID Connect"]
+    assert cells[3:8] == [
         "confidential",
         f"{CALLBACK} https://jira.example.com/other",
         "groups: engineering, staff",

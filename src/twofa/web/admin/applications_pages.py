@@ -1,7 +1,9 @@
-"""The console's Applications page: the OpenID Connect clients users sign in to through twofa,
-with add, edit, rotate secret and remove (after a confirmation). A new or rotated secret is
-shown on the answer to that POST and nowhere else: it is kept only as a hash. Handlers read
-forms and render; the registry and its audit records live in `ApplicationService`."""
+"""The console's Applications page: the OpenID Connect clients and SAML service providers users
+sign in to through twofa, with add, edit, rotate secret (OIDC) and remove (after a
+confirmation). A new or rotated secret is shown on the answer to that POST and nowhere else: it
+is kept only as a hash. A SAML provider is added from its metadata, pasted or uploaded (its
+form: applications_saml_pages). Handlers read forms and render; the registries and their audit
+records live in `ApplicationService` and `ServiceProviderService`."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from twofa.services.idp.applications import (
+    SAML,
     Application,
     ApplicationEdit,
     ApplicationService,
@@ -22,8 +25,19 @@ from twofa.services.idp.applications import (
     NewApplication,
 )
 from twofa.services.idp.errors import InvalidApplication
+from twofa.services.idp.saml.errors import InvalidServiceProvider, ServiceProviderExists
+from twofa.services.idp.saml.registry import ServiceProvider, ServiceProviderService
+from twofa.services.idp.saml.server import idp_entity_id
+from twofa.web.admin.applications_saml_pages import (
+    NAME_ID_CHOICES,
+    SAML_FIELD_PREFIX,
+    ServiceProviderForm,
+    acs_urls,
+    form_problems,
+)
 from twofa.web.admin.guard import Admin, SignedInAdmin
 from twofa.web.context import client_of, gateway_of
+from twofa.web.saml import saml_of
 from twofa.web.templating import render
 
 router = APIRouter(prefix="/admin")
@@ -32,8 +46,12 @@ APPLICATIONS_URL: Final = "/admin/applications"
 ClientId = Annotated[str, Path(min_length=1, max_length=100, description="The client id.")]
 NOTICES: Final = {
     "saved": "Application {who} saved. Its client id and secret are unchanged.",
+    "saml_added": "SAML service provider {who} added.",
+    "saml_saved": "SAML service provider {who} saved.",
     "removed": "Application {who} removed: it can no longer sign anyone in.",
 }
+# What a refused SAML form is refused with: the registry's checks of the metadata and names.
+SAML_REFUSALS: Final = (InvalidApplication, InvalidServiceProvider, ServiceProviderExists)
 _SEPARATORS = re.compile(r"[\s,]+")
 
 
@@ -123,6 +141,10 @@ def _service(request: Request) -> ApplicationService:
     return gateway_of(request).applications
 
 
+def _providers(request: Request) -> ServiceProviderService:
+    return saml_of(request).providers
+
+
 def _issuer(request: Request) -> str:
     """What relying parties are configured with: discovery lives under it."""
     return gateway_of(request).settings.public_url.rstrip("/")
@@ -146,21 +168,33 @@ async def _page(
     *,
     form: ApplicationForm | None = None,
     editing: Application | None = None,
+    saml_form: ServiceProviderForm | None = None,
+    saml_editing: ServiceProvider | None = None,
     problems: dict[str, str] | None = None,
     error: str | None = None,
 ) -> Response:
+    """The list and both forms: the OpenID Connect one (add, or edit `editing`) and the SAML
+    one (add, or edit `saml_editing`); while one application is edited, only its form."""
     notice = NOTICES.get(request.query_params.get("done", ""))
+    providers = await _providers(request).service_providers()
     return _admin_page(
         request,
         admin,
         "admin/applications.html",
         status_code=400 if problems or error else 200,
         applications=await _service(request).applications(),
+        providers={provider.application.id: provider for provider in providers},
+        acs_urls=acs_urls,
         form=form or ApplicationForm(),
         editing=editing,
+        saml_form=saml_form or ServiceProviderForm(),
+        saml_editing=saml_editing,
+        name_id_choices=NAME_ID_CHOICES,
         problems=problems or {},
+        saml_refused=any(field.startswith(SAML_FIELD_PREFIX) for field in problems or {}),
         error=error,
         issuer=_issuer(request),
+        idp_metadata_url=idp_entity_id(_issuer(request)),
         notice=notice.format(who=request.query_params.get("who", "")) if notice else None,
     )
 
@@ -195,18 +229,39 @@ async def add_application(request: Request, admin: SignedInAdmin) -> Response:
     return _secret_page(request, admin, issued, "added")
 
 
+@router.post("/applications/saml")
+async def add_service_provider(request: Request, admin: SignedInAdmin) -> Response:
+    """Registered before the `{client_id}` routes, which would take "saml" for a client id."""
+    form, problems = await ServiceProviderForm.typed(await request.form())
+    if problems:
+        return await _page(request, admin, saml_form=form, problems=problems)
+    try:
+        added = await _providers(request).add(
+            form.new(), actor=admin.username, client=client_of(request)
+        )
+    except SAML_REFUSALS as refused:
+        return await _page(request, admin, saml_form=form, problems=form_problems(refused))
+    return _done("saml_added", added.application.name)
+
+
 @router.get("/applications/{client_id}")
 async def edit_application_page(
     request: Request, admin: SignedInAdmin, client_id: ClientId
 ) -> Response:
     application = await _service(request).show(client_id)
+    if application.protocol == SAML:
+        provider = await _providers(request).show(application.client_id)
+        form = ServiceProviderForm.of(provider)
+        return await _page(request, admin, saml_form=form, saml_editing=provider)
     return await _page(request, admin, form=ApplicationForm.of(application), editing=application)
 
 
 @router.post("/applications/{client_id}")
 async def save_application(request: Request, admin: SignedInAdmin, client_id: ClientId) -> Response:
-    form = ApplicationForm.typed(await request.form())
     service = _service(request)
+    if (await service.show(client_id)).protocol == SAML:
+        return await _save_service_provider(request, admin, client_id)
+    form = ApplicationForm.typed(await request.form())
     try:
         saved = await service.update(
             client_id, form.edit(), actor=admin.username, client=client_of(request)
@@ -216,6 +271,22 @@ async def save_application(request: Request, admin: SignedInAdmin, client_id: Cl
         problems = dict(refused.fields)
         return await _page(request, admin, form=form, editing=editing, problems=problems)
     return _done("saved", saved.name)
+
+
+async def _save_service_provider(request: Request, admin: Admin, client_id: str) -> Response:
+    form, problems = await ServiceProviderForm.typed(await request.form())
+    providers = _providers(request)
+    if not problems:
+        try:
+            saved = await providers.update(
+                client_id, form.edit(), actor=admin.username, client=client_of(request)
+            )
+        except SAML_REFUSALS as refused:
+            problems = form_problems(refused)
+        else:
+            return _done("saml_saved", saved.application.name)
+    editing = await providers.show(client_id)
+    return await _page(request, admin, saml_form=form, saml_editing=editing, problems=problems)
 
 
 def _done(done: str, who: str) -> RedirectResponse:
@@ -256,7 +327,9 @@ async def remove_application(
     if form.get("confirm") != "yes":
         confirm_url = f"{APPLICATIONS_URL}/{urllib.parse.quote(client_id, safe='')}/remove"
         return RedirectResponse(confirm_url, status_code=303)
-    gone = await _service(request).remove(
-        client_id, actor=admin.username, client=client_of(request)
-    )
+    service, client = _service(request), client_of(request)
+    if (await service.show(client_id)).protocol == SAML:
+        provider = await _providers(request).remove(client_id, actor=admin.username, client=client)
+        return _done("removed", provider.application.name)
+    gone = await service.remove(client_id, actor=admin.username, client=client)
     return _done("removed", gone.name)

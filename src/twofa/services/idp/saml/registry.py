@@ -1,7 +1,8 @@
 """SAML service providers in the one registry of applications (services.idp.applications): a
 provider is added from its metadata as an application of protocol "saml", with the same
 name, user/group limits and second-factor requirement as an OpenID Connect client, and is
-listed, shown and removed like one. Every change is audited."""
+listed, shown, edited (its metadata replaced too) and removed like one. Every change is
+audited, in the transaction that makes it."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from twofa.services.idp.applications import (
 )
 from twofa.services.idp.errors import InvalidApplication, UnknownApplication
 from twofa.services.idp.saml.errors import ServiceProviderExists
-from twofa.services.idp.saml.sp_metadata import parse_sp_metadata
+from twofa.services.idp.saml.sp_metadata import ServiceProviderMetadata, parse_sp_metadata
 from twofa.services.state import audit
 from twofa.storage.applications import Applications
 from twofa.storage.saml import ServiceProviders
@@ -43,6 +44,19 @@ class NewServiceProvider:
     allowed_groups: Sequence[str] = ()
     second_factor_required: bool = True
     name_id_format: str = "persistent"
+
+
+@dataclass(frozen=True)
+class ServiceProviderEdit:
+    """What an admin may change on a registered provider: all but its client id. New metadata
+    is checked as `add` checks it; None keeps the metadata it has."""
+
+    name: str
+    allowed_users: Sequence[str] = ()
+    allowed_groups: Sequence[str] = ()
+    second_factor_required: bool = True
+    name_id_format: str = "persistent"
+    metadata_xml: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,64 @@ def service_provider_of(row: SamlServiceProviderRow, app: ApplicationRow) -> Ser
     )
 
 
+def _check_name_id_format(name_id_format: str) -> None:
+    if name_id_format not in NAME_ID_FORMATS:
+        raise InvalidApplication("name_id_format", "persistent or email")
+
+
+def _apply_metadata(
+    row: SamlServiceProviderRow, metadata_xml: str, parsed: ServiceProviderMetadata
+) -> list[str]:
+    """Writes what the metadata says onto the row; the names of the columns that changed."""
+    wanted: dict[str, object] = {
+        "entity_id": parsed.entity_id,
+        "metadata_xml": metadata_xml,
+        "acs_endpoints": list(parsed.acs_endpoints),
+        "slo_endpoints": list(parsed.slo_endpoints),
+        "signing_certificates": list(parsed.signing_certificates),
+        "authn_requests_signed": parsed.authn_requests_signed,
+    }
+    changed = [column for column, value in wanted.items() if getattr(row, column) != value]
+    for column in changed:
+        setattr(row, column, wanted[column])
+    return changed
+
+
+def _apply_edit(
+    app: ApplicationRow, row: SamlServiceProviderRow, edit: ServiceProviderEdit
+) -> list[str]:
+    """Writes the application's settings of `edit` onto the rows; the names that changed."""
+    wanted: dict[str, object] = {
+        "name": edit.name,
+        "allowed_users": sorted(set(edit.allowed_users)),
+        "allowed_groups": sorted(set(edit.allowed_groups)),
+        "second_factor_required": edit.second_factor_required,
+    }
+    changed = [column for column, value in wanted.items() if getattr(app, column) != value]
+    for column in changed:
+        setattr(app, column, wanted[column])
+    if row.name_id_format != edit.name_id_format:
+        row.name_id_format = edit.name_id_format
+        changed.append("name_id_format")
+    return changed
+
+
+async def _find(
+    db: AsyncSession, name_or_entity_id: str
+) -> tuple[SamlServiceProviderRow, ApplicationRow]:
+    """By its application's name or client id, or by its entity id."""
+    found = await ServiceProviders(db).by_entity_id(name_or_entity_id)
+    if found is not None:
+        return found
+    applications = Applications(db)
+    app = await applications.by_client_id(name_or_entity_id)
+    app = app or await applications.by_name(name_or_entity_id)
+    sp = None if app is None else await ServiceProviders(db).by_application(app.id)
+    if app is None or sp is None:
+        raise UnknownApplication(f"no SAML service provider {name_or_entity_id!r}")
+    return sp, app
+
+
 class ServiceProviderService:
     def __init__(self, db: async_sessionmaker[AsyncSession], clock: Clock) -> None:
         self._db = db
@@ -81,8 +153,7 @@ class ServiceProviderService:
         self, new: NewServiceProvider, *, actor: str, client: ClientInfo = CLI
     ) -> ServiceProvider:
         check_name(new.name)
-        if new.name_id_format not in NAME_ID_FORMATS:
-            raise InvalidApplication("name_id_format", "persistent or email")
+        _check_name_id_format(new.name_id_format)
         parsed = parse_sp_metadata(new.metadata_xml)
         now = self._clock.now()
         with name_kept_once(new.name):
@@ -126,9 +197,51 @@ class ServiceProviderService:
                 await db.flush()
                 audit.record(
                     db, self._clock, "application", "added", username=actor, client=client,
-                    application=app.name, protocol=SAML, entity_id=row.entity_id,
+                    application=app.name, client_id=app.client_id, protocol=SAML,
+                    entity_id=row.entity_id,
                 )  # fmt: skip
                 return service_provider_of(row, app)
+
+    async def update(
+        self,
+        name_or_entity_id: str,
+        edit: ServiceProviderEdit,
+        *,
+        actor: str,
+        client: ClientInfo = CLI,
+    ) -> ServiceProvider:
+        """Checked as `add` checks; the client id and the provider's persistent NameIDs stay,
+        whatever the new metadata says. The audit record names the fields that changed."""
+        check_name(edit.name)
+        _check_name_id_format(edit.name_id_format)
+        parsed = None if edit.metadata_xml is None else parse_sp_metadata(edit.metadata_xml)
+        with name_kept_once(edit.name):
+            async with self._db.begin() as db:
+                row, app = await _find(db, name_or_entity_id)
+                if edit.name != app.name and await Applications(db).by_name(edit.name) is not None:
+                    raise InvalidApplication("name", f"an application named {edit.name!r} exists")
+                moved_to = None if parsed is None else parsed.entity_id
+                if moved_to not in (None, row.entity_id) and await self._registered(db, moved_to):
+                    raise ServiceProviderExists(
+                        f"a service provider with entity id {moved_to!r} is registered"
+                    )
+                changed = _apply_edit(app, row, edit)
+                if parsed is not None and edit.metadata_xml is not None:
+                    changed += _apply_metadata(row, edit.metadata_xml, parsed)
+                now = self._clock.now()
+                app.updated_at = row.updated_at = now
+                audit.record(
+                    db, self._clock, "application", "updated", username=actor, client=client,
+                    application=app.name, client_id=app.client_id, protocol=SAML,
+                    entity_id=row.entity_id, changed=changed,
+                )  # fmt: skip
+                return service_provider_of(row, app)
+
+    @staticmethod
+    async def _registered(db: AsyncSession, entity_id: str | None) -> bool:
+        return (
+            entity_id is not None and await ServiceProviders(db).by_entity_id(entity_id) is not None
+        )
 
     async def service_providers(self) -> list[ServiceProvider]:
         async with self._db() as db:
@@ -140,18 +253,9 @@ class ServiceProviderService:
         return None if found is None else service_provider_of(*found)
 
     async def show(self, name_or_entity_id: str) -> ServiceProvider:
-        """By its application's name or client id, or by its entity id."""
+        """By its application's client id or name, or by its entity id."""
         async with self._db() as db:
-            found = await ServiceProviders(db).by_entity_id(name_or_entity_id)
-            if found is not None:
-                return service_provider_of(*found)
-            applications = Applications(db)
-            app = await applications.by_name(name_or_entity_id)
-            app = app or await applications.by_client_id(name_or_entity_id)
-            sp = None if app is None else await ServiceProviders(db).by_application(app.id)
-            if app is None or sp is None:
-                raise UnknownApplication(f"no SAML service provider {name_or_entity_id!r}")
-            return service_provider_of(sp, app)
+            return service_provider_of(*await _find(db, name_or_entity_id))
 
     async def remove(
         self, name_or_entity_id: str, *, actor: str, client: ClientInfo = CLI
@@ -162,6 +266,7 @@ class ServiceProviderService:
             await Applications(db).remove(gone.application.id)
             audit.record(
                 db, self._clock, "application", "removed", username=actor, client=client,
-                application=gone.application.name, protocol=SAML, entity_id=gone.entity_id,
+                application=gone.application.name, client_id=gone.application.client_id,
+                protocol=SAML, entity_id=gone.entity_id,
             )  # fmt: skip
         return gone
