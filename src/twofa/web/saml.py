@@ -49,8 +49,15 @@ async def metadata(request: Request) -> Response:
     return Response(xml, media_type="application/samlmetadata+xml", headers=headers)
 
 
+# The parameters a Redirect-binding signature covers: each must come once, or the signature
+# could be checked over one copy while the message is read from another.
+_SIGNED_PARAMETERS: Final = ("SAMLRequest", "RelayState", "SigAlg", "Signature")
+
+
 def _message_of_query(request: Request) -> SignedMessage:
     query = request.query_params
+    if any(len(query.getlist(name)) > 1 for name in _SIGNED_PARAMETERS):
+        raise InvalidSamlRequest("a SAML parameter is repeated in the query")
     saml_request = query.get("SAMLRequest")
     if not saml_request:
         raise InvalidSamlRequest("no SAMLRequest")
@@ -149,7 +156,7 @@ async def single_logout(request: Request) -> Response:
     session = await current_session(request)
     answer = await saml_of(request).logout.logout(message, session, client_of(request))
     response = RedirectResponse(answer.redirect_url, status_code=303, headers=NO_STORE)
-    if session is not None:
+    if answer.end_session and session is not None:
         await gateway_of(request).sessions.end(session)
         clear_session_cookie(request, response)
     return response

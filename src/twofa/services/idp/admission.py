@@ -6,6 +6,7 @@ not admit) is audited before it is raised."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -214,6 +215,19 @@ async def standing_of(db: AsyncSession, app: Application, user_id: int) -> Stand
     elif not app.admits(user.username, groups):
         refusal = "not allowed"
     return Standing(user, groups, refusal)
+
+
+async def grant_refusal(
+    db: AsyncSession, app: Application, user_id: int, amr: Sequence[str]
+) -> str | None:
+    """Why a grant made at an earlier sign-in (a code, a refresh token) may not go on now
+    (None: it may): the account's standing with the application, and the second factor the
+    application requires today, which the sign-in the grant rests on must have passed (an
+    admin who turns the requirement on is not worked around by a password-only grant)."""
+    refusal = (await standing_of(db, app, user_id)).refusal
+    if refusal is None and app.second_factor_required and "mfa" not in amr:
+        refusal = "no second factor"
+    return refusal
 
 
 @dataclass(frozen=True)

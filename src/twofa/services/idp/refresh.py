@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.security.tokens import new_token, token_digest
-from twofa.services.idp.admission import standing_of
+from twofa.services.idp.admission import grant_refusal
 from twofa.services.idp.applications import application_of
 from twofa.services.idp.errors import OAuthError
 from twofa.services.state import audit
@@ -115,7 +115,7 @@ async def rotate(
         await tokens.revoke_family(row.family_id, now)
         _audit(db, clock, "reused", app, row, client)
         return Rotation(problem="the refresh token was used already")
-    if not await _admitted(db, app, row.user_id):
+    if await grant_refusal(db, application_of(app), row.user_id, row.amr) is not None:
         await tokens.revoke_family(row.family_id, now)
         _audit(db, clock, "refused", app, row, client, reason="account may not sign in")
         return Rotation(problem="the account may no longer sign in to this application")
@@ -162,12 +162,6 @@ async def revoke(
                 await OidcRefreshTokens(db).revoke_family(row.family_id, now)
                 _audit(db, clock, "revoked", app, row, client)
             return
-
-
-async def _admitted(db: AsyncSession, app: ApplicationRow, user_id: int) -> bool:
-    """Whether the user may still sign in to the application, by the one rule a new sign-in
-    is held to (services.idp.admission)."""
-    return (await standing_of(db, application_of(app), user_id)).refusal is None
 
 
 def _refresh_row(

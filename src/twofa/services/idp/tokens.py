@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.security.tokens import new_token, token_digest
-from twofa.services.idp.applications import verify_secret
+from twofa.services.idp.admission import grant_refusal, standing_of
+from twofa.services.idp.applications import application_of, verify_secret
 from twofa.services.idp.claims import UserFacts, acr_of, s256, session_sid, user_claims
 from twofa.services.idp.errors import InvalidClient, InvalidGrant, InvalidToken, OAuthError
 from twofa.services.idp.refresh import Grant, issues_refresh_tokens, revoke, rotate, start_family
@@ -101,9 +102,9 @@ class TokenEndpoint:
                 )  # fmt: skip
             if problem is None:
                 assert row is not None
-                user = await Users(db).by_id(row.user_id)
-                if user is None or not user.enabled:
-                    problem = "the account cannot sign in"
+                app_now = application_of(app)  # as the admin left it since the code
+                if await grant_refusal(db, app_now, row.user_id, row.amr) is not None:
+                    problem = "the account may not sign in to this application"
                 else:  # in the redeeming transaction: a replay finds the tokens to revoke
                     grant = _grant_of(row)
                     facts = await self._facts(db, row.user_id)
@@ -242,9 +243,11 @@ class TokenEndpoint:
             row = await OidcAccessTokens(db).by_hash(token_digest(bearer))
             if row is None or row.revoked_at is not None or row.expires_at <= now:
                 raise InvalidToken()
-            user = await Users(db).by_id(row.user_id)
-            if user is None or not user.enabled:
-                raise InvalidToken("the account cannot sign in")
+            app = await db.get(ApplicationRow, row.application_id)
+            # The one rule a new sign-in is held to: a user disabled, or one the application
+            # no longer admits, is told nothing more about themselves to it.
+            if app is None or (await standing_of(db, application_of(app), row.user_id)).refusal:
+                raise InvalidToken("the account may not sign in to this application")
             facts = await self._facts(db, row.user_id)
             return user_claims(facts, row.scope.split())
 

@@ -143,11 +143,19 @@ class ServerCache:
         return descriptor.to_string().decode()  # type: ignore[no-any-return]
 
 
+_SIGNED_NAMES: Final = frozenset(
+    {"SAMLRequest", "SAMLResponse", "RelayState", "SigAlg", "Signature"}
+)
+
+
 def _raw_parameters(raw_query: str) -> dict[str, str]:
-    """Each parameter of the query as it was sent (still URL-encoded), the first of a name."""
+    """Each parameter of the query as it was sent (still URL-encoded); one the signature
+    covers may come once only."""
     found: dict[str, str] = {}
     for part in raw_query.split("&"):
         name, _, value = part.partition("=")
+        if name in found and name in _SIGNED_NAMES:  # checked over one, read from another
+            raise InvalidSamlRequest(f"{name} is repeated in the query")
         found.setdefault(name, value)
     return found
 

@@ -1,8 +1,8 @@
 """SAML single logout, provider-initiated over HTTP-Redirect (SAML Profiles §4.4): a
-LogoutRequest from a registered provider, signed when the provider has a signing certificate,
-ends the browser's twofa session (the caller ends it: sessions are the web layer's to clear)
-and is answered with a LogoutResponse, its query signed (RSA-SHA256), to the provider's
-SingleLogoutService. twofa does not propagate the logout to other providers."""
+LogoutRequest from a registered provider, always signed, naming the user of the browser's twofa
+session as the provider knows them, ends that session (the caller ends it: sessions are the web
+layer's to clear) and is answered with a LogoutResponse, its query signed (RSA-SHA256), to the
+provider's SingleLogoutService. twofa does not propagate the logout to other providers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from saml2.xmldsig import SIG_RSA_SHA256
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.services.idp.saml.errors import InvalidSamlRequest, UnregisteredAssertionConsumer
+from twofa.services.idp.saml.registry import ServiceProvider
 from twofa.services.idp.saml.server import check_message_size, check_redirect_signature
 from twofa.services.idp.saml.sso import SamlIdentityProvider, SignedMessage
 from twofa.services.state import audit
@@ -24,9 +25,11 @@ from twofa.services.state.sessions import SessionView
 
 @dataclass(frozen=True)
 class LogoutAnswer:
-    """End the browser's session, then send it to `redirect_url` (the signed response)."""
+    """Send the browser to `redirect_url` (the signed response), having ended its session
+    when `end_session` (the request named this browser's user)."""
 
     redirect_url: str
+    end_session: bool
 
 
 class SingleLogout:
@@ -46,8 +49,10 @@ class SingleLogout:
         if sniffed is None:
             raise InvalidSamlRequest("not a LogoutRequest")
         provider = await self._idp.provider_of(sniffed.issuer.text if sniffed.issuer else None)
-        if provider.signing_certificates or "Signature=" in message.raw_query:
-            check_redirect_signature(message.raw_query, provider.signing_certificates)
+        # Always signed (SAML Profiles §4.4.4.1: the requester MUST authenticate itself): a
+        # provider without a signing certificate has no single logout, else any page could
+        # sign users out by a link.
+        check_redirect_signature(message.raw_query, provider.signing_certificates)
         endpoints = [e for e in provider.slo_endpoints if e["binding"] == BINDING_HTTP_REDIRECT]
         if not endpoints:
             raise UnregisteredAssertionConsumer(f"{provider.entity_id} has no logout endpoint")
@@ -57,6 +62,8 @@ class SingleLogout:
             parsed = server.parse_logout_request(message.saml_request, BINDING_HTTP_REDIRECT)
         except Exception:  # invalid against the schema, not for us: refused alike
             raise InvalidSamlRequest(f"LogoutRequest from {provider.entity_id} refused") from None
+        named = parsed.message.name_id
+        ends = await self._names_session_user(provider, named.text if named else None, session)
         response = server.create_logout_response(parsed.message, [BINDING_HTTP_REDIRECT])
         sent = server.apply_binding(
             BINDING_HTTP_REDIRECT,
@@ -70,8 +77,18 @@ class SingleLogout:
         location = next(value for name, value in sent["headers"] if name == "Location")
         async with self._idp.db.begin() as db:
             audit.record(
-                db, self._clock, "saml_slo", "signed_out", client=client,
-                application=provider.application.name,
+                db, self._clock, "saml_slo", "signed_out" if ends else "nothing_to_end",
+                client=client, application=provider.application.name,
                 had_session=session is not None and session.user_id is not None,
             )  # fmt: skip
-        return LogoutAnswer(location)
+        return LogoutAnswer(location, end_session=ends)
+
+    async def _names_session_user(
+        self, provider: ServiceProvider, name_id: str | None, session: SessionView | None
+    ) -> bool:
+        """Whether the request's NameID is the one this provider knows the browser's user
+        by: a signed request for another subject (the attacker's own, replayed in the
+        victim's browser) ends nothing."""
+        if session is None or session.user_id is None or not name_id:
+            return False
+        return await self._idp.name_id_value(provider, session.user_id) == name_id

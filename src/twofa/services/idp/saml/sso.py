@@ -61,6 +61,7 @@ from twofa.services.idp.saml.server import (
     idp_entity_id,
 )
 from twofa.services.state.sessions import SessionView
+from twofa.storage.repositories import Users
 from twofa.storage.saml import SamlRequests, SamlSubjects
 
 # How old an AuthnRequest may be when it is answered (a sign-in with a push takes a minute).
@@ -257,6 +258,20 @@ class SamlIdentityProvider:
             passive=str(request.is_passive).lower() in ("true", "1"),
             first_seen_at=first_seen_at,
         )
+
+    async def name_id_value(self, provider: ServiceProvider, user_id: int) -> str | None:
+        """The NameID this provider knows the user by (as `_name_id` gives it); None when
+        the user is gone."""
+        async with self._db.begin() as db:
+            user = await Users(db).by_id(user_id)
+            if user is None:
+                return None
+            if provider.name_id_format != "persistent":
+                return user.username
+            candidate = secrets.token_urlsafe(24)
+            return await SamlSubjects(db).name_id_of(
+                provider.id, user_id, candidate, self._clock.now()
+            )
 
     async def _name_id(self, provider: ServiceProvider, user: AdmittedUser) -> NameID:
         if provider.name_id_format == "persistent":
