@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twofa.clock import Clock
 from twofa.domain.client import ClientInfo
 from twofa.errors import Invalid
+from twofa.services.idp.backchannel import LOGOUT_TOKEN_TYPE
 from twofa.services.idp.errors import UnsafeAuthorizeRequest
 from twofa.services.idp.signing_keys import ALGORITHMS, SigningKeyService
 from twofa.services.state import audit
@@ -70,9 +71,14 @@ class RpLogout:
         if not hint or len(hint) > 8000:
             raise LogoutRefused("an end-session request without id_token_hint")
         try:
-            claims = jwt.decode(hint, await self._keys.published_keys(), list(ALGORITHMS)).claims
+            token = jwt.decode(hint, await self._keys.published_keys(), list(ALGORITHMS))
         except (JoseError, ValueError) as bad:
             raise LogoutRefused(f"an end-session request with a bad id_token_hint: {bad}") from None
+        claims = token.claims
+        # The same keys sign back-channel logout tokens: one of those is no ID token (it
+        # would let whoever saw it sign the user out of twofa by a link).
+        if token.header.get("typ") == LOGOUT_TOKEN_TYPE or "events" in claims:
+            raise LogoutRefused("an id_token_hint that is a logout token, not an ID token")
         audience = claims.get("aud")
         if claims.get("iss") != self._issuer or not isinstance(audience, str):
             raise LogoutRefused("an id_token_hint this gateway did not issue")
