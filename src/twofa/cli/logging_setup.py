@@ -70,6 +70,8 @@ def configure_logging(log_format: Literal["text", "json"] = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # Python's warnings (a library's deprecation) as log records: one format, one stream.
+    logging.captureWarnings(True)
 
 
 def uvicorn_log_config(log_format: Literal["text", "json"]) -> dict[str, Any] | None:
