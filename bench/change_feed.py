@@ -26,6 +26,7 @@ from twofa.config import load_settings
 from twofa.domain.client import NO_CLIENT
 from twofa.services.runtime import Gateway
 from twofa.services.state.change_feed import RedisChangeFeed
+from twofa.services.state.feed_keys import FeedKeys
 from twofa.storage.change_notes import Changes
 from twofa.storage.database import create_engine, upgrade
 
@@ -67,7 +68,7 @@ async def measure(sessions: int, redis_url: str, folder: Path) -> list[float]:
             if (event := waiting.get(session_id)) is not None:
                 event.set()
 
-    listener = RedisChangeFeed(redis_url, heard, channel)
+    listener = RedisChangeFeed(redis_url, heard, channel, keys=FeedKeys(settings.secret_keys))
     listener.start()
     gateway = await Gateway.start(settings)
     try:

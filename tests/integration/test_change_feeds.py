@@ -36,6 +36,7 @@ from twofa.services.settings.cache import SettingsCache
 from twofa.services.settings.two_factor import TwoFactorConfig
 from twofa.services.signin.login import LoginResult
 from twofa.services.state.change_feed import RedisChangeFeed
+from twofa.services.state.feed_keys import FeedKeys
 from twofa.services.state.feed_state import HEARTBEAT_S, SILENCE_LIMIT_S, FeedState
 from twofa.services.state.local_feed import SUFFIX, feed_directory
 from twofa.storage.change_notes import Changes
@@ -409,10 +410,11 @@ async def send_junk(node: Gateway, messages: list[str]) -> None:
 async def test_a_node_does_not_apply_its_own_announcements() -> None:
     redis_url = await reachable_redis()
     channel, heard = own_channel(), []
-    feed = RedisChangeFeed(redis_url, heard.append, channel)
+    keys = FeedKeys([SECRET])
+    feed = RedisChangeFeed(redis_url, heard.append, channel, keys=keys)
     feed.start()
     observer_heard: list[Changes] = []
-    observer = RedisChangeFeed(redis_url, observer_heard.append, channel)
+    observer = RedisChangeFeed(redis_url, observer_heard.append, channel, keys=keys)
     observer.start()
     try:
         assert await feed.wait_live(5)

@@ -438,17 +438,13 @@ async def test_forged_and_replayed_messages_never_let_anyone_in_nor_keep_an_ende
             seen.keep_promise("a sign-out after the forged messages")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PromiseBroken,
-    reason="a node applies feed messages one by one in its event loop with no bound on how "
-    "far behind it is: a burst of forged messages published just before a sign-out delays "
-    "that sign-out on every node by the time to get through the burst, while the feed "
-    "counts as live (it hears messages all along)",
-)
-async def test_a_flood_of_forged_messages_delays_a_real_sign_out_past_a_second(
+async def test_a_flood_of_forged_messages_does_not_delay_a_real_sign_out_past_a_second(
     tmp_path: Path,
 ) -> None:
+    """Forged messages naming 200 users each, 10,000 of them just before a sign-out: each
+    used to cost the node its decoding and 200 look-ups, in order, and the sign-out waited
+    behind them for seconds. Messages are now signed with the gateway's secret keys
+    (services.state.feed_keys): a forged one costs one HMAC and is dropped."""
     url, channel = await reachable_redis(), own_channel()
     async with database("sqlite", tmp_path) as db_url:
         settings = await seeded(node_settings(db_url, "redis", redis_url=url, channel=channel))
@@ -465,12 +461,10 @@ async def test_a_flood_of_forged_messages_delays_a_real_sign_out_past_a_second(
             ended = await sign_out(a, token)
             seen = await watch(lets_in(b, token), ended, until_s=3.0, step_s=0.05)
             assert state_of(b).live_generation is not None  # its feed counted as live all along
-            # Delayed, not lost: b gets there once through the backlog.
-            assert await until(lambda: not_let_in(b, token), 30)
-            late_s = asyncio.get_running_loop().time() - ended
+            assert seen.refused > 0
             seen.keep_promise(
-                f"a sign-out published right after 10,000 forged messages (b refused it only "
-                f"{late_s:.1f} s after; it answered {seen.allowed} checks in 3 s meanwhile)"
+                f"a sign-out published right after 10,000 forged messages ({seen.allowed} "
+                f"checks answered 200 in 3 s after it)"
             )
 
 

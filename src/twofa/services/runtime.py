@@ -75,6 +75,7 @@ from twofa.services.signin.group_refresh import GroupRefresher
 from twofa.services.signin.login import LoginService
 from twofa.services.signin.remembered_devices import RememberedDeviceService
 from twofa.services.state.change_feed import ChangeFeed, RedisChangeFeed
+from twofa.services.state.feed_keys import FeedKeys
 from twofa.services.state.feed_state import FeedState
 from twofa.services.state.local_feed import LocalChangeFeed, feed_directory
 from twofa.services.state.postgres_feed import PostgresChangeFeed
@@ -312,18 +313,19 @@ class Gateway:
 
     def build_change_feed(self, state: FeedState) -> ChangeFeed | None:
         """The feed `change_feed` asks for (config.settings): it hears the other processes."""
-        apply = self.apply_changes
+        apply, keys = self.apply_changes, FeedKeys(self.settings.secret_keys)
         match state.kind:
             case "redis":
                 assert self.settings.redis_url is not None  # the settings check it
                 url = self.settings.redis_url.get_secret_value()
-                return RedisChangeFeed(url, apply, self.settings.redis_channel, state=state)
+                channel = self.settings.redis_channel
+                return RedisChangeFeed(url, apply, channel, state=state, keys=keys)
             case "postgresql":
-                return PostgresChangeFeed(self.engine, apply, state)
+                return PostgresChangeFeed(self.engine, apply, state, keys=keys)
             case "local":
                 assert self.settings.sqlite_file is not None
                 directory = feed_directory(Path(self.settings.sqlite_file).absolute())
-                return LocalChangeFeed(directory, apply, state)
+                return LocalChangeFeed(directory, apply, state, keys=keys)
         return None
 
     def follow_changes(self, feed: ChangeFeed | None) -> None:

@@ -5,7 +5,8 @@ Three feeds, one chosen at start (`services.runtime`): Redis publish/subscribe w
 (`postgres_feed`); between the processes of one machine on SQLite (`local_feed`).
 
 The database stays the only source of truth. A message can only make a process forget what
-it cached, never let anyone in, so a forged one costs at most a database read. A lost one is
+it cached, never let anyone in; it carries HMACs of the gateway's secret keys (`feed_keys`), so a
+forged one is dropped for the price of one HMAC, and a replayed one costs a read. A lost one is
 what the feed's state is for (`feed_state`): while a feed is not live, caches fall back to
 reading every second; each feed reconnects by itself, logging loudly while it cannot.
 """
@@ -26,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from twofa.clock import SystemClock
+from twofa.services.state.feed_keys import FeedKeys
 from twofa.services.state.feed_state import (
     HEARTBEAT_S,
     REDIS_TRUST_SECONDS,
@@ -132,10 +134,14 @@ class ChangeFeed(ABC):
 
     kind: str = "none"
 
-    def __init__(self, on_change: Callable[[Changes], None], state: FeedState | None) -> None:
+    def __init__(
+        self, on_change: Callable[[Changes], None], state: FeedState | None, keys: FeedKeys
+    ) -> None:
         """`on_change` gets what other processes changed (never this one's own: it applied
-        them already), in the event loop, and must not block."""
+        them already), in the event loop, and must not block. `keys` sign what this process
+        sends and check what it hears (services.state.feed_keys)."""
         self._on_change = on_change
+        self._keys = keys
         self.state = state or FeedState(self.kind, SystemClock())
         self.node = secrets.token_hex(8)
         self._listening: asyncio.Task[None] | None = None
@@ -191,16 +197,23 @@ class ChangeFeed(ABC):
             delay,
         )
 
+    def _sealed(self, changes: Changes) -> str:
+        return self._keys.sealed(encoded(changes, self.node))
+
     def _heard(self, raw: bytes | str, where: str) -> None:
         self.state.heard()
-        found = decoded(raw)
+        body = self._keys.opened(raw)
+        found = decoded(body) if body is not None else None
         if found is None:
             # Said once in a while, not per message: a flood must not cost a log line each.
             self._ignored += 1
             now = time.monotonic()
             if now - self._ignored_said_at >= IGNORED_LOG_EVERY_S:
                 log.warning(
-                    "ignored %d message(s) on %s that are not twofa's", self._ignored, where
+                    "ignored %d message(s) on %s that are not twofa's (or not signed with "
+                    "this gateway's secret key)",
+                    self._ignored,
+                    where,
                 )
                 self._ignored, self._ignored_said_at = 0, now
         elif found[0] != self.node:
@@ -220,8 +233,10 @@ class RedisChangeFeed(ChangeFeed):
         channel: str = DEFAULT_CHANNEL,
         command_timeout_s: float = COMMAND_TIMEOUT_S,
         state: FeedState | None = None,
+        *,
+        keys: FeedKeys,
     ) -> None:
-        super().__init__(on_change, state)
+        super().__init__(on_change, state, keys)
         self._redis = Redis.from_url(
             url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=command_timeout_s
         )
@@ -230,7 +245,7 @@ class RedisChangeFeed(ChangeFeed):
 
     def announce(self, changes: Changes) -> None:
         """Sends in the background, so the request that committed never waits for Redis."""
-        task = asyncio.get_running_loop().create_task(self._publish(encoded(changes, self.node)))
+        task = asyncio.get_running_loop().create_task(self._publish(self._sealed(changes)))
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
 

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from twofa.services.state.change_feed import ChangeFeed, batches, encoded
+from twofa.services.state.change_feed import ChangeFeed, batches
+from twofa.services.state.feed_keys import FeedKeys
 from twofa.services.state.feed_state import HEARTBEAT_S, FeedState
 from twofa.storage.change_notes import Changes
 
@@ -60,8 +61,10 @@ class LocalChangeFeed(ChangeFeed):
         directory: Path,
         on_change: Callable[[Changes], None],
         state: FeedState | None = None,
+        *,
+        keys: FeedKeys,
     ) -> None:
-        super().__init__(on_change, state)
+        super().__init__(on_change, state, keys)
         self._directory = directory
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
@@ -74,7 +77,7 @@ class LocalChangeFeed(ChangeFeed):
         except FileNotFoundError:
             return  # nobody listens yet
         for batch in batches(changes, scale=MESSAGE_SCALE):
-            payload = encoded(batch, self.node).encode()
+            payload = self._sealed(batch).encode()
             for peer in peers:
                 if peer != self._own:
                     self._send(payload, peer)

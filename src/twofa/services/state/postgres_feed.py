@@ -14,7 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
-from twofa.services.state.change_feed import ChangeFeed, batches, encoded
+from twofa.services.state.change_feed import ChangeFeed, batches
+from twofa.services.state.feed_keys import FeedKeys
 from twofa.services.state.feed_state import HEARTBEAT_S, SILENCE_LIMIT_S, FeedState
 from twofa.storage.change_notes import Changes
 
@@ -32,8 +33,10 @@ class PostgresChangeFeed(ChangeFeed):
         on_change: Callable[[Changes], None],
         state: FeedState | None = None,
         channel: str = CHANNEL,
+        *,
+        keys: FeedKeys,
     ) -> None:
-        super().__init__(on_change, state)
+        super().__init__(on_change, state, keys)
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._channel = channel
 
@@ -42,7 +45,7 @@ class PostgresChangeFeed(ChangeFeed):
         for batch in batches(changes):
             session.execute(
                 text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": self._channel, "payload": encoded(batch, self.node)},
+                {"channel": self._channel, "payload": self._sealed(batch)},
             )
 
     def announce(self, changes: Changes) -> None:

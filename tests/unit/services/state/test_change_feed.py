@@ -9,6 +9,7 @@ import json
 import pytest
 
 from twofa.services.state.change_feed import RedisChangeFeed, batches, decoded, encoded
+from twofa.services.state.feed_keys import FeedKeys
 from twofa.storage.change_notes import Changes
 
 EVERYTHING = Changes(frozenset({"s-1", "s-2"}), frozenset({7, 9}), True, True, frozenset({4}))
@@ -70,7 +71,10 @@ async def test_a_redis_that_accepts_and_never_answers_cannot_hold_a_shutdown(
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     feed = RedisChangeFeed(
-        f"redis://127.0.0.1:{port}/0", on_change=lambda _: None, command_timeout_s=0.3
+        f"redis://127.0.0.1:{port}/0",
+        on_change=lambda _: None,
+        command_timeout_s=0.3,
+        keys=FeedKeys(["k" * 48]),
     )
     try:
         feed.announce(Changes(settings=True))
@@ -112,3 +116,15 @@ def test_a_local_message_carries_ten_times_a_notify() -> None:
     messages = batches(many, scale=10)
     assert len(messages) == 2
     assert all(len(encoded(m, "0123456789abcdef").encode()) < 60_000 for m in messages)
+
+
+def test_a_feed_applies_a_message_another_process_signed_and_drops_a_forged_one() -> None:
+    heard: list[Changes] = []
+    keys = FeedKeys(["k" * 48])
+    feed = RedisChangeFeed("redis://127.0.0.1:9/0", heard.append, keys=keys)
+    forged = encoded(EVERYTHING, "another-node")  # well formed, but signed by nobody
+    feed._heard(forged, "test")
+    feed._heard(FeedKeys(["x" * 48]).sealed(forged), "test")  # another gateway's key
+    assert heard == []
+    feed._heard(keys.sealed(forged), "test")
+    assert heard == [EVERYTHING]
