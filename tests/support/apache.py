@@ -43,16 +43,14 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
+from tests.support.certificates import certificate, certificate_pem, key_pem
 from tests.support.databases import require_or_skip
 from tests.support.servers import free_port
 
@@ -314,27 +312,11 @@ def _make_session_caches(directory: Path, parties: Sequence[RelyingParty]) -> No
 def _write_certificate(directory: Path, hosts: Sequence[str]) -> None:
     """A self-signed certificate for every virtual host's name, valid for a day."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), False)
-        .sign(key, hashes.SHA256())
+    names = x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts])
+    (directory / "cert.pem").write_bytes(
+        certificate_pem(certificate(key, hosts[0], extensions=[(names, False)]))
     )
-    (directory / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    (directory / "key.pem").write_bytes(key_pem(key))
 
 
 def _write_site(directory: Path) -> None:
@@ -484,22 +466,7 @@ def mellon_service_provider(host: str, port: int) -> MellonServiceProvider:
 def _rsa_key_and_certificate(host: str) -> tuple[str, str]:
     """Mellon signs with RSA: a 2048-bit key and its self-signed certificate, for a day."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return key_pem.decode(), certificate.public_bytes(serialization.Encoding.PEM).decode()
+    return key_pem(key).decode(), certificate_pem(certificate(key, host)).decode()
 
 
 # twofa's attributes by their URI names (services.idp.saml), as mellon's environment names.

@@ -15,16 +15,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import ldap3
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tests.support.certificates import certificate, certificate_pem, key_pem
 from tests.support.databases import require_or_skip
 from tests.support.servers import free_port
 
@@ -168,26 +167,14 @@ def _group(name: str, members: list[str]) -> dict[str, object]:
 
 
 def _certificate_authority(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    now = datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
+    usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
+    authority = [
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (usage, True),
+        (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+    ]
+    return key, certificate(key, common_name, extensions=authority)
 
 
 def write_throwaway_tls(directory: Path) -> None:
@@ -195,36 +182,21 @@ def write_throwaway_tls(directory: Path) -> None:
     foreign-ca.pem (an unrelated CA) into `directory`."""
     ca_key, ca_cert = _certificate_authority("twofa LDAP test CA")
     _, foreign_ca = _certificate_authority("someone else's CA")
-    now = datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(IPv4Address(HOST))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
+    names = x509.SubjectAlternativeName(
+        [x509.DNSName("localhost"), x509.IPAddress(IPv4Address(HOST))]
     )
-    pem = serialization.Encoding.PEM
-    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
-    (directory / "foreign-ca.pem").write_bytes(foreign_ca.public_bytes(pem))
-    (directory / "server-cert.pem").write_bytes(cert.public_bytes(pem))
-    (directory / "server-key.pem").write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    server = [
+        (names, False),
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
+    ]
+    cert = certificate(key, "localhost", issuer=(ca_key, ca_cert), extensions=server)
+    (directory / "ca.pem").write_bytes(certificate_pem(ca_cert))
+    (directory / "foreign-ca.pem").write_bytes(certificate_pem(foreign_ca))
+    (directory / "server-cert.pem").write_bytes(certificate_pem(cert))
+    (directory / "server-key.pem").write_bytes(key_pem(key))
 
 
 def _wait_until_answering(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
