@@ -188,8 +188,7 @@ class ApplicationService:
         with name_kept_once(new.name):
             async with self._db.begin() as db:
                 applications = Applications(db)
-                if await applications.by_name(new.name) is not None:
-                    raise InvalidApplication("name", f"an application named {new.name!r} exists")
+                await check_name_free(db, new.name)
                 row = ApplicationRow(
                     name=new.name,
                     protocol=OIDC,
@@ -236,8 +235,7 @@ class ApplicationService:
             async with self._db.begin() as db:
                 row = await _find(db, name_or_client_id)
                 _oidc_only(row)
-                if edit.name != row.name and await Applications(db).by_name(edit.name) is not None:
-                    raise InvalidApplication("name", f"an application named {edit.name!r} exists")
+                await check_name_free(db, edit.name, current=row.name)
                 changed = _apply(row, edit)
                 row.updated_at = self._clock.now()
                 audit.record(
@@ -305,6 +303,17 @@ class ApplicationService:
             return gone
 
 
+def _name_taken(name: str) -> InvalidApplication:
+    return InvalidApplication("name", f"an application named {name!r} exists")
+
+
+async def check_name_free(db: AsyncSession, name: str, current: str | None = None) -> None:
+    """That no other application (of either protocol) has `name`; `current` is the name of
+    the application being edited, which it may keep."""
+    if name != current and await Applications(db).by_name(name) is not None:
+        raise _name_taken(name)
+
+
 @contextmanager
 def name_kept_once(name: str) -> Iterator[None]:
     """Another admin's add or rename to the same name between the check and the commit: the
@@ -312,7 +321,7 @@ def name_kept_once(name: str) -> Iterator[None]:
     try:
         yield
     except IntegrityError:
-        raise InvalidApplication("name", f"an application named {name!r} exists") from None
+        raise _name_taken(name) from None
 
 
 def _apply(row: ApplicationRow, edit: ApplicationEdit) -> list[str]:

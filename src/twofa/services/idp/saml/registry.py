@@ -20,6 +20,7 @@ from twofa.services.idp.applications import (
     Application,
     application_of,
     check_name,
+    check_name_free,
     name_kept_once,
 )
 from twofa.services.idp.errors import InvalidApplication, UnknownApplication
@@ -158,8 +159,7 @@ class ServiceProviderService:
         now = self._clock.now()
         with name_kept_once(new.name):
             async with self._db.begin() as db:
-                if await Applications(db).by_name(new.name) is not None:
-                    raise InvalidApplication("name", f"an application named {new.name!r} exists")
+                await check_name_free(db, new.name)
                 if await ServiceProviders(db).by_entity_id(parsed.entity_id) is not None:
                     raise ServiceProviderExists(
                         f"a service provider with entity id {parsed.entity_id!r} is registered"
@@ -218,8 +218,7 @@ class ServiceProviderService:
         with name_kept_once(edit.name):
             async with self._db.begin() as db:
                 row, app = await _find(db, name_or_entity_id)
-                if edit.name != app.name and await Applications(db).by_name(edit.name) is not None:
-                    raise InvalidApplication("name", f"an application named {edit.name!r} exists")
+                await check_name_free(db, edit.name, current=app.name)
                 moved_to = None if parsed is None else parsed.entity_id
                 if moved_to not in (None, row.entity_id) and await self._registered(db, moved_to):
                     raise ServiceProviderExists(
