@@ -6,12 +6,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twofa.storage.tables import ChallengeRow
+from twofa.storage.tables import ChallengeRow, UtcDateTime, table_of
+
+# Built once, values bound at execution: every second-factor page and answer runs these.
+_GET = select(ChallengeRow).where(ChallengeRow.id == bindparam("challenge_id"))
+_challenges = table_of(ChallengeRow).c
+_USED_NOW = bindparam("now", type_=UtcDateTime())
+_CONSUMABLE = (
+    # (named apart from the columns: an UPDATE keeps a column's own name for its SET value)
+    _challenges.id == bindparam("of_challenge"),
+    _challenges.user_id == bindparam("of_user"),
+    _challenges.session_id == bindparam("of_session"),
+    _challenges.consumed_at.is_(None),
+    _challenges.expires_at > _USED_NOW,
+)
+_CONSUME = (
+    update(table_of(ChallengeRow)).where(*_CONSUMABLE).values(consumed_at=_USED_NOW, status="allow")
+)
+_CONSUME_AND_FORGET = _CONSUME.values(payload=None)
 
 
 class Challenges:
@@ -22,7 +38,7 @@ class Challenges:
         self._db.add(row)
 
     async def get(self, challenge_id: str) -> ChallengeRow | None:
-        return await self._db.get(ChallengeRow, challenge_id)
+        return await self._db.scalar(_GET, {"challenge_id": challenge_id})
 
     async def unanswered(
         self, user_id: int, methods: Sequence[str], since: datetime, most: int
@@ -120,16 +136,12 @@ class Challenges:
     ) -> bool:
         """Marks the challenge used; True for exactly one caller, however many race.
         `forget_payload` clears its draft, code hash and page in the same statement."""
-        cleared: dict[str, Any] = {"payload": None} if forget_payload else {}
-        result = await self._db.execute(
-            update(ChallengeRow)
-            .where(
-                ChallengeRow.id == challenge_id,
-                ChallengeRow.user_id == user_id,
-                ChallengeRow.session_id == session_id,
-                ChallengeRow.consumed_at.is_(None),
-                ChallengeRow.expires_at > now,
-            )
-            .values(consumed_at=now, status="allow", **cleared)
-        )
+        statement = _CONSUME_AND_FORGET if forget_payload else _CONSUME
+        values = {
+            "of_challenge": challenge_id,
+            "of_user": user_id,
+            "of_session": session_id,
+            "now": now,
+        }
+        result = await self._db.execute(statement, values)
         return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]

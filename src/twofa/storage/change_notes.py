@@ -32,6 +32,9 @@ class Changes:
     settings: bool = False
     access_rules: bool = False
     changed_users: frozenset[int] = frozenset()  # name, groups or profile changed: re-read them
+    # Of `ended_sessions`, those that never got past the password: no application was signed
+    # in from them, so they granted nothing to revoke. This process's own; no feed carries it.
+    never_signed_in: frozenset[str] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(
@@ -49,6 +52,7 @@ class Changes:
             self.settings or other.settings,
             self.access_rules or other.access_rules,
             self.changed_users | other.changed_users,
+            self.never_signed_in | other.never_signed_in,
         )
 
 
@@ -57,8 +61,10 @@ def _note(db: AsyncSession | Session, change: Changes) -> None:
     db.info[NOTES_KEY] = noted | change if isinstance(noted, Changes) else change
 
 
-def note_ended_session(db: AsyncSession, session_id: str) -> None:
-    _note(db, Changes(ended_sessions=frozenset({session_id})))
+def note_ended_session(db: AsyncSession, session_id: str, *, signed_in: bool = True) -> None:
+    """`signed_in=False` only for a session known never to have passed its sign-in."""
+    ended = frozenset({session_id})
+    _note(db, Changes(ended_sessions=ended, never_signed_in=frozenset() if signed_in else ended))
 
 
 def note_ended_user_sessions(db: AsyncSession | Session, user_id: int) -> None:

@@ -5,13 +5,57 @@ UPDATE that reports whether it applied."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import JSON, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twofa.storage.tables import CredentialItemRow, CredentialRow, RememberedDeviceRow
+from twofa.storage.tables import (
+    CredentialItemRow,
+    CredentialRow,
+    RememberedDeviceRow,
+    UtcDateTime,
+    table_of,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedCredential:
+    """What checking an answer needs of a credential: plain values, no ORM identity."""
+
+    id: int
+    label: str
+    secret_sealed: str | None
+    state: dict[str, Any] | None
+    version: int
+
+
+# Built once, values bound at execution: every second-factor page and answer runs these
+# (bench/README.md: building SQLAlchemy expressions costs more than running them).
+_credentials = table_of(CredentialRow).c
+_CHECKED_OF_METHOD = (
+    select(
+        _credentials.id,
+        _credentials.label,
+        _credentials.secret_sealed,
+        _credentials.state,
+        _credentials.version,
+    )
+    .where(_credentials.user_id == bindparam("user_id"), _credentials.method == bindparam("method"))
+    .order_by(_credentials.id)
+)
+_APPLY_STATE = (
+    update(table_of(CredentialRow))
+    .where(_credentials.id == bindparam("of_credential"))
+    .where(_credentials.version == bindparam("expected_version"))
+    .values(  # (bound names apart from the columns': an UPDATE keeps those for SET values)
+        state=bindparam("new_state", type_=JSON()),
+        version=bindparam("new_version"),
+        last_used_at=bindparam("now", type_=UtcDateTime()),
+    )
+)
 
 
 class Credentials:
@@ -33,6 +77,12 @@ class Credentials:
             query = query.where(CredentialRow.method == method)
         return (await self._db.scalars(query.order_by(CredentialRow.id))).all()
 
+    async def to_check(self, user_id: int, method: str) -> list[CheckedCredential]:
+        """The user's credentials of `method`, oldest first, as an answer is checked."""
+        values = {"user_id": user_id, "method": method}
+        rows = await self._db.execute(_CHECKED_OF_METHOD, values)
+        return [CheckedCredential(*row) for row in rows]
+
     async def methods_of(self, user_id: int) -> list[str]:
         query = select(CredentialRow.method).where(CredentialRow.user_id == user_id).distinct()
         return sorted(await self._db.scalars(query))
@@ -46,11 +96,14 @@ class Credentials:
     ) -> bool:
         """Stores the state a verification computed, if nobody changed the credential since
         it was read; True for exactly one of two racing verifications."""
-        result = await self._db.execute(
-            update(CredentialRow)
-            .where(CredentialRow.id == credential_id, CredentialRow.version == expected_version)
-            .values(state=state, version=expected_version + 1, last_used_at=now)
-        )
+        values = {
+            "of_credential": credential_id,
+            "expected_version": expected_version,
+            "new_state": state,
+            "new_version": expected_version + 1,
+            "now": now,
+        }
+        result = await self._db.execute(_APPLY_STATE, values)
         return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
     async def touch(self, credential_id: int, now: datetime) -> None:

@@ -235,8 +235,9 @@ def end_grants_with_sessions(
 
     def committing(session: Session) -> None:
         changes = noted(session)
-        if changes.ended_sessions or changes.ended_users:
-            found = end_grants(session, changes.ended_sessions, changes.ended_users, now())
+        signed_in = changes.ended_sessions - changes.never_signed_in
+        if signed_in or changes.ended_users:
+            found = end_grants(session, signed_in, changes.ended_users, now())
             if found:
                 session.info[_ENDED_KEY] = session.info.get(_ENDED_KEY, []) + found
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    bindparam,
     delete,
     func,
     literal,
@@ -38,6 +39,15 @@ from twofa.storage.tables import (
     UserRow,
 )
 
+# Built once, values bound at execution: every second-factor page and answer reads these.
+_USER_BY_ID = select(UserRow).where(UserRow.id == bindparam("user_id"))
+_METHODS_OF = union(
+    select(literal("duo_push").label("method")).where(
+        DuoEnrolmentRow.user_id == bindparam("user_id"), DuoEnrolmentRow.configured_at.is_not(None)
+    ),
+    select(CredentialRow.method).where(CredentialRow.user_id == bindparam("user_id")),
+)
+
 
 class Users:
     def __init__(self, db: AsyncSession) -> None:
@@ -47,7 +57,7 @@ class Users:
         return await self._db.scalar(select(UserRow).where(UserRow.username == username))
 
     async def by_id(self, user_id: int) -> UserRow | None:
-        return await self._db.get(UserRow, user_id)
+        return await self._db.scalar(_USER_BY_ID, {"user_id": user_id})
 
     async def lock(self, user_id: int) -> None:
         """Takes the user's row for the rest of the transaction: a no-op write, which holds
@@ -270,11 +280,7 @@ class Enrolments:
 
     async def methods_of(self, user_id: int) -> list[str]:
         """The user's methods, Duo Push first when set up, then the others by code."""
-        duo = select(literal(self.DUO_PUSH).label("method")).where(
-            DuoEnrolmentRow.user_id == user_id, self._DUO_SET_UP
-        )
-        local = select(CredentialRow.method).where(CredentialRow.user_id == user_id)
-        codes = set(await self._db.scalars(union(duo, local)))
+        codes = set(await self._db.scalars(_METHODS_OF, {"user_id": user_id}))
         return sorted(codes, key=lambda code: (code != self.DUO_PUSH, code))
 
     @classmethod

@@ -112,6 +112,7 @@ _TOUCH = (
     .where(SessionRow.id.in_(bindparam("ids", expanding=True)), SessionRow.last_seen_at < _SEEN_NOW)
     .values(last_seen_at=_SEEN_NOW)
 )
+_REMOVE = delete(SessionRow).where(SessionRow.id == bindparam("session_id"))
 
 
 class Sessions:
@@ -155,9 +156,11 @@ class Sessions:
     def add(self, row: SessionRow) -> None:
         self._db.add(row)
 
-    async def remove(self, session_id: str) -> None:
-        await self._db.execute(delete(SessionRow).where(SessionRow.id == session_id))
-        note_ended_session(self._db, session_id)
+    async def remove(self, session_id: str, *, signed_in: bool = True) -> None:
+        """`signed_in=False` when the session is known never to have been signed in (a
+        sign-in's own step replacing it), so nothing it could have granted is looked for."""
+        await self._db.execute(_REMOVE, {"session_id": session_id})
+        note_ended_session(self._db, session_id, signed_in=signed_in)
 
     async def remove_for_user(self, user_id: int) -> None:
         await self._db.execute(delete(SessionRow).where(SessionRow.user_id == user_id))

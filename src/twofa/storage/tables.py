@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -31,6 +31,14 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(row_class: type[Base]) -> Table:
+    """The Core table of a mapped class: a statement on it skips the ORM's bookkeeping
+    (identity map, session synchronisation), for the writes on the hot paths."""
+    table = row_class.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 class UserRow(Base):

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.elements import BindParameter
 
-from twofa.storage.tables import ThrottleRow, UtcDateTime
+from twofa.storage.tables import ThrottleRow, UtcDateTime, table_of
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Throttles:
         self._db = db
 
     async def get(self, key: str) -> ThrottleRow | None:
-        return await self._db.get(ThrottleRow, key)
+        return await self._db.scalar(_GET, {"of_key": key})
 
     async def count_attempt(
         self, key: str, limit: int, window: timedelta, lockout: timedelta, now: datetime
@@ -74,7 +74,7 @@ class Throttles:
         await self._db.execute(_DROP_EMPTY, {"of_key": key})
 
     async def remove(self, key: str) -> None:
-        await self._db.execute(delete(ThrottleRow).where(ThrottleRow.key == key))
+        await self._db.execute(_REMOVE, {"of_key": key})
 
     async def starting_with(self, prefix: str) -> Sequence[ThrottleRow]:
         """The rows whose key starts with `prefix`, taken literally (`%` and `_` are no
@@ -148,3 +148,5 @@ _DROP_EMPTY: Final = delete(ThrottleRow).where(
     ThrottleRow.failures <= 0,
     ThrottleRow.locked_until.is_(None),
 )
+_GET: Final = select(ThrottleRow).where(ThrottleRow.key == bindparam("of_key"))
+_REMOVE: Final = delete(table_of(ThrottleRow)).where(ThrottleRow.key == bindparam("of_key"))

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.databases import sqlite_database
 from twofa.storage.access_rules import AccessRules
 from twofa.storage.change_notes import Changes, announce_commits
 from twofa.storage.database import create_engine, session_factory
+from twofa.storage.oidc_refresh_tokens import end_grants_with_sessions
 from twofa.storage.repositories import ConsoleSettings
 from twofa.storage.sessions import Sessions
 
@@ -89,3 +91,29 @@ async def test_another_factorys_commits_are_not_announced(
     finally:
         await engine.dispose()
     assert heard == []
+
+
+async def test_a_session_that_never_signed_in_is_announced_but_not_searched_for_grants(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """A sign-in's own step replacing its password-level session ends a session that could
+    not have signed in to any application: caches hear of it, and no grant is looked for.
+    A session that was signed in is still searched, whatever else the commit ended."""
+    heard = announced_by(factory)
+    end_grants_with_sessions(factory, lambda: NOW, lambda ended: None)
+    statements: list[tuple[str, object]] = []
+    engine = factory.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append((a[2], a[3])))
+
+    async with factory.begin() as db:
+        await Sessions(db).remove("half-way", signed_in=False)
+    assert heard[-1].ended_sessions == {"half-way"}
+    assert not [sql for sql, _ in statements if "oidc_" in sql]
+
+    async with factory.begin() as db:
+        await Sessions(db).remove("half-way-2", signed_in=False)
+        await Sessions(db).remove("signed-in")
+    searched = [values for sql, values in statements if "oidc_codes" in sql]
+    assert len(searched) == 1
+    assert "signed-in" in searched[0] and "half-way-2" not in searched[0]  # type: ignore[operator]
+    assert heard[-1].ended_sessions == {"half-way-2", "signed-in"}

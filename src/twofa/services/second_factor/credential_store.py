@@ -38,7 +38,7 @@ def keeps_items(method: object) -> bool:
 async def load(
     db: AsyncSession, sealer: Sealer, user_id: int, method: str, *, with_items: bool = True
 ) -> list[StoredCredential]:
-    rows = await Credentials(db).of_user(user_id, method)
+    rows = await Credentials(db).to_check(user_id, method)
     items = await CredentialItems(db).of_credentials([row.id for row in rows]) if with_items else ()
     by_credential: dict[int, list[StoredItem]] = {}
     for item in items:

@@ -185,7 +185,7 @@ class SessionService:
         """Replaces `old` by a new session at `level` (inside the caller's transaction).
         `second_factor` records that a second factor was just passed: sensitive changes
         (removing a method, new backup codes) ask for one that is recent."""
-        await Sessions(db).remove(old.id)
+        await Sessions(db).remove(old.id, signed_in=old.level is Level.SIGNED_IN)
         passed_at = self._clock.now() if second_factor else None
         return self._insert(db, user_id, level, client, old.next_url, passed_at)
 
