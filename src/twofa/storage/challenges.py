@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twofa.storage.tables import ChallengeRow, UtcDateTime, table_of
+from twofa.storage.tables import ChallengeRow, UtcDateTime, insert_now, table_of
 
 # Built once, values bound at execution: every second-factor page and answer runs these.
 _GET = select(ChallengeRow).where(ChallengeRow.id == bindparam("challenge_id"))
@@ -34,8 +34,8 @@ class Challenges:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
 
-    def add(self, row: ChallengeRow) -> None:
-        self._db.add(row)
+    async def add(self, row: ChallengeRow) -> None:
+        await insert_now(self._db, row)
 
     async def get(self, challenge_id: str) -> ChallengeRow | None:
         return await self._db.scalar(_GET, {"challenge_id": challenge_id})

@@ -17,7 +17,15 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from twofa.storage.change_notes import note_ended_session, note_ended_user_sessions
-from twofa.storage.tables import GroupRow, MembershipRow, SessionRow, UserRow, UtcDateTime
+from twofa.storage.tables import (
+    GroupRow,
+    MembershipRow,
+    SessionRow,
+    UserRow,
+    UtcDateTime,
+    insert_now,
+    table_of,
+)
 
 
 @dataclass(frozen=True)
@@ -38,15 +46,18 @@ class StoredSession:
 
 
 _TOUCH_BATCH = 500  # ids per UPDATE: well inside every driver's limit on parameters
+# The statements of every request are on the Core tables: no ORM bookkeeping to pay for.
+_sessions = table_of(SessionRow).c
+_users = table_of(UserRow).c
 _STORED_SESSION_COLUMNS = (
-    SessionRow.id,
-    SessionRow.user_id,
-    SessionRow.level,
-    SessionRow.csrf_token,
-    SessionRow.next_url,
-    SessionRow.second_factor_at,
-    SessionRow.last_seen_at,
-    SessionRow.expires_at,
+    _sessions.id,
+    _sessions.user_id,
+    _sessions.level,
+    _sessions.csrf_token,
+    _sessions.next_url,
+    _sessions.second_factor_at,
+    _sessions.last_seen_at,
+    _sessions.expires_at,
 )
 
 
@@ -81,38 +92,39 @@ def _json_group_array(element: _GroupNamesJson, compiler: SQLCompiler, **kw: Any
     return f"json_group_array({compiler.process(element.clauses, **kw)})"
 
 
+_groups, _memberships = table_of(GroupRow), table_of(MembershipRow)
 _GROUPS_OF_SESSION_USER = (
-    select(_GroupNamesJson(GroupRow.name))
-    .join(MembershipRow, MembershipRow.group_id == GroupRow.id)
-    .where(MembershipRow.user_id == SessionRow.user_id)
+    select(_GroupNamesJson(_groups.c.name))
+    .join(_memberships, _memberships.c.group_id == _groups.c.id)
+    .where(_memberships.c.user_id == _sessions.user_id)
     .scalar_subquery()
 )
 _SESSION_USER_COLUMNS = (
-    UserRow.username,
-    UserRow.display_name,
-    UserRow.email,
-    UserRow.enabled,
-    UserRow.directory,
-    UserRow.groups_synced_at,
+    _users.username,
+    _users.display_name,
+    _users.email,
+    _users.enabled,
+    _users.directory,
+    _users.groups_synced_at,
     _GROUPS_OF_SESSION_USER,
 )
 
 
 # Built once, values bound at execution: these run on every page and every cold forward-auth
 # read, and building a statement costs more than running it.
-_READ = select(*_STORED_SESSION_COLUMNS).where(SessionRow.id == bindparam("session_id"))
+_READ = select(*_STORED_SESSION_COLUMNS).where(_sessions.id == bindparam("session_id"))
 _READ_WITH_USER = (
     select(*_STORED_SESSION_COLUMNS, *_SESSION_USER_COLUMNS)
-    .outerjoin(UserRow, UserRow.id == SessionRow.user_id)
-    .where(SessionRow.id == bindparam("session_id"))
+    .select_from(table_of(SessionRow).outerjoin(table_of(UserRow), _users.id == _sessions.user_id))
+    .where(_sessions.id == bindparam("session_id"))
 )
 _SEEN_NOW = bindparam("seen_now", type_=UtcDateTime())
 _TOUCH = (
-    update(SessionRow)
-    .where(SessionRow.id.in_(bindparam("ids", expanding=True)), SessionRow.last_seen_at < _SEEN_NOW)
+    update(table_of(SessionRow))
+    .where(_sessions.id.in_(bindparam("ids", expanding=True)), _sessions.last_seen_at < _SEEN_NOW)
     .values(last_seen_at=_SEEN_NOW)
 )
-_REMOVE = delete(SessionRow).where(SessionRow.id == bindparam("session_id"))
+_REMOVE = delete(table_of(SessionRow)).where(_sessions.id == bindparam("session_id"))
 
 
 class Sessions:
@@ -153,8 +165,8 @@ class Sessions:
             batch = session_ids[start : start + _TOUCH_BATCH]
             await self._db.execute(_TOUCH, {"ids": list(batch), "seen_now": now})
 
-    def add(self, row: SessionRow) -> None:
-        self._db.add(row)
+    async def add(self, row: SessionRow) -> None:
+        await insert_now(self._db, row)
 
     async def remove(self, session_id: str, *, signed_in: bool = True) -> None:
         """`signed_in=False` when the session is known never to have been signed in (a

@@ -94,7 +94,8 @@ def _time(name: str) -> BindParameter[datetime]:
 
 @cache
 def _counting_statement(dialect: str) -> ReturningInsert[int, datetime, datetime | None]:
-    row = ThrottleRow
+    table = table_of(ThrottleRow)  # a Core statement: no ORM bulk-insert bookkeeping
+    row = table.c
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     now, lock_end, first_lock = _time("now"), _time("lock_end"), _time("first_lock")
     limit = bindparam("limit", type_=Integer())
@@ -103,10 +104,10 @@ def _counting_statement(dialect: str) -> ReturningInsert[int, datetime, datetime
         and_(row.locked_until.is_(None), row.window_started_at < _time("stale_before")),
     )
     return (
-        insert(ThrottleRow)
+        insert(table)
         .values(key=bindparam("of_key"), failures=1, window_started_at=now, locked_until=first_lock)
         .on_conflict_do_update(
-            index_elements=[ThrottleRow.key],
+            index_elements=[row.key],
             set_={
                 "failures": case(
                     (afresh, 1),
@@ -149,4 +150,5 @@ _DROP_EMPTY: Final = delete(ThrottleRow).where(
     ThrottleRow.locked_until.is_(None),
 )
 _GET: Final = select(ThrottleRow).where(ThrottleRow.key == bindparam("of_key"))
-_REMOVE: Final = delete(table_of(ThrottleRow)).where(ThrottleRow.key == bindparam("of_key"))
+_throttle = table_of(ThrottleRow)
+_REMOVE: Final = delete(_throttle).where(_throttle.c.key == bindparam("of_key"))

@@ -235,7 +235,7 @@ async def _open_session(gateway: Gateway, username: str) -> None:
         user = await Users(db).by_name(username)
         assert user is not None
         now = gateway.clock.now()
-        Sessions(db).add(
+        await Sessions(db).add(
             SessionRow(
                 id="0" * 64,
                 user_id=user.id,

@@ -214,7 +214,7 @@ class DuoPushService:
         `poll`; a text only counts)."""
         (kind, purpose), challenge_id, now = kind_and_purpose, new_token(), self._clock.now()
         async with self._db.begin() as db:
-            Challenges(db).add(
+            await Challenges(db).add(
                 ChallengeRow(
                     id=challenge_id,
                     user_id=user.id,

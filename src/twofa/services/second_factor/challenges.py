@@ -75,7 +75,7 @@ class OpenChallenges:
         challenge_id = new_token()
         if self._due_for_sweep(now):
             await Challenges(db).remove_expired(now - KEEP_EXPIRED)
-        Challenges(db).add(
+        await Challenges(db).add(
             ChallengeRow(
                 id=challenge_id,
                 user_id=user.id,

@@ -93,7 +93,7 @@ class SessionService:
         """An anonymous session: it carries the CSRF token of the sign-in form."""
         async with self._sessions.begin() as db:
             await self._sweep(db)
-            return self._insert(db, None, Level.ANONYMOUS, client, next_url)
+            return await self._insert(db, None, Level.ANONYMOUS, client, next_url)
 
     async def _sweep(self, db: AsyncSession) -> None:
         """Deletes expired sessions, at most once a minute per process: every sign-in page
@@ -187,7 +187,7 @@ class SessionService:
         (removing a method, new backup codes) ask for one that is recent."""
         await Sessions(db).remove(old.id, signed_in=old.level is Level.SIGNED_IN)
         passed_at = self._clock.now() if second_factor else None
-        return self._insert(db, user_id, level, client, old.next_url, passed_at)
+        return await self._insert(db, user_id, level, client, old.next_url, passed_at)
 
     async def set_next_url(self, session: SessionView, next_url: str) -> None:
         async with self._sessions.begin() as db:
@@ -199,7 +199,7 @@ class SessionService:
         async with self._sessions.begin() as db:
             await Sessions(db).remove(session.id)
 
-    def _insert(
+    async def _insert(
         self,
         db: AsyncSession,
         user_id: int | None,
@@ -224,5 +224,5 @@ class SessionService:
             user_agent=client.user_agent[:300],
             second_factor_at=second_factor_at,
         )
-        Sessions(db).add(row)
+        await Sessions(db).add(row)
         return token, _view(row)

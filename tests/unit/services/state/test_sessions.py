@@ -112,7 +112,7 @@ async def test_over_long_token_is_not_looked_up(gateway: Gateway) -> None:
     now = START
     for token in ("t" * 100, "t" * 101):
         async with gateway.db.begin() as db:
-            Sessions(db).add(
+            await Sessions(db).add(
                 SessionRow(
                     id=token_digest(token),
                     user_id=None,
