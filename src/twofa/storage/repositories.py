@@ -8,27 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     ColumnElement,
     bindparam,
     delete,
+    exists,
     func,
-    literal,
     select,
-    union,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from twofa.storage.change_notes import (
     note_changed_user,
     note_ended_user_sessions,
     note_settings_saved,
 )
+from twofa.storage.json_arrays import JsonArray, json_array_values
 from twofa.storage.tables import (
     ApiTokenRow,
     ConsoleSettingRow,
@@ -39,13 +41,38 @@ from twofa.storage.tables import (
     UserRow,
 )
 
+DUO_PUSH: Final = "duo_push"
+_UserId = ColumnElement[int] | QueryableAttribute[int]
+
+
+# What "enrolled" means, in one place: Duo Push set up (activated and approved once), or a
+# credential of any local method. As two expressions on a user id (a bound value, or the
+# users row of the statement around them) and one way to list them (`_listed`).
+def _duo_set_up(user_id: _UserId) -> ColumnElement[bool]:
+    return exists().where(
+        DuoEnrolmentRow.user_id == user_id, DuoEnrolmentRow.configured_at.is_not(None)
+    )
+
+
+def _local_methods(user_id: _UserId) -> ScalarSelect[str]:
+    return (
+        select(JsonArray(CredentialRow.method))
+        .where(CredentialRow.user_id == user_id)
+        .scalar_subquery()
+    )
+
+
+def _listed(duo_set_up: bool, local_methods: object) -> list[str]:
+    """Duo Push first when set up, then the others by code, each once."""
+    local = sorted({str(code) for code in json_array_values(local_methods)} - {DUO_PUSH})
+    return [DUO_PUSH, *local] if duo_set_up else local
+
+
 # Built once, values bound at execution: every second-factor page and answer reads these.
 _USER_BY_ID = select(UserRow).where(UserRow.id == bindparam("user_id"))
-_METHODS_OF = union(
-    select(literal("duo_push").label("method")).where(
-        DuoEnrolmentRow.user_id == bindparam("user_id"), DuoEnrolmentRow.configured_at.is_not(None)
-    ),
-    select(CredentialRow.method).where(CredentialRow.user_id == bindparam("user_id")),
+_METHODS_OF = select(_duo_set_up(bindparam("user_id")), _local_methods(bindparam("user_id")))
+_USER_WITH_METHODS = select(UserRow, _duo_set_up(UserRow.id), _local_methods(UserRow.id)).where(
+    UserRow.id == bindparam("user_id")
 )
 
 
@@ -58,6 +85,15 @@ class Users:
 
     async def by_id(self, user_id: int) -> UserRow | None:
         return await self._db.scalar(_USER_BY_ID, {"user_id": user_id})
+
+    async def with_methods(self, user_id: int) -> tuple[UserRow, list[str]] | None:
+        """The user and the methods they are enrolled in (`Enrolments.methods_of`), in one
+        statement: what the second-factor gate reads on every page and answer."""
+        found = (await self._db.execute(_USER_WITH_METHODS, {"user_id": user_id})).one_or_none()
+        if found is None:
+            return None
+        user, duo_set_up, local_methods = found
+        return user, _listed(bool(duo_set_up), local_methods)
 
     async def lock(self, user_id: int) -> None:
         """Takes the user's row for the rest of the transaction: a no-op write, which holds
@@ -269,24 +305,24 @@ def _required_conditions(everyone: bool, admins: bool) -> list[ColumnElement[boo
 
 
 class Enrolments:
-    """What "enrolled" means, in one place: Duo Push set up (activated and approved once), or
-    a credential of any local method. Per user for the gateway, as a condition for counts."""
-
-    DUO_PUSH = "duo_push"
-    _DUO_SET_UP = DuoEnrolmentRow.configured_at.is_not(None)
+    """Who is enrolled, and in what (the definition is `_duo_set_up` and `_local_methods`):
+    per user for the gateway, as a condition for counts."""
 
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
 
     async def methods_of(self, user_id: int) -> list[str]:
         """The user's methods, Duo Push first when set up, then the others by code."""
-        codes = set(await self._db.scalars(_METHODS_OF, {"user_id": user_id}))
-        return sorted(codes, key=lambda code: (code != self.DUO_PUSH, code))
+        duo_set_up, local_methods = (
+            await self._db.execute(_METHODS_OF, {"user_id": user_id})
+        ).one()
+        return _listed(bool(duo_set_up), local_methods)
 
     @classmethod
     def is_enrolled(cls) -> ColumnElement[bool]:
-        duo = select(DuoEnrolmentRow.user_id).where(cls._DUO_SET_UP)
-        return UserRow.id.in_(duo) | UserRow.id.in_(select(CredentialRow.user_id))
+        """As a condition on the users row of the statement around it."""
+        local = exists().where(CredentialRow.user_id == UserRow.id)
+        return _duo_set_up(UserRow.id) | local
 
 
 class GroupSearch:

@@ -4,19 +4,15 @@ what it ended for the change feed (storage.change_notes)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import String, bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
 from twofa.storage.change_notes import note_ended_session, note_ended_user_sessions
+from twofa.storage.json_arrays import JsonArray, json_array_values
 from twofa.storage.tables import (
     GroupRow,
     MembershipRow,
@@ -74,27 +70,9 @@ class SessionUser:
     groups: tuple[str, ...]  # sorted
 
 
-class _GroupNamesJson(FunctionElement[str]):
-    """The names of the groups aggregated into one JSON array (a name may hold any
-    character, so no separator would do)."""
-
-    type = String()
-    inherit_cache = True
-
-
-@compiles(_GroupNamesJson, "postgresql")
-def _json_agg(element: _GroupNamesJson, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"json_agg({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(_GroupNamesJson)
-def _json_group_array(element: _GroupNamesJson, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"json_group_array({compiler.process(element.clauses, **kw)})"
-
-
 _groups, _memberships = table_of(GroupRow), table_of(MembershipRow)
 _GROUPS_OF_SESSION_USER = (
-    select(_GroupNamesJson(_groups.c.name))
+    select(JsonArray(_groups.c.name))
     .join(_memberships, _memberships.c.group_id == _groups.c.id)
     .where(_memberships.c.user_id == _sessions.user_id)
     .scalar_subquery()
@@ -153,7 +131,7 @@ class Sessions:
         ]
         if username is None:
             return stored, None
-        names = json.loads(groups) if isinstance(groups, str) else (groups or [])
+        names = json_array_values(groups)
         user = SessionUser(
             username, display_name, email, enabled, directory, synced_at, tuple(sorted(names))
         )

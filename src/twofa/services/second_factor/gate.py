@@ -113,12 +113,19 @@ class MethodGate:
 
     async def user_in(self, db: AsyncSession, session: SessionView) -> UserRow:
         """The session's user, read in the caller's transaction; refused unless enabled."""
+        user, _ = await self._user_and_methods_in(db, session)
+        return user
+
+    async def _user_and_methods_in(
+        self, db: AsyncSession, session: SessionView
+    ) -> tuple[UserRow, list[str]]:
+        """`user_in` and the user's methods (`enrolled_methods`), in one statement."""
         if session.user_id is None or session.level < Level.AWAITING_SECOND_FACTOR:
             raise SecondFactorError(SIGNED_OUT_MESSAGE)
-        user = await Users(db).by_id(session.user_id)
-        if user is None or not user.enabled:
+        found = await Users(db).with_methods(session.user_id)
+        if found is None or not found[0].enabled:
             raise SecondFactorError(SIGNED_OUT_MESSAGE)
-        return user
+        return found
 
     def is_fresh(self, session: SessionView) -> bool:
         at = session.second_factor_at
@@ -133,8 +140,8 @@ class MethodGate:
     async def may_verify_in(self, db: AsyncSession, session: SessionView, code: str) -> UserRow:
         """`may_verify`, read in the caller's transaction (the one that loads the challenge)."""
         await self.require_allowed(code)  # so "usable" is "set up" from here on
-        user = await self.user_in(db, session)
-        if code not in await enrolled_methods(db, user.id):
+        user, enrolled = await self._user_and_methods_in(db, session)
+        if code not in enrolled:
             raise SecondFactorError(f"You have not set up {self._phrase(code)}.")
         return user
 
@@ -161,8 +168,7 @@ class MethodGate:
     async def _user_and_methods(self, session: SessionView) -> tuple[UserRow, list[str]]:
         """The session's user (refused unless enabled) and their methods, in one transaction."""
         async with self._db.begin() as db:
-            user = await self.user_in(db, session)
-            return user, await enrolled_methods(db, user.id)
+            return await self._user_and_methods_in(db, session)
 
     async def hold_enrolment(self, db: AsyncSession, session: SessionView, user_id: int) -> None:
         """First, in the transaction that stores a new method: takes the user's row, then asks
