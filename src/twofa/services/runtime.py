@@ -334,8 +334,9 @@ class Gateway:
 
         def committed(changes: Changes) -> None:
             self.apply_changes(changes)
-            if feed is not None:
-                feed.announce(changes)
+            shared = changes.shared()
+            if feed is not None and shared:
+                feed.announce(shared)
 
         announce_commits(self.db, committed)
         # OIDC grants end in the transaction that ends their session, and the applications

@@ -13,7 +13,7 @@ settings save through `ConsoleSettings.upsert`, every rule change through
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from sqlalchemy import event, inspect
@@ -54,6 +54,16 @@ class Changes:
             self.changed_users | other.changed_users,
             self.never_signed_in | other.never_signed_in,
         )
+
+    def shared(self) -> Changes:
+        """What the other processes need to hear. A session that never signed in answered
+        no forward-auth request with a user and granted nothing, so whatever another process
+        kept of it refuses as the session's absence would: its end, one per sign-in, stays
+        here (no NOTIFY or publish per sign-in, to every node)."""
+        if not self.never_signed_in:
+            return self
+        ended = self.ended_sessions - self.never_signed_in
+        return replace(self, ended_sessions=ended, never_signed_in=frozenset())
 
 
 def _note(db: AsyncSession | Session, change: Changes) -> None:
@@ -126,12 +136,12 @@ def _identity_changed(row: UserRow) -> bool:
 def before_each_commit(
     factory: async_sessionmaker[AsyncSession], send: Callable[[Session, Changes], None]
 ) -> None:
-    """Calls `send` inside each committing transaction of `factory` that noted something,
-    so what it writes (PostgreSQL's NOTIFY) goes out if and only if the commit does."""
+    """Calls `send` inside each committing transaction of `factory` that noted something the
+    other processes need to hear (`Changes.shared`), so what it writes (PostgreSQL's NOTIFY) goes out if and only if the commit does."""
     session_class = factory.kw["sync_session_class"]
 
     def committing(session: Session) -> None:
-        changes = noted(session)
+        changes = noted(session).shared()
         if changes:
             send(session, changes)
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.databases import sqlite_database
 from twofa.storage.access_rules import AccessRules
-from twofa.storage.change_notes import Changes, announce_commits
+from twofa.storage.change_notes import Changes, announce_commits, before_each_commit
 from twofa.storage.database import create_engine, session_factory
 from twofa.storage.oidc_refresh_tokens import end_grants_with_sessions
 from twofa.storage.repositories import ConsoleSettings
@@ -115,5 +115,28 @@ async def test_a_session_that_never_signed_in_is_announced_but_not_searched_for_
         await Sessions(db).remove("signed-in")
     searched = [values for sql, values in statements if "oidc_codes" in sql]
     assert len(searched) == 1
-    assert "signed-in" in searched[0] and "half-way-2" not in searched[0]  # type: ignore[operator]
+    searched_ids = list(searched[0])  # type: ignore[call-overload]
+    assert "signed-in" in searched_ids
+    assert "half-way-2" not in searched_ids
     assert heard[-1].ended_sessions == {"half-way-2", "signed-in"}
+
+
+async def test_other_processes_hear_of_signed_in_sessions_only(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Each sign-in replaces a session that never signed in; telling every node of that,
+    once per sign-in, would cost a NOTIFY or a publish and change nothing they answer."""
+    sent: list[Changes] = []
+    before_each_commit(factory, lambda session, changes: sent.append(changes))
+    heard = announced_by(factory)
+
+    async with factory.begin() as db:
+        await Sessions(db).remove("half-way", signed_in=False)
+    assert sent == []
+    assert heard[-1].ended_sessions == {"half-way"}  # this process's own caches still hear
+
+    async with factory.begin() as db:
+        await Sessions(db).remove("half-way-2", signed_in=False)
+        await Sessions(db).remove("signed-in")
+    assert sent == [Changes(ended_sessions=frozenset({"signed-in"}))]
+    assert heard[-1].shared() == sent[-1]

@@ -24,6 +24,9 @@ CONNECT_TIMEOUT_S: Final = 5.0
 APPLICATION_NAME: Final = "twofa change feed"  # how an admin finds it in pg_stat_activity
 
 
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")  # built once: every sign-in sends one
+
+
 class PostgresChangeFeed(ChangeFeed):
     kind = "postgresql"
 
@@ -43,10 +46,7 @@ class PostgresChangeFeed(ChangeFeed):
     def send_in(self, session: Session, changes: Changes) -> None:
         """Inside the committing transaction (storage.change_notes.before_each_commit)."""
         for batch in batches(changes):
-            session.execute(
-                text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": self._channel, "payload": self._sealed(batch)},
-            )
+            session.execute(_NOTIFY, {"channel": self._channel, "payload": self._sealed(batch)})
 
     def announce(self, changes: Changes) -> None:
         """Nothing to do after the commit: the transaction sent it."""
