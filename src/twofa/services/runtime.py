@@ -14,7 +14,6 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import httpx
 from sqlalchemy import text
@@ -55,6 +54,7 @@ from twofa.services.admin.console_users import ConsoleUsersService
 from twofa.services.admin.key_rotation import KeyRotationService
 from twofa.services.admin.overview import OverviewService
 from twofa.services.duo.push import DuoPushService
+from twofa.services.feed_wiring import build_change_feed, follow_changes
 from twofa.services.idp.admission import AdmissionExplanation
 from twofa.services.idp.admission import explain as explain_admission
 from twofa.services.idp.applications import ApplicationService
@@ -74,13 +74,11 @@ from twofa.services.signin.enrolment_grace import EnrolmentGraceService
 from twofa.services.signin.group_refresh import GroupRefresher
 from twofa.services.signin.login import LoginService
 from twofa.services.signin.remembered_devices import RememberedDeviceService
-from twofa.services.state.change_feed import ChangeFeed, RedisChangeFeed
-from twofa.services.state.feed_keys import FeedKeys
+from twofa.services.state.change_feed import ChangeFeed
+from twofa.services.state.change_outbox import ChangeOutbox
 from twofa.services.state.feed_state import FeedState
-from twofa.services.state.local_feed import LocalChangeFeed, feed_directory
-from twofa.services.state.postgres_feed import PostgresChangeFeed
 from twofa.services.state.sessions import SessionService
-from twofa.storage.change_notes import Changes, announce_commits, before_each_commit
+from twofa.storage.change_notes import Changes
 from twofa.storage.database import (
     check_schema,
     create_engine,
@@ -88,7 +86,6 @@ from twofa.storage.database import (
     side_engine,
     single_statement_factory,
 )
-from twofa.storage.oidc_refresh_tokens import end_grants_with_sessions
 
 DUO_CONNECTIONS = 2000  # pending pushes one process may follow at once
 log = logging.getLogger(__name__)
@@ -196,6 +193,7 @@ class Gateway:
     duo_push: DuoPushMethod = field(default_factory=DuoPushMethod)  # the registered method
     feed_state: FeedState | None = None  # whether this process hears the others now
     change_feed: ChangeFeed | None = None  # services.state: Redis, PostgreSQL or local
+    change_outbox: ChangeOutbox | None = None  # beside the Redis feed (services.state)
     # The settings copy's own connection (storage.database.side_engine), closed with the rest.
     settings_engine: AsyncEngine | None = None
     _duo_version: int = -1
@@ -308,47 +306,21 @@ class Gateway:
         gateway.hashing = hashing
         gateway.directories = external
         gateway.feed_state = feed_state
-        gateway.follow_changes(gateway.build_change_feed(feed_state))
+        gateway.follow_changes(
+            build_change_feed(settings, engine, feed_state, gateway.apply_changes)
+        )
         return gateway
 
-    def build_change_feed(self, state: FeedState) -> ChangeFeed | None:
-        """The feed `change_feed` asks for (config.settings): it hears the other processes."""
-        apply, keys = self.apply_changes, FeedKeys(self.settings.secret_keys)
-        match state.kind:
-            case "redis":
-                assert self.settings.redis_url is not None  # the settings check it
-                url = self.settings.redis_url.get_secret_value()
-                channel = self.settings.redis_channel
-                return RedisChangeFeed(url, apply, channel, state=state, keys=keys)
-            case "postgresql":
-                return PostgresChangeFeed(self.engine, apply, state, keys=keys)
-            case "local":
-                assert self.settings.sqlite_file is not None
-                directory = feed_directory(Path(self.settings.sqlite_file).absolute())
-                return LocalChangeFeed(directory, apply, state, keys=keys)
-        return None
-
     def follow_changes(self, feed: ChangeFeed | None) -> None:
-        """Applies this process's commits to its own caches at once, sends them to the other
-        processes through `feed`, and applies theirs."""
-
-        def committed(changes: Changes) -> None:
-            self.apply_changes(changes)
-            shared = changes.shared()
-            if feed is not None and shared:
-                feed.announce(shared)
-
-        announce_commits(self.db, committed)
-        # OIDC grants end in the transaction that ends their session, and the applications
-        # are told after it commits: on this process's own commits only, never on another
-        # node's heard through the feed (that node tells them).
-        end_grants_with_sessions(
-            self.db, self.clock.now, lambda ended: self.oidc_backchannel.sessions_ended(ended)
+        """Hears the other processes through `feed` and tells them of this one's commits
+        (services.feed_wiring)."""
+        self.change_outbox = follow_changes(
+            self.db,
+            feed,
+            self.apply_changes,
+            clock=self.clock,
+            sign_ins_ended=lambda ended: self.oidc_backchannel.sessions_ended(ended),
         )
-        if isinstance(feed, PostgresChangeFeed):
-            before_each_commit(self.db, feed.send_in)
-        if feed is not None:
-            feed.start()
         self.change_feed = feed
 
     def apply_changes(self, changes: Changes) -> None:
@@ -432,6 +404,8 @@ class Gateway:
     async def close(self) -> None:
         if self.change_feed is not None:
             await self.change_feed.close()
+        if self.change_outbox is not None:
+            await self.change_outbox.close()
         await self.forward_auth.close()
         await self.sessions.close()
         await self.groups.close()

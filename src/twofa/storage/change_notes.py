@@ -137,7 +137,8 @@ def before_each_commit(
     factory: async_sessionmaker[AsyncSession], send: Callable[[Session, Changes], None]
 ) -> None:
     """Calls `send` inside each committing transaction of `factory` that noted something the
-    other processes need to hear (`Changes.shared`), so what it writes (PostgreSQL's NOTIFY) goes out if and only if the commit does."""
+    other processes need to hear (`Changes.shared`), so what it writes (PostgreSQL's NOTIFY)
+    goes out if and only if the commit does."""
     session_class = factory.kw["sync_session_class"]
 
     def committing(session: Session) -> None:

@@ -454,3 +454,16 @@ class OidcConsentRow(Base):
     )
     scope: Mapped[str] = mapped_column(String(500))
     granted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ChangeOutboxRow(Base):
+    """A change other gateway processes must hear (`storage.change_notes.Changes`, as the
+    feed encodes it), written in the transaction that made it. The Redis feed publishes after
+    the commit; a node cut off from Redis would be heard by nobody, so every node also reads
+    these rows twice a second (services.state.change_outbox). Kept for minutes, then pruned."""
+
+    __tablename__ = "change_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    payload: Mapped[str] = mapped_column(Text)

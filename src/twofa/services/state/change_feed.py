@@ -116,7 +116,7 @@ def batches(changes: Changes, scale: int = 1) -> list[Changes]:
     return found
 
 
-async def _within(seconds: float, work: Awaitable[Any], what: str) -> None:
+async def within(seconds: float, work: Awaitable[Any], what: str) -> None:
     """Waits for `work` at most `seconds`: a shutdown must end even when a connection in a
     bad state would hold it. What it raises is the feed's loss, logged already."""
     task = asyncio.ensure_future(work)
@@ -170,7 +170,7 @@ class ChangeFeed(ABC):
     async def close(self) -> None:
         if self._listening is not None:
             self._listening.cancel()
-            await _within(CLOSE_WAIT_S, self._listening, f"closing the {self.kind} feed")
+            await within(CLOSE_WAIT_S, self._listening, f"closing the {self.kind} feed")
         self.state.lost("closed")
 
     async def _listen(self) -> None:
@@ -251,8 +251,8 @@ class RedisChangeFeed(ChangeFeed):
 
     async def close(self) -> None:
         await super().close()
-        await _within(CLOSE_WAIT_S, asyncio.gather(*self._publishing), "the last publishes")
-        await _within(CLOSE_WAIT_S, self._redis.aclose(), "closing the Redis connections")
+        await within(CLOSE_WAIT_S, asyncio.gather(*self._publishing), "the last publishes")
+        await within(CLOSE_WAIT_S, self._redis.aclose(), "closing the Redis connections")
 
     async def _publish(self, payload: str) -> None:
         for pause in PUBLISH_RETRIES_S:

@@ -1,0 +1,104 @@
+"""The Redis change feed's backstop. Redis is told of a change after its commit; a node that
+cannot reach Redis (a partition between it and Redis alone) commits a sign-out that nobody
+hears, while every other node's feed stays live and trusts its copies. So, beside the feed,
+each change the other processes must hear is also written in its own transaction to the
+database (storage.change_outbox), and every process reads what the others wrote twice a second:
+a change is heard within about a second through the database even when Redis never carried it.
+
+The messages are the feed's (change_feed.encoded); a process skips its own. Reading costs one
+short statement per process per half second; writing one INSERT per commit that ends a signed-in
+session or changes what others keep (never per sign-in: `Changes.shared`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+from twofa.clock import Clock
+from twofa.services.state.change_feed import CLOSE_WAIT_S, decoded, encoded, within
+from twofa.storage import change_outbox
+from twofa.storage.change_notes import Changes
+
+READ_EVERY_S: Final = 0.5
+KEEP_FOR: Final = timedelta(minutes=10)  # far longer than any node's hiccup between reads
+PRUNE_EVERY_S: Final = 60.0
+FAILURE_LOG_EVERY_S: Final = 10.0
+log = logging.getLogger("twofa.change_feed")
+
+
+class ChangeOutbox:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        node: str,
+        on_change: Callable[[Changes], None],
+        read_every_s: float = READ_EVERY_S,
+    ) -> None:
+        """`node` names this process in what it writes (the feed's own name), so it skips
+        its own rows; `on_change` gets the others' changes, in the event loop."""
+        self._db = db
+        self._clock = clock
+        self._node = node
+        self._on_change = on_change
+        self._read_every_s = read_every_s
+        self._newest_seen: int | None = None
+        self._applied: set[int] = set()
+        self._pruned_at = float("-inf")
+        self._failed_said_at = float("-inf")
+        self._reading: asyncio.Task[None] | None = None
+
+    def write_in(self, session: Session, changes: Changes) -> None:
+        """Inside the committing transaction (storage.change_notes.before_each_commit)."""
+        change_outbox.add_in(session, self._clock.now(), encoded(changes, self._node))
+
+    def start(self) -> None:
+        self._reading = asyncio.create_task(self._read_on())
+
+    async def close(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            await within(CLOSE_WAIT_S, self._reading, "stopping the change outbox's reader")
+
+    async def _read_on(self) -> None:
+        while True:
+            try:
+                await self.read_once()
+            except Exception as exc:  # the database away: the pages say so; keep trying
+                self._say_failed(exc)
+            await asyncio.sleep(self._read_every_s)
+
+    async def read_once(self) -> None:
+        """Applies what the other processes wrote since the last read. The first read only
+        notes where the outbox stands: what was written before this process started is
+        nothing its fresh caches hold."""
+        async with self._db.begin() as db:
+            if self._newest_seen is None:
+                self._newest_seen = await change_outbox.newest_id(db)
+                return
+            rows = await change_outbox.after(db, self._newest_seen)
+            if self._clock.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                self._pruned_at = self._clock.monotonic()
+                await change_outbox.prune(db, self._clock.now() - KEEP_FOR)
+        for row_id, payload in rows:
+            if row_id in self._applied:
+                continue
+            self._applied.add(row_id)
+            self._newest_seen = max(self._newest_seen, row_id)
+            found = decoded(payload)
+            if found is not None and found[0] != self._node:
+                self._on_change(found[1])
+        floor = self._newest_seen - change_outbox.RESCANNED_IDS
+        self._applied = {row_id for row_id in self._applied if row_id > floor}
+
+    def _say_failed(self, exc: Exception) -> None:
+        now = self._clock.monotonic()
+        if now - self._failed_said_at >= FAILURE_LOG_EVERY_S:
+            self._failed_said_at = now
+            log.warning("could not read the change outbox (%s): trying again", exc)

@@ -1,0 +1,50 @@
+"""The change outbox's statements (tables.ChangeOutboxRow): one INSERT inside the committing
+transaction, the rows after an id, and the pruning of old ones."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from twofa.storage.tables import ChangeOutboxRow, UtcDateTime, table_of
+
+RESCANNED_IDS: Final = 100  # ids below the newest seen read again (see `after`)
+
+_outbox = table_of(ChangeOutboxRow)
+_ADD: Final = insert(_outbox).values(
+    created_at=bindparam("at", type_=UtcDateTime()), payload=bindparam("body")
+)
+_AFTER: Final = (
+    select(_outbox.c.id, _outbox.c.payload)
+    .where(_outbox.c.id > bindparam("after_id"))
+    .order_by(_outbox.c.id)
+)
+_NEWEST: Final = select(func.max(_outbox.c.id))
+_PRUNE: Final = delete(_outbox).where(
+    _outbox.c.created_at < bindparam("before", type_=UtcDateTime())
+)
+
+
+def add_in(session: Session, at: datetime, payload: str) -> None:
+    """In the committing transaction (a before-commit listener's synchronous session)."""
+    session.execute(_ADD, {"at": at, "body": payload})
+
+
+async def newest_id(db: AsyncSession) -> int:
+    return int(await db.scalar(_NEWEST) or 0)
+
+
+async def after(db: AsyncSession, newest_seen: int) -> list[tuple[int, str]]:
+    """The rows from `RESCANNED_IDS` below `newest_seen` on: on PostgreSQL ids are taken at
+    INSERT and rows become visible at COMMIT, so a slow transaction's row may appear below
+    one already read. The caller skips the ids it applied."""
+    rows = await db.execute(_AFTER, {"after_id": newest_seen - RESCANNED_IDS})
+    return [(int(row_id), str(payload)) for row_id, payload in rows]
+
+
+async def prune(db: AsyncSession, before: datetime) -> None:
+    await db.execute(_PRUNE, {"before": before})

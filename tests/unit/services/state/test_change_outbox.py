@@ -1,0 +1,128 @@
+"""The Redis feed's backstop (services.state.change_outbox): what one process writes in its
+committing transaction, the others read from the database, each change once, their own never;
+a row that becomes visible below one already read (PostgreSQL takes ids at INSERT and shows
+rows at COMMIT) is still read; a rolled-back change is never heard; old rows are pruned."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.support.databases import sqlite_database
+from twofa.clock import FrozenClock
+from twofa.services.state.change_feed import encoded
+from twofa.services.state.change_outbox import KEEP_FOR, ChangeOutbox
+from twofa.storage.change_notes import Changes, before_each_commit
+from twofa.storage.database import create_engine, session_factory
+from twofa.storage.sessions import Sessions
+from twofa.storage.tables import ChangeOutboxRow
+
+NOW = datetime(2026, 12, 6, 20, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def factory(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    async with sqlite_database(tmp_path) as url:
+        engine = create_engine(url)
+        try:
+            yield session_factory(engine)
+        finally:
+            await engine.dispose()
+
+
+def outbox_of(
+    factory: async_sessionmaker[AsyncSession], node: str, clock: FrozenClock
+) -> tuple[ChangeOutbox, list[Changes]]:
+    heard: list[Changes] = []
+    return ChangeOutbox(factory, clock, node, heard.append), heard
+
+
+async def test_what_one_process_commits_the_others_read_once_and_it_skips_its_own(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FrozenClock(NOW)
+    writer, heard_by_writer = outbox_of(factory, "node-a", clock)
+    reader, heard_by_reader = outbox_of(factory, "node-b", clock)
+    before_each_commit(factory, writer.write_in)
+    await writer.read_once()
+    await reader.read_once()  # where the outbox stands when they start
+
+    async with factory.begin() as db:
+        await Sessions(db).remove("signed-in")
+    await reader.read_once()
+    await reader.read_once()  # the rows read again (the rescan) are not applied twice
+    await writer.read_once()
+
+    assert heard_by_reader == [Changes(ended_sessions=frozenset({"signed-in"}))]
+    assert heard_by_writer == []  # it applied its own change at its commit already
+
+
+async def test_a_rolled_back_change_and_a_sign_in_s_own_session_are_never_written(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FrozenClock(NOW)
+    writer, _ = outbox_of(factory, "node-a", clock)
+    before_each_commit(factory, writer.write_in)
+
+    async def fail_half_way() -> None:
+        async with factory.begin() as db:
+            await Sessions(db).remove("signed-in")
+            raise RuntimeError("the rest of the change failed")
+
+    with pytest.raises(RuntimeError):
+        await fail_half_way()
+    async with factory.begin() as db:
+        await Sessions(db).remove("half-way", signed_in=False)
+
+    async with factory() as db:
+        assert await db.scalar(select(func.count()).select_from(ChangeOutboxRow)) == 0
+
+
+async def test_a_row_that_appears_below_one_already_read_is_still_read(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    reader, heard = outbox_of(factory, "node-b", FrozenClock(NOW))
+    await reader.read_once()
+
+    async def committed(row_id: int, session_id: str) -> None:
+        body = encoded(Changes(ended_sessions=frozenset({session_id})), "node-a")
+        async with factory.begin() as db:
+            await db.execute(
+                insert(ChangeOutboxRow), {"id": row_id, "created_at": NOW, "payload": body}
+            )
+
+    await committed(7, "late-id-first")
+    await reader.read_once()
+    await committed(5, "early-id-committed-later")  # its id was taken first
+    await reader.read_once()
+
+    assert [set(c.ended_sessions) for c in heard] == [
+        {"late-id-first"},
+        {"early-id-committed-later"},
+    ]
+
+
+async def test_rows_older_than_the_keeping_time_are_pruned(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FrozenClock(NOW)
+    writer, _ = outbox_of(factory, "node-a", clock)
+    before_each_commit(factory, writer.write_in)
+    async with factory.begin() as db:
+        await Sessions(db).remove("long-ago")
+    clock.advance(KEEP_FOR + timedelta(seconds=1))
+    async with factory.begin() as db:
+        await Sessions(db).remove("just-now")
+
+    reader, _ = outbox_of(factory, "node-b", clock)
+    await reader.read_once()
+    await reader.read_once()  # prunes on its first reading round
+
+    async with factory() as db:
+        left = (await db.scalars(select(ChangeOutboxRow.created_at))).all()
+    assert [at.replace(tzinfo=UTC) if at.tzinfo is None else at for at in left] == [clock.now()]
