@@ -6,6 +6,7 @@ back to the list with a notice; bad input comes back next to its field."""
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
@@ -19,6 +20,7 @@ from twofa.domain.account_input import (
     group_name_problem,
     username_problem,
 )
+from twofa.domain.client import ClientInfo
 from twofa.services.admin.accounts import AccountService
 from twofa.services.admin.console_users import (
     MAX_CSV_BYTES,
@@ -176,68 +178,76 @@ async def refused(request: Request, admin: Admin, form: FormData, message: str) 
     )
 
 
-@router.post("/users/policy")
-async def set_user_policy(request: Request, admin: SignedInAdmin) -> Response:
+async def act_on_user(
+    request: Request,
+    admin: Admin,
+    act: Callable[[AccountService, str, ClientInfo], Awaitable[object]],
+    done: Callable[[object], str],
+) -> Response:
+    """One admin action on the user the form names: done, back to the list with the notice
+    `done(result)`; refused by the service, the list again with its message."""
     form, username, accounts = await user_action(request, admin)
-    enabled = field(form, "enabled") == "1"
     try:
-        await accounts.set_user_policy(username, enabled, client_of(request))
+        result = await act(accounts, username, client_of(request))
     except AccountError as exc:
         return await refused(request, admin, form, str(exc))
-    return back_to("/admin/users", form, "policy_on" if enabled else "policy_off", username)
+    return back_to("/admin/users", form, done(result), username)
+
+
+def _always(notice: str) -> Callable[[object], str]:
+    return lambda _: notice
+
+
+@router.post("/users/policy")
+async def set_user_policy(request: Request, admin: SignedInAdmin) -> Response:
+    enabled = field(await request.form(), "enabled") == "1"
+    return await act_on_user(
+        request,
+        admin,
+        lambda accounts, username, client: accounts.set_user_policy(username, enabled, client),
+        _always("policy_on" if enabled else "policy_off"),
+    )
 
 
 @router.post("/users/reset-2fa")
 async def reset_second_factor(request: Request, admin: SignedInAdmin) -> Response:
-    form, username, accounts = await user_action(request, admin)
-    try:
-        await accounts.reset_second_factor(username, client_of(request))
-    except AccountError as exc:
-        return await refused(request, admin, form, str(exc))
-    return back_to("/admin/users", form, "reset", username)
+    return await act_on_user(request, admin, AccountService.reset_second_factor, _always("reset"))
 
 
 @router.post("/users/forget-devices")
 async def forget_devices(request: Request, admin: SignedInAdmin) -> Response:
-    form, username, accounts = await user_action(request, admin)
-    try:
-        await accounts.forget_devices(username, client_of(request))
-    except AccountError as exc:
-        return await refused(request, admin, form, str(exc))
-    return back_to("/admin/users", form, "devices_forgotten", username)
+    return await act_on_user(
+        request, admin, AccountService.forget_devices, _always("devices_forgotten")
+    )
 
 
 @router.post("/users/end-sessions")
 async def end_sessions(request: Request, admin: SignedInAdmin) -> Response:
-    form, username, accounts = await user_action(request, admin)
-    try:
-        await accounts.end_sessions(username, client_of(request))
-    except AccountError as exc:
-        return await refused(request, admin, form, str(exc))
-    return back_to("/admin/users", form, "sessions_ended", username)
+    return await act_on_user(request, admin, AccountService.end_sessions, _always("sessions_ended"))
 
 
 @router.post("/users/unlock")
 async def unlock_user(request: Request, admin: SignedInAdmin) -> Response:
-    form, username, accounts = await user_action(request, admin)
-    try:
-        was_locked = await accounts.unlock_user(username, client_of(request))
-    except AccountError as exc:
-        return await refused(request, admin, form, str(exc))
-    return back_to("/admin/users", form, "unlocked" if was_locked else "not_locked", username)
+    return await act_on_user(
+        request,
+        admin,
+        AccountService.unlock_user,
+        lambda was_locked: "unlocked" if was_locked else "not_locked",
+    )
 
 
 @router.post("/users/account")
 async def set_account_enabled(request: Request, admin: SignedInAdmin) -> Response:
-    form, username, accounts = await user_action(request, admin)
+    form = await request.form()
     enabled = field(form, "enabled") == "1"
-    if not enabled and username == admin.username:
+    if not enabled and field(form, "username") == admin.username:
         return await refused(request, admin, form, "You cannot disable your own account.")
-    try:
-        await accounts.set_enabled(username, enabled, client_of(request))
-    except AccountError as exc:
-        return await refused(request, admin, form, str(exc))
-    return back_to("/admin/users", form, "account_on" if enabled else "account_off", username)
+    return await act_on_user(
+        request,
+        admin,
+        lambda accounts, username, client: accounts.set_enabled(username, enabled, client),
+        _always("account_on" if enabled else "account_off"),
+    )
 
 
 @router.get("/users/delete")
