@@ -52,7 +52,10 @@ class Changes:
             self.settings or other.settings,
             self.access_rules or other.access_rules,
             self.changed_users | other.changed_users,
-            self.never_signed_in | other.never_signed_in,
+            # Noted once as signed in is signed in, whatever else noted it: never dropped.
+            (self.never_signed_in | other.never_signed_in)
+            - (self.ended_sessions - self.never_signed_in)
+            - (other.ended_sessions - other.never_signed_in),
         )
 
     def shared(self) -> Changes:

@@ -64,8 +64,10 @@ def _local_methods(user_id: _UserId) -> ScalarSelect[str]:
 
 def _listed(duo_set_up: bool, local_methods: object) -> list[str]:
     """Duo Push first when set up, then the others by code, each once."""
-    local = sorted({str(code) for code in json_array_values(local_methods)} - {DUO_PUSH})
-    return [DUO_PUSH, *local] if duo_set_up else local
+    codes = {str(code) for code in json_array_values(local_methods)}
+    if duo_set_up:
+        codes.add(DUO_PUSH)
+    return sorted(codes, key=lambda code: (code != DUO_PUSH, code))
 
 
 # Built once, values bound at execution: every second-factor page and answer reads these.

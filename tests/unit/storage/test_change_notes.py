@@ -140,3 +140,11 @@ async def test_other_processes_hear_of_signed_in_sessions_only(
         await Sessions(db).remove("signed-in")
     assert sent == [Changes(ended_sessions=frozenset({"signed-in"}))]
     assert heard[-1].shared() == sent[-1]
+
+
+def test_a_session_noted_once_as_signed_in_stays_signed_in_when_notes_merge() -> None:
+    signed_in = Changes(ended_sessions=frozenset({"s"}))
+    half_way = Changes(ended_sessions=frozenset({"s", "h"}), never_signed_in=frozenset({"s", "h"}))
+    for merged in (signed_in | half_way, half_way | signed_in):
+        assert merged.never_signed_in == {"h"}
+        assert merged.shared().ended_sessions == {"s"}

@@ -95,7 +95,7 @@ class EnrolmentSteps(PipelineSteps):
                 db, session, user, code, challenge_id, "enrol"
             )
             enrolled = await self._enrolled(db, user, method)
-            attempt, locked = await self._failures.take_attempt(db, user, code, client)
+            attempt, locked = await self._failures.take_attempt(db, user.username, code, client)
         if locked is not None:  # committed, with its audit record; the answer is never checked
             raise locked
         secret = self._challenges.draft_secret(challenge)
@@ -104,7 +104,9 @@ class EnrolmentSteps(PipelineSteps):
         try:
             credential = await method.finish_enrolment(context, keep, secret, response, enrolled)
         except ResponseRejected as exc:
-            await self._failures.refuse(user, method, client, "enrolment", exc.reason, attempt)
+            await self._failures.refuse(
+                user.username, method, client, "enrolment", exc.reason, attempt
+            )
             raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
         except EnrolmentRefused as exc:  # a form to correct, not a wrong answer
             await self._failures.give_back(attempt)
@@ -117,7 +119,7 @@ class EnrolmentSteps(PipelineSteps):
         except credential_store.DuplicateCredential as exc:  # rolled back whole
             # Another user's key, or a racing enrolment of this one: refused, and on record.
             await self._failures.refused_enrolment(
-                user, client, method.code, "credential id registered already", attempt
+                user.username, client, method.code, "credential id registered already", attempt
             )
             raise SecondFactorError(already_registered(method.title)) from exc
 

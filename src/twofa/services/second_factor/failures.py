@@ -18,7 +18,6 @@ from twofa.services.second_factor.counted import count_when_committed
 from twofa.services.second_factor.outcomes import SecondFactorError
 from twofa.services.state import audit, throttle
 from twofa.services.state.lockouts import method_lockout_key
-from twofa.storage.tables import UserRow
 
 FAILURE_RULE: Final = throttle.ThrottleRule(5, timedelta(minutes=15), timedelta(minutes=15))
 # Answers people chose are easier to guess than codes: at most three tries an hour.
@@ -59,7 +58,7 @@ class FailureLedger:
         self._clock = clock
 
     def audit_refusal(
-        self, db: AsyncSession, user: UserRow, client: ClientInfo, code: str, outcome: str
+        self, db: AsyncSession, username: str, client: ClientInfo, code: str, outcome: str
     ) -> None:
         """A refusal that is not a wrong answer (locked, expired), in the caller's transaction."""
         count_when_committed(db, code, outcome)
@@ -68,29 +67,29 @@ class FailureLedger:
             self._clock,
             "second_factor",
             outcome,
-            username=user.username,
+            username=username,
             client=client,
             method=code,
         )
 
     async def take_attempt(
-        self, db: AsyncSession, user: UserRow, code: str, client: ClientInfo
+        self, db: AsyncSession, username: str, code: str, client: ClientInfo
     ) -> tuple[throttle.Attempt, SecondFactorError | None]:
         """Counts this answer against the method before anything checks it, in the caller's
         transaction (the counter's row stays locked until it ends, so concurrent answers wait
         for each other). An answer over the limit is audited as locked and its refusal
         returned, for the caller to raise after the commit: it is never checked."""
-        key = failure_key(code, user.username)
+        key = failure_key(code, username)
         attempt = await throttle.take_attempt(db, key, failure_rule(code), self._clock.now())
         if attempt.allowed:
             return attempt, None
-        self.audit_refusal(db, user, client, code, "locked")
+        self.audit_refusal(db, username, client, code, "locked")
         return attempt, SecondFactorError(locked_message(code))
 
     def refused_in(
         self,
         db: AsyncSession,
-        user: UserRow,
+        username: str,
         code: str,
         client: ClientInfo,
         kind: str,
@@ -107,16 +106,16 @@ class FailureLedger:
             self._clock,
             kind,
             "refused",
-            username=user.username,
+            username=username,
             client=client,
             method=code,
             reason=reason,
         )
-        throttle.audit_lockout(db, self._clock, attempt, username=user.username, client=client)
+        throttle.audit_lockout(db, self._clock, attempt, username=username, client=client)
 
     async def refuse(
         self,
-        user: UserRow,
+        username: str,
         method: Method,
         client: ClientInfo,
         kind: str,
@@ -125,17 +124,21 @@ class FailureLedger:
     ) -> None:
         """`refused_in`, in a transaction of its own."""
         async with self._db.begin() as db:
-            self.refused_in(db, user, method.code, client, kind, reason, attempt)
+            self.refused_in(db, username, method.code, client, kind, reason, attempt)
 
     async def count_and_refuse(
-        self, user: UserRow, method: Method, client: ClientInfo, reason: str
-    ) -> None:
+        self, username: str, method: Method, client: ClientInfo, reason: str
+    ) -> SecondFactorError | None:
         """A right answer that lost a race (the challenge or the credential was consumed
-        first) rolled back whole, its count included: counted again, and refused."""
+        first) rolled back whole, its count included: counted again, and refused; the
+        lock-out's refusal when this count is over the limit. By name: the user's row went
+        with the rolled-back transaction."""
         async with self._db.begin() as db:
-            attempt, locked = await self.take_attempt(db, user, method.code, client)
+            attempt, locked = await self.take_attempt(db, username, method.code, client)
             if locked is None:
-                self.refused_in(db, user, method.code, client, "second_factor", reason, attempt)
+                code, kind = method.code, "second_factor"
+                self.refused_in(db, username, code, client, kind, reason, attempt)
+        return locked
 
     async def give_back(self, attempt: throttle.Attempt) -> None:
         """An attempt refused before any secret was checked (a set-up form to correct)."""
@@ -144,7 +147,7 @@ class FailureLedger:
 
     async def refused_enrolment(
         self,
-        user: UserRow,
+        username: str,
         client: ClientInfo,
         code: str,
         reason: str,
@@ -160,7 +163,7 @@ class FailureLedger:
                 self._clock,
                 "enrolment",
                 "refused",
-                username=user.username,
+                username=username,
                 client=client,
                 method=code,
                 reason=reason,

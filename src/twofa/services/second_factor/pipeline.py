@@ -155,14 +155,17 @@ class SecondFactorService(EnrolmentSteps):
                 async with self._db.begin() as db:
                     outcome = await self._settle(db, session, method, answer, verdict, client)
         except _Replayed as exc:  # its transaction rolled back whole
+            refusal = SecondFactorError(FAILURE_MESSAGES[method.kind])
             if method.checks_slowly:  # the attempt was committed before the check
                 assert answer.attempt is not None
                 await self._failures.refuse(
-                    answer.user, method, client, "second_factor", str(exc), answer.attempt
+                    answer.username, method, client, "second_factor", str(exc), answer.attempt
                 )
-            else:  # the count went with it: counted again, with the refusal
-                await self._failures.count_and_refuse(answer.user, method, client, str(exc))
-            raise SecondFactorError(FAILURE_MESSAGES[method.kind]) from exc
+            else:  # the count went with it: counted again, with the refusal (or the lock-out)
+                username = answer.username
+                locked = await self._failures.count_and_refuse(username, method, client, str(exc))
+                refusal = locked or refusal
+            raise refusal from exc
         if isinstance(outcome, SecondFactorError):
             raise outcome
         return outcome
@@ -186,15 +189,15 @@ class SecondFactorService(EnrolmentSteps):
                 db, session, user, code, challenge_id, "validate"
             )
         except SecondFactorError as exc:
-            self._failures.audit_refusal(db, user, client, code, "expired")
-            return _Answer(user, None, None, [], None, exc)
+            self._failures.audit_refusal(db, user.username, client, code, "expired")
+            return _Answer(user, user.username, None, None, [], None, exc)
         with_items = credential_store.keeps_items(method)
         credentials = await credential_store.load(
             db, self._sealer, user.id, code, with_items=with_items
         )
         context = await self._context(user, code)
-        attempt, locked = await self._failures.take_attempt(db, user, code, client)
-        return _Answer(user, challenge, attempt, credentials, context, locked)
+        attempt, locked = await self._failures.take_attempt(db, user.username, code, client)
+        return _Answer(user, user.username, challenge, attempt, credentials, context, locked)
 
     async def _check(
         self, method: Method, answer: _Answer, response: Mapping[str, str]
@@ -225,7 +228,7 @@ class SecondFactorService(EnrolmentSteps):
         assert answer.attempt is not None
         if isinstance(verdict, ResponseRejected):
             self._failures.refused_in(
-                db, user, code, client, "second_factor", verdict.reason, answer.attempt
+                db, user.username, code, client, "second_factor", verdict.reason, answer.attempt
             )
             return SecondFactorError(FAILURE_MESSAGES[method.kind])
         if not await Challenges(db).consume(
@@ -247,7 +250,7 @@ class SecondFactorService(EnrolmentSteps):
         user = await self._access.may_verify_in(db, session, code)  # refused: nothing written
         lock = await throttle.lock_state(db, failure_key(code, user.username), self._clock.now())
         if lock.locked_until is not None:
-            self._failures.audit_refusal(db, user, client, code, "locked")
+            self._failures.audit_refusal(db, user.username, client, code, "locked")
             return _Checked(user, [], SecondFactorError(locked_message(code)))
         with_items = credential_store.keeps_items(method)
         credentials = await credential_store.load(
@@ -270,6 +273,9 @@ class _Checked:
 @dataclass(frozen=True)
 class _Answer:
     user: UserRow
+    # Read while the row was loaded: a racing answer's transaction rolls back, which expires
+    # `user`, and its refusal is still counted and audited by this name.
+    username: str
     challenge: ChallengeRow | None
     attempt: throttle.Attempt | None
     credentials: list[StoredCredential]
