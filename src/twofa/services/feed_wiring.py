@@ -45,7 +45,7 @@ def build_change_feed(
     return None
 
 
-def follow_changes(
+async def follow_changes(
     db: async_sessionmaker[AsyncSession],
     feed: ChangeFeed | None,
     apply: Callable[[Changes], None],
@@ -74,7 +74,7 @@ def follow_changes(
     elif isinstance(feed, RedisChangeFeed):
         outbox = ChangeOutbox(db, clock, feed.node, apply)
         before_each_commit(db, outbox.write_in)
-        outbox.start()
+        await outbox.start()  # before the process serves: see ChangeOutbox.start
     if feed is not None:
         feed.start()
     return outbox

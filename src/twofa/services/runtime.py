@@ -306,15 +306,15 @@ class Gateway:
         gateway.hashing = hashing
         gateway.directories = external
         gateway.feed_state = feed_state
-        gateway.follow_changes(
+        await gateway.follow_changes(
             build_change_feed(settings, engine, feed_state, gateway.apply_changes)
         )
         return gateway
 
-    def follow_changes(self, feed: ChangeFeed | None) -> None:
+    async def follow_changes(self, feed: ChangeFeed | None) -> None:
         """Hears the other processes through `feed` and tells them of this one's commits
         (services.feed_wiring)."""
-        self.change_outbox = follow_changes(
+        self.change_outbox = await follow_changes(
             self.db,
             feed,
             self.apply_changes,

@@ -12,8 +12,6 @@ from sqlalchemy.orm import Session
 
 from twofa.storage.tables import ChangeOutboxRow, UtcDateTime, table_of
 
-RESCANNED_IDS: Final = 100  # ids below the newest seen read again (see `after`)
-
 _outbox = table_of(ChangeOutboxRow)
 _ADD: Final = insert(_outbox).values(
     created_at=bindparam("at", type_=UtcDateTime()), payload=bindparam("body")
@@ -38,11 +36,9 @@ async def newest_id(db: AsyncSession) -> int:
     return int(await db.scalar(_NEWEST) or 0)
 
 
-async def after(db: AsyncSession, newest_seen: int) -> list[tuple[int, str]]:
-    """The rows from `RESCANNED_IDS` below `newest_seen` on: on PostgreSQL ids are taken at
-    INSERT and rows become visible at COMMIT, so a slow transaction's row may appear below
-    one already read. The caller skips the ids it applied."""
-    rows = await db.execute(_AFTER, {"after_id": newest_seen - RESCANNED_IDS})
+async def after(db: AsyncSession, floor: int) -> list[tuple[int, str]]:
+    """The rows above `floor`, oldest first."""
+    rows = await db.execute(_AFTER, {"after_id": floor})
     return [(int(row_id), str(payload)) for row_id, payload in rows]
 
 

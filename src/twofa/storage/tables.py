@@ -463,6 +463,9 @@ class ChangeOutboxRow(Base):
     these rows twice a second (services.state.change_outbox). Kept for minutes, then pruned."""
 
     __tablename__ = "change_outbox"
+    # Ids never reused, even once pruning empties the table (SQLite would start again at 1
+    # and readers waiting above the old ids would never see a row again).
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

@@ -26,6 +26,10 @@ from twofa.storage import change_outbox
 from twofa.storage.change_notes import Changes
 
 READ_EVERY_S: Final = 0.5
+# An id below the newest read but not seen yet: a transaction that took it has not committed
+# (PostgreSQL takes ids at INSERT and shows rows at COMMIT), or rolled back. Looked for again at
+# each read for this long, far beyond any commit's delay; then given up, loudly.
+GAP_WAIT_S: Final = 60.0
 KEEP_FOR: Final = timedelta(minutes=10)  # far longer than any node's hiccup between reads
 PRUNE_EVERY_S: Final = 60.0
 FAILURE_LOG_EVERY_S: Final = 10.0
@@ -49,7 +53,8 @@ class ChangeOutbox:
         self._on_change = on_change
         self._read_every_s = read_every_s
         self._newest_seen: int | None = None
-        self._applied: set[int] = set()
+        self._gaps: dict[int, float] = {}  # id -> when it was first missed (monotonic)
+        self._applied: set[int] = set()  # ids read above the lowest gap
         self._pruned_at = float("-inf")
         self._failed_said_at = float("-inf")
         self._reading: asyncio.Task[None] | None = None
@@ -58,8 +63,17 @@ class ChangeOutbox:
         """Inside the committing transaction (storage.change_notes.before_each_commit)."""
         change_outbox.add_in(session, self._clock.now(), encoded(changes, self._node))
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """`prime`, then reads on in the background."""
+        await self.prime()
         self._reading = asyncio.create_task(self._read_on())
+
+    async def prime(self) -> None:
+        """Notes where the outbox stands. Done before the process serves: a change written
+        after a copy was made must never be taken for the starting point (what was written
+        before it, the fresh caches do not hold)."""
+        async with self._db.begin() as db:
+            self._newest_seen = await change_outbox.newest_id(db)
 
     async def close(self) -> None:
         if self._reading is not None:
@@ -68,21 +82,19 @@ class ChangeOutbox:
 
     async def _read_on(self) -> None:
         while True:
+            await asyncio.sleep(self._read_every_s)
             try:
                 await self.read_once()
             except Exception as exc:  # the database away: the pages say so; keep trying
                 self._say_failed(exc)
-            await asyncio.sleep(self._read_every_s)
 
     async def read_once(self) -> None:
-        """Applies what the other processes wrote since the last read. The first read only
-        notes where the outbox stands: what was written before this process started is
-        nothing its fresh caches hold."""
+        """Applies what the other processes wrote since the last read, and what has appeared
+        in the gaps below it since."""
+        assert self._newest_seen is not None, "prime() first"
+        floor = min(self._gaps, default=self._newest_seen + 1) - 1
         async with self._db.begin() as db:
-            if self._newest_seen is None:
-                self._newest_seen = await change_outbox.newest_id(db)
-                return
-            rows = await change_outbox.after(db, self._newest_seen)
+            rows = await change_outbox.after(db, floor)
             if self._clock.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
                 self._pruned_at = self._clock.monotonic()
                 await change_outbox.prune(db, self._clock.now() - KEEP_FOR)
@@ -90,11 +102,34 @@ class ChangeOutbox:
             if row_id in self._applied:
                 continue
             self._applied.add(row_id)
-            self._newest_seen = max(self._newest_seen, row_id)
+            self._gaps.pop(row_id, None)
             found = decoded(payload)
             if found is not None and found[0] != self._node:
                 self._on_change(found[1])
-        floor = self._newest_seen - change_outbox.RESCANNED_IDS
+        self._note_gaps([row_id for row_id, _ in rows])
+
+    def waiting_for(self) -> set[int]:
+        """The ids below the newest read that have not appeared yet."""
+        return set(self._gaps)
+
+    def _note_gaps(self, read: list[int]) -> None:
+        assert self._newest_seen is not None
+        now, newest = self._clock.monotonic(), max(read, default=self._newest_seen)
+        present = set(read)
+        for missing in range(self._newest_seen + 1, newest):
+            if missing not in present:
+                self._gaps[missing] = now
+        self._newest_seen = max(self._newest_seen, newest)
+        for row_id, missed_at in list(self._gaps.items()):
+            if now - missed_at > GAP_WAIT_S:
+                del self._gaps[row_id]  # rolled back, most likely; else its change is late
+                log.warning(
+                    "change outbox id %d never appeared in %.0f s: given up (a rolled-back "
+                    "transaction, or one that took longer to commit)",
+                    row_id,
+                    GAP_WAIT_S,
+                )
+        floor = min(self._gaps, default=self._newest_seen + 1) - 1
         self._applied = {row_id for row_id in self._applied if row_id > floor}
 
     def _say_failed(self, exc: Exception) -> None:

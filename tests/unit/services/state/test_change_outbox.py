@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.support.databases import sqlite_database
 from twofa.clock import FrozenClock
 from twofa.services.state.change_feed import encoded
-from twofa.services.state.change_outbox import KEEP_FOR, ChangeOutbox
+from twofa.services.state.change_outbox import GAP_WAIT_S, KEEP_FOR, ChangeOutbox
 from twofa.storage.change_notes import Changes, before_each_commit
 from twofa.storage.database import create_engine, session_factory
 from twofa.storage.sessions import Sessions
@@ -49,8 +49,8 @@ async def test_what_one_process_commits_the_others_read_once_and_it_skips_its_ow
     writer, heard_by_writer = outbox_of(factory, "node-a", clock)
     reader, heard_by_reader = outbox_of(factory, "node-b", clock)
     before_each_commit(factory, writer.write_in)
-    await writer.read_once()
-    await reader.read_once()  # where the outbox stands when they start
+    await writer.prime()
+    await reader.prime()  # where the outbox stands when they start
 
     async with factory.begin() as db:
         await Sessions(db).remove("signed-in")
@@ -87,7 +87,7 @@ async def test_a_row_that_appears_below_one_already_read_is_still_read(
     factory: async_sessionmaker[AsyncSession],
 ) -> None:
     reader, heard = outbox_of(factory, "node-b", FrozenClock(NOW))
-    await reader.read_once()
+    await reader.prime()
 
     async def committed(row_id: int, session_id: str) -> None:
         body = encoded(Changes(ended_sessions=frozenset({session_id})), "node-a")
@@ -96,15 +96,63 @@ async def test_a_row_that_appears_below_one_already_read_is_still_read(
                 insert(ChangeOutboxRow), {"id": row_id, "created_at": NOW, "payload": body}
             )
 
-    await committed(7, "late-id-first")
+    await committed(500, "late-id-first")
     await reader.read_once()
+    for row_id in range(300, 450):  # many more commits meanwhile, no fixed window holds
+        await committed(row_id, f"other-{row_id}")
+        await reader.read_once()
     await committed(5, "early-id-committed-later")  # its id was taken first
     await reader.read_once()
+    await reader.read_once()
 
-    assert [set(c.ended_sessions) for c in heard] == [
-        {"late-id-first"},
-        {"early-id-committed-later"},
-    ]
+    ended = [next(iter(c.ended_sessions)) for c in heard]
+    assert ended[0] == "late-id-first"
+    assert ended[-1] == "early-id-committed-later"
+    assert len(ended) == len(set(ended)) == 152  # each once
+
+
+async def test_an_id_that_never_appears_is_given_up_after_a_while(
+    factory: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FrozenClock(NOW)
+    reader, heard = outbox_of(factory, "node-b", clock)
+    await reader.prime()
+    body = encoded(Changes(ended_sessions=frozenset({"s"})), "node-a")
+    async with factory.begin() as db:  # ids 1 and 2 were taken by transactions rolled back
+        await db.execute(insert(ChangeOutboxRow), {"id": 3, "created_at": NOW, "payload": body})
+    await reader.read_once()
+    assert reader.waiting_for() == {1, 2}
+
+    clock.advance(timedelta(seconds=GAP_WAIT_S + 1))
+    await reader.read_once()
+
+    assert reader.waiting_for() == set()
+    assert "id 1 never appeared" in caplog.text
+    assert len(heard) == 1
+
+
+async def test_ids_are_never_reused_once_pruning_empties_the_table(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FrozenClock(NOW)
+    writer, _ = outbox_of(factory, "node-a", clock)
+    before_each_commit(factory, writer.write_in)
+    async with factory.begin() as db:
+        await Sessions(db).remove("first")
+    async with factory() as db:
+        first = await db.scalar(select(func.max(ChangeOutboxRow.id)))
+    assert first is not None
+    clock.advance(KEEP_FOR + timedelta(seconds=1))
+    reader, heard = outbox_of(factory, "node-b", clock)
+    await reader.prime()
+    await reader.read_once()  # prunes: the table is empty now
+    async with factory.begin() as db:
+        await Sessions(db).remove("second")
+    await reader.read_once()
+
+    async with factory() as db:
+        assert await db.scalar(select(func.max(ChangeOutboxRow.id))) == first + 1
+    assert [set(c.ended_sessions) for c in heard] == [{"second"}]
 
 
 async def test_rows_older_than_the_keeping_time_are_pruned(
@@ -120,7 +168,7 @@ async def test_rows_older_than_the_keeping_time_are_pruned(
         await Sessions(db).remove("just-now")
 
     reader, _ = outbox_of(factory, "node-b", clock)
-    await reader.read_once()
+    await reader.prime()
     await reader.read_once()  # prunes on its first reading round
 
     async with factory() as db:

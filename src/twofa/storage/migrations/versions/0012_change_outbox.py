@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("payload", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,  # ids never reused once pruning empties the table
     )
     op.create_index("ix_change_outbox_created_at", "change_outbox", ["created_at"])
 
