@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from html import unescape
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,7 +28,6 @@ from tests.support.authenticator_security_questions import (
     questions_on_verify_page,
 )
 from tests.support.authenticator_totp import code_at, secret_from_page
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.email_otp_flow import ERIN, email_site, enrol_erin, password_step
 from tests.support.gateway import PASSWORDS, csrf_from, running_gateway, sign_in
 from tests.support.smtp import SmtpServer
@@ -53,13 +51,6 @@ LOCKED_SIGN_IN = "Too many failed sign-in attempts"
 class Site:
     client: httpx.AsyncClient
     settings: Settings
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @asynccontextmanager

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +17,6 @@ from tests.conftest import RunningSimulator
 from tests.integration.test_csrf_every_route import FORM, PARAMETERS, database_state
 from tests.integration.test_gate_walks_every_route import app_routes
 from tests.support.admin_sign_in import pass_duo_push, sign_in_admin
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import csrf_from, csrf_token_of, running_gateway, sign_in
 from tests.support.user_management import ADMIN, ADMIN_PASSWORD, add_admin
 from twofa.config import Settings
@@ -33,13 +31,6 @@ TRUSTED = {"access": {"trusted_networks": ["10.0.0.0/8"]}}
 # What a refused request may still write: its session remembers where to come back to, and
 # the audit log may note the refusal.
 BOOKKEEPING = ("sessions", "audit_events")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @pytest.fixture

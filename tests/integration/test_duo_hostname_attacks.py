@@ -13,7 +13,6 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +24,6 @@ from tests.integration.test_api import issue_token
 from tests.support.admin_sign_in import sign_in_admin
 from tests.support.authenticator_totp import code_at, secret_from_page
 from tests.support.console import ADVANCED, field_problem
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import SECRET, gateway_settings, running_gateway, sign_in
 from tests.support.servers import free_port
 from tests.support.totp_flow import submit_code
@@ -40,13 +38,6 @@ pytestmark = pytest.mark.integration
 ADMIN, ADMIN_PASSWORD = "duoadmin", "duo-admin-password-1"
 NOT_DUO = "is not a Duo API host"
 INTERNAL_SECRET = "INTERNAL-BANNER-4c1d"  # what the internal service would give away
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +13,6 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import csrf_from, running_gateway, sign_in
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
@@ -27,13 +25,6 @@ PUSH_AND_PASSCODES_ONLY = [
 ]
 
 Browser = Callable[..., Awaitable[httpx.AsyncClient]]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @pytest.fixture

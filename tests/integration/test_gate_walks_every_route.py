@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import RunningSimulator
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import (
     csrf_token_of,
     running_gateway,
@@ -108,13 +106,6 @@ class AttackerSession:
             "email": "mallory@example.com",
         }
         return cls(challenge, form, {"X-CSRF-Token": token})
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 async def alices_state(settings: Settings) -> tuple[list[str], str | None, list[tuple[str, str]]]:

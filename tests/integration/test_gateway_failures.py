@@ -4,8 +4,6 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +11,6 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import RunningSimulator
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.duo_flow import enrol_with_duo_push
 from tests.support.gateway import csrf_from, running_gateway, sign_in
 from tests.support.totp_flow import sign_out
@@ -22,13 +19,6 @@ from twofa.storage.tables import AuditRow
 from twofa.web.context import SESSION_COOKIE
 
 JSON = {"Accept": "application/json"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @pytest.fixture

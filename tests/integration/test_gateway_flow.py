@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import RunningSimulator
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import csrf_from, running_gateway, sign_in
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from typer.testing import CliRunner, Result
 
 from tests.conftest import RunningSimulator
 from tests.support.authenticator_totp import code_at, secret_from_page
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.email_otp_flow import smtp_edit
 from tests.support.gateway import seed_users, sign_in
 from tests.support.sealing_v1 import seal_v1
@@ -55,13 +54,6 @@ async def browser(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=base_url, cookies=cookies, timeout=30) as client:
         yield client
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @dataclass(frozen=True)

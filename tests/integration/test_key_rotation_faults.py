@@ -23,7 +23,6 @@ from tests.integration.test_key_rotation import (
     save_duo_and_smtp,
     stored,
 )
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.email_otp_flow import smtp_edit
 from tests.support.smtp import SmtpServer
 from twofa.domain.client import NO_CLIENT
@@ -50,13 +49,6 @@ TOTP_USERS = 6
 
 class Interrupted(Exception):
     """Stands for the admin's Ctrl-C, a killed process, a lost database connection."""
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @pytest.fixture

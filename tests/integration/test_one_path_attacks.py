@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import unescape
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tests.conftest import RunningSimulator
 from tests.integration.test_oidc_provider import CALLBACK, authorize_path
 from tests.support.authenticator_totp import code_at, code_for, secret_from_page
-from tests.support.databases import postgres_database, sqlite_database
+from tests.support.databases import postgres_database
 from tests.support.gateway import (
     PASSWORDS,
     SECRET,
@@ -79,13 +78,6 @@ class Site:
 
     def code(self, secret: str, steps_on: int = 0) -> str:
         return code_for(secret, time_step(self.clock.now()) + steps_on)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @pytest.fixture
@@ -201,8 +193,11 @@ async def test_one_right_code_posted_eight_times_at_once_signs_in_once(site: Sit
     # A loser is refused as a wrong code (it lost the race inside its transaction: counted
     # and audited as a refusal) or as a used challenge (it read the challenge used); never
     # a server error, and never unaudited. Each loser's attempt counts (count, then check),
-    # so past the method's limit the last ones are refused as locked, and audited so.
-    assert set(refused) <= LOSERS | {(400, LOCKED_15)}, (refused, written)
+    # so past the method's limit the last ones are refused as locked, and audited so. One
+    # that arrives after the winner committed carries a session that no longer exists: the
+    # CSRF check refuses it before anything is counted (a busy machine makes that happen).
+    late = (403, "Sign-in problem · twofa")
+    assert set(refused) <= LOSERS | {(400, LOCKED_15), late}, (refused, written)
     assert written[("second_factor", "locked")] == refused[(400, LOCKED_15)], written
     assert [r.headers["location"] for r in replies if r.status_code == 303] == ["/2fa/after"]
     assert written[("second_factor", "allow")] == 1

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html import unescape
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +22,6 @@ from tests.integration.test_attempt_counting import audit_of, throttle_counts
 from tests.integration.test_console_status import rows as status_rows
 from tests.support.admin_sign_in import sign_in_admin
 from tests.support.clocks import SkippableClock
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import PASSWORDS, csrf_from, running_gateway, sign_in
 from tests.support.user_management import ADMIN, ADMIN_PASSWORD, AdminBrowser, add_admin
 from twofa.services.doctor import examine
@@ -45,13 +43,6 @@ class NotedSleeps(SkippableClock):
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         await asyncio.sleep(0)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @asynccontextmanager

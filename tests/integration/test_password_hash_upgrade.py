@@ -5,15 +5,12 @@ moment twofa knows the password), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import RunningSimulator
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import PASSWORDS, running_gateway, sign_in
 from twofa.config import Settings
 from twofa.services.runtime import Gateway
@@ -22,13 +19,6 @@ from twofa.storage.repositories import Users
 pytestmark = pytest.mark.integration
 FIRST = {"argon2_time_cost": 1, "argon2_memory_kib": 19_456, "argon2_parallelism": 1}
 RAISED = {"argon2_time_cost": 2, "argon2_memory_kib": 24_576, "argon2_parallelism": 2}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 async def stored_hash(settings: Settings, username: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from typer.testing import CliRunner, Result
 from tests.conftest import RunningSimulator
 from tests.integration.test_api import error_of, started_api
 from tests.support.console import field_problem
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import gateway_settings, seed_users
 from tests.support.servers import free_port
 from tests.support.user_management import ADMIN, signed_in_admin
@@ -35,13 +33,6 @@ GUESSABLE = {
     "leavemealone": COMMON,
     "Tr0ub4dor&3": "at least 12 characters, this one has 11",
 }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 async def password_hashes(settings: Settings) -> dict[str, str | None]:

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from html import unescape
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,6 @@ from sqlalchemy import select, update
 from tests.conftest import RunningSimulator
 from tests.integration.test_api import issue_token
 from tests.support.admin_sign_in import sign_in_admin
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.duo_flow import JSON, enrol_with_duo_push, send_push
 from tests.support.gateway import csrf_from, running_gateway, sign_in
 from twofa.clock import SystemClock
@@ -33,13 +31,6 @@ from twofa.storage.tables import AuditRow, ThrottleRow
 
 pytestmark = pytest.mark.integration
 ADMIN = ("admin", "admin-password-1")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
 
 
 @asynccontextmanager

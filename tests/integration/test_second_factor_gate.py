@@ -9,8 +9,6 @@ browser of its own and tries to reach a signed-in session or a new second factor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +18,6 @@ from sqlalchemy import select
 from tests.conftest import RunningSimulator
 from tests.support.authenticator_totp import code_for, current_step, secret_from_page
 from tests.support.clocks import SkippableClock
-from tests.support.databases import postgres_database, sqlite_database
 from tests.support.duo_flow import JSON, enrol_with_duo_push, send_push
 from tests.support.gateway import (
     csrf_from,
@@ -37,14 +34,6 @@ from twofa.services.admin.overview import OverviewService
 from twofa.services.runtime import Gateway
 from twofa.storage.tables import AuditRow
 from twofa.web.context import DEVICE_COOKIE, SESSION_COOKIE
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    factory = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
-    async with factory as url:
-        yield url
-
 
 SETTINGS_FOLLOW_S = 1.1  # a running gateway applies the console's settings within a second
 Site = tuple[httpx.AsyncClient, httpx.AsyncClient, Settings]
