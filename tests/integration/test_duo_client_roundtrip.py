@@ -56,7 +56,10 @@ async def client(
             http,
             credentials=DuoCredentials(simulator.ikey, simulator.skey),
             endpoint=endpoint,
-            timeouts=DuoTimeouts(connect=2, read=5, long_poll_read=10),
+            # Generous: these tests are about outcomes, not timeouts, and on a 2-core CI host
+            # running Chromium beside them the test process can stall for two seconds (a
+            # 2-second connect timeout once failed CI on a loopback connect).
+            timeouts=DuoTimeouts(connect=10, read=15, long_poll_read=20),
             sleep=sleeps,
         )
 
