@@ -61,28 +61,38 @@ class AccessRule:
     networks: tuple[Network, ...] = ()
 
     @cached_property
-    def _path_patterns(self) -> tuple[re.Pattern[str], ...]:
+    def _path_pattern(self) -> re.Pattern[str] | None:
         return self._compiled(0)
 
     @cached_property
-    def _lenient_patterns(self) -> tuple[re.Pattern[str], ...]:
+    def _lenient_pattern(self) -> re.Pattern[str] | None:
         return self._compiled(re.IGNORECASE)
 
-    def _compiled(self, flags: int) -> tuple[re.Pattern[str], ...]:
-        globs = (normal_pattern(p.replace("**", "*")) for p in self.paths)
-        return tuple(re.compile(fnmatch.translate(glob), flags) for glob in globs)
+    def _compiled(self, flags: int) -> re.Pattern[str] | None:
+        """The rule's path globs as one alternation (one match per request, not one per
+        glob); None when the rule names no paths (it covers them all)."""
+        globs = [normal_pattern(p.replace("**", "*")) for p in self.paths]
+        if not globs:
+            return None
+        return re.compile("|".join(fnmatch.translate(glob) for glob in globs), flags)
 
     @property
     def names_subjects(self) -> bool:
         return bool(self.users or self.groups)
 
+    def serves(self, host: str) -> bool:
+        return any(domain_matches(pattern, host) for pattern in self.domains)
+
     def matches_resource(
         self, host: str, path: str, client_ip: str, *, lenient: bool = False
     ) -> bool:
-        if not any(domain_matches(d, host) for d in self.domains):
-            return False
-        patterns = self._lenient_patterns if lenient else self._path_patterns
-        if patterns and not any(p.match(path) for p in patterns):
+        return self.serves(host) and self.matches_path(path, client_ip, lenient=lenient)
+
+    def matches_path(self, path: str, client_ip: str, *, lenient: bool = False) -> bool:
+        """The path and client part of `matches_resource`, for a rule already known to serve
+        the host."""
+        pattern = self._lenient_pattern if lenient else self._path_pattern
+        if pattern is not None and pattern.match(path) is None:
             return False
         return not self.networks or in_networks(client_ip, self.networks)
 
@@ -123,23 +133,25 @@ class Decision:
 def decide(rules: Sequence[AccessRule], default: Policy, request: AccessRequest) -> Decision:
     """The stricter of the decisions on the path as it is and on its lenient reading (see
     the module's docstring); on a tie, the one on the path as it is."""
-    exact = _decide_on(rules, default, request, request.path, lenient=False)
+    # The host is the same for both readings: the rules serving it are found once.
+    serving = [(index, rule) for index, rule in enumerate(rules) if rule.serves(request.host)]
+    exact = _decide_on(serving, default, request, request.path, lenient=False)
     if exact.policy is Policy.DENY:
         return exact
-    lenient = _decide_on(rules, default, request, lenient_reading(request.path), lenient=True)
+    lenient = _decide_on(serving, default, request, lenient_reading(request.path), lenient=True)
     return lenient if STRICTNESS[lenient.policy] > STRICTNESS[exact.policy] else exact
 
 
 def _decide_on(
-    rules: Sequence[AccessRule],
+    serving: Sequence[tuple[int, AccessRule]],
     default: Policy,
     request: AccessRequest,
     path: str,
     *,
     lenient: bool,
 ) -> Decision:
-    for index, rule in enumerate(rules):
-        if not rule.matches_resource(request.host, path, request.client_ip, lenient=lenient):
+    for index, rule in serving:
+        if not rule.matches_path(path, request.client_ip, lenient=lenient):
             continue
         if rule.names_subjects:
             if request.username is None:

@@ -5,10 +5,10 @@ Kept free of route logic so every page checks these the same way. CSRF is not am
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from http.cookies import _unquote
+from typing import Final, NamedTuple
 
 from fastapi import Request
-from starlette.requests import cookie_parser
 from starlette.responses import Response
 
 from twofa.domain.client import ClientInfo, client_address
@@ -37,24 +37,45 @@ class SignInRequired(SessionExpired):
         super().__init__("sign-in required")
 
 
-# twofa's own cookies: a bearer session and a remembered device. They are for the gateway only,
-# never for a protected application under the same cookie domain (see `cookies_for_the_app`).
-GATEWAY_COOKIES: Final = frozenset({SESSION_COOKIE, DEVICE_COOKIE})
+# twofa's own cookies, a bearer session and a remembered device, are for the gateway only,
+# never for a protected application under the same cookie domain (`split_cookie_header`).
+
+
+class CookieSplit(NamedTuple):
+    session_token: str | None  # twofa's session cookie, as `request.cookies` reads it
+    for_the_app: str  # the header without twofa's own cookies
+
+
+def split_cookie_header(cookie_header: str) -> CookieSplit:
+    """One pass over a Cookie header for the gateway's two needs.
+
+    - The session token, read as Starlette's cookie parser (`request.cookies`) reads it, so
+      the ASGI handlers and the routes see the same session: split at `;`, name and value
+      stripped, the value unquoted, the last of the name winning.
+    - The Cookie header a protected application gets: the browser's, without twofa's own. A
+      cookie is dropped if the gateway would read it by that name, so no spelling of it slips
+      through.
+    """
+    if SESSION_COOKIE not in cookie_header and DEVICE_COOKIE not in cookie_header:
+        return CookieSplit(None, cookie_header)  # the common case for the app, and the cheapest
+    token = None
+    kept = []
+    for chunk in cookie_header.split(";"):
+        if "=" in chunk:
+            name, value = chunk.split("=", 1)
+            name = name.strip()
+            if name == SESSION_COOKIE:
+                token = _unquote(value.strip())
+                continue
+            if name == DEVICE_COOKIE:
+                continue
+        if chunk := chunk.strip():
+            kept.append(chunk)
+    return CookieSplit(token, "; ".join(kept))
 
 
 def cookies_for_the_app(cookie_header: str) -> str:
-    """The Cookie header a protected application gets: the browser's, without twofa's own.
-    A cookie is dropped if the gateway would read it by that name (the same split and strip
-    as Starlette's cookie parser), so no spelling of it slips through."""
-    if not any(name in cookie_header for name in GATEWAY_COOKIES):
-        return cookie_header  # the common case, and the cheapest
-    kept = [
-        chunk.strip()
-        for chunk in cookie_header.split(";")
-        if ("=" not in chunk or chunk.split("=", 1)[0].strip() not in GATEWAY_COOKIES)
-        and chunk.strip()
-    ]
-    return "; ".join(kept)
+    return split_cookie_header(cookie_header).for_the_app
 
 
 def raw_headers(
@@ -77,9 +98,7 @@ def raw_headers(
 
 
 def session_token_in(cookie_header: str) -> str | None:
-    """The session cookie's value, parsed as `request.cookies` does, so the ASGI handlers
-    and the routes read the same session."""
-    return cookie_parser(cookie_header).get(SESSION_COOKIE) if cookie_header else None
+    return split_cookie_header(cookie_header).session_token
 
 
 def gateway_of(request: Request) -> Gateway:

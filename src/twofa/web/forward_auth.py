@@ -33,6 +33,7 @@ from starlette.types import Scope, Send
 
 from twofa.domain.client import client_address
 from twofa.services.access.forward_auth import (
+    UNSAFE_IN_HEADERS,
     AuthzAnswer,
     ForwardAuthService,
     OriginalRequest,
@@ -40,7 +41,7 @@ from twofa.services.access.forward_auth import (
 )
 from twofa.services.runtime import Gateway
 from twofa.telemetry import FORWARD_AUTH_DECISIONS, FORWARD_AUTH_SECONDS
-from twofa.web.context import cookies_for_the_app, raw_headers, session_token_in
+from twofa.web.context import CookieSplit, raw_headers, split_cookie_header
 from twofa.web.fast_response import HARDENING, FastResponse, RawHeaders, refused
 from twofa.web.metrics import metrics
 from twofa.web.unavailable import RETRY_AFTER_S, database_away
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 FastHandler = Callable[[Gateway, Scope], Awaitable[FastResponse]]
 
 IDENTITY_HEADERS: Final = (b"remote-user", b"remote-name", b"remote-email", b"remote-groups")
-_UNSAFE = str.maketrans("", "", "\r\n\x00")
 _PROXY_HEADERS: Final = frozenset(
     {
         b"cookie",
@@ -108,8 +108,8 @@ class ProxyHeaders(NamedTuple):
         )
 
     @property
-    def session_token(self) -> str | None:
-        return session_token_in(self.cookie)
+    def cookies(self) -> CookieSplit:
+        return split_cookie_header(self.cookie)
 
 
 def original_request(
@@ -138,13 +138,13 @@ def original_request(
     return OriginalRequest(scheme, host.lower(), uri, client_ip)
 
 
-def app_cookie_header(headers: ProxyHeaders) -> RawHeaders:
+def app_cookie_header(cookies: CookieSplit) -> RawHeaders:
     """On an allow, the Cookie header the proxy sets on the request to the app: the
     browser's without twofa's session and device cookies, so an application under the cookie
     domain never holds a bearer session. Always sent (empty when nothing is left): nginx sets
     it from `$upstream_http_cookie`, Traefik's `authResponseHeaders` and Caddy's
     `copy_headers` replace the request's with it."""
-    return [(b"cookie", cookies_for_the_app(headers.cookie).translate(_UNSAFE).encode("latin-1"))]
+    return [(b"cookie", cookies.for_the_app.translate(UNSAFE_IN_HEADERS).encode("latin-1"))]
 
 
 def identity_headers(answer: AuthzAnswer) -> RawHeaders:
@@ -153,15 +153,9 @@ def identity_headers(answer: AuthzAnswer) -> RawHeaders:
     client sent instead of passing it, or a placeholder, on to the app."""
     if answer.verdict is not Verdict.ALLOW:
         return []
-    user = answer.user
-    if user is None:
+    if answer.user is None:
         return _ANONYMOUS
-    values = (user.username, user.display_name, user.email, ",".join(user.groups))
-    # UTF-8 as bytes: display names are not always Latin-1.
-    return [
-        (name, value.translate(_UNSAFE).encode())
-        for name, value in zip(IDENTITY_HEADERS, values, strict=True)
-    ]
+    return list(zip(IDENTITY_HEADERS, answer.user.header_values, strict=True))
 
 
 def _not_allowed(answer: AuthzAnswer) -> FastResponse:
@@ -174,7 +168,7 @@ def _not_allowed(answer: AuthzAnswer) -> FastResponse:
 class Answered(NamedTuple):
     answer: AuthzAnswer
     original: OriginalRequest
-    headers: ProxyHeaders
+    cookies: CookieSplit
 
 
 async def measured_check(
@@ -213,12 +207,12 @@ async def _answer(gateway: Gateway, scope: Scope, measured: bool) -> Answered | 
     original = original_request(headers, peer, forward_auth.trusts_proxy)
     if original is None:
         return _unchecked(measured)
-    token = headers.session_token
+    cookies = headers.cookies
     if measured:
-        answer = await measured_check(forward_auth, token, original)
+        answer = await measured_check(forward_auth, cookies.session_token, original)
     else:
-        answer = await forward_auth.check(token, original)
-    return Answered(answer, original, headers)
+        answer = await forward_auth.check(cookies.session_token, original)
+    return Answered(answer, original, cookies)
 
 
 async def nginx_auth_request(
@@ -227,9 +221,9 @@ async def nginx_auth_request(
     answered = await _answer(gateway, scope, measured)
     if answered is None:
         return refused("forward-auth: not called by a trusted proxy with X-Original-URL")
-    answer, _, headers = answered
+    answer, _, cookies = answered
     if answer.verdict is Verdict.ALLOW:
-        allow = [*identity_headers(answer), *app_cookie_header(headers), *_TO_PROXY]
+        allow = [*identity_headers(answer), *app_cookie_header(cookies), *_TO_PROXY]
         return FastResponse(200, allow)
     if answer.verdict is Verdict.SIGN_IN:
         return FastResponse(401, _TO_PROXY)
@@ -242,9 +236,9 @@ async def traefik_caddy_forward_auth(
     answered = await _answer(gateway, scope, measured)
     if answered is None:
         return refused("forward-auth: not called by a trusted proxy with X-Forwarded-* headers")
-    answer, original, headers = answered
+    answer, original, cookies = answered
     if answer.verdict is Verdict.ALLOW:
-        allow = [*identity_headers(answer), *app_cookie_header(headers), *_TO_PROXY]
+        allow = [*identity_headers(answer), *app_cookie_header(cookies), *_TO_PROXY]
         return FastResponse(200, allow)
     if answer.verdict is Verdict.SIGN_IN:
         portal = gateway.settings.public_url.rstrip("/")

@@ -29,7 +29,7 @@ from twofa.domain.request_paths import PathRefusal
 from twofa.services.access.forward_auth import ForwardAuthService, OriginalRequest, Verdict
 from twofa.services.runtime import Gateway
 from twofa.web.context import SESSION_COOKIE, cookies_for_the_app
-from twofa.web.forward_auth import DECIDED, measured_check
+from twofa.web.forward_auth import DECIDED, identity_headers, measured_check
 from twofa.web.security_headers import security_headers
 
 HOP_BY_HOP: Final = frozenset(
@@ -123,18 +123,13 @@ class ReverseProxy:
         headers.append(("x-forwarded-for", original.client_ip))
         headers.append(("x-forwarded-proto", original.scheme))
         headers.append(("x-forwarded-host", original.host))
-        if answer.user is not None:
-            user = answer.user
-            headers += [
-                ("remote-user", user.username),
-                ("remote-name", user.display_name),
-                ("remote-email", user.email),
-                ("remote-groups", ",".join(user.groups)),
-            ]
+        sent = [(name.encode(), value.encode()) for name, value in headers]
+        if answer.user is not None:  # the client's own were dropped above: none at all here
+            sent += identity_headers(answer)
         upstream_request = self._http.build_request(
             request.method,
             self._upstream + original.uri,
-            headers=[(k.encode(), v.encode()) for k, v in headers],
+            headers=sent,
             content=_body(request),
             # The request line, byte for byte: httpx would otherwise rework the URL's path
             # on its own terms after the check.

@@ -11,7 +11,7 @@ come from an `AccessRuleProvider` that keeps them in memory (services.access.liv
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Final, Protocol
@@ -52,6 +52,9 @@ class Verdict(Enum):
     BAD_PATH = "bad_path"  # 400: a path no normal form is safe for (domain.request_paths)
 
 
+UNSAFE_IN_HEADERS: Final = str.maketrans("", "", "\r\n\x00")
+
+
 @dataclass(frozen=True, slots=True)  # one per session in use on the node (SessionCache)
 class SignedInUser:
     user_id: int
@@ -62,6 +65,15 @@ class SignedInUser:
     second_factor: bool  # this session passed a second factor (or a remembered device did)
     directory: str = "local"
     groups_synced_at: datetime | None = None  # directory groups last copied (for a refresh)
+    # Username, display name, e-mail and groups as the proxy passes them on to the app in
+    # headers: UTF-8 (display names are not always Latin-1), without line breaks or NUL.
+    # Encoded once per read, not once per request answered from memory.
+    header_values: tuple[bytes, bytes, bytes, bytes] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        values = (self.username, self.display_name, self.email, ",".join(self.groups))
+        encoded = tuple(value.translate(UNSAFE_IN_HEADERS).encode() for value in values)
+        object.__setattr__(self, "header_values", encoded)
 
 
 @dataclass(frozen=True)
