@@ -130,11 +130,21 @@ class Decision:
     needs_identity: bool = False  # a rule naming users/groups: sign in, then decide again
 
 
+Serving = tuple[tuple[int, AccessRule], ...]  # rules serving one host, with their indexes
+
+
+def rules_serving(rules: Sequence[AccessRule], host: str) -> Serving:
+    return tuple((index, rule) for index, rule in enumerate(rules) if rule.serves(host))
+
+
 def decide(rules: Sequence[AccessRule], default: Policy, request: AccessRequest) -> Decision:
+    return decide_among(rules_serving(rules, request.host), default, request)
+
+
+def decide_among(serving: Serving, default: Policy, request: AccessRequest) -> Decision:
     """The stricter of the decisions on the path as it is and on its lenient reading (see
-    the module's docstring); on a tie, the one on the path as it is."""
-    # The host is the same for both readings: the rules serving it are found once.
-    serving = [(index, rule) for index, rule in enumerate(rules) if rule.serves(request.host)]
+    the module's docstring); on a tie, the one on the path as it is. `serving`: the rules
+    that serve the request's host (`rules_serving`), the same for both readings."""
     exact = _decide_on(serving, default, request, request.path, lenient=False)
     if exact.policy is Policy.DENY:
         return exact
@@ -143,7 +153,7 @@ def decide(rules: Sequence[AccessRule], default: Policy, request: AccessRequest)
 
 
 def _decide_on(
-    serving: Sequence[tuple[int, AccessRule]],
+    serving: Serving,
     default: Policy,
     request: AccessRequest,
     path: str,
@@ -199,6 +209,21 @@ class RuleSet:
     @cached_property
     def rules(self) -> tuple[AccessRule, ...]:
         return rules_from_settings(self.written)
+
+    def serving(self, host: str) -> Serving:
+        """`rules_serving(self.rules, host)`, remembered: forward-auth asks about the same few
+        hosts all day (a wildcard domain may bring more, so at most 1,024 are kept)."""
+        known = self._serving_by_host
+        serving = known.get(host)
+        if serving is None:
+            serving = rules_serving(self.rules, host)
+            if len(known) < 1024:
+                known[host] = serving
+        return serving
+
+    @cached_property
+    def _serving_by_host(self) -> dict[str, Serving]:
+        return {}
 
 
 def file_rule_set(rules: Sequence[AccessRuleSettings]) -> RuleSet:

@@ -27,6 +27,7 @@ from twofa.domain.access import (
     RuleOrigin,
     RuleSet,
     decide,
+    decide_among,
     file_rule_set,
     in_networks,
     known_domain,
@@ -199,7 +200,7 @@ class ForwardAuthService:
             user.username if user else None,
             user.groups if user else (),
         )
-        decision = decide((await self._rules.current()).rules, self._default, request)
+        decision = decide_among((await self._rules.current()).serving(host), self._default, request)
         if decision.policy is Policy.BYPASS:
             return AuthzAnswer(Verdict.ALLOW, reason="bypass")
         if decision.policy is Policy.DENY:
