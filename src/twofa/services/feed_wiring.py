@@ -72,7 +72,7 @@ async def follow_changes(
     if isinstance(feed, PostgresChangeFeed):
         before_each_commit(db, feed.send_in)
     elif isinstance(feed, RedisChangeFeed):
-        outbox = ChangeOutbox(db, clock, feed.node, apply)
+        outbox = ChangeOutbox(db, clock, feed.node, apply, feed.state)
         before_each_commit(db, outbox.write_in)
         await outbox.start()  # before the process serves: see ChangeOutbox.start
     if feed is not None:

@@ -22,9 +22,7 @@ _AFTER: Final = (
     .order_by(_outbox.c.id)
 )
 _NEWEST: Final = select(func.max(_outbox.c.id))
-_PRUNE: Final = delete(_outbox).where(
-    _outbox.c.created_at < bindparam("before", type_=UtcDateTime())
-)
+_PRUNE: Final = delete(_outbox).where(_outbox.c.id <= bindparam("through_id"))
 
 
 def add_in(session: Session, at: datetime, payload: str) -> None:
@@ -42,5 +40,5 @@ async def after(db: AsyncSession, floor: int) -> list[tuple[int, str]]:
     return [(int(row_id), str(payload)) for row_id, payload in rows]
 
 
-async def prune(db: AsyncSession, before: datetime) -> None:
-    await db.execute(_PRUNE, {"before": before})
+async def prune_through(db: AsyncSession, last_id: int) -> None:
+    await db.execute(_PRUNE, {"through_id": last_id})

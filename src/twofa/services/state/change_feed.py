@@ -30,10 +30,10 @@ from twofa.clock import SystemClock
 from twofa.services.state.feed_keys import FeedKeys
 from twofa.services.state.feed_state import (
     HEARTBEAT_S,
-    REDIS_TRUST_SECONDS,
     SILENCE_LIMIT_S,
     FeedState,
 )
+from twofa.services.state.occasional_log import OccasionalLog
 from twofa.storage.change_notes import Changes
 
 DEFAULT_CHANNEL: Final = "twofa:changes"
@@ -43,7 +43,7 @@ CONNECT_TIMEOUT_S: Final = 2.0
 COMMAND_TIMEOUT_S: Final = 5.0
 RETRY_CAP_S: Final = 5.0
 CLOSE_WAIT_S: Final = 2.0
-IGNORED_LOG_EVERY_S: Final = 10.0
+LOG_EVERY_S: Final = 10.0  # what can repeat many times a second is said once per this
 PUBLISH_RETRIES_S: Final = (0.1, 0.3, 0.0)  # the pause after each try
 
 SESSIONS_PER_MESSAGE: Final = 60  # 67 bytes each in JSON: 4 kB
@@ -145,8 +145,8 @@ class ChangeFeed(ABC):
         self.state = state or FeedState(self.kind, SystemClock())
         self.node = secrets.token_hex(8)
         self._listening: asyncio.Task[None] | None = None
-        self._ignored = 0
-        self._ignored_said_at = float("-inf")
+        # A flood must not cost a log line each.
+        self._ignored = OccasionalLog(log, logging.WARNING, LOG_EVERY_S, time.monotonic)
 
     def start(self) -> None:
         self._listening = asyncio.create_task(self._listen())
@@ -205,17 +205,11 @@ class ChangeFeed(ABC):
         body = self._keys.opened(raw)
         found = decoded(body) if body is not None else None
         if found is None:
-            # Said once in a while, not per message: a flood must not cost a log line each.
-            self._ignored += 1
-            now = time.monotonic()
-            if now - self._ignored_said_at >= IGNORED_LOG_EVERY_S:
-                log.warning(
-                    "ignored %d message(s) on %s that are not twofa's (or not signed with "
-                    "this gateway's secret key)",
-                    self._ignored,
-                    where,
-                )
-                self._ignored, self._ignored_said_at = 0, now
+            self._ignored.say(
+                "ignored a message on %s that is not twofa's (or not signed with this "
+                "gateway's secret key)",
+                where,
+            )
         elif found[0] != self.node:
             try:
                 self._on_change(found[1])
@@ -242,6 +236,8 @@ class RedisChangeFeed(ChangeFeed):
         )
         self._channel = channel
         self._publishing: set[asyncio.Task[None]] = set()
+        # Redis away under load fails every commit's publish: one line per interval says it.
+        self._unsent = OccasionalLog(log, logging.WARNING, LOG_EVERY_S, time.monotonic)
 
     def announce(self, changes: Changes) -> None:
         """Sends in the background, so the request that committed never waits for Redis."""
@@ -262,11 +258,10 @@ class RedisChangeFeed(ChangeFeed):
             except (RedisError, OSError) as exc:
                 problem = exc
             await asyncio.sleep(pause)
-        log.error(
+        self._unsent.say(
             "could not tell the other gateway processes of a change through Redis (%s): "
-            "until they read it again (within %.0f s), they may keep what it ended",
+            "they hear it through the database's change outbox instead, within about a second",
             problem,
-            REDIS_TRUST_SECONDS,
         )
 
     async def _follow(self) -> None:

@@ -4,6 +4,8 @@ hears, while every other node's feed stays live and trusts its copies. So, besid
 each change the other processes must hear is also written in its own transaction to the
 database (storage.change_outbox), and every process reads what the others wrote twice a second:
 a change is heard within about a second through the database even when Redis never carried it.
+The Redis feed counts as live only while this outbox is being read (FeedState.follow_outbox): a
+process that cannot read it checks its copies every second, as without a feed.
 
 The messages are the feed's (change_feed.encoded); a process skips its own. Reading costs one
 short statement per process per half second; writing one INSERT per commit that ends a signed-in
@@ -13,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +24,8 @@ from sqlalchemy.orm import Session
 
 from twofa.clock import Clock
 from twofa.services.state.change_feed import CLOSE_WAIT_S, decoded, encoded, within
+from twofa.services.state.feed_state import FeedState
+from twofa.services.state.occasional_log import OccasionalLog
 from twofa.storage import change_outbox
 from twofa.storage.change_notes import Changes
 
@@ -30,7 +34,11 @@ READ_EVERY_S: Final = 0.5
 # (PostgreSQL takes ids at INSERT and shows rows at COMMIT), or rolled back. Looked for again at
 # each read for this long, far beyond any commit's delay; then given up, loudly.
 GAP_WAIT_S: Final = 60.0
-KEEP_FOR: Final = timedelta(minutes=10)  # far longer than any node's hiccup between reads
+# A row is pruned once the pruning process has known of it this long, by its own monotonic
+# clock (never another node's wall clock, which may be minutes off). A process that has not
+# read for even a few seconds no longer trusts the feed (FeedState.outbox_read), so a row is
+# read by every process that still trusts it long before it goes.
+KEEP_FOR_S: Final = 600.0
 PRUNE_EVERY_S: Final = 60.0
 FAILURE_LOG_EVERY_S: Final = 10.0
 log = logging.getLogger("twofa.change_feed")
@@ -43,20 +51,24 @@ class ChangeOutbox:
         clock: Clock,
         node: str,
         on_change: Callable[[Changes], None],
+        state: FeedState,
         read_every_s: float = READ_EVERY_S,
     ) -> None:
         """`node` names this process in what it writes (the feed's own name), so it skips
-        its own rows; `on_change` gets the others' changes, in the event loop."""
+        its own rows; `on_change` gets the others' changes, in the event loop; `state` is the
+        Redis feed's, live only while this outbox is read too."""
         self._db = db
         self._clock = clock
         self._node = node
         self._on_change = on_change
+        self._state = state
         self._read_every_s = read_every_s
         self._newest_seen: int | None = None
         self._gaps: dict[int, float] = {}  # id -> when it was first missed (monotonic)
         self._applied: set[int] = set()  # ids read above the lowest gap
-        self._pruned_at = float("-inf")
-        self._failed_said_at = float("-inf")
+        self._noted_at = float("-inf")
+        self._known_since: deque[tuple[float, int]] = deque()  # (monotonic, newest id seen)
+        self._failed = OccasionalLog(log, logging.WARNING, FAILURE_LOG_EVERY_S, clock.monotonic)
         self._reading: asyncio.Task[None] | None = None
 
     def write_in(self, session: Session, changes: Changes) -> None:
@@ -74,6 +86,7 @@ class ChangeOutbox:
         before it, the fresh caches do not hold)."""
         async with self._db.begin() as db:
             self._newest_seen = await change_outbox.newest_id(db)
+        self._state.follow_outbox()
 
     async def close(self) -> None:
         if self._reading is not None:
@@ -86,7 +99,7 @@ class ChangeOutbox:
             try:
                 await self.read_once()
             except Exception as exc:  # the database away: the pages say so; keep trying
-                self._say_failed(exc)
+                self._failed.say("could not read the change outbox (%s): trying again", exc)
 
     async def read_once(self) -> None:
         """Applies what the other processes wrote since the last read, and what has appeared
@@ -95,9 +108,8 @@ class ChangeOutbox:
         floor = min(self._gaps, default=self._newest_seen + 1) - 1
         async with self._db.begin() as db:
             rows = await change_outbox.after(db, floor)
-            if self._clock.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
-                self._pruned_at = self._clock.monotonic()
-                await change_outbox.prune(db, self._clock.now() - KEEP_FOR)
+            if (prunable := self._prunable()) is not None:
+                await change_outbox.prune_through(db, prunable)
         for row_id, payload in rows:
             if row_id in self._applied:
                 continue
@@ -107,6 +119,23 @@ class ChangeOutbox:
             if found is not None and found[0] != self._node:
                 self._on_change(found[1])
         self._note_gaps([row_id for row_id, _ in rows])
+        self._note_known()
+        self._state.outbox_read()
+
+    def _prunable(self) -> int | None:
+        """The newest id this process had read `KEEP_FOR_S` ago or earlier, by its own clock:
+        everything up to it may go (None: nothing new to prune)."""
+        now, prunable = self._clock.monotonic(), None
+        while self._known_since and now - self._known_since[0][0] >= KEEP_FOR_S:
+            prunable = self._known_since.popleft()[1]
+        return prunable
+
+    def _note_known(self) -> None:
+        """Once per `PRUNE_EVERY_S`, what this process has read so far, and when."""
+        now = self._clock.monotonic()
+        if now - self._noted_at >= PRUNE_EVERY_S and self._newest_seen is not None:
+            self._noted_at = now
+            self._known_since.append((now, self._newest_seen))
 
     def waiting_for(self) -> set[int]:
         """The ids below the newest read that have not appeared yet."""
@@ -131,9 +160,3 @@ class ChangeOutbox:
                 )
         floor = min(self._gaps, default=self._newest_seen + 1) - 1
         self._applied = {row_id for row_id in self._applied if row_id > floor}
-
-    def _say_failed(self, exc: Exception) -> None:
-        now = self._clock.monotonic()
-        if now - self._failed_said_at >= FAILURE_LOG_EVERY_S:
-            self._failed_said_at = now
-            log.warning("could not read the change outbox (%s): trying again", exc)

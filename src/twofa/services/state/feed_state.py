@@ -23,6 +23,9 @@ REDIS_TRUST_SECONDS: Final = 30.0
 # noticed yet (a path cut without a reset): every feed hears something 4 times a second.
 SILENCE_LIMIT_S: Final = 1.0
 HEARTBEAT_S: Final = 0.25
+# Beside Redis, the change outbox is read twice a second (services.state.change_outbox); a
+# process that has not read it for this long may miss what a node cut off from Redis committed.
+OUTBOX_SILENCE_LIMIT_S: Final = 2.0
 log = logging.getLogger("twofa.change_feed")
 
 
@@ -46,13 +49,17 @@ class FeedState:
         self._live = False
         self._since: datetime | None = None
         self._problem = "not connected yet" if kind != "none" else "no change feed configured"
+        self._outbox_read_at = float("inf")  # no outbox to follow: never silent
         CHANGE_FEED_CONNECTED.set(0)
 
     @property
     def live_generation(self) -> int | None:
         """The live connection's number, or None while the feed is not live (lost, or silent
         for longer than the limit)."""
-        if not self._live or self._clock.monotonic() - self._heard_at > self._silence_limit:
+        if not self._live:
+            return None
+        now = self._clock.monotonic()
+        if now - self._heard_at > self._silence_limit or self._outbox_silent(now):
             return None
         return self._generation
 
@@ -80,6 +87,27 @@ class FeedState:
         if self._generation > 1:
             log.warning("%s change feed live again: caches trust it from now on", self.kind)
 
+    def follow_outbox(self) -> None:
+        """From now on the feed counts as live only while the change outbox is read too: what
+        a node cut off from Redis alone commits reaches the others only there."""
+        self._outbox_read_at = self._clock.monotonic()
+
+    def outbox_read(self) -> None:
+        """A read of the change outbox succeeded and what it held is applied. After a silence,
+        like a reconnection, it is a new generation: nothing cached before is trusted long
+        again (rows kept for minutes may have been pruned unread meanwhile)."""
+        now = self._clock.monotonic()
+        if self._outbox_silent(now):
+            self._generation += 1
+            log.warning(
+                "change outbox read again after %.1f s: caches trust the feed from now on",
+                now - self._outbox_read_at,
+            )
+        self._outbox_read_at = now
+
+    def _outbox_silent(self, now: float) -> bool:
+        return now - self._outbox_read_at > OUTBOX_SILENCE_LIMIT_S
+
     def lost(self, problem: str) -> None:
         if self._live:
             self._since = self._clock.now()
@@ -88,4 +116,8 @@ class FeedState:
         self._problem = problem
 
     def report(self) -> FeedReport:
+        silent_for = self._clock.monotonic() - self._outbox_read_at
+        if self._live and silent_for > OUTBOX_SILENCE_LIMIT_S:
+            problem = f"the change outbox has not been read for {silent_for:.0f} s"
+            return FeedReport(self.kind, False, self._since, problem)
         return FeedReport(self.kind, self._live, self._since, self._problem)

@@ -1,7 +1,9 @@
 """The Redis feed's backstop (services.state.change_outbox): what one process writes in its
 committing transaction, the others read from the database, each change once, their own never;
 a row that becomes visible below one already read (PostgreSQL takes ids at INSERT and shows
-rows at COMMIT) is still read; a rolled-back change is never heard; old rows are pruned."""
+rows at COMMIT) is still read; a rolled-back change is never heard; rows are pruned once the
+pruning process has known of them for the keeping time, by its own clock; the Redis feed is
+live only while the outbox is read."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.databases import sqlite_database
 from twofa.clock import FrozenClock
-from twofa.services.state.change_feed import encoded
-from twofa.services.state.change_outbox import GAP_WAIT_S, KEEP_FOR, ChangeOutbox
+from twofa.services.state.change_feed import decoded, encoded
+from twofa.services.state.change_outbox import GAP_WAIT_S, KEEP_FOR_S, ChangeOutbox
+from twofa.services.state.feed_state import OUTBOX_SILENCE_LIMIT_S, FeedState
 from twofa.storage.change_notes import Changes, before_each_commit
 from twofa.storage.database import create_engine, session_factory
 from twofa.storage.sessions import Sessions
@@ -39,7 +42,7 @@ def outbox_of(
     factory: async_sessionmaker[AsyncSession], node: str, clock: FrozenClock
 ) -> tuple[ChangeOutbox, list[Changes]]:
     heard: list[Changes] = []
-    return ChangeOutbox(factory, clock, node, heard.append), heard
+    return ChangeOutbox(factory, clock, node, heard.append, FeedState("redis", clock)), heard
 
 
 async def test_what_one_process_commits_the_others_read_once_and_it_skips_its_own(
@@ -142,10 +145,13 @@ async def test_ids_are_never_reused_once_pruning_empties_the_table(
     async with factory() as db:
         first = await db.scalar(select(func.max(ChangeOutboxRow.id)))
     assert first is not None
-    clock.advance(KEEP_FOR + timedelta(seconds=1))
     reader, heard = outbox_of(factory, "node-b", clock)
     await reader.prime()
-    await reader.read_once()  # prunes: the table is empty now
+    await reader.read_once()  # notes what it knows of now
+    clock.advance(timedelta(seconds=KEEP_FOR_S + 1))
+    await reader.read_once()  # prunes what it has known that long: the table is empty now
+    async with factory() as db:
+        assert await db.scalar(select(func.count()).select_from(ChangeOutboxRow)) == 0
     async with factory.begin() as db:
         await Sessions(db).remove("second")
     await reader.read_once()
@@ -155,22 +161,84 @@ async def test_ids_are_never_reused_once_pruning_empties_the_table(
     assert [set(c.ended_sessions) for c in heard] == [{"second"}]
 
 
-async def test_rows_older_than_the_keeping_time_are_pruned(
+async def remaining(factory: async_sessionmaker[AsyncSession]) -> list[str]:
+    async with factory() as db:
+        payloads = (await db.scalars(select(ChangeOutboxRow.payload))).all()
+    return [next(iter(c.ended_sessions)) for c in map(decoded_changes, payloads)]
+
+
+def decoded_changes(payload: str) -> Changes:
+    found = decoded(payload)
+    assert found is not None
+    return found[1]
+
+
+async def test_rows_the_pruner_has_known_for_the_keeping_time_are_pruned_and_no_others(
     factory: async_sessionmaker[AsyncSession],
 ) -> None:
     clock = FrozenClock(NOW)
     writer, _ = outbox_of(factory, "node-a", clock)
     before_each_commit(factory, writer.write_in)
-    async with factory.begin() as db:
-        await Sessions(db).remove("long-ago")
-    clock.advance(KEEP_FOR + timedelta(seconds=1))
-    async with factory.begin() as db:
-        await Sessions(db).remove("just-now")
-
     reader, _ = outbox_of(factory, "node-b", clock)
     await reader.prime()
-    await reader.read_once()  # prunes on its first reading round
+    async with factory.begin() as db:
+        await Sessions(db).remove("long-ago")
+    await reader.read_once()
+    clock.advance(timedelta(seconds=KEEP_FOR_S / 2))
+    async with factory.begin() as db:
+        await Sessions(db).remove("half-way")
+    await reader.read_once()
+    assert await remaining(factory) == ["long-ago", "half-way"]
 
-    async with factory() as db:
-        left = (await db.scalars(select(ChangeOutboxRow.created_at))).all()
-    assert [at.replace(tzinfo=UTC) if at.tzinfo is None else at for at in left] == [clock.now()]
+    clock.advance(timedelta(seconds=KEEP_FOR_S / 2 + 1))
+    async with factory.begin() as db:
+        await Sessions(db).remove("just-now")
+    await reader.read_once()
+
+    assert await remaining(factory) == ["half-way", "just-now"]
+
+
+async def test_attack_a_writer_whose_clock_is_an_hour_behind_loses_no_row(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Rows carry the writer's time, but pruning never compares it with the pruner's: a node
+    whose clock is far behind would otherwise have its sign-outs pruned before anyone read
+    them."""
+    pruner_clock = FrozenClock(NOW)
+    writer, _ = outbox_of(factory, "node-a", FrozenClock(NOW - timedelta(hours=1)))
+    before_each_commit(factory, writer.write_in)
+    pruner, _ = outbox_of(factory, "node-b", pruner_clock)
+    await pruner.prime()
+    async with factory.begin() as db:
+        await Sessions(db).remove("signed-out-by-a-slow-clock")
+    for _ in range(5):  # five pruning rounds, well inside the keeping time
+        pruner_clock.advance(timedelta(seconds=61))
+        await pruner.read_once()
+
+    assert await remaining(factory) == ["signed-out-by-a-slow-clock"]
+
+
+async def test_the_redis_feed_is_live_only_while_the_outbox_is_read(
+    factory: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node whose Redis is fine but whose outbox reads fail (its database path stalls)
+    would otherwise trust its copies while another node's sign-out waits in the outbox."""
+    clock = FrozenClock(NOW)
+    state = FeedState("redis", clock)
+    reader = ChangeOutbox(factory, clock, "node-b", lambda _: None, state)
+    await reader.prime()
+    state.connected()
+    live = state.live_generation
+    assert live is not None
+
+    clock.advance(timedelta(seconds=OUTBOX_SILENCE_LIMIT_S + 0.5))
+    state.heard()  # Redis itself still answers
+    assert state.live_generation is None
+    report = state.report()
+    assert not report.live
+    assert "change outbox has not been read" in report.problem
+
+    await reader.read_once()
+    assert state.live_generation == live + 1  # a new generation: nothing older trusted long
+    assert state.report().live
+    assert "change outbox read again" in caplog.text
