@@ -379,7 +379,7 @@ async def test_messages_that_are_not_twofas_are_ignored_and_the_feed_goes_on(
             assert await eventually(refused(other, token))
         hearing = 1 if feed == "local" else 2  # a socket is one process's; a channel both's
         # Said once per process, not once per message: a flood must not cost a line each.
-        assert caplog.text.count("that are not twofa's") == hearing
+        assert caplog.text.count("that is not twofa's") == hearing
 
 
 async def send_junk(node: Gateway, messages: list[str]) -> None:

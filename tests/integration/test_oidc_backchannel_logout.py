@@ -1,11 +1,11 @@
 """OpenID Connect grants end with the twofa session that made them, and relying parties are
 told (Back-Channel Logout 1.0), over real HTTP on SQLite and PostgreSQL: a small server on
 127.0.0.1 stands for the relying parties' back-channel endpoints. However the session ends
-(sign-out, an admin ending it, a new password, a 2FA reset, a disabled account) each
-application it signed in to with a back-channel URI receives a valid logout token naming the
-user and the session, and every refresh token of that session stops working; another session
-of the same user keeps its own. A relying party that is down or hangs neither blocks nor
-breaks the sign-out: it is retried, logged loudly and audited."""
+(sign-out, an admin ending it, a new password, a 2FA reset, a disabled or deleted account, or
+running out unread) each application it signed in to with a back-channel URI receives a valid
+logout token naming the user and the session, and every refresh token of that session stops
+working; another session of the same user keeps its own. A relying party that is down or
+hangs neither blocks nor breaks the sign-out: it is retried, logged loudly and audited."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,9 @@ from tests.integration.test_oidc_provider import (
 from tests.support.backchannel_receiver import Receiver, backchannel_receiver
 from tests.support.databases import postgres_database, sqlite_database
 from tests.support.gateway import csrf_from, running_gateway
+from twofa.clock import FrozenClock, SystemClock
 from twofa.config import Settings
+from twofa.domain.client import NO_CLIENT
 from twofa.services.admin.accounts import AccountService
 from twofa.services.idp.applications import IssuedApplication, NewApplication
 from twofa.services.idp.claims import BACKCHANNEL_LOGOUT_EVENT
@@ -247,9 +250,13 @@ async def reset_second_factor(accounts: AccountService) -> None:
     await accounts.reset_second_factor("bob")
 
 
+async def delete_the_user(accounts: AccountService) -> None:
+    await accounts.delete_user("bob")  # the subject and grants go with the row
+
+
 @pytest.mark.parametrize("deployment", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(
-    "admin_action", [end_sessions, change_password, disable, reset_second_factor]
+    "admin_action", [end_sessions, change_password, disable, reset_second_factor, delete_the_user]
 )
 async def test_an_admin_ending_the_users_sessions_tells_the_applications_and_ends_grants(
     deployment: Deployment,
@@ -363,3 +370,35 @@ async def wait_for_audit(deployment: Deployment, outcome: str) -> list[AuditRow]
             return rows
         await asyncio.sleep(0.1)
     raise AssertionError(f"no back-channel logout audited as {outcome}")
+
+
+@pytest.mark.parametrize("ended_by", ["idle", "lifetime"])
+async def test_a_session_that_expires_unread_is_swept_and_its_applications_are_told(
+    deployment: Deployment, browser: httpx.AsyncClient, ended_by: str
+) -> None:
+    """Nobody signs out and nothing reads the session again: the sweep that deletes it ends
+    its grants and sends the logout tokens, as a sign-out would. A sign-in page left open
+    (never signed in) is swept without a word."""
+    (one,) = await sign_in_to(deployment, browser, deployment.one)
+    async with httpx.AsyncClient(base_url=deployment.base_url) as idle_browser:
+        assert (await idle_browser.get("/login")).status_code == 200  # anonymous, left open
+    settings = deployment.settings
+    later = (
+        timedelta(minutes=settings.session_idle_minutes + 1)
+        if ended_by == "idle"
+        else timedelta(hours=settings.session_absolute_hours, minutes=1)
+    )
+    gateway = await Gateway.start(settings, clock=FrozenClock(SystemClock().now() + later))
+    try:
+        await gateway.sessions.open(NO_CLIENT)  # opening a session sweeps the ended ones
+        async with gateway.db() as db:
+            left = (await db.scalars(select(SessionRow.id))).all()
+        assert len(left) == 1  # only the session just opened
+    finally:
+        await gateway.close()  # waits for the deliveries under way
+
+    (told,) = deployment.receiver.wait_for("one", 1)
+    assert_tells_the_end_of(told, await jwks(deployment), deployment, one)
+    assert await refresh_status(deployment, one) == 400
+    assert await userinfo_status(deployment, one) == 401
+    assert len(deployment.receiver.tokens("one")) == 1

@@ -24,6 +24,7 @@ from twofa.storage.tables import (
     OidcAccessTokenRow,
     OidcCodeRow,
     OidcRefreshTokenRow,
+    OidcSubjectRow,
     SessionRow,
     UserRow,
 )
@@ -167,11 +168,14 @@ async def session_locked(db: AsyncSession, session_id: str) -> bool:
 @dataclass(frozen=True)
 class EndedSignIn:
     """An application a twofa session signed in to (a code was issued for it), found as the
-    session ended."""
+    session ended, with who it was, read in that transaction: a user deleted by it is gone
+    when the applications are told."""
 
     session_id: str
     application_id: int
     user_id: int
+    username: str
+    subject: str | None  # the `sub` the application knows the user by (None: never made)
 
 
 def end_grants(
@@ -217,8 +221,44 @@ def end_grants(
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
-    signed_in = {EndedSignIn(sid, app, user) for sid, app, user, _ in removed if sid is not None}
-    return sorted(signed_in, key=lambda e: (e.session_id, e.application_id))
+    return _identified(db, {(sid, app, user) for sid, app, user, _ in removed if sid is not None})
+
+
+def _identified(db: Session, sign_ins: set[tuple[str, int, int]]) -> list[EndedSignIn]:
+    """`(session id, application id, user id)` with the user's name and subject."""
+    if not sign_ins:
+        return []
+    users = {user_id for *_, user_id in sign_ins}
+    who = {
+        user_id: (username, subject)
+        for user_id, username, subject in db.execute(
+            select(UserRow.id, UserRow.username, OidcSubjectRow.subject)
+            .outerjoin(OidcSubjectRow, OidcSubjectRow.user_id == UserRow.id)
+            .where(UserRow.id.in_(users))
+        )
+    }
+    return sorted(
+        (EndedSignIn(sid, app, user, *who.get(user, ("", None))) for sid, app, user in sign_ins),
+        key=lambda e: (e.session_id, e.application_id),
+    )
+
+
+async def keep_sign_ins_of_removed_user(db: AsyncSession, user_id: int) -> None:
+    """Called before a user's row is deleted: their codes, subject and grants go with it (the
+    database's cascade), so the applications their sessions signed in to are read now and told
+    after the commit, as `end_grants_with_sessions` tells them of any other ended session."""
+
+    def read(session: Session) -> None:
+        codes = session.execute(
+            select(OidcCodeRow.session_id, OidcCodeRow.application_id, OidcCodeRow.user_id)
+            .where(OidcCodeRow.user_id == user_id, OidcCodeRow.session_id.is_not(None))
+            .distinct()
+        )
+        found = _identified(session, {(sid, app, user) for sid, app, user in codes if sid})
+        if found:
+            session.info[_ENDED_KEY] = session.info.get(_ENDED_KEY, []) + found
+
+    await db.run_sync(read)
 
 
 def end_grants_with_sessions(

@@ -31,6 +31,7 @@ from twofa.storage.change_notes import (
     note_settings_saved,
 )
 from twofa.storage.json_arrays import JsonArray, json_array_values
+from twofa.storage.oidc_refresh_tokens import keep_sign_ins_of_removed_user
 from twofa.storage.tables import (
     ApiTokenRow,
     ConsoleSettingRow,
@@ -110,6 +111,7 @@ class Users:
         self._db.add(user)
 
     async def remove(self, user_id: int) -> None:
+        await keep_sign_ins_of_removed_user(self._db, user_id)  # for the back-channel logout
         await self._db.execute(delete(UserRow).where(UserRow.id == user_id))
         note_ended_user_sessions(self._db, user_id)  # its sessions go with it (cascade)
 

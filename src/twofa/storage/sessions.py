@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.storage.change_notes import note_ended_session, note_ended_user_sessions
@@ -42,6 +43,9 @@ class StoredSession:
 
 
 _TOUCH_BATCH = 500  # ids per UPDATE: well inside every driver's limit on parameters
+# Sessions deleted per sweep (a minute apart): a burst of expiries is worked off over a few
+# sweeps, each commit's grant search and feed message kept small.
+SWEEP_BATCH: Final = 1000
 # The statements of every request are on the Core tables: no ORM bookkeeping to pay for.
 _sessions = table_of(SessionRow).c
 _users = table_of(UserRow).c
@@ -156,6 +160,23 @@ class Sessions:
         await self._db.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
         note_ended_user_sessions(self._db, user_id)
 
-    async def remove_expired(self, now: datetime) -> int:
-        result = await self._db.execute(delete(SessionRow).where(SessionRow.expires_at < now))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+    async def remove_expired(
+        self, now: datetime, idle_since: datetime, signed_in_level: int
+    ) -> int:
+        """Deletes up to `SWEEP_BATCH` sessions that ended by themselves and were never read
+        again: past their absolute lifetime, or unused since `idle_since`. Those that had
+        signed in are noted as ended, as at a sign-out: their grants end with them and their
+        applications are told (back-channel logout). Sign-in pages left open are not."""
+        ended = select(_sessions.id).where(
+            or_(_sessions.expires_at < now, _sessions.last_seen_at < idle_since)
+        )
+        removed = await self._db.execute(
+            delete(table_of(SessionRow))
+            .where(_sessions.id.in_(ended.limit(SWEEP_BATCH).scalar_subquery()))
+            .returning(_sessions.id, _sessions.level)
+        )
+        rows = removed.all()
+        for session_id, level in rows:
+            if level == signed_in_level:
+                note_ended_session(self._db, session_id)
+        return len(rows)

@@ -28,9 +28,8 @@ from twofa.clock import Clock
 from twofa.services.idp.claims import logout_claims, session_sid
 from twofa.services.idp.signing_keys import SIGNING_ALGORITHM, SigningKeyService
 from twofa.services.state import audit
-from twofa.storage.applications import Applications, subject_of_user
+from twofa.storage.applications import Applications
 from twofa.storage.oidc_refresh_tokens import EndedSignIn
-from twofa.storage.repositories import Users
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +111,15 @@ class BackchannelLogout:
                 app = told.get(sign_in.application_id)
                 if app is None or app.backchannel_logout_uri is None:
                     continue
-                subject = await subject_of_user(db, sign_in.user_id)
-                user = await Users(db).by_id(sign_in.user_id)
-                if subject is None or user is None:
-                    continue  # never signed in to an application, or deleted since
+                if sign_in.subject is None:
+                    continue  # no application ever knew the user by a subject
                 notices.append(
                     LogoutNotice(
                         app.name,
                         app.client_id,
                         app.backchannel_logout_uri,
-                        user.username,
-                        subject,
+                        sign_in.username,
+                        sign_in.subject,
                         session_sid(sign_in.session_id),
                     )
                 )

@@ -2,13 +2,13 @@
 cannot reach Redis (a partition between it and Redis alone) commits a sign-out that nobody
 hears, while every other node's feed stays live and trusts its copies. So, beside the feed,
 each change the other processes must hear is also written in its own transaction to the
-database (storage.change_outbox), and every process reads what the others wrote twice a second:
-a change is heard within about a second through the database even when Redis never carried it.
+database (storage.change_outbox), and every process reads what the others wrote four times a
+second: a change is heard within a second through the database even when Redis never carried it.
 The Redis feed counts as live only while this outbox is being read (FeedState.follow_outbox): a
 process that cannot read it checks its copies every second, as without a feed.
 
 The messages are the feed's (change_feed.encoded); a process skips its own. Reading costs one
-short statement per process per half second; writing one INSERT per commit that ends a signed-in
+short statement per process per quarter second; writing one INSERT per commit that ends a signed-in
 session or changes what others keep (never per sign-in: `Changes.shared`)."""
 
 from __future__ import annotations
@@ -29,15 +29,16 @@ from twofa.services.state.occasional_log import OccasionalLog
 from twofa.storage import change_outbox
 from twofa.storage.change_notes import Changes
 
-READ_EVERY_S: Final = 0.5
+READ_EVERY_S: Final = 0.25  # FeedState.OUTBOX_SILENCE_LIMIT_S is four reads
 # An id below the newest read but not seen yet: a transaction that took it has not committed
 # (PostgreSQL takes ids at INSERT and shows rows at COMMIT), or rolled back. Looked for again at
 # each read for this long, far beyond any commit's delay; then given up, loudly.
 GAP_WAIT_S: Final = 60.0
 # A row is pruned once the pruning process has known of it this long, by its own monotonic
 # clock (never another node's wall clock, which may be minutes off). A process that has not
-# read for even a few seconds no longer trusts the feed (FeedState.outbox_read), so a row is
-# read by every process that still trusts it long before it goes.
+# read for a second no longer trusts the feed (FeedState), so a row is read by every process
+# that still trusts it long before it goes; one that read nothing for half this time starts
+# a new generation (FeedState.outbox_read).
 KEEP_FOR_S: Final = 600.0
 PRUNE_EVERY_S: Final = 60.0
 FAILURE_LOG_EVERY_S: Final = 10.0
@@ -67,6 +68,7 @@ class ChangeOutbox:
         self._gaps: dict[int, float] = {}  # id -> when it was first missed (monotonic)
         self._applied: set[int] = set()  # ids read above the lowest gap
         self._noted_at = float("-inf")
+        self._read_at: float | None = None  # the last successful read (monotonic)
         self._known_since: deque[tuple[float, int]] = deque()  # (monotonic, newest id seen)
         self._failed = OccasionalLog(log, logging.WARNING, FAILURE_LOG_EVERY_S, clock.monotonic)
         self._reading: asyncio.Task[None] | None = None
@@ -86,6 +88,7 @@ class ChangeOutbox:
         before it, the fresh caches do not hold)."""
         async with self._db.begin() as db:
             self._newest_seen = await change_outbox.newest_id(db)
+        self._read_at = self._clock.monotonic()
         self._state.follow_outbox()
 
     async def close(self) -> None:
@@ -120,7 +123,10 @@ class ChangeOutbox:
                 self._on_change(found[1])
         self._note_gaps([row_id for row_id, _ in rows])
         self._note_known()
-        self._state.outbox_read()
+        now = self._clock.monotonic()
+        gone = self._read_at is None or now - self._read_at >= KEEP_FOR_S / 2
+        self._read_at = now
+        self._state.outbox_read(rows_may_be_gone=gone)
 
     def _prunable(self) -> int | None:
         """The newest id this process had read `KEEP_FOR_S` ago or earlier, by its own clock:

@@ -23,9 +23,10 @@ REDIS_TRUST_SECONDS: Final = 30.0
 # noticed yet (a path cut without a reset): every feed hears something 4 times a second.
 SILENCE_LIMIT_S: Final = 1.0
 HEARTBEAT_S: Final = 0.25
-# Beside Redis, the change outbox is read twice a second (services.state.change_outbox); a
-# process that has not read it for this long may miss what a node cut off from Redis committed.
-OUTBOX_SILENCE_LIMIT_S: Final = 2.0
+# Beside Redis, the change outbox is read four times a second (services.state.change_outbox);
+# a process that has not read it for this long may miss what a node cut off from Redis alone
+# committed, so it stops trusting its copies: no sign-out waits longer than this in the outbox.
+OUTBOX_SILENCE_LIMIT_S: Final = 1.0
 log = logging.getLogger("twofa.change_feed")
 
 
@@ -92,17 +93,21 @@ class FeedState:
         a node cut off from Redis alone commits reaches the others only there."""
         self._outbox_read_at = self._clock.monotonic()
 
-    def outbox_read(self) -> None:
-        """A read of the change outbox succeeded and what it held is applied. After a silence,
-        like a reconnection, it is a new generation: nothing cached before is trusted long
-        again (rows kept for minutes may have been pruned unread meanwhile)."""
+    def outbox_read(self, *, rows_may_be_gone: bool = False) -> None:
+        """A read of the change outbox succeeded and what it held is applied: copies may be
+        trusted again. `rows_may_be_gone`: the previous read was so long ago that rows may
+        have been pruned unread, so, like a reconnection, it is a new generation and nothing
+        cached before is trusted long again."""
         now = self._clock.monotonic()
-        if self._outbox_silent(now):
+        if rows_may_be_gone:
             self._generation += 1
             log.warning(
-                "change outbox read again after %.1f s: caches trust the feed from now on",
+                "change outbox read again after %.0f s: what it held meanwhile may be gone; "
+                "caches trust only what they read from now on",
                 now - self._outbox_read_at,
             )
+        elif self._outbox_silent(now):
+            log.warning("change outbox read again after %.1f s", now - self._outbox_read_at)
         self._outbox_read_at = now
 
     def _outbox_silent(self, now: float) -> bool:

@@ -96,12 +96,13 @@ class SessionService:
             return await self._insert(db, None, Level.ANONYMOUS, client, next_url)
 
     async def _sweep(self, db: AsyncSession) -> None:
-        """Deletes expired sessions, at most once a minute per process: every sign-in page
-        view creates a row, so without this the table only grows."""
+        """Deletes sessions that ended by themselves, at most once a minute per process: every
+        sign-in page view creates a row, so without this the table only grows; and a signed-in
+        session that expires unread ends here, as at a sign-out (storage.sessions)."""
         now = self._clock.now()
         if self._swept_at is None or now - self._swept_at >= _SWEEP_EVERY:
             self._swept_at = now
-            await Sessions(db).remove_expired(now)
+            await Sessions(db).remove_expired(now, now - self._idle, Level.SIGNED_IN)
 
     async def load(self, token: str | None) -> SessionView | None:
         """The live session for a cookie value, or None if unknown, idle too long or too old."""

@@ -149,7 +149,8 @@ async def test_expired_sessions_are_swept(gateway: Gateway, clock: FrozenClock) 
     async with gateway.db.begin() as db:
         remaining = (await db.scalars(select(SessionRow))).all()
         assert [row.id for row in remaining] == [token_digest(fresh)]
-        assert await Sessions(db).remove_expired(clock.now()) == 0
+        now = clock.now()
+        assert await Sessions(db).remove_expired(now, now - timedelta(hours=1), 2) == 0
     clock.advance(timedelta(minutes=1))
     assert await gateway.sessions.load(fresh) is not None
     assert await gateway.sessions.load(stale) is None
