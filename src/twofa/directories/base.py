@@ -12,15 +12,6 @@ from twofa.errors import Unavailable
 
 
 @dataclass(frozen=True)
-class Identity:
-    user_id: int
-    username: str
-    display_name: str
-    email: str
-    groups: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class DirectoryUser:
     """A user an external directory vouches for. `username` is the directory's canonical
     spelling (what twofa stores), whatever case the person typed."""

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twofa.directories.base import Identity
 from twofa.security.hashing_pool import HashingPool
 from twofa.storage.repositories import Users
 from twofa.storage.tables import UserRow
@@ -56,20 +55,17 @@ class LocalDirectory:
 
     async def settle(
         self, db: AsyncSession, stored: StoredPassword, checked: PasswordCheck
-    ) -> Identity | None:
-        """The identity, if the password was right and the account is still enabled with the
+    ) -> UserRow | None:
+        """The user, if the password was right and the account is still enabled with the
         hash that was checked (a password changed meanwhile wins: the sign-in is refused)."""
         if not checked.right or stored.user_id is None:
             return None
-        users = Users(db)
         # The row is held from here to the commit: a password change (or a disabled account)
-        # committing meanwhile either came first, and is seen below, or waits for this
+        # committing meanwhile either came first, and is seen here, or waits for this
         # sign-in's session, and ends it.
-        await users.lock(stored.user_id)
-        user = await users.by_id(stored.user_id)
+        user = await Users(db).locked(stored.user_id)
         if user is None or not user.enabled or user.password_hash != stored.password_hash:
             return None
         if checked.new_hash is not None:
             user.password_hash = checked.new_hash
-        groups = tuple(await users.group_names(user.id))
-        return Identity(user.id, user.username, user.display_name, user.email, groups)
+        return user

@@ -104,6 +104,18 @@ class Users:
         SQLite), so a second transaction doing the same waits here, then sees the first."""
         await self._db.execute(update(UserRow).where(UserRow.id == user_id).values(id=UserRow.id))
 
+    async def locked(self, user_id: int) -> UserRow | None:
+        """The user's row as it is now, taken for the rest of the transaction as `lock` takes
+        it, in the same statement (the no-op write returns the row)."""
+        query = (
+            update(UserRow)
+            .where(UserRow.id == user_id)
+            .values(id=UserRow.id)
+            .returning(UserRow)
+            .execution_options(populate_existing=True)
+        )
+        return (await self._db.scalars(query)).one_or_none()
+
     async def all(self) -> Sequence[UserRow]:
         return (await self._db.scalars(select(UserRow).order_by(UserRow.username))).all()
 

@@ -67,12 +67,14 @@ _BUSY: Final = SIGN_INS.labels("busy")
 @dataclass(frozen=True)
 class _Attempts:
     """A sign-in's attempts, counted and allowed: on the address, on the username from the
-    client's network and from every network; and how long it waits before it is checked."""
+    client's network and from every network; how long it waits before it is checked; and the
+    account of that name, read in the same transaction (None: none yet)."""
 
     ip: throttle.Attempt
     network: throttle.Attempt
     all_networks: throttle.Attempt
     delay_s: float
+    owner: UserRow | None
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,7 @@ class LoginService:
             return LoginOutcome(LoginResult.LOCKED)
         if attempts.delay_s:
             await self._clock.sleep(attempts.delay_s)  # committed: no transaction waits too
-        async with self._db.begin() as db:
-            owner = await Users(db).by_name(username)
+        owner = attempts.owner
         if (owner is not None and owner.directory != LOCAL) or (owner is None and self._external):
             external = self._directories_for(owner)
             return await self._sign_in_external(
@@ -148,12 +149,10 @@ class LoginService:
             await self._give_back(attempts)
             raise
         async with self._db.begin() as db:
-            identity = await self._directory.settle(db, stored, checked)
-            if identity is None:
+            user = await self._directory.settle(db, stored, checked)
+            if user is None:
                 self._refused(db, attempts, username, client)
                 return LoginOutcome(LoginResult.REFUSED)
-            user = await Users(db).by_id(identity.user_id)
-            assert user is not None
             return await self._signed_in(db, session, user, attempts, client)
 
     async def _give_back(self, attempts: _Attempts) -> None:
@@ -164,7 +163,8 @@ class LoginService:
     async def _take_attempts(self, username: str, client: ClientInfo) -> _Attempts | None:
         """Counts the attempt on the address, then on the username from the client's network,
         then from every network, in one short transaction that writes first and is committed
-        before any password is checked; None (audited) when the address or the network is
+        before any password is checked (it reads the name's account last, for the check);
+        None (audited) when the address or the network is
         over its limit. A locked address counts nothing against the username (a locked-out
         guesser cannot lock users out); a locked network gives back the address's attempt and
         counts nothing against every network (only checked passwords count there). Always in
@@ -187,7 +187,8 @@ class LoginService:
             delay_s = slowdown_seconds(everywhere.number, everywhere.limit, self._slowdown_cap_s)
             if everywhere.number == everywhere.limit + 1:  # the first attempt to wait
                 self._alert(db, everywhere, username, client)
-        return _Attempts(ip, network, everywhere, delay_s)
+            owner = await Users(db).by_name(username)
+        return _Attempts(ip, network, everywhere, delay_s, owner)
 
     def _alert(
         self, db: AsyncSession, everywhere: throttle.Attempt, username: str, client: ClientInfo
