@@ -218,18 +218,26 @@ async def test_attack_a_writer_whose_clock_is_an_hour_behind_loses_no_row(
     assert await remaining(factory) == ["signed-out-by-a-slow-clock"]
 
 
-async def test_the_redis_feed_is_live_only_while_the_outbox_is_read(
-    factory: async_sessionmaker[AsyncSession],
-) -> None:
-    """A node whose Redis is fine but whose outbox reads fail (its database path stalls)
-    would otherwise trust its copies while another node's sign-out waits in the outbox."""
-    clock = FrozenClock(NOW)
+async def live_reader(
+    factory: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> tuple[ChangeOutbox, FeedState, int]:
+    """An outbox reader beside a Redis feed that is live; the feed's generation."""
     state = FeedState("redis", clock)
     reader = ChangeOutbox(factory, clock, "node-b", lambda _: None, state)
     await reader.prime()
     state.connected()
     live = state.live_generation
     assert live is not None
+    return reader, state, live
+
+
+async def test_the_redis_feed_is_live_only_while_the_outbox_is_read(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """A node whose Redis is fine but whose outbox reads fail (its database path stalls)
+    would otherwise trust its copies while another node's sign-out waits in the outbox."""
+    clock = FrozenClock(NOW)
+    reader, state, live = await live_reader(factory, clock)
 
     clock.advance(timedelta(seconds=OUTBOX_SILENCE_LIMIT_S + 0.1))
     state.heard()  # Redis itself still answers
@@ -249,12 +257,7 @@ async def test_a_read_after_a_silence_long_enough_for_pruning_starts_a_new_gener
     """A process paused for minutes (a suspended VM) may find rows pruned that it never read:
     nothing it cached before is trusted long again, and the log says why."""
     clock = FrozenClock(NOW)
-    state = FeedState("redis", clock)
-    reader = ChangeOutbox(factory, clock, "node-b", lambda _: None, state)
-    await reader.prime()
-    state.connected()
-    live = state.live_generation
-    assert live is not None
+    reader, state, live = await live_reader(factory, clock)
 
     clock.advance(timedelta(seconds=KEEP_FOR_S / 2))
     state.heard()
