@@ -42,6 +42,7 @@ from twofa.services.admin.accounts import AccountService
 from twofa.services.idp.applications import IssuedApplication, NewApplication
 from twofa.services.idp.claims import BACKCHANNEL_LOGOUT_EVENT
 from twofa.services.runtime import Gateway
+from twofa.services.state.sessions import SWEEP_IDLE_GRACE
 from twofa.storage.sessions import Sessions
 from twofa.storage.tables import AuditRow, SessionRow
 
@@ -384,7 +385,7 @@ async def test_a_session_that_expires_unread_is_swept_and_its_applications_are_t
         assert (await idle_browser.get("/login")).status_code == 200  # anonymous, left open
     settings = deployment.settings
     later = (
-        timedelta(minutes=settings.session_idle_minutes + 1)
+        timedelta(minutes=settings.session_idle_minutes) + SWEEP_IDLE_GRACE + timedelta(minutes=1)
         if ended_by == "idle"
         else timedelta(hours=settings.session_absolute_hours, minutes=1)
     )

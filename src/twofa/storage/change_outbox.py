@@ -22,7 +22,12 @@ _AFTER: Final = (
     .order_by(_outbox.c.id)
 )
 _NEWEST: Final = select(func.max(_outbox.c.id))
-_PRUNE: Final = delete(_outbox).where(_outbox.c.id <= bindparam("through_id"))
+_OLDEST: Final = select(func.min(_outbox.c.id))
+_IDS_AFTER: Final = select(_outbox.c.id).where(_outbox.c.id > bindparam("after_id"))
+# The newest row stays, whatever its age: with it, a reader can tell rows were pruned unread.
+_PRUNE: Final = delete(_outbox).where(
+    _outbox.c.id <= bindparam("through_id"), _outbox.c.id < _NEWEST.scalar_subquery()
+)
 
 
 def add_in(session: Session, at: datetime, payload: str) -> None:
@@ -32,6 +37,15 @@ def add_in(session: Session, at: datetime, payload: str) -> None:
 
 async def newest_id(db: AsyncSession) -> int:
     return int(await db.scalar(_NEWEST) or 0)
+
+
+async def oldest_id(db: AsyncSession) -> int | None:
+    found = await db.scalar(_OLDEST)
+    return None if found is None else int(found)
+
+
+async def ids_after(db: AsyncSession, floor: int) -> list[int]:
+    return [int(row_id) for row_id in await db.scalars(_IDS_AFTER, {"after_id": floor})]
 
 
 async def after(db: AsyncSession, floor: int) -> list[tuple[int, str]]:

@@ -244,9 +244,12 @@ def _identified(db: Session, sign_ins: set[tuple[str, int, int]]) -> list[EndedS
 
 
 async def keep_sign_ins_of_removed_user(db: AsyncSession, user_id: int) -> None:
-    """Called before a user's row is deleted: their codes, subject and grants go with it (the
-    database's cascade), so the applications their sessions signed in to are read now and told
-    after the commit, as `end_grants_with_sessions` tells them of any other ended session."""
+    """Called before a user's row is deleted, with the row locked as the DELETE locks it (a
+    code being issued, whose foreign key holds the row, has committed and is read here, or
+    waits and then fails): their codes, subject and
+    grants go with it (the database's cascade), so the applications their sessions signed in
+    to are read now and told after the commit, as `end_grants_with_sessions` tells them of
+    any other ended session."""
 
     def read(session: Session) -> None:
         codes = session.execute(

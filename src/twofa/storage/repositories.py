@@ -123,7 +123,11 @@ class Users:
         self._db.add(user)
 
     async def remove(self, user_id: int) -> None:
-        await keep_sign_ins_of_removed_user(self._db, user_id)  # for the back-channel logout
+        # The row as the DELETE takes it (FOR UPDATE: a code's foreign key check waits), and
+        # SQLite's write lock (`lock`), before the sign-ins are read for the back-channel logout.
+        await self._db.execute(select(UserRow.id).where(UserRow.id == user_id).with_for_update())
+        await self.lock(user_id)
+        await keep_sign_ins_of_removed_user(self._db, user_id)
         await self._db.execute(delete(UserRow).where(UserRow.id == user_id))
         note_ended_user_sessions(self._db, user_id)  # its sessions go with it (cascade)
 

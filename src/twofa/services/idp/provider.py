@@ -13,6 +13,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, Final
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twofa.clock import Clock
@@ -308,7 +309,10 @@ class OidcProvider:
                     session_id=session_id,  # its grants end, and the app is told, with it
                 )
             )
-            await db.flush()  # then lock the session: it cannot end unseen by this code
+            try:  # then lock the session: it cannot end unseen by this code
+                await db.flush()
+            except IntegrityError:  # the user was deleted meanwhile (its row held until then)
+                raise OAuthError("login_required", "the session has ended") from None
             if not await session_locked(db, session_id):
                 raise OAuthError("login_required", "the session has ended")
             await OidcCodes(db).remove_superseded(session_id, app.id, now - CODE_LIFETIME)

@@ -35,12 +35,14 @@ READ_EVERY_S: Final = 0.25  # FeedState.OUTBOX_SILENCE_LIMIT_S is four reads
 # each read for this long, far beyond any commit's delay; then given up, loudly.
 GAP_WAIT_S: Final = 60.0
 # A row is pruned once the pruning process has known of it this long, by its own monotonic
-# clock (never another node's wall clock, which may be minutes off). A process that has not
-# read for a second no longer trusts the feed (FeedState), so a row is read by every process
-# that still trusts it long before it goes; one that read nothing for half this time starts
-# a new generation (FeedState.outbox_read).
+# clock (never another node's wall clock, which may be minutes off), the newest row never: a
+# process that has not read for a second no longer trusts the feed (FeedState), and one that
+# finds rows pruned that it never read starts a new generation (FeedState.outbox_read), judged
+# by the ids, not by its clock (a suspended machine's monotonic clock stops).
 KEEP_FOR_S: Final = 600.0
 PRUNE_EVERY_S: Final = 60.0
+# At start-up, missing ids this far below the newest are looked for (transactions on their way).
+PRIME_WINDOW: Final = 1000
 FAILURE_LOG_EVERY_S: Final = 10.0
 log = logging.getLogger("twofa.change_feed")
 
@@ -66,9 +68,9 @@ class ChangeOutbox:
         self._read_every_s = read_every_s
         self._newest_seen: int | None = None
         self._gaps: dict[int, float] = {}  # id -> when it was first missed (monotonic)
+        self._quiet_gaps: set[int] = set()  # missing at start-up: given up without a warning
         self._applied: set[int] = set()  # ids read above the lowest gap
         self._noted_at = float("-inf")
-        self._read_at: float | None = None  # the last successful read (monotonic)
         self._known_since: deque[tuple[float, int]] = deque()  # (monotonic, newest id seen)
         self._failed = OccasionalLog(log, logging.WARNING, FAILURE_LOG_EVERY_S, clock.monotonic)
         self._reading: asyncio.Task[None] | None = None
@@ -85,11 +87,21 @@ class ChangeOutbox:
     async def prime(self) -> None:
         """Notes where the outbox stands. Done before the process serves: a change written
         after a copy was made must never be taken for the starting point (what was written
-        before it, the fresh caches do not hold)."""
+        before it, the fresh caches do not hold). An id below the newest that is missing may
+        belong to a transaction still on its way (PostgreSQL takes ids at INSERT): looked
+        for like any other gap, down to the oldest row kept (below it, ids were pruned)."""
+        started = self._clock.monotonic()
         async with self._db.begin() as db:
-            self._newest_seen = await change_outbox.newest_id(db)
-        self._read_at = self._clock.monotonic()
-        self._state.follow_outbox()
+            newest = await change_outbox.newest_id(db)
+            oldest = await change_outbox.oldest_id(db) or newest
+            low = max(oldest, newest - PRIME_WINDOW)
+            present = await change_outbox.ids_after(db, low)
+        missing = set(range(low + 1, newest + 1)) - set(present)
+        self._newest_seen = newest
+        self._gaps = dict.fromkeys(missing, started)
+        self._quiet_gaps = missing
+        self._applied = {row_id for row_id in present if row_id > min(missing, default=newest)}
+        self._state.follow_outbox(started)
 
     async def close(self) -> None:
         if self._reading is not None:
@@ -106,11 +118,13 @@ class ChangeOutbox:
 
     async def read_once(self) -> None:
         """Applies what the other processes wrote since the last read, and what has appeared
-        in the gaps below it since."""
+        in the gaps below it since; then tells the feed's state how fresh that is."""
         assert self._newest_seen is not None, "prime() first"
         floor = min(self._gaps, default=self._newest_seen + 1) - 1
+        started = self._clock.monotonic()  # the snapshot read below is at least this fresh
         async with self._db.begin() as db:
             rows = await change_outbox.after(db, floor)
+            oldest = await change_outbox.oldest_id(db)
             if (prunable := self._prunable()) is not None:
                 await change_outbox.prune_through(db, prunable)
         for row_id, payload in rows:
@@ -123,10 +137,10 @@ class ChangeOutbox:
                 self._on_change(found[1])
         self._note_gaps([row_id for row_id, _ in rows])
         self._note_known()
-        now = self._clock.monotonic()
-        gone = self._read_at is None or now - self._read_at >= KEEP_FOR_S / 2
-        self._read_at = now
-        self._state.outbox_read(rows_may_be_gone=gone)
+        # Pruning leaves the newest row, so ids above the floor and below the oldest row kept
+        # were pruned before this process read them (or rolled back: it cannot tell).
+        gone = oldest is not None and oldest > floor + 1
+        self._state.outbox_read(started, rows_may_be_gone=gone)
 
     def _prunable(self) -> int | None:
         """The newest id this process had read `KEEP_FOR_S` ago or earlier, by its own clock:
@@ -158,6 +172,9 @@ class ChangeOutbox:
         for row_id, missed_at in list(self._gaps.items()):
             if now - missed_at > GAP_WAIT_S:
                 del self._gaps[row_id]  # rolled back, most likely; else its change is late
+                if row_id in self._quiet_gaps:  # from before this process: nothing to say
+                    self._quiet_gaps.discard(row_id)
+                    continue
                 log.warning(
                     "change outbox id %d never appeared in %.0f s: given up (a rolled-back "
                     "transaction, or one that took longer to commit)",

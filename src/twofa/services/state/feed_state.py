@@ -88,27 +88,29 @@ class FeedState:
         if self._generation > 1:
             log.warning("%s change feed live again: caches trust it from now on", self.kind)
 
-    def follow_outbox(self) -> None:
+    def follow_outbox(self, read_at: float) -> None:
         """From now on the feed counts as live only while the change outbox is read too: what
-        a node cut off from Redis alone commits reaches the others only there."""
-        self._outbox_read_at = self._clock.monotonic()
+        a node cut off from Redis alone commits reaches the others only there. `read_at`: when
+        the read that primed it began (monotonic)."""
+        self._outbox_read_at = read_at
 
-    def outbox_read(self, *, rows_may_be_gone: bool = False) -> None:
-        """A read of the change outbox succeeded and what it held is applied: copies may be
-        trusted again. `rows_may_be_gone`: the previous read was so long ago that rows may
-        have been pruned unread, so, like a reconnection, it is a new generation and nothing
-        cached before is trusted long again."""
+    def outbox_read(self, began_at: float, *, rows_may_be_gone: bool = False) -> None:
+        """A read of the change outbox that began at `began_at` (monotonic) succeeded and what
+        it held is applied: what committed before then is known, so copies may be trusted
+        until a second after it (a read that stalled half-way counts as old as it is).
+        `rows_may_be_gone`: rows were pruned that this process never read, so, like a
+        reconnection, it is a new generation and nothing cached before is trusted long."""
         now = self._clock.monotonic()
         if rows_may_be_gone:
             self._generation += 1
             log.warning(
-                "change outbox read again after %.0f s: what it held meanwhile may be gone; "
-                "caches trust only what they read from now on",
+                "change outbox: rows were pruned before this process read them (it was away "
+                "%.0f s or more): caches trust only what they read from now on",
                 now - self._outbox_read_at,
             )
         elif self._outbox_silent(now):
             log.warning("change outbox read again after %.1f s", now - self._outbox_read_at)
-        self._outbox_read_at = now
+        self._outbox_read_at = max(self._outbox_read_at, began_at)
 
     def _outbox_silent(self, now: float) -> bool:
         return now - self._outbox_read_at > OUTBOX_SILENCE_LIMIT_S

@@ -27,6 +27,10 @@ TOUCH_EVERY: Final = timedelta(seconds=30)
 SEEN_FLUSH_SECONDS: Final = 5.0
 log = logging.getLogger("twofa.sessions")
 _SWEEP_EVERY = timedelta(minutes=1)
+# A use answered from memory reaches the row's last_seen_at up to TOUCH_EVERY and a flush late
+# (and as the earliest use of its batch), and nodes' clocks differ a little: the sweep leaves a
+# session idle by its row this much longer alone. A read still ends it on the minute.
+SWEEP_IDLE_GRACE: Final = timedelta(minutes=2)
 
 
 class Level(IntEnum):
@@ -102,7 +106,8 @@ class SessionService:
         now = self._clock.now()
         if self._swept_at is None or now - self._swept_at >= _SWEEP_EVERY:
             self._swept_at = now
-            await Sessions(db).remove_expired(now, now - self._idle, Level.SIGNED_IN)
+            idle_since = now - self._idle - SWEEP_IDLE_GRACE
+            await Sessions(db).remove_expired(now, idle_since, Level.SIGNED_IN)
 
     async def load(self, token: str | None) -> SessionView | None:
         """The live session for a cookie value, or None if unknown, idle too long or too old."""

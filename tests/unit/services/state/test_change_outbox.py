@@ -134,9 +134,11 @@ async def test_an_id_that_never_appears_is_given_up_after_a_while(
     assert len(heard) == 1
 
 
-async def test_ids_are_never_reused_once_pruning_empties_the_table(
+async def test_pruning_keeps_the_newest_row_and_ids_go_on_from_it(
     factory: async_sessionmaker[AsyncSession],
 ) -> None:
+    """The newest row stays, however old: without it a reader could not tell that rows were
+    pruned before it read them (and SQLite could hand its id out again)."""
     clock = FrozenClock(NOW)
     writer, _ = outbox_of(factory, "node-a", clock)
     before_each_commit(factory, writer.write_in)
@@ -149,9 +151,8 @@ async def test_ids_are_never_reused_once_pruning_empties_the_table(
     await reader.prime()
     await reader.read_once()  # notes what it knows of now
     clock.advance(timedelta(seconds=KEEP_FOR_S + 1))
-    await reader.read_once()  # prunes what it has known that long: the table is empty now
-    async with factory() as db:
-        assert await db.scalar(select(func.count()).select_from(ChangeOutboxRow)) == 0
+    await reader.read_once()  # may prune what it has known that long, but for the newest
+    assert await remaining(factory) == ["first"]
     async with factory.begin() as db:
         await Sessions(db).remove("second")
     await reader.read_once()
@@ -251,17 +252,56 @@ async def test_the_redis_feed_is_live_only_while_the_outbox_is_read(
     assert state.report().live
 
 
-async def test_a_read_after_a_silence_long_enough_for_pruning_starts_a_new_generation(
+async def test_a_reader_that_finds_rows_pruned_unread_starts_a_new_generation(
     factory: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A process paused for minutes (a suspended VM) may find rows pruned that it never read:
-    nothing it cached before is trusted long again, and the log says why."""
+    """A process paused for minutes (a suspended VM, whose monotonic clock may not count the
+    pause) finds rows pruned that it never read: judged by the ids, nothing it cached before is
+    trusted long again, and the log says why."""
     clock = FrozenClock(NOW)
     reader, state, live = await live_reader(factory, clock)
+    writer, _ = outbox_of(factory, "node-a", clock)
+    before_each_commit(factory, writer.write_in)
+    pruner, _ = outbox_of(factory, "node-c", clock)
+    await pruner.prime()
+    for name in ("one", "two"):
+        async with factory.begin() as db:
+            await Sessions(db).remove(name)
+    await pruner.read_once()
+    clock.advance(timedelta(seconds=KEEP_FOR_S + 1))
+    async with factory.begin() as db:
+        await Sessions(db).remove("three")
+    await pruner.read_once()  # "one" and "two" go; "three", the newest, stays
+    assert await remaining(factory) == ["three"]
 
-    clock.advance(timedelta(seconds=KEEP_FOR_S / 2))
     state.heard()
     await reader.read_once()
 
     assert state.live_generation == live + 1
-    assert "what it held meanwhile may be gone" in caplog.text
+    assert "pruned before this process read them" in caplog.text
+
+
+async def test_a_process_started_while_a_change_is_on_its_way_still_hears_it(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """A transaction took id 2 and has not committed when the process starts, while id 3
+    has: the start-up notes 2 as missing and reads it when it appears."""
+    clock = FrozenClock(NOW)
+
+    async def committed(row_id: int, session_id: str) -> None:
+        body = encoded(Changes(ended_sessions=frozenset({session_id})), "node-a")
+        async with factory.begin() as db:
+            await db.execute(
+                insert(ChangeOutboxRow), {"id": row_id, "created_at": NOW, "payload": body}
+            )
+
+    await committed(1, "long-ago")
+    await committed(3, "quick")
+    reader, heard = outbox_of(factory, "node-b", clock)
+    await reader.prime()
+    assert reader.waiting_for() == {2}
+    await committed(2, "slow-sign-out")
+    await reader.read_once()
+
+    assert [set(c.ended_sessions) for c in heard] == [{"slow-sign-out"}]
+    assert reader.waiting_for() == set()
