@@ -7,7 +7,7 @@ live only while the outbox is read."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -86,11 +86,11 @@ async def test_a_rolled_back_change_and_a_sign_in_s_own_session_are_never_writte
         assert await db.scalar(select(func.count()).select_from(ChangeOutboxRow)) == 0
 
 
-async def test_a_row_that_appears_below_one_already_read_is_still_read(
+def committer(
     factory: async_sessionmaker[AsyncSession],
-) -> None:
-    reader, heard = outbox_of(factory, "node-b", FrozenClock(NOW))
-    await reader.prime()
+) -> Callable[[int, str], Awaitable[None]]:
+    """Commits another node's sign-out of `session_id` under outbox id `row_id`, as if that
+    id had been taken whenever the test says."""
 
     async def committed(row_id: int, session_id: str) -> None:
         body = encoded(Changes(ended_sessions=frozenset({session_id})), "node-a")
@@ -98,6 +98,17 @@ async def test_a_row_that_appears_below_one_already_read_is_still_read(
             await db.execute(
                 insert(ChangeOutboxRow), {"id": row_id, "created_at": NOW, "payload": body}
             )
+
+    return committed
+
+
+async def test_a_row_that_appears_below_one_already_read_is_still_read(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    reader, heard = outbox_of(factory, "node-b", FrozenClock(NOW))
+    await reader.prime()
+
+    committed = committer(factory)
 
     await committed(500, "late-id-first")
     await reader.read_once()
@@ -288,12 +299,7 @@ async def test_a_process_started_while_a_change_is_on_its_way_still_hears_it(
     has: the start-up notes 2 as missing and reads it when it appears."""
     clock = FrozenClock(NOW)
 
-    async def committed(row_id: int, session_id: str) -> None:
-        body = encoded(Changes(ended_sessions=frozenset({session_id})), "node-a")
-        async with factory.begin() as db:
-            await db.execute(
-                insert(ChangeOutboxRow), {"id": row_id, "created_at": NOW, "payload": body}
-            )
+    committed = committer(factory)
 
     await committed(1, "long-ago")
     await committed(3, "quick")
