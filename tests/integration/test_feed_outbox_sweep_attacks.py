@@ -80,14 +80,9 @@ from twofa.services.state.change_outbox import (
 from twofa.services.state.sessions import SWEEP_IDLE_GRACE, Level
 from twofa.storage import change_outbox
 from twofa.storage.change_notes import Changes
+from twofa.storage.oidc_tables import OidcCodeRow, OidcRefreshTokenRow
 from twofa.storage.repositories import Users
-from twofa.storage.tables import (
-    ChangeOutboxRow,
-    OidcCodeRow,
-    OidcRefreshTokenRow,
-    SessionRow,
-    table_of,
-)
+from twofa.storage.tables import ChangeOutboxRow, SessionRow, table_of
 
 CALLBACK = "http://127.0.0.1:9/oidc/callback"  # never fetched: the redirect is only read
 

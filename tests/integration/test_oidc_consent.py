@@ -31,7 +31,8 @@ from tests.support.gateway import csrf_from, running_gateway
 from twofa.config import Settings
 from twofa.services.idp.applications import IssuedApplication, NewApplication
 from twofa.services.runtime import Gateway
-from twofa.storage.tables import AuditRow, OidcConsentRow
+from twofa.storage.oidc_tables import OidcConsentRow
+from twofa.storage.tables import AuditRow
 
 EVERYTHING = "openid profile email groups"
 

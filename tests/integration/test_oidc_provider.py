@@ -35,7 +35,7 @@ from twofa.security.tokens import token_digest
 from twofa.services.idp.applications import IssuedApplication, NewApplication
 from twofa.services.idp.claims import s256
 from twofa.services.runtime import Gateway
-from twofa.storage.tables import OidcCodeRow
+from twofa.storage.oidc_tables import OidcCodeRow
 
 CALLBACK = "http://127.0.0.1:9/oidc/callback"  # never fetched: the test reads the redirect
 SIGNED_OUT = "http://127.0.0.1:9/signed-out"  # the password-only client's post-logout URI

@@ -29,7 +29,8 @@ from twofa.security.tokens import token_digest
 from twofa.services.idp.applications import IssuedApplication
 from twofa.services.idp.claims import s256
 from twofa.services.runtime import Gateway
-from twofa.storage.tables import ApplicationRow, AuditRow, OidcRefreshTokenRow
+from twofa.storage.oidc_tables import OidcRefreshTokenRow
+from twofa.storage.tables import ApplicationRow, AuditRow
 
 # The provider on SQLite and PostgreSQL, and a browser for it: the fixtures, shared by name.
 provider = test_oidc_provider.provider

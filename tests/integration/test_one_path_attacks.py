@@ -44,12 +44,12 @@ from twofa.methods.totp import time_step
 from twofa.services.idp.applications import NewApplication
 from twofa.services.runtime import Gateway
 from twofa.services.state.sessions import Level
+from twofa.storage.oidc_tables import OidcCodeRow
 from twofa.storage.tables import (
     AuditRow,
     ChallengeRow,
     CredentialRow,
     DuoEnrolmentRow,
-    OidcCodeRow,
     SessionRow,
     UserRow,
 )

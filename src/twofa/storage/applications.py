@@ -16,15 +16,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from twofa.storage.tables import (
-    ApplicationRow,
-    ChallengeRow,
+from twofa.storage.oidc_tables import (
     OidcAccessTokenRow,
     OidcCodeRow,
     OidcSigningKeyRow,
     OidcSubjectRow,
-    SessionRow,
 )
+from twofa.storage.tables import ApplicationRow, ChallengeRow, SessionRow
 
 # What a signing key's private half is sealed for (security.sealing's associated data): here,
 # below both the service that seals it and the key rotation that seals it again.

@@ -12,7 +12,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twofa.storage.tables import ApplicationRow, OidcConsentRow, UserRow
+from twofa.storage.oidc_tables import OidcConsentRow
+from twofa.storage.tables import ApplicationRow, UserRow
 
 
 @dataclass(frozen=True)

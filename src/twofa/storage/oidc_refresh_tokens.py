@@ -20,14 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from twofa.storage.change_notes import noted
-from twofa.storage.tables import (
+from twofa.storage.oidc_tables import (
     OidcAccessTokenRow,
     OidcCodeRow,
     OidcRefreshTokenRow,
     OidcSubjectRow,
-    SessionRow,
-    UserRow,
 )
+from twofa.storage.tables import SessionRow, UserRow
 
 _ENDED_KEY: Final = "twofa.ended_sign_ins"
 

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from twofa.storage.change_notes import (
@@ -79,6 +80,11 @@ _USER_WITH_METHODS = select(UserRow, _duo_set_up(UserRow.id), _local_methods(Use
 )
 
 
+def _taken(user_id: int) -> Update:
+    """The no-op write that takes a user's row (`Users.lock`)."""
+    return update(UserRow).where(UserRow.id == user_id).values(id=UserRow.id)
+
+
 class Users:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
@@ -102,18 +108,12 @@ class Users:
         """Takes the user's row for the rest of the transaction: a no-op write, which holds
         PostgreSQL's row lock and SQLite's write lock alike (FOR UPDATE is no lock on
         SQLite), so a second transaction doing the same waits here, then sees the first."""
-        await self._db.execute(update(UserRow).where(UserRow.id == user_id).values(id=UserRow.id))
+        await self._db.execute(_taken(user_id))
 
     async def locked(self, user_id: int) -> UserRow | None:
         """The user's row as it is now, taken for the rest of the transaction as `lock` takes
         it, in the same statement (the no-op write returns the row)."""
-        query = (
-            update(UserRow)
-            .where(UserRow.id == user_id)
-            .values(id=UserRow.id)
-            .returning(UserRow)
-            .execution_options(populate_existing=True)
-        )
+        query = _taken(user_id).returning(UserRow).execution_options(populate_existing=True)
         return (await self._db.scalars(query)).one_or_none()
 
     async def all(self) -> Sequence[UserRow]:

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.databases import postgres_database
-from twofa.storage import saml_tables  # noqa: F401 (its tables are in Base.metadata)
+from twofa.storage import oidc_tables, saml_tables  # noqa: F401 (their tables are in Base.metadata)
 from twofa.storage.database import (
     SchemaError,
     check_schema,

@@ -24,6 +24,7 @@ from twofa.services.second_factor.challenges import DRAFT_PURPOSE, SHOW_PURPOSE
 from twofa.services.second_factor.credential_store import secret_purpose
 from twofa.services.settings.duo import DUO_KEY, SKEY_PURPOSE
 from twofa.storage.applications import SIGNING_KEY_PURPOSE, SealedSigningKey, SealedSigningKeys
+from twofa.storage.oidc_tables import OidcSigningKeyRow
 from twofa.storage.saml import SAML_KEY_PURPOSE
 from twofa.storage.saml_tables import SamlSigningKeyRow
 from twofa.storage.sealed_values import (
@@ -34,7 +35,6 @@ from twofa.storage.sealed_values import (
     SettingDocument,
     SettingDocuments,
 )
-from twofa.storage.tables import OidcSigningKeyRow
 
 # Which field of which console setting is sealed, and for what.
 SEALED_SETTING_FIELDS: Final = {

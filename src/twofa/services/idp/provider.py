@@ -41,7 +41,7 @@ from twofa.services.idp.tokens import TokenEndpoint
 from twofa.services.state.sessions import SessionView
 from twofa.storage.applications import Applications, OidcCodes
 from twofa.storage.oidc_refresh_tokens import session_locked
-from twofa.storage.tables import OidcCodeRow
+from twofa.storage.oidc_tables import OidcCodeRow
 
 CODE_LIFETIME: Final = timedelta(seconds=60)
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # a base64url SHA-256

@@ -34,7 +34,8 @@ from twofa.services.idp.applications import application_of
 from twofa.services.idp.errors import OAuthError
 from twofa.services.state import audit
 from twofa.storage.oidc_refresh_tokens import OidcRefreshTokens, revoke_access_token
-from twofa.storage.tables import ApplicationRow, OidcRefreshTokenRow
+from twofa.storage.oidc_tables import OidcRefreshTokenRow
+from twofa.storage.tables import ApplicationRow
 
 REFRESH_FAMILY_LIFETIME: Final = timedelta(hours=8)
 TOKEN_TYPES: Final = ("refresh_token", "access_token")  # RFC 7009 §2.1 token_type_hint

@@ -20,7 +20,7 @@ from twofa.domain.client import CLI, ClientInfo
 from twofa.security.sealing import Sealer
 from twofa.services.state import audit
 from twofa.storage.applications import SIGNING_KEY_PURPOSE, OidcSigningKeys
-from twofa.storage.tables import OidcSigningKeyRow
+from twofa.storage.oidc_tables import OidcSigningKeyRow
 
 ALGORITHMS: Final = ("RS256", "ES256")
 SIGNING_ALGORITHM: Final = "RS256"

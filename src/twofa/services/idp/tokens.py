@@ -29,8 +29,9 @@ from twofa.services.idp.signing_keys import SIGNING_ALGORITHM, SigningKeyService
 from twofa.services.state import audit
 from twofa.storage.applications import Applications, OidcAccessTokens, OidcCodes, OidcSubjects
 from twofa.storage.oidc_refresh_tokens import OidcRefreshTokens
+from twofa.storage.oidc_tables import OidcAccessTokenRow, OidcCodeRow
 from twofa.storage.repositories import Users
-from twofa.storage.tables import ApplicationRow, OidcAccessTokenRow, OidcCodeRow
+from twofa.storage.tables import ApplicationRow
 
 ACCESS_TOKEN_LIFETIME: Final = timedelta(minutes=10)
 ID_TOKEN_LIFETIME: Final = timedelta(minutes=10)

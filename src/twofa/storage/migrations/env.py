@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from twofa.storage import saml_tables  # noqa: F401 (its tables are in Base.metadata)
+from twofa.storage import oidc_tables, saml_tables  # noqa: F401 (their tables are in Base.metadata)
 from twofa.storage.tables import Base
 
 connection = context.config.attributes.get("connection")

@@ -13,7 +13,7 @@ from twofa.config import Mode, Settings
 from twofa.security.sealing import Sealer, head_of_key, key_id
 from twofa.services.admin.key_rotation import KeyRotationService
 from twofa.services.runtime import Gateway
-from twofa.storage.tables import OidcSigningKeyRow
+from twofa.storage.oidc_tables import OidcSigningKeyRow
 
 OLD = "the-old-secret-key-of-this-gateway-0123456789"
 NEW = "the-new-secret-key-prepended-to-the-file-987654"
