@@ -14,10 +14,8 @@ bfa8ae6). Promises under attack:
 4. Deleting a user tells the applications their sessions signed in to; a deletion rolled back
    tells nobody.
 
-Each test is one attack and asserts the guarantee. Where the guarantee breaks today the test is
-marked `xfail(strict=True, raises=...)` with the break in its reason: it fails (XPASS) once
-fixed, so the mark comes off with the fix. A test whose attack broke bfa8ae6 and is fixed since
-says so in its docstring."""
+Each test is one attack and asserts the guarantee. A test whose attack broke bfa8ae6 (or a
+later tree it names) and is fixed since says so in its docstring."""
 
 from __future__ import annotations
 
@@ -45,7 +43,6 @@ from tests.support.feed_attacks import redis_via, user_id, via
 from tests.support.gateway import PASSWORDS
 from tests.support.redis_server import own_channel, reachable_redis
 from tests.support.revocation import (
-    PromiseBroken,
     all_live,
     database,
     feed_live,
@@ -74,7 +71,6 @@ from twofa.services.state.change_feed import encoded
 from twofa.services.state.change_outbox import (
     GAP_WAIT_S,
     KEEP_FOR_S,
-    PRIME_WINDOW,
     ChangeOutbox,
 )
 from twofa.services.state.sessions import SWEEP_IDLE_GRACE, Level
@@ -386,23 +382,17 @@ async def test_attack_a_node_started_during_a_slow_sign_out_hears_it(
             seen.keep_promise("a sign-out whose commit was on its way while c started")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PromiseBroken,
-    reason=(
-        "ChangeOutbox.prime looks for missing ids only PRIME_WINDOW (1000) below the newest: "
-        "a sign-out still on its way when more than 1000 changes committed after it took its "
-        "id is never read by a node started meanwhile, which trusts its copy for up to "
-        "REDIS_TRUST_SECONDS"
-    ),
-)
 async def test_attack_a_node_started_after_a_burst_during_a_slow_sign_out_hears_it(
     tmp_path: Path,
 ) -> None:
     """As above, but 1001 changes of other nodes commit after a's sign-out took its outbox id
     and before c starts (a burst: an admin's bulk changes, a directory sync, a busy cluster
     while a's commit is stuck on its path; written here in one go, as 1001 quick commits
-    would leave them)."""
+    would leave them).
+
+    Broke 88c5aba: the start-up looked for missing ids only 1,000 below the newest, so c never
+    read a's sign-out and trusted its copy for up to REDIS_TRUST_SECONDS. It now looks for every
+    id taken since the newest row written PRIME_LOOK_BACK_S ago, by the database's clock."""
     async with redis_pair("postgresql", tmp_path, db_proxy="a") as nodes:
         a, b, a_db = nodes.a, nodes.b, nodes.db
         assert a_db is not None
@@ -411,7 +401,7 @@ async def test_attack_a_node_started_after_a_burst_during_a_slow_sign_out_hears_
         a_db.hold_up_pattern, a_db.hold_up_seconds = b"COMMIT;", 4.0
         signing_out = asyncio.create_task(sign_out(a, token))
         assert await until(pending_outbox_insert(nodes.db_url), 8), "a's INSERT never came"
-        await burst_of_changes(b, PRIME_WINDOW + 1)
+        await burst_of_changes(b, 1001)
         async with started(nodes.settings) as c:
             await all_live(c)
             assert await lets_in(c, token)()
@@ -430,25 +420,22 @@ async def burst_of_changes(node: Gateway, count: int) -> None:
         await db.execute(insert(table_of(ChangeOutboxRow)), rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PromiseBroken,
-    reason=(
-        "ChangeOutbox gives up an id missing below the newest read after GAP_WAIT_S (60 s) and "
-        "goes on in the same generation: a sign-out whose commit reaches PostgreSQL later than "
-        "that (a's path stalled mid-commit, a cut off from Redis too) is never read, and copies "
-        "made meanwhile are trusted for up to REDIS_TRUST_SECONDS"
-    ),
-)
 async def test_attack_a_sign_out_whose_commit_lands_after_the_gap_wait_is_still_heard(
     tmp_path: Path,
 ) -> None:
     """a, cut off from Redis, signs bob out; its INSERT took an outbox id but its COMMIT is
     stuck on the path to PostgreSQL for over a minute (b's clock leaps the minute; the hold is
     4 s), while alice's sign-out through b commits the next id. bob asks b meanwhile (the
-    sign-out has not committed: 200 is right), then the commit lands."""
-    clock_b = LeapingClock()
-    async with redis_pair("postgresql", tmp_path, db_proxy="a", clock_b=clock_b) as nodes:
+    sign-out has not committed: 200 is right), then the commit lands. The minute passes for
+    both nodes: their monotonic clocks leap it together.
+
+    Broke 88c5aba: b gave the id up after GAP_WAIT_S and never read the row when it landed,
+    trusting its copy for up to REDIS_TRUST_SECONDS. a's commit, having taken longer than
+    LATE_COMMIT_S, now writes its row again under a new id before the sign-out answers."""
+    clock_a, clock_b = LeapingClock(), LeapingClock()
+    async with redis_pair(
+        "postgresql", tmp_path, db_proxy="a", clock_a=clock_a, clock_b=clock_b
+    ) as nodes:
         a, b, a_db = nodes.a, nodes.b, nodes.db
         assert a_db is not None
         token = await signed_in(b)
@@ -461,6 +448,7 @@ async def test_attack_a_sign_out_whose_commit_lands_after_the_gap_wait_is_still_
         await sign_out(b, other)  # the next id, committed at once
         await asyncio.sleep(0.6)  # b reads it: a's id is missing below it
         assert outbox_of(b).waiting_for(), "b is not waiting for a's id"
+        clock_a.leap(GAP_WAIT_S + 1)
         clock_b.leap(GAP_WAIT_S + 1)
         assert await until(lambda: not outbox_of(b).waiting_for(), 3), "b never gave up"
         assert await until(feed_live(b), 3)

@@ -12,15 +12,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from tests.support.databases import sqlite_database
 from twofa.clock import FrozenClock
 from twofa.services.state.change_feed import decoded, encoded
-from twofa.services.state.change_outbox import GAP_WAIT_S, KEEP_FOR_S, ChangeOutbox
+from twofa.services.state.change_outbox import (
+    GAP_WAIT_S,
+    KEEP_FOR_S,
+    LATE_COMMIT_S,
+    PRIME_LOOK_BACK_S,
+    ChangeOutbox,
+)
 from twofa.services.state.feed_state import OUTBOX_SILENCE_LIMIT_S, FeedState
-from twofa.storage.change_notes import Changes, before_each_commit
+from twofa.storage.change_notes import Changes, after_each_end, before_each_commit, noted
 from twofa.storage.database import create_engine, session_factory
 from twofa.storage.sessions import Sessions
 from twofa.storage.tables import ChangeOutboxRow
@@ -88,15 +95,17 @@ async def test_a_rolled_back_change_and_a_sign_in_s_own_session_are_never_writte
 
 def committer(
     factory: async_sessionmaker[AsyncSession],
-) -> Callable[[int, str], Awaitable[None]]:
+) -> Callable[..., Awaitable[None]]:
     """Commits another node's sign-out of `session_id` under outbox id `row_id`, as if that
-    id had been taken whenever the test says."""
+    id had been taken whenever the test says; written `seconds_ago` by the database's clock
+    (the real one: the database knows no other)."""
 
-    async def committed(row_id: int, session_id: str) -> None:
+    async def committed(row_id: int, session_id: str, seconds_ago: float = 0.0) -> None:
         body = encoded(Changes(ended_sessions=frozenset({session_id})), "node-a")
+        written_at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
         async with factory.begin() as db:
             await db.execute(
-                insert(ChangeOutboxRow), {"id": row_id, "created_at": NOW, "payload": body}
+                insert(ChangeOutboxRow), {"id": row_id, "created_at": written_at, "payload": body}
             )
 
     return committed
@@ -162,7 +171,7 @@ async def test_pruning_keeps_the_newest_row_and_ids_go_on_from_it(
     await reader.prime()
     await reader.read_once()  # notes what it knows of now
     clock.advance(timedelta(seconds=KEEP_FOR_S + 1))
-    await reader.read_once()  # may prune what it has known that long, but for the newest
+    await reader.read_once()  # may prune what it has known that long, but not the newest
     assert await remaining(factory) == ["first"]
     async with factory.begin() as db:
         await Sessions(db).remove("second")
@@ -205,6 +214,11 @@ async def test_rows_the_pruner_has_known_for_the_keeping_time_are_pruned_and_no_
     clock.advance(timedelta(seconds=KEEP_FOR_S / 2 + 1))
     async with factory.begin() as db:
         await Sessions(db).remove("just-now")
+    await reader.read_once()
+    # Known that long: "long-ago" alone, which stays as the newest row at the pruning point.
+    assert await remaining(factory) == ["long-ago", "half-way", "just-now"]
+
+    clock.advance(timedelta(seconds=KEEP_FOR_S / 2))
     await reader.read_once()
 
     assert await remaining(factory) == ["half-way", "just-now"]
@@ -282,8 +296,8 @@ async def test_a_reader_that_finds_rows_pruned_unread_starts_a_new_generation(
     clock.advance(timedelta(seconds=KEEP_FOR_S + 1))
     async with factory.begin() as db:
         await Sessions(db).remove("three")
-    await pruner.read_once()  # "one" and "two" go; "three", the newest, stays
-    assert await remaining(factory) == ["three"]
+    await pruner.read_once()  # "one" goes; "two" stays, the newest at the pruning point
+    assert await remaining(factory) == ["two", "three"]
 
     state.heard()
     await reader.read_once()
@@ -311,3 +325,101 @@ async def test_a_process_started_while_a_change_is_on_its_way_still_hears_it(
 
     assert [set(c.ended_sessions) for c in heard] == [{"slow-sign-out"}]
     assert reader.waiting_for() == set()
+
+
+async def test_a_process_started_after_a_burst_still_hears_an_id_taken_before_it(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Id 2 was taken, then 1,500 changes committed above it in the same minute: however many,
+    the start-up looks for every id taken since the newest row written a minute ago."""
+    committed = committer(factory)
+    await committed(1, "long-ago", seconds_ago=PRIME_LOOK_BACK_S + 5)
+    for row_id in range(3, 1503):
+        await committed(row_id, f"burst-{row_id}")
+    reader, heard = outbox_of(factory, "node-b", FrozenClock(NOW))
+    await reader.prime()
+    assert reader.waiting_for() == {2}
+
+    await committed(2, "slow-sign-out")
+    await reader.read_once()
+
+    assert [set(c.ended_sessions) for c in heard] == [{"slow-sign-out"}]
+
+
+async def test_the_start_up_does_not_look_below_the_newest_row_written_a_minute_ago(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Ids below it were taken before it, over a minute ago: should one commit now, its
+    writer writes it again (below), so the start-up need not wait for every id ever lost."""
+    committed = committer(factory)
+    await committed(1, "long-ago", seconds_ago=PRIME_LOOK_BACK_S + 60)
+    await committed(3, "a-minute-ago", seconds_ago=PRIME_LOOK_BACK_S + 5)
+    await committed(5, "just-now")
+    reader, _ = outbox_of(factory, "node-b", FrozenClock(NOW))
+    await reader.prime()
+
+    assert reader.waiting_for() == {4}
+
+
+def slow_commits(factory: async_sessionmaker[AsyncSession], clock: FrozenClock) -> list[float]:
+    """Each commit of `factory`'s sessions takes as long as the list's last entry says, on
+    `clock` (registered after the outbox's own listener, so after its row is written)."""
+    delays = [0.0]
+
+    def taking_long(_: Session) -> None:
+        clock.advance(timedelta(seconds=delays[-1]))
+
+    event.listen(factory.kw["sync_session_class"], "before_commit", taking_long)
+    return delays
+
+
+async def test_a_commit_that_lands_late_writes_its_row_again_under_a_new_id(
+    factory: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader gives up an id after GAP_WAIT_S; a commit that took over LATE_COMMIT_S since
+    its row took that id writes the row again before the committing call returns, so a reader
+    that stopped waiting reads the copy."""
+    clock = FrozenClock(NOW)
+    writer, _ = outbox_of(factory, "node-a", clock)
+    before_each_commit(factory, writer.write_in)
+    after_each_end(factory, writer.transaction_ended)
+    delays = slow_commits(factory, clock)
+    reader, heard = outbox_of(factory, "node-b", FrozenClock(NOW))
+    await reader.prime()
+
+    async with factory.begin() as db:
+        await Sessions(db).remove("quick")
+    delays.append(LATE_COMMIT_S + 1)
+    async with factory.begin() as db:
+        await Sessions(db).remove("slow")
+    await reader.read_once()
+
+    assert await remaining(factory) == ["quick", "slow", "slow"]
+    async with factory() as db:
+        ids = (await db.scalars(select(ChangeOutboxRow.id).order_by(ChangeOutboxRow.id))).all()
+    assert len(set(ids)) == 3
+    assert "written again" in caplog.text
+    assert [set(c.ended_sessions) for c in heard] == [{"quick"}, {"slow"}, {"slow"}]
+
+
+async def test_a_rolled_back_transaction_leaves_nothing_to_write_again(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FrozenClock(NOW)
+    writer, _ = outbox_of(factory, "node-a", clock)
+    before_each_commit(factory, writer.write_in)
+    after_each_end(factory, writer.transaction_ended)
+
+    async def fail_at_commit() -> None:
+        async with factory() as db:
+            await Sessions(db).remove("signed-in")
+            # As the commit would, then it fails:
+            await db.run_sync(lambda session: writer.write_in(session, noted(session)))
+            clock.advance(timedelta(seconds=LATE_COMMIT_S + 1))
+            await db.rollback()
+
+    await fail_at_commit()
+    async with factory.begin() as db:
+        await Sessions(db).remove("next")
+
+    assert await remaining(factory) == ["next"]
