@@ -2,13 +2,15 @@
 to break the path the ways networks break: stall it without closing anything (a cut path
 sends no reset), cut it (every connection reset, new ones refused) and restore it, or hold
 one chunk that carries a given pattern (a command on its way to the server, a row on its
-way back) for a while or until released. It runs in the test's event loop, on 127.0.0.1."""
+way back) for a while or until released. It runs in the test's event loop (or a thread of
+its own), on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -147,3 +149,28 @@ async def tcp_proxy(target_host: str, target_port: int) -> AsyncIterator[TcpProx
     finally:
         with contextlib.suppress(Exception):
             await proxy.close()
+
+
+@contextlib.contextmanager
+def tcp_proxy_in_thread(target_host: str, target_port: int) -> Iterator[TcpProxy]:
+    """The same proxy in an event loop of its own thread: for a gateway served in a thread
+    (tests.support.servers), whose start-up blocks the test's loop while the gateway reads
+    its database through the proxy. Its attributes (the hold-up) are set from the test."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="tcp-proxy", daemon=True)
+    thread.start()
+
+    async def opened() -> TcpProxy:
+        started = TcpProxy(target_host, target_port)
+        await started.start()
+        return started
+
+    proxy = asyncio.run_coroutine_threadsafe(opened(), loop).result(10)
+    try:
+        yield proxy
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(proxy.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

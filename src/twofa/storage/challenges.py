@@ -7,17 +7,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twofa.storage.tables import ChallengeRow, UtcDateTime, insert_now, table_of
+from twofa.storage.tables import ChallengeRow, UserRow, UtcDateTime, insert_now, table_of
 
 # Built once, values bound at execution: every second-factor page and answer runs these.
 _GET = select(ChallengeRow).where(ChallengeRow.id == bindparam("challenge_id"))
 _challenges = table_of(ChallengeRow).c
+_users = table_of(UserRow).c
 _USED_NOW = bindparam("now", type_=UtcDateTime())
+# The user's row, taken before the challenge's: a consumed challenge signs in, whose session
+# row's foreign key takes the user's row anyway. Taken last, it deadlocked with a deletion of
+# the user (the user's row, then the cascade over the challenge): PostgreSQL failed one side.
+# Taken first, one waits for the other; a challenge whose user went meanwhile is not consumed.
+_USER_TAKEN = exists(
+    select(_users.id)
+    .where(_users.id == bindparam("of_user"))
+    .with_for_update(read=True, key_share=True)
+)
 _CONSUMABLE = (
     # (named apart from the columns: an UPDATE keeps a column's own name for its SET value)
+    _USER_TAKEN,
     _challenges.id == bindparam("of_challenge"),
     _challenges.user_id == bindparam("of_user"),
     _challenges.session_id == bindparam("of_session"),
@@ -98,9 +109,15 @@ class Challenges:
         return await self._db.scalar(query)
 
     async def remove_expired(self, before: datetime) -> int:
-        result = await self._db.execute(
-            delete(ChallengeRow).where(ChallengeRow.expires_at < before)
+        """Rows another transaction holds (a deletion of their user, another sweep) are left
+        for the next sweep rather than waited for: a wait here, with this transaction's own
+        locks held, is what deadlocks."""
+        expired = (
+            select(_challenges.id)
+            .where(_challenges.expires_at < before)
+            .with_for_update(skip_locked=True)
         )
+        result = await self._db.execute(delete(ChallengeRow).where(ChallengeRow.id.in_(expired)))
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def set_status(self, challenge_id: str, status: str) -> None:
