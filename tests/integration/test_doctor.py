@@ -4,7 +4,9 @@ failing check never hides the others."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,12 @@ from tests.support.databases import sqlite_database
 from tests.support.email_otp_flow import smtp_edit
 from tests.support.gateway import gateway_settings
 from tests.support.redis_server import reachable_redis
+from tests.support.revocation import database
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.slapd import BASE_DN, SERVICE_DN, SERVICE_PASSWORD, RunningSlapd, running_slapd
 from tests.support.smtp import SmtpServer
 from twofa.cli.main import app
+from twofa.clock import Clock, SystemClock
 from twofa.domain.client import NO_CLIENT
 from twofa.services.doctor import Finding, State, examine
 from twofa.services.runtime import Gateway
@@ -38,10 +42,14 @@ def crowd_url() -> Iterator[str]:
 
 
 async def started(
-    database_url: str, simulator: RunningSimulator, duo: dict[str, str] | None = None, **extra: Any
+    database_url: str,
+    simulator: RunningSimulator,
+    duo: dict[str, str] | None = None,
+    clock: Clock | None = None,
+    **extra: Any,
 ) -> Gateway:
     settings = gateway_settings(database_url, simulator, free_port(), extra=extra, **(duo or {}))
-    return await Gateway.start(settings, verify_schema=False)
+    return await Gateway.start(settings, verify_schema=False, clock=clock)
 
 
 def configure_cli(
@@ -95,6 +103,7 @@ async def test_every_part_that_answers_is_ok(
         "sign-in attacks",
         "mail server",
         "secret keys",
+        "clock",
         "change feed",
         "directory crowd",
     ]
@@ -103,6 +112,38 @@ async def test_every_part_that_answers_is_ok(
     assert "Duo's clock is" in findings["Duo"].detail
     assert f"{mail.host}:{mail.port} answered" in findings["mail server"].detail
     assert mail.received == []  # the check signs in and leaves: nothing is sent
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    ("ahead_s", "state"),
+    [(0.0, State.OK), (-10.0, State.WARNING), (45.0, State.FAILED)],
+)
+async def test_a_node_whose_clock_is_off_from_the_database_server_is_told_so(
+    kind: str, ahead_s: float, state: State, tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    """Nodes check authenticator codes and end sessions by their own clocks, so they must agree;
+    the database server's, which they all reach, is the yardstick."""
+    async with database(kind, tmp_path) as url:
+        gateway = await started(url, simulator, clock=ClockAhead(ahead_s))
+        try:
+            clock = by_part(await examine(gateway))["clock"]
+        finally:
+            await gateway.close()
+
+    assert clock.state is state, clock
+    said = re.search(r"clock is ([+-]\d+\.\d) s from the database server's", clock.detail)
+    assert said is not None, clock.detail
+    assert abs(float(said.group(1)) - ahead_s) < 1.0
+    assert ("NTP" in clock.detail) is (state is not State.OK)
+
+
+class ClockAhead(SystemClock):
+    def __init__(self, seconds: float) -> None:
+        self._ahead = timedelta(seconds=seconds)
+
+    def now(self) -> datetime:
+        return super().now() + self._ahead
 
 
 async def test_parts_that_do_not_answer_each_say_why_and_the_rest_still_run(
@@ -151,6 +192,7 @@ async def test_an_unmigrated_database_is_named_with_the_command_that_fixes_it(
     assert findings["sign-in attacks"].state is State.NOT_CHECKED  # read from the audit log
     assert findings["mail server"].state is State.NOT_CHECKED
     assert findings["change feed"].state is State.OK  # checked all the same (sockets, here)
+    assert findings["clock"].state is State.OK  # the server answers, migrated or not
 
 
 def test_the_command_prints_a_line_per_part_and_exits_1_when_one_failed(
@@ -169,8 +211,9 @@ def test_the_command_prints_a_line_per_part_and_exits_1_when_one_failed(
     assert lines[3].startswith("?       sign-in attacks")
     assert lines[4].startswith("?       mail server")
     assert lines[5].startswith("?       secret keys")
-    assert lines[6].startswith("ok      change feed")
-    assert lines[-1] == "1 of 7 checks failed: database"
+    assert lines[6].startswith("ok      clock")
+    assert lines[7].startswith("ok      change feed")
+    assert lines[-1] == "1 of 8 checks failed: database"
 
 
 def test_the_command_exits_0_when_nothing_failed(
@@ -184,7 +227,7 @@ def test_the_command_exits_0_when_nothing_failed(
     assert result.output.splitlines()[1].startswith("ok      Duo")
     assert result.output.splitlines()[2].startswith("ok      Duo alerts")
     assert result.output.splitlines()[3].startswith("ok      sign-in attacks")
-    assert result.output.splitlines()[-1] == "no check failed (7 parts)"
+    assert result.output.splitlines()[-1] == "no check failed (8 parts)"
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +276,7 @@ async def test_the_api_status_says_which_parts_answer(
             "sign-in attacks": "ok",
             "mail server": "not set up",
             "secret keys": "ok",
+            "clock": "ok",
             "change feed": "ok",
         }
 

@@ -2,7 +2,8 @@
 admin sees in one place what is wrong before users do: the database schema, Duo's keys, Duo
 alerts of the last hour (fraud reports, Duo refusing or rate-limiting twofa), usernames under a
 distributed password attack in the last hour, the mail server, values still sealed by an old
-secret key, the change feed between gateway processes and each external directory. Nothing is
+secret key, this node's clock against the database server's, the change feed between gateway
+processes and each external directory. Nothing is
 changed, sent or audited.
 """
 
@@ -27,6 +28,7 @@ from twofa.services.runtime import Gateway
 from twofa.services.signin.attack_alerts import attacked_usernames
 from twofa.storage.audit_log import AuditCriteria, AuditSearch
 from twofa.storage.database import schema_status
+from twofa.storage.database_time import server_time
 
 # A name no directory holds: "no such user" proves the service account binds and searches.
 PROBE_USERNAME: Final = "twofa-doctor-probe-0"
@@ -44,6 +46,11 @@ DUO_REFUSALS: Final = {
     429: "rate-limited twofa",
 }
 DUO_ANSWERED = re.compile(r"\bDuo answered (\d{3})\b")
+# This node's clock against the database server's, which every node shares: authenticator
+# codes are checked, sessions end and are swept, by the nodes' clocks, so they must agree. A
+# code's step is 30 s and the sweep allows 2 minutes; within a couple of seconds is NTP's norm.
+CLOCK_WARN_S: Final = 2.0
+CLOCK_FAIL_S: Final = 30.0
 
 
 class State(Enum):
@@ -77,6 +84,7 @@ async def examine(gateway: Gateway) -> list[Finding]:
         ("secret keys", lambda: _secret_keys(gateway)),
     ]
     independent: list[tuple[str, Callable[[], Awaitable[Finding]]]] = [
+        ("clock", lambda: _clock(gateway)),  # any database that answers, migrated or not
         ("change feed", lambda: _change_feed(gateway)),
         *(
             (f"directory {directory.name}", _directory_check(directory))
@@ -233,6 +241,28 @@ async def _secret_keys(gateway: Gateway) -> Finding:
         State.OK,
         f"all {usage.current} sealed values use the newest key ({usage.key_ids[0]}){unused}",
     )
+
+
+async def _clock(gateway: Gateway) -> Finding:
+    """How far this node's clock is from the database server's, measured across one round
+    trip (the node's reading taken half-way)."""
+    before = gateway.clock.now()
+    try:
+        async with gateway.db() as db:
+            theirs = await server_time(db)
+    except (SQLAlchemyError, OSError):  # the database check says why
+        return Finding("clock", State.NOT_CHECKED, "the database server does not answer")
+    ours = before + (gateway.clock.now() - before) / 2
+    skew = (ours - theirs).total_seconds()
+    said = f"this node's clock is {skew:+.1f} s from the database server's"
+    if abs(skew) <= CLOCK_WARN_S:
+        return Finding("clock", State.OK, said)
+    why = (
+        "keep every node's clock and the database server's in sync (NTP): authenticator "
+        "codes, session expiry and the session sweep read the nodes' clocks"
+    )
+    state = State.FAILED if abs(skew) > CLOCK_FAIL_S else State.WARNING
+    return Finding("clock", state, f"{said}; {why}")
 
 
 async def _change_feed(gateway: Gateway) -> Finding:

@@ -2,49 +2,22 @@
 transaction, the rows a reader has not read yet, and the pruning of old ones.
 
 Rows carry the database's own time of their INSERT, never a node's: a starting reader finds by
-it which ids may still belong to transactions on their way (`newest_id_older_than`), and the
+it which ids may still belong to transactions on their way (`newest_ids`), and the
 nodes' clocks may be minutes apart."""
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import Engine, bindparam, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import FunctionElement
 
-from twofa.storage.tables import ChangeOutboxRow, UtcDateTime, table_of
-
-
-class _DatabaseTime(FunctionElement[Any]):
-    """The database server's clock when the statement runs, `seconds_ago` earlier. Not
-    PostgreSQL's now(), which is the transaction's start: a long transaction's INSERT would
-    look older than ids taken before it."""
-
-    type = UtcDateTime()
-    inherit_cache = False  # `seconds_ago` is in the SQL text: statements with it are not cached
-
-    def __init__(self, seconds_ago: float = 0.0) -> None:
-        self.seconds_ago = seconds_ago
-        super().__init__()
-
-
-@compiles(_DatabaseTime, "postgresql")
-def _postgresql_time(element: _DatabaseTime, compiler: SQLCompiler, **_: Any) -> str:
-    return f"(clock_timestamp() - interval '{float(element.seconds_ago)} seconds')"
-
-
-@compiles(_DatabaseTime, "sqlite")
-def _sqlite_time(element: _DatabaseTime, compiler: SQLCompiler, **_: Any) -> str:
-    # The text SQLAlchemy stores SQLite's datetimes as, so rows written either way compare.
-    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', '-{float(element.seconds_ago)} seconds')"
-
+from twofa.storage.database_time import database_time
+from twofa.storage.tables import ChangeOutboxRow, table_of
 
 _outbox = table_of(ChangeOutboxRow)
-_ADD: Final = insert(_outbox).values(created_at=_DatabaseTime(), payload=bindparam("body"))
+_ADD: Final = insert(_outbox).values(created_at=database_time(), payload=bindparam("body"))
 _UNREAD: Final = (
     select(_outbox.c.id, _outbox.c.payload)
     .where(
@@ -97,7 +70,7 @@ async def newest_ids(db: AsyncSession, older_than_s: float) -> tuple[int, int]:
     """The newest id, and the newest whose row was written `older_than_s` ago or earlier by
     the database's clock (0: none), in one statement. Ids are taken in order, so an id taken
     since is above the second."""
-    older = select(func.max(_outbox.c.id)).where(_outbox.c.created_at < _DatabaseTime(older_than_s))
+    older = select(func.max(_outbox.c.id)).where(_outbox.c.created_at < database_time(older_than_s))
     found = (await db.execute(select(_NEWEST.scalar_subquery(), older.scalar_subquery()))).one()
     return int(found[0] or 0), int(found[1] or 0)
 
