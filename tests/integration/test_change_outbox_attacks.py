@@ -301,7 +301,7 @@ async def test_a_node_whose_first_outbox_read_is_slow_hears_a_sign_out_made_mean
     ):
         token = await signed_in(nodes.b)
         await nodes.a_redis.cut()
-        c_db.hold_up_pattern, c_db.hold_up_seconds = b"max(change_outbox.id)", 1.5
+        c_db.hold_up_pattern, c_db.hold_up_seconds = b"ORDER BY change_outbox.id DESC", 1.5
         settings_c = nodes.settings.model_copy(
             update={"database_url": via(nodes.db_url, c_db.port)}
         )

@@ -69,7 +69,6 @@ from twofa.services.runtime import Gateway
 from twofa.services.signin.login import LoginResult
 from twofa.services.state.change_feed import encoded
 from twofa.services.state.change_outbox import (
-    GAP_WAIT_S,
     KEEP_FOR_S,
     ChangeOutbox,
 )
@@ -79,6 +78,8 @@ from twofa.storage.change_notes import Changes
 from twofa.storage.oidc_tables import OidcCodeRow, OidcRefreshTokenRow
 from twofa.storage.repositories import Users
 from twofa.storage.tables import ChangeOutboxRow, SessionRow, table_of
+
+A_MINUTE_S = 61.0  # what 88c5aba's readers waited for an id, and a second
 
 CALLBACK = "http://127.0.0.1:9/oidc/callback"  # never fetched: the redirect is only read
 
@@ -189,7 +190,8 @@ async def next_completion(times: list[float], within_s: float = 3.0) -> float:
 
 async def newest_outbox_id(node: Gateway) -> int:
     async with node.db() as db:
-        return await change_outbox.newest_id(db)
+        standing = await change_outbox.standing(db, 1)
+    return standing.newest_ids[0] if standing.newest_ids else 0
 
 
 def outbox_row_gone(node: Gateway, row_id: int) -> Callable[[], Awaitable[bool]]:
@@ -391,8 +393,8 @@ async def test_attack_a_node_started_after_a_burst_during_a_slow_sign_out_hears_
     would leave them).
 
     Broke 88c5aba: the start-up looked for missing ids only 1,000 below the newest, so c never
-    read a's sign-out and trusted its copy for up to REDIS_TRUST_SECONDS. It now looks for every
-    id taken since the newest row written PRIME_LOOK_BACK_S ago, by the database's clock."""
+    read a's sign-out and trusted its copy for up to REDIS_TRUST_SECONDS. It now awaits the
+    missing ids (up to MOST_AWAITED) until every transaction running at its start has ended."""
     async with redis_pair("postgresql", tmp_path, db_proxy="a") as nodes:
         a, b, a_db = nodes.a, nodes.b, nodes.db
         assert a_db is not None
@@ -429,9 +431,9 @@ async def test_attack_a_sign_out_whose_commit_lands_after_the_gap_wait_is_still_
     sign-out has not committed: 200 is right), then the commit lands. The minute passes for
     both nodes: their monotonic clocks leap it together.
 
-    Broke 88c5aba: b gave the id up after GAP_WAIT_S and never read the row when it landed,
-    trusting its copy for up to REDIS_TRUST_SECONDS. a's commit, having taken longer than
-    LATE_COMMIT_S, now writes its row again under a new id before the sign-out answers."""
+    Broke 88c5aba: b gave the id up after a minute and never read the row when it landed,
+    trusting its copy for up to REDIS_TRUST_SECONDS. An id is now awaited until every
+    transaction running when it was first missed has ended, whatever the clocks say."""
     clock_a, clock_b = LeapingClock(), LeapingClock()
     async with redis_pair(
         "postgresql", tmp_path, db_proxy="a", clock_a=clock_a, clock_b=clock_b
@@ -448,9 +450,10 @@ async def test_attack_a_sign_out_whose_commit_lands_after_the_gap_wait_is_still_
         await sign_out(b, other)  # the next id, committed at once
         await asyncio.sleep(0.6)  # b reads it: a's id is missing below it
         assert outbox_of(b).waiting_for(), "b is not waiting for a's id"
-        clock_a.leap(GAP_WAIT_S + 1)
-        clock_b.leap(GAP_WAIT_S + 1)
-        assert await until(lambda: not outbox_of(b).waiting_for(), 3), "b never gave up"
+        clock_a.leap(A_MINUTE_S)
+        clock_b.leap(A_MINUTE_S)
+        await asyncio.sleep(0.6)  # b reads on its new time
+        assert outbox_of(b).waiting_for(), "b gave a's id up while a's transaction runs"
         assert await until(feed_live(b), 3)
         assert await lets_in(b, token)()  # read again: not signed out yet
         assert not signing_out.done(), "a's sign-out committed too early"

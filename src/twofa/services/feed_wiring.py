@@ -18,12 +18,7 @@ from twofa.services.state.feed_keys import FeedKeys
 from twofa.services.state.feed_state import FeedState
 from twofa.services.state.local_feed import LocalChangeFeed, feed_directory
 from twofa.services.state.postgres_feed import PostgresChangeFeed
-from twofa.storage.change_notes import (
-    Changes,
-    after_each_end,
-    announce_commits,
-    before_each_commit,
-)
+from twofa.storage.change_notes import Changes, announce_commits, before_each_commit
 from twofa.storage.oidc_refresh_tokens import EndedSignIn, end_grants_with_sessions
 
 
@@ -79,7 +74,6 @@ async def follow_changes(
     elif isinstance(feed, RedisChangeFeed):
         outbox = ChangeOutbox(db, clock, feed.node, apply, feed.state)
         before_each_commit(db, outbox.write_in)
-        after_each_end(db, outbox.transaction_ended)
         await outbox.start()  # before the process serves: see ChangeOutbox.start
     if feed is not None:
         feed.start()

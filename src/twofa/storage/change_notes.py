@@ -171,14 +171,3 @@ def announce_commits(
 
     event.listen(session_class, "after_commit", committed)
     event.listen(session_class, "after_rollback", rolled_back)
-
-
-def after_each_end(
-    factory: async_sessionmaker[AsyncSession], ended: Callable[[Session, bool], None]
-) -> None:
-    """Calls `ended(session, committed)` as each transaction of `factory`'s sessions ends.
-    After a commit it runs inside the committing call (the async session's greenlet), so it
-    may still write, on a connection of its own, before that call returns."""
-    session_class = factory.kw["sync_session_class"]
-    event.listen(session_class, "after_commit", lambda session: ended(session, True))
-    event.listen(session_class, "after_rollback", lambda session: ended(session, False))

@@ -1,45 +1,127 @@
 """The change outbox's statements (tables.ChangeOutboxRow): one INSERT inside the committing
 transaction, the rows a reader has not read yet, and the pruning of old ones.
 
-Rows carry the database's own time of their INSERT, never a node's: a starting reader finds by
-it which ids may still belong to transactions on their way (`newest_ids`), and the
-nodes' clocks may be minutes apart."""
+PostgreSQL takes a row's id at its INSERT and shows the row at its COMMIT, so an id below one
+already read may still appear. Each read says, from the same snapshot as its rows, which
+transactions may still be running (`Horizon`): an id missing once every transaction that was
+running when it was first missed has ended belongs to one that rolled back, and is never
+waited for again. No clock is involved. On SQLite writers take turns, so an id below a
+committed one is never still on its way (`Horizon` is None)."""
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, or_, select
+from sqlalchemy import BigInteger, bindparam, delete, func, insert, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import FunctionElement
 
 from twofa.storage.database_time import database_time
 from twofa.storage.tables import ChangeOutboxRow, table_of
 
+
+@dataclass(frozen=True)
+class Horizon:
+    """Of one snapshot: every transaction id below `oldest_running` has ended; every
+    transaction running then has an id below `next_id`."""
+
+    oldest_running: int
+    next_id: int
+
+    def passed(self, next_id_then: int) -> bool:
+        """Whether every transaction running at a snapshot whose `next_id` was `next_id_then`
+        has ended by this one."""
+        return self.oldest_running >= next_id_then
+
+
+class _SnapshotBound(FunctionElement[Any]):
+    """pg_snapshot_xmin or _xmax of the statement's own snapshot, as a number."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+    def __init__(self, which: str) -> None:
+        self.which = which
+        super().__init__()
+
+
+class _SnapshotXmin(_SnapshotBound):
+    inherit_cache = True
+
+    def __init__(self) -> None:
+        super().__init__("xmin")
+
+
+class _SnapshotXmax(_SnapshotBound):
+    inherit_cache = True
+
+    def __init__(self) -> None:
+        super().__init__("xmax")
+
+
+@compiles(_SnapshotBound, "postgresql")
+def _postgresql_bound(element: _SnapshotBound, compiler: SQLCompiler, **_: Any) -> str:
+    return f"pg_snapshot_{element.which}(pg_current_snapshot())::text::bigint"
+
+
+@compiles(_SnapshotBound, "sqlite")
+def _sqlite_bound(element: _SnapshotBound, compiler: SQLCompiler, **_: Any) -> str:
+    return "NULL"
+
+
 _outbox = table_of(ChangeOutboxRow)
 _ADD: Final = insert(_outbox).values(created_at=database_time(), payload=bindparam("body"))
+_OLDEST: Final = select(func.min(_outbox.c.id)).scalar_subquery()
+# One row per unread outbox row, or one with no row: the snapshot's horizon and oldest id ride
+# along, so all of it is of one snapshot (PostgreSQL takes one per statement).
+_snapshot = select(
+    _SnapshotXmin().label("xmin"), _SnapshotXmax().label("xmax"), _OLDEST.label("oldest")
+).subquery()
 _UNREAD: Final = (
-    select(_outbox.c.id, _outbox.c.payload)
-    .where(
-        or_(
-            _outbox.c.id > bindparam("after_id"),
-            _outbox.c.id.in_(bindparam("awaited", expanding=True)),
+    select(_snapshot.c.xmin, _snapshot.c.xmax, _snapshot.c.oldest, _outbox.c.id, _outbox.c.payload)
+    .select_from(
+        _snapshot.outerjoin(
+            _outbox,
+            or_(
+                _outbox.c.id > bindparam("after_id"),
+                _outbox.c.id.in_(bindparam("awaited", expanding=True)),
+            ),
         )
     )
     .order_by(_outbox.c.id)
 )
-_NEWEST: Final = select(func.max(_outbox.c.id))
-_OLDEST: Final = select(func.min(_outbox.c.id))
-_IDS_AFTER: Final = select(_outbox.c.id).where(_outbox.c.id > bindparam("after_id"))
+_NEWEST_IDS: Final = (
+    select(_snapshot.c.xmin, _snapshot.c.xmax, _snapshot.c.oldest, _outbox.c.id)
+    .select_from(_snapshot.outerjoin(_outbox, true()))
+    .order_by(_outbox.c.id.desc())
+    .limit(bindparam("most"))
+)
 _NEWEST_AT_OR_BELOW: Final = (
     select(func.max(_outbox.c.id)).where(_outbox.c.id <= bindparam("through_id")).scalar_subquery()
 )
 # The newest row at or below the pruning point stays, whatever its age: with it, a reader can
-# tell rows were pruned before it read them, and a starting reader knows how far down it need
-# not look (everything below it was written before it). It is the newest row of all at times.
+# tell rows were pruned before it read them. It is the newest row of all at times.
 _PRUNE: Final = delete(_outbox).where(
     _outbox.c.id <= bindparam("through_id"), _outbox.c.id < _NEWEST_AT_OR_BELOW
 )
+
+
+@dataclass(frozen=True)
+class Unread:
+    rows: list[tuple[int, str]]  # oldest first
+    oldest: int | None  # the oldest row kept
+    horizon: Horizon | None
+
+
+@dataclass(frozen=True)
+class Standing:
+    newest_ids: list[int]  # newest first
+    oldest: int | None
+    horizon: Horizon | None
 
 
 def add_in(session: Session, payload: str) -> None:
@@ -47,44 +129,31 @@ def add_in(session: Session, payload: str) -> None:
     session.execute(_ADD, {"body": payload})
 
 
-def add_apart(session: Session, payload: str) -> None:
-    """After `session` committed (an after-commit listener, which may not use the session
-    itself): in a transaction of its own, on a connection of its own."""
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    with engine.connect() as connection:
-        connection.execute(_ADD, {"body": payload})
-        connection.commit()
+async def unread(db: AsyncSession, after_id: int, awaited: set[int]) -> Unread:
+    """The rows above `after_id` and those among `awaited` (ids below it not seen yet)."""
+    found = (await db.execute(_UNREAD, {"after_id": after_id, "awaited": sorted(awaited)})).all()
+    rows = [(int(row.id), str(row.payload)) for row in found if row.id is not None]
+    first = found[0]
+    return Unread(rows, _id_or_none(first.oldest), _horizon(first.xmin, first.xmax))
 
 
-async def newest_id(db: AsyncSession) -> int:
-    return int(await db.scalar(_NEWEST) or 0)
-
-
-async def oldest_id(db: AsyncSession) -> int | None:
-    found = await db.scalar(_OLDEST)
-    return None if found is None else int(found)
-
-
-async def newest_ids(db: AsyncSession, older_than_s: float) -> tuple[int, int]:
-    """The newest id, and the newest whose row was written `older_than_s` ago or earlier by
-    the database's clock (0: none), in one statement. Ids are taken in order, so an id taken
-    since is above the second."""
-    older = select(func.max(_outbox.c.id)).where(_outbox.c.created_at < database_time(older_than_s))
-    found = (await db.execute(select(_NEWEST.scalar_subquery(), older.scalar_subquery()))).one()
-    return int(found[0] or 0), int(found[1] or 0)
-
-
-async def ids_after(db: AsyncSession, floor: int) -> list[int]:
-    return [int(row_id) for row_id in await db.scalars(_IDS_AFTER, {"after_id": floor})]
-
-
-async def unread(db: AsyncSession, after_id: int, awaited: set[int]) -> list[tuple[int, str]]:
-    """The rows above `after_id` and those among `awaited` (ids below it not seen yet), oldest
-    first."""
-    rows = await db.execute(_UNREAD, {"after_id": after_id, "awaited": sorted(awaited)})
-    return [(int(row_id), str(payload)) for row_id, payload in rows]
+async def standing(db: AsyncSession, most: int) -> Standing:
+    """The `most` newest ids, in one snapshot with its horizon."""
+    found = (await db.execute(_NEWEST_IDS, {"most": most})).all()
+    ids = [int(row.id) for row in found if row.id is not None]
+    first = found[0]
+    return Standing(ids, _id_or_none(first.oldest), _horizon(first.xmin, first.xmax))
 
 
 async def prune_through(db: AsyncSession, last_id: int) -> None:
     await db.execute(_PRUNE, {"through_id": last_id})
+
+
+def _id_or_none(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
+def _horizon(xmin: object, xmax: object) -> Horizon | None:
+    if xmin is None or xmax is None:
+        return None
+    return Horizon(int(str(xmin)), int(str(xmax)))

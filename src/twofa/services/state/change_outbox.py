@@ -9,7 +9,12 @@ process that cannot read it checks its copies every second, as without a feed.
 
 The messages are the feed's (change_feed.encoded); a process skips its own. Reading costs one
 short statement per process per quarter second; writing one INSERT per commit that ends a signed-in
-session or changes what others keep (never per sign-in: `Changes.shared`)."""
+session or changes what others keep (never per sign-in: `Changes.shared`).
+
+An id below the newest read but not seen yet is awaited until every transaction that was
+running when it was first missed has ended (storage.change_outbox.Horizon): by the database's
+own account, never a clock, so a commit held up for minutes (a stalled path, a suspended
+machine) is still read when it lands."""
 
 from __future__ import annotations
 
@@ -28,32 +33,24 @@ from twofa.services.state.feed_state import FeedState
 from twofa.services.state.occasional_log import OccasionalLog
 from twofa.storage import change_outbox
 from twofa.storage.change_notes import Changes
+from twofa.storage.change_outbox import Horizon
 
 READ_EVERY_S: Final = 0.25  # FeedState.OUTBOX_SILENCE_LIMIT_S is four reads
-# A commit that lands this long after its outbox INSERT took its id is written again, in a
-# transaction of its own, before the committing call returns: readers that gave up waiting
-# for the id (below) read the copy, whose id is new. Readers wait longer than this for an id,
-# and a starting reader looks back further, both by twice as much, for the clocks' sake.
-LATE_COMMIT_S: Final = 30.0
-# An id below the newest read but not seen yet: a transaction that took it has not committed
-# (PostgreSQL takes ids at INSERT and shows rows at COMMIT), or rolled back. Looked for again at
-# each read for this long; then given up, loudly (a commit later than LATE_COMMIT_S is written
-# again under a new id).
-GAP_WAIT_S: Final = 2 * LATE_COMMIT_S
-# At start-up, ids missing above the newest row written this long ago by the database's clock
-# are looked for like gaps (transactions on their way): any id taken since is above that row.
-PRIME_LOOK_BACK_S: Final = 2 * LATE_COMMIT_S
-PRIME_MOST_AWAITED: Final = 10_000  # the highest ones, should ids ever jump (a sequence reset)
+# At most this many ids are awaited; beyond it (ids that jumped) the lowest are given up, and
+# as they are unknowable, nothing read before is trusted long (a new generation).
+MOST_AWAITED: Final = 10_000
+# At start-up the newest ids this many down are looked at for ids still on their way.
+PRIME_SCAN: Final = 20_000
 # A row is pruned once the pruning process has known of it this long, by its own monotonic
-# clock (never another node's wall clock, which may be minutes off), the newest at or below
-# that point never (storage.change_outbox): a process that has not read for a second no longer
-# trusts the feed (FeedState), and one that finds rows pruned that it never read starts a new
-# generation (FeedState.outbox_read), judged by the ids, not by its clock (a suspended
-# machine's monotonic clock stops).
+# clock (never another node's wall clock, which may be minutes off), and every transaction
+# running when it read that far has ended (so nothing still on its way has a lower id); the
+# newest row at or below that point never goes (storage.change_outbox): a process that has not
+# read for a second no longer trusts the feed (FeedState), and one that finds rows pruned that
+# it never read starts a new generation (FeedState.outbox_read), judged by the ids, not by its
+# clock (a suspended machine's monotonic clock stops).
 KEEP_FOR_S: Final = 600.0
 PRUNE_EVERY_S: Final = 60.0
 FAILURE_LOG_EVERY_S: Final = 10.0
-_WRITTEN_KEY: Final = "twofa.change_outbox.written"  # (monotonic, payload) in Session.info
 log = logging.getLogger("twofa.change_feed")
 
 
@@ -77,48 +74,18 @@ class ChangeOutbox:
         self._state = state
         self._read_every_s = read_every_s
         self._newest_seen: int | None = None
-        self._gaps: dict[int, float] = {}  # id -> when it was first missed (monotonic)
-        self._quiet_gaps: set[int] = set()  # missing at start-up: given up without a warning
-        self._judged_gone: set[int] = set()  # gaps found below the oldest row: said once
+        # id -> the snapshot's next transaction id when it was first missed (None: SQLite)
+        self._gaps: dict[int, int | None] = {}
+        self._below_oldest_at_start: set[int] = set()  # pruned or never written: no news
         self._noted_at = float("-inf")
-        self._known_since: deque[tuple[float, int]] = deque()  # (monotonic, newest id seen)
+        # (monotonic, newest id seen, the snapshot's next transaction id then)
+        self._known_since: deque[tuple[float, int, int | None]] = deque()
         self._failed = OccasionalLog(log, logging.WARNING, FAILURE_LOG_EVERY_S, clock.monotonic)
         self._reading: asyncio.Task[None] | None = None
 
     def write_in(self, session: Session, changes: Changes) -> None:
         """Inside the committing transaction (storage.change_notes.before_each_commit)."""
-        payload = encoded(changes, self._node)
-        session.info[_WRITTEN_KEY] = (self._clock.monotonic(), payload)
-        change_outbox.add_in(session, payload)
-
-    def transaction_ended(self, session: Session, committed: bool) -> None:
-        """After each commit or rollback (storage.change_notes.after_each_end): a commit that
-        took longer than `LATE_COMMIT_S` since its row was written has its row written again,
-        under a new id, before the committing call returns."""
-        written = session.info.pop(_WRITTEN_KEY, None)
-        if not committed or written is None:
-            return
-        began, payload = written
-        took = self._clock.monotonic() - began
-        if took < LATE_COMMIT_S:
-            return
-        try:
-            change_outbox.add_apart(session, payload)
-        except Exception as exc:  # committed all the same; the caches' trust bounds the rest
-            log.error(
-                "a commit took %.0f s after its change outbox row was written, and writing "
-                "the row again failed (%s): other processes may trust their copies for up to "
-                "%.0f s more",
-                took,
-                exc,
-                self._state.trust_seconds,
-            )
-            return
-        log.warning(
-            "a commit took %.0f s after its change outbox row was written: written again, for "
-            "the readers that stopped waiting for its id",
-            took,
-        )
+        change_outbox.add_in(session, encoded(changes, self._node))
 
     async def start(self) -> None:
         """`prime`, then reads on in the background."""
@@ -128,18 +95,21 @@ class ChangeOutbox:
     async def prime(self) -> None:
         """Notes where the outbox stands. Done before the process serves: a change written
         after a copy was made must never be taken for the starting point (what was written
-        before it, the fresh caches do not hold). An id that is missing may belong to a
-        transaction still on its way (PostgreSQL takes ids at INSERT): those above the newest
-        row written `PRIME_LOOK_BACK_S` ago are looked for like any other gap; one below it,
-        should it commit now, took longer than `LATE_COMMIT_S` and is written again."""
+        before it, the fresh caches do not hold). An id missing below the newest may belong
+        to a transaction still running (PostgreSQL takes ids at INSERT): awaited like any
+        other gap, unless no transaction at all is running."""
         started = self._clock.monotonic()
         async with self._db.begin() as db:
-            newest, low = await change_outbox.newest_ids(db, PRIME_LOOK_BACK_S)
-            present = set(await change_outbox.ids_after(db, low))
-        missing = _missing_ids(low, newest, present, PRIME_MOST_AWAITED)
+            found = await change_outbox.standing(db, PRIME_SCAN)
+        ids, horizon = found.newest_ids, found.horizon
+        newest = ids[0] if ids else 0
         self._newest_seen = newest
-        self._gaps = dict.fromkeys(missing, started)
-        self._quiet_gaps = missing
+        if horizon is not None and horizon.oldest_running < horizon.next_id:
+            low = ids[-1] if len(ids) == PRIME_SCAN else 0
+            missing = _missing_ids(low, newest, set(ids), MOST_AWAITED)
+            self._gaps = dict.fromkeys(missing, horizon.next_id)
+            oldest = found.oldest if found.oldest is not None else newest + 1
+            self._below_oldest_at_start = {row_id for row_id in missing if row_id < oldest}
         self._state.follow_outbox(started)
 
     async def close(self) -> None:
@@ -162,76 +132,101 @@ class ChangeOutbox:
         read_above = self._newest_seen
         started = self._clock.monotonic()  # the snapshot read below is at least this fresh
         async with self._db.begin() as db:
-            rows = await change_outbox.unread(db, read_above, set(self._gaps))
-            oldest = await change_outbox.oldest_id(db)
-            if (prunable := self._prunable()) is not None:
+            found = await change_outbox.unread(db, read_above, set(self._gaps))
+            if (prunable := self._prunable(found.horizon)) is not None:
                 await change_outbox.prune_through(db, prunable)
-        for row_id, payload in rows:
+        for row_id, payload in found.rows:
             self._gaps.pop(row_id, None)
-            found = decoded(payload)
-            if found is not None and found[0] != self._node:
-                self._on_change(found[1])
-        self._note_gaps(read_above, [row_id for row_id, _ in rows if row_id > read_above])
-        self._note_known()
-        gone = oldest is not None and (oldest > read_above + 1 or self._gaps_pruned(oldest))
+            message = decoded(payload)
+            if message is not None and message[0] != self._node:
+                self._on_change(message[1])
+        new = [row_id for row_id, _ in found.rows if row_id > read_above]
+        gone = self._pruned_above(read_above, found.oldest)
+        gone |= self._note_gaps(read_above, new, found.horizon)
+        gone |= self._settle_gaps(found.oldest, found.horizon)
+        self._note_known(found.horizon)
         self._state.outbox_read(started, rows_may_be_gone=gone)
 
-    def _gaps_pruned(self, oldest: int) -> bool:
-        """Whether an id this process has waited for since it started is now below the oldest
-        row: pruned before it was read, or rolled back (it cannot tell), said once per id. It
-        waits on for it all the same: in an outbox never pruned yet, the id may be on its way."""
-        below = {row_id for row_id in self._gaps if row_id < oldest} - self._quiet_gaps
-        newly = below - self._judged_gone
-        self._judged_gone |= newly
-        return bool(newly)
+    @staticmethod
+    def _pruned_above(read_above: int, oldest: int | None) -> bool:
+        """Whether rows above what this process had read were pruned before it read them
+        (pruning keeps the newest at its point, so the oldest row kept would be above them).
+        An outbox empty at start-up whose first row's id is above 1 looks the same: one new
+        generation, at a cost in reads only."""
+        return oldest is not None and oldest > read_above + 1
 
-    def _prunable(self) -> int | None:
-        """The newest id this process had read `KEEP_FOR_S` ago or earlier, by its own clock:
-        everything up to it may go (None: nothing new to prune)."""
+    def _note_gaps(self, read_above: int, new: list[int], horizon: Horizon | None) -> bool:
+        """Notes the ids missing among the new ones; True if too many to await."""
+        newest = max(new, default=read_above)
+        self._newest_seen = max(read_above, newest)
+        missing = _missing_ids(read_above, newest, set(new), MOST_AWAITED + 1)
+        next_id = None if horizon is None else horizon.next_id
+        self._gaps.update(dict.fromkeys(missing, next_id))
+        if len(self._gaps) <= MOST_AWAITED:
+            return False
+        for row_id in sorted(self._gaps)[: len(self._gaps) - MOST_AWAITED]:
+            del self._gaps[row_id]
+        log.warning(
+            "change outbox: more than %d ids missing (ids jumped?): the lowest are given up, "
+            "and caches trust only what they read from now on",
+            MOST_AWAITED,
+        )
+        return True
+
+    def _settle_gaps(self, oldest: int | None, horizon: Horizon | None) -> bool:
+        """Gives up the awaited ids whose transactions have all ended (or, on SQLite, any:
+        writers take turns, so a missing id rolled back). True if one of them lies below the
+        oldest row kept: it may have been written and pruned before this process read it."""
+        gone = False
+        for row_id, next_id_then in list(self._gaps.items()):
+            if not _all_ended(horizon, next_id_then):
+                continue
+            del self._gaps[row_id]
+            quiet = row_id in self._below_oldest_at_start
+            self._below_oldest_at_start.discard(row_id)
+            if oldest is not None and row_id < oldest and not quiet:
+                gone = True
+        if gone:
+            log.warning(
+                "change outbox: an id this process awaited is below the oldest row kept "
+                "(written and pruned before it was read, or rolled back)"
+            )
+        return gone
+
+    def _prunable(self, horizon: Horizon | None) -> int | None:
+        """The newest id this process had read `KEEP_FOR_S` ago or earlier, by its own clock,
+        once every transaction running then has ended: everything up to it may go (None:
+        nothing new to prune)."""
         now, prunable = self._clock.monotonic(), None
         while self._known_since and now - self._known_since[0][0] >= KEEP_FOR_S:
+            if not _all_ended(horizon, self._known_since[0][2]):
+                break
             prunable = self._known_since.popleft()[1]
         return prunable
 
-    def _note_known(self) -> None:
+    def _note_known(self, horizon: Horizon | None) -> None:
         """Once per `PRUNE_EVERY_S`, what this process has read so far, and when."""
         now = self._clock.monotonic()
         if now - self._noted_at >= PRUNE_EVERY_S and self._newest_seen is not None:
             self._noted_at = now
-            self._known_since.append((now, self._newest_seen))
+            next_id = None if horizon is None else horizon.next_id
+            self._known_since.append((now, self._newest_seen, next_id))
 
     def waiting_for(self) -> set[int]:
         """The ids below the newest read that have not appeared yet."""
         return set(self._gaps)
 
-    def _note_gaps(self, read_above: int, read: list[int]) -> None:
-        """`read`: the ids above `read_above` this read found, oldest first."""
-        now, newest = self._clock.monotonic(), max(read, default=read_above)
-        present = set(read)
-        for missing in range(read_above + 1, newest):
-            if missing not in present:
-                self._gaps[missing] = now
-        self._newest_seen = max(read_above, newest)
-        for row_id, missed_at in list(self._gaps.items()):
-            if now - missed_at > GAP_WAIT_S:
-                del self._gaps[row_id]  # rolled back, most likely; else written again anew
-                self._judged_gone.discard(row_id)
-                if row_id in self._quiet_gaps:  # from before this process: nothing to say
-                    self._quiet_gaps.discard(row_id)
-                    continue
-                log.warning(
-                    "change outbox id %d never appeared in %.0f s: given up (a rolled-back "
-                    "transaction, or one that took longer to commit and writes its change "
-                    "again)",
-                    row_id,
-                    GAP_WAIT_S,
-                )
+
+def _all_ended(horizon: Horizon | None, next_id_then: int | None) -> bool:
+    """Whether every transaction running when `next_id_then` was read has ended by `horizon`
+    (always, without one: SQLite's writers take turns)."""
+    return horizon is None or next_id_then is None or horizon.passed(next_id_then)
 
 
 def _missing_ids(low: int, newest: int, present: set[int], most: int) -> set[int]:
-    """The ids above `low` up to `newest` not in `present`, the highest `most` of them."""
+    """The ids above `low` below `newest` not in `present`, the highest `most` of them."""
     missing: set[int] = set()
-    row_id = newest
+    row_id = newest - 1
     while row_id > low and len(missing) < most:
         if row_id not in present:
             missing.add(row_id)

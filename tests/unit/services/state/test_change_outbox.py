@@ -1,33 +1,32 @@
 """The Redis feed's backstop (services.state.change_outbox): what one process writes in its
 committing transaction, the others read from the database, each change once, their own never;
 a row that becomes visible below one already read (PostgreSQL takes ids at INSERT and shows
-rows at COMMIT) is still read; a rolled-back change is never heard; rows are pruned once the
-pruning process has known of them for the keeping time, by its own clock; the Redis feed is
-live only while the outbox is read."""
+rows at COMMIT) is still read, however late, and an id is given up only once every transaction
+that could hold it has ended; a rolled-back change is never heard; rows are pruned once the
+pruning process has known of them for the keeping time, by its own clock, and nothing below
+is still on its way; the Redis feed is live only while the outbox is read."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 
-from tests.support.databases import sqlite_database
+from tests.support.databases import postgres_database, sqlite_database
 from twofa.clock import FrozenClock
 from twofa.services.state.change_feed import decoded, encoded
-from twofa.services.state.change_outbox import (
-    GAP_WAIT_S,
-    KEEP_FOR_S,
-    LATE_COMMIT_S,
-    PRIME_LOOK_BACK_S,
-    ChangeOutbox,
-)
+from twofa.services.state.change_outbox import KEEP_FOR_S, ChangeOutbox
 from twofa.services.state.feed_state import OUTBOX_SILENCE_LIMIT_S, FeedState
-from twofa.storage.change_notes import Changes, after_each_end, before_each_commit, noted
+from twofa.storage.change_notes import Changes, before_each_commit
 from twofa.storage.database import create_engine, session_factory
 from twofa.storage.sessions import Sessions
 from twofa.storage.tables import ChangeOutboxRow
@@ -91,67 +90,6 @@ async def test_a_rolled_back_change_and_a_sign_in_s_own_session_are_never_writte
 
     async with factory() as db:
         assert await db.scalar(select(func.count()).select_from(ChangeOutboxRow)) == 0
-
-
-def committer(
-    factory: async_sessionmaker[AsyncSession],
-) -> Callable[..., Awaitable[None]]:
-    """Commits another node's sign-out of `session_id` under outbox id `row_id`, as if that
-    id had been taken whenever the test says; written `seconds_ago` by the database's clock
-    (the real one: the database knows no other)."""
-
-    async def committed(row_id: int, session_id: str, seconds_ago: float = 0.0) -> None:
-        body = encoded(Changes(ended_sessions=frozenset({session_id})), "node-a")
-        written_at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
-        async with factory.begin() as db:
-            await db.execute(
-                insert(ChangeOutboxRow), {"id": row_id, "created_at": written_at, "payload": body}
-            )
-
-    return committed
-
-
-async def test_a_row_that_appears_below_one_already_read_is_still_read(
-    factory: async_sessionmaker[AsyncSession],
-) -> None:
-    reader, heard = outbox_of(factory, "node-b", FrozenClock(NOW))
-    await reader.prime()
-
-    committed = committer(factory)
-
-    await committed(500, "late-id-first")
-    await reader.read_once()
-    for row_id in range(300, 450):  # many more commits meanwhile, no fixed window holds
-        await committed(row_id, f"other-{row_id}")
-        await reader.read_once()
-    await committed(5, "early-id-committed-later")  # its id was taken first
-    await reader.read_once()
-    await reader.read_once()
-
-    ended = [next(iter(c.ended_sessions)) for c in heard]
-    assert ended[0] == "late-id-first"
-    assert ended[-1] == "early-id-committed-later"
-    assert len(ended) == len(set(ended)) == 152  # each once
-
-
-async def test_an_id_that_never_appears_is_given_up_after_a_while(
-    factory: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
-) -> None:
-    clock = FrozenClock(NOW)
-    reader, heard = outbox_of(factory, "node-b", clock)
-    await reader.prime()
-    body = encoded(Changes(ended_sessions=frozenset({"s"})), "node-a")
-    async with factory.begin() as db:  # ids 1 and 2 were taken by transactions rolled back
-        await db.execute(insert(ChangeOutboxRow), {"id": 3, "created_at": NOW, "payload": body})
-    await reader.read_once()
-    assert reader.waiting_for() == {1, 2}
-
-    clock.advance(timedelta(seconds=GAP_WAIT_S + 1))
-    await reader.read_once()
-
-    assert reader.waiting_for() == set()
-    assert "id 1 never appeared" in caplog.text
-    assert len(heard) == 1
 
 
 async def test_pruning_keeps_the_newest_row_and_ids_go_on_from_it(
@@ -306,120 +244,160 @@ async def test_a_reader_that_finds_rows_pruned_unread_starts_a_new_generation(
     assert "pruned before this process read them" in caplog.text
 
 
-async def test_a_process_started_while_a_change_is_on_its_way_still_hears_it(
+async def test_an_id_missing_on_sqlite_is_given_up_at_once(
     factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    """A transaction took id 2 and has not committed when the process starts, while id 3
-    has: the start-up notes 2 as missing and reads it when it appears."""
-    clock = FrozenClock(NOW)
-
-    committed = committer(factory)
-
-    await committed(1, "long-ago")
-    await committed(3, "quick")
-    reader, heard = outbox_of(factory, "node-b", clock)
+    """SQLite's writers take turns: an id below a committed one is never still on its way."""
+    reader, heard = outbox_of(factory, "node-b", FrozenClock(NOW))
     await reader.prime()
-    assert reader.waiting_for() == {2}
-    await committed(2, "slow-sign-out")
+    body = encoded(Changes(ended_sessions=frozenset({"s"})), "node-a")
+    async with factory.begin() as db:  # ids 1 and 2 were taken by transactions rolled back
+        await db.execute(insert(ChangeOutboxRow), {"id": 3, "created_at": NOW, "payload": body})
     await reader.read_once()
 
-    assert [set(c.ended_sessions) for c in heard] == [{"slow-sign-out"}]
+    assert reader.waiting_for() == set()
+    assert len(heard) == 1
+
+
+# --- PostgreSQL: ids taken at INSERT, rows shown at COMMIT --------------------------------------
+
+
+@pytest.fixture
+async def pg(tmp_path: Path) -> AsyncIterator[Postgres]:
+    async with postgres_database() as url:
+        engine = create_engine(url)
+        try:
+            yield Postgres(session_factory(engine), url.replace("+asyncpg", ""))
+        finally:
+            await engine.dispose()
+
+
+@dataclass(frozen=True)
+class Postgres:
+    factory: async_sessionmaker[AsyncSession]
+    dsn: str
+
+    async def committed(self, *row_ids: int) -> None:
+        """Another node's sign-outs under these outbox ids (`s<id>`), committed."""
+        async with self.factory.begin() as db:
+            await db.execute(insert(ChangeOutboxRow), [row_of(row_id) for row_id in row_ids])
+
+    @asynccontextmanager
+    async def on_its_way(self, row_id: int) -> AsyncIterator[asyncpg.Transaction]:
+        """A transaction that wrote row `row_id` and has not committed: the test commits or
+        rolls back the transaction it is given, or it rolls back at the end."""
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            transaction = connection.transaction()
+            await transaction.start()
+            values = row_of(row_id)
+            await connection.execute(
+                "INSERT INTO change_outbox (id, created_at, payload) VALUES ($1, $2, $3)",
+                row_id,
+                values["created_at"],
+                values["payload"],
+            )
+            yield transaction
+        finally:
+            await connection.close()
+
+
+def row_of(row_id: int) -> dict[str, object]:
+    body = encoded(Changes(ended_sessions=frozenset({f"s{row_id}"})), "node-a")
+    return {"id": row_id, "created_at": datetime.now(UTC), "payload": body}
+
+
+def ended(heard: list[Changes]) -> list[str]:
+    return [session for changes in heard for session in sorted(changes.ended_sessions)]
+
+
+async def read_until_settled(reader: ChangeOutbox, within_s: float = 10.0) -> None:
+    """Reads until no id is awaited: every transaction that was running when one was missed
+    has ended (other tests' transactions on the same server may hold the horizon a moment)."""
+    deadline = time.monotonic() + within_s
+    await reader.read_once()
+    while reader.waiting_for() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        await reader.read_once()
     assert reader.waiting_for() == set()
 
 
-async def test_a_process_started_after_a_burst_still_hears_an_id_taken_before_it(
-    factory: async_sessionmaker[AsyncSession],
-) -> None:
-    """Id 2 was taken, then 1,500 changes committed above it in the same minute: however many,
-    the start-up looks for every id taken since the newest row written a minute ago."""
-    committed = committer(factory)
-    await committed(1, "long-ago", seconds_ago=PRIME_LOOK_BACK_S + 5)
-    for row_id in range(3, 1503):
-        await committed(row_id, f"burst-{row_id}")
-    reader, heard = outbox_of(factory, "node-b", FrozenClock(NOW))
-    await reader.prime()
-    assert reader.waiting_for() == {2}
-
-    await committed(2, "slow-sign-out")
-    await reader.read_once()
-
-    assert [set(c.ended_sessions) for c in heard] == [{"slow-sign-out"}]
-
-
-async def test_the_start_up_does_not_look_below_the_newest_row_written_a_minute_ago(
-    factory: async_sessionmaker[AsyncSession],
-) -> None:
-    """Ids below it were taken before it, over a minute ago: should one commit now, its
-    writer writes it again (below), so the start-up need not wait for every id ever lost."""
-    committed = committer(factory)
-    await committed(1, "long-ago", seconds_ago=PRIME_LOOK_BACK_S + 60)
-    await committed(3, "a-minute-ago", seconds_ago=PRIME_LOOK_BACK_S + 5)
-    await committed(5, "just-now")
-    reader, _ = outbox_of(factory, "node-b", FrozenClock(NOW))
-    await reader.prime()
-
-    assert reader.waiting_for() == {4}
-
-
-def slow_commits(factory: async_sessionmaker[AsyncSession], clock: FrozenClock) -> list[float]:
-    """Each commit of `factory`'s sessions takes as long as the list's last entry says, on
-    `clock` (registered after the outbox's own listener, so after its row is written)."""
-    delays = [0.0]
-
-    def taking_long(_: Session) -> None:
-        clock.advance(timedelta(seconds=delays[-1]))
-
-    event.listen(factory.kw["sync_session_class"], "before_commit", taking_long)
-    return delays
-
-
-async def test_a_commit_that_lands_late_writes_its_row_again_under_a_new_id(
-    factory: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
-) -> None:
-    """A reader gives up an id after GAP_WAIT_S; a commit that took over LATE_COMMIT_S since
-    its row took that id writes the row again before the committing call returns, so a reader
-    that stopped waiting reads the copy."""
+async def test_a_row_whose_commit_comes_late_is_read_however_long_it_takes(pg: Postgres) -> None:
+    """Id 5's transaction is still running while 151 later ids commit and the reader's clock
+    runs on for an hour: it is awaited for as long as that transaction runs, and read when it
+    commits. The ids nobody holds are given up once it has ended."""
     clock = FrozenClock(NOW)
-    writer, _ = outbox_of(factory, "node-a", clock)
-    before_each_commit(factory, writer.write_in)
-    after_each_end(factory, writer.transaction_ended)
-    delays = slow_commits(factory, clock)
-    reader, heard = outbox_of(factory, "node-b", FrozenClock(NOW))
+    reader, heard = outbox_of(pg.factory, "node-b", clock)
     await reader.prime()
+    async with pg.on_its_way(5) as slow:
+        await pg.committed(500)
+        await reader.read_once()
+        for row_id in range(300, 450):
+            await pg.committed(row_id)
+            await reader.read_once()
+        clock.advance(timedelta(hours=1))
+        await reader.read_once()
+        assert 5 in reader.waiting_for()
+        await slow.commit()
+    await read_until_settled(reader)
 
-    async with factory.begin() as db:
-        await Sessions(db).remove("quick")
-    delays.append(LATE_COMMIT_S + 1)
-    async with factory.begin() as db:
-        await Sessions(db).remove("slow")
-    await reader.read_once()
-
-    assert await remaining(factory) == ["quick", "slow", "slow"]
-    async with factory() as db:
-        ids = (await db.scalars(select(ChangeOutboxRow.id).order_by(ChangeOutboxRow.id))).all()
-    assert len(set(ids)) == 3
-    assert "written again" in caplog.text
-    assert [set(c.ended_sessions) for c in heard] == [{"quick"}, {"slow"}, {"slow"}]
+    assert ended(heard)[0] == "s500"
+    assert ended(heard)[-1] == "s5"
+    assert len(ended(heard)) == len(set(ended(heard))) == 152  # each once
 
 
-async def test_a_rolled_back_transaction_leaves_nothing_to_write_again(
-    factory: async_sessionmaker[AsyncSession],
+async def test_an_id_whose_transaction_rolled_back_is_given_up_once_it_ended(
+    pg: Postgres, caplog: pytest.LogCaptureFixture
 ) -> None:
+    reader, heard = outbox_of(pg.factory, "node-b", FrozenClock(NOW))
+    await reader.prime()
+    async with pg.on_its_way(2) as doomed:
+        await pg.committed(1, 3)
+        await reader.read_once()
+        assert reader.waiting_for() == {2}
+        await doomed.rollback()
+    await read_until_settled(reader)
+
+    assert ended(heard) == ["s1", "s3"]
+    assert "below the oldest row" not in caplog.text  # a rollback above it: nothing to say
+
+
+async def test_a_process_started_while_a_change_is_on_its_way_still_hears_it(
+    pg: Postgres,
+) -> None:
+    """A transaction took id 2 and has not committed when the process starts, while 1,500
+    later ids have: the start-up awaits 2 and reads it when it commits."""
+    await pg.committed(1)
+    async with pg.on_its_way(2) as slow:
+        await pg.committed(*range(3, 1503))
+        reader, heard = outbox_of(pg.factory, "node-b", FrozenClock(NOW))
+        await reader.prime()
+        assert 2 in reader.waiting_for()
+        await reader.read_once()  # still running: still awaited
+        await slow.commit()
+    await read_until_settled(reader)
+
+    assert ended(heard) == ["s2"]
+
+
+async def test_pruning_waits_for_the_transactions_running_when_it_read_that_far(
+    pg: Postgres,
+) -> None:
+    """Rows below the pruning point may still be on their way (id 1 here): the pruner keeps
+    everything until every transaction running when it read that far has ended."""
     clock = FrozenClock(NOW)
-    writer, _ = outbox_of(factory, "node-a", clock)
-    before_each_commit(factory, writer.write_in)
-    after_each_end(factory, writer.transaction_ended)
+    pruner, heard = outbox_of(pg.factory, "node-b", clock)
+    await pruner.prime()
+    async with pg.on_its_way(1) as slow:
+        await pg.committed(2, 3)
+        await pruner.read_once()  # notes what it knows of now
+        await pg.committed(4)
+        clock.advance(timedelta(seconds=KEEP_FOR_S + 1))
+        await pruner.read_once()
+        assert await remaining(pg.factory) == ["s2", "s3", "s4"]
+        await slow.commit()
+    await read_until_settled(pruner)
+    await pruner.read_once()
 
-    async def fail_at_commit() -> None:
-        async with factory() as db:
-            await Sessions(db).remove("signed-in")
-            # As the commit would, then it fails:
-            await db.run_sync(lambda session: writer.write_in(session, noted(session)))
-            clock.advance(timedelta(seconds=LATE_COMMIT_S + 1))
-            await db.rollback()
-
-    await fail_at_commit()
-    async with factory.begin() as db:
-        await Sessions(db).remove("next")
-
-    assert await remaining(factory) == ["next"]
+    assert await remaining(pg.factory) == ["s3", "s4"]  # "s3", the newest at the point, stays
+    assert sorted(ended(heard)) == ["s1", "s2", "s3", "s4"]
