@@ -74,6 +74,7 @@ def _sqlite_bound(element: _SnapshotBound, compiler: SQLCompiler, **_: Any) -> s
 
 
 _outbox = table_of(ChangeOutboxRow)
+_TAKE_TRANSACTION_ID: Final = select(func.pg_current_xact_id())
 _ADD: Final = insert(_outbox).values(created_at=database_time(), payload=bindparam("body"))
 _OLDEST: Final = select(func.min(_outbox.c.id)).scalar_subquery()
 # One row per unread outbox row, or one with no row: the snapshot's horizon and oldest id ride
@@ -125,7 +126,12 @@ class Standing:
 
 
 def add_in(session: Session, payload: str) -> None:
-    """In the committing transaction (a before-commit listener's synchronous session)."""
+    """In the committing transaction (a before-commit listener's synchronous session). On
+    PostgreSQL the transaction's id is taken first: a reader that misses the row's id judges
+    by the transaction ids running then (`Horizon`), so this one's must be below them before
+    the row's id exists (taken at its first write, it could come just after the id)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_TAKE_TRANSACTION_ID)
     session.execute(_ADD, {"body": payload})
 
 
