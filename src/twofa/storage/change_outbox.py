@@ -2,18 +2,20 @@
 transaction, the rows a reader has not read yet, and the pruning of old ones.
 
 PostgreSQL takes a row's id at its INSERT and shows the row at its COMMIT, so an id below one
-already read may still appear. Each read says, from the same snapshot as its rows, which
-transactions may still be running (`Horizon`): an id missing once every transaction that was
-running when it was first missed has ended belongs to one that rolled back, and is never
-waited for again. No clock is involved. On SQLite writers take turns, so an id below a
-committed one is never still on its way (`Horizon` is None)."""
+already read may still appear. A read that misses an id takes a transaction id of its own
+(`take_transaction_id`): the writer of the missing row took its own before the row's id
+(`add_in`), so below this one. Each read also says, from the same snapshot as its rows, which
+transactions may still be running (`Horizon`): once every transaction id below the one taken
+has ended, a row still missing was rolled back, and is never waited for again. No clock is
+involved. On SQLite writers take turns, so an id below a committed one is never still on its
+way (no transaction ids: None)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, bindparam, delete, func, insert, or_, select, true
+from sqlalchemy import BigInteger, Text, bindparam, delete, func, insert, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -26,16 +28,17 @@ from twofa.storage.tables import ChangeOutboxRow, table_of
 
 @dataclass(frozen=True)
 class Horizon:
-    """Of one snapshot: every transaction id below `oldest_running` has ended; every
-    transaction running then has an id below `next_id`."""
+    """Of one snapshot (pg_snapshot_xmin, _xmax): no transaction id below `xmin` is running;
+    `xmax` is one past the newest that had ended. A running transaction whose id is above
+    every ended one counts in neither, hence `passed`'s two conditions."""
 
-    oldest_running: int
-    next_id: int
+    xmin: int
+    xmax: int
 
-    def passed(self, next_id_then: int) -> bool:
-        """Whether every transaction running at a snapshot whose `next_id` was `next_id_then`
-        has ended by this one."""
-        return self.oldest_running >= next_id_then
+    def passed(self, taken: int) -> bool:
+        """Whether every transaction whose id is below `taken` had ended at this snapshot
+        (`taken` itself had ended by then, so each one below it counts in `xmin`)."""
+        return self.xmax > taken and self.xmin >= taken
 
 
 class _SnapshotBound(FunctionElement[Any]):
@@ -75,6 +78,7 @@ def _sqlite_bound(element: _SnapshotBound, compiler: SQLCompiler, **_: Any) -> s
 
 _outbox = table_of(ChangeOutboxRow)
 _TAKE_TRANSACTION_ID: Final = select(func.pg_current_xact_id())
+_TRANSACTION_ID: Final = select(func.pg_current_xact_id().cast(Text).cast(BigInteger))
 _ADD: Final = insert(_outbox).values(created_at=database_time(), payload=bindparam("body"))
 _OLDEST: Final = select(func.min(_outbox.c.id)).scalar_subquery()
 # One row per unread outbox row, or one with no row: the snapshot's horizon and oldest id ride
@@ -133,6 +137,14 @@ def add_in(session: Session, payload: str) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(_TAKE_TRANSACTION_ID)
     session.execute(_ADD, {"body": payload})
+
+
+async def take_transaction_id(db: AsyncSession) -> int | None:
+    """A transaction id for `db`'s transaction (PostgreSQL hands them out in order; None on
+    SQLite)."""
+    if db.get_bind().dialect.name != "postgresql":
+        return None
+    return int(await db.scalar(_TRANSACTION_ID) or 0)
 
 
 async def unread(db: AsyncSession, after_id: int, awaited: set[int]) -> Unread:

@@ -11,10 +11,10 @@ The messages are the feed's (change_feed.encoded); a process skips its own. Read
 short statement per process per quarter second; writing one INSERT per commit that ends a signed-in
 session or changes what others keep (never per sign-in: `Changes.shared`).
 
-An id below the newest read but not seen yet is awaited until every transaction that was
-running when it was first missed has ended (storage.change_outbox.Horizon): by the database's
-own account, never a clock, so a commit held up for minutes (a stalled path, a suspended
-machine) is still read when it lands."""
+An id below the newest read but not seen yet is awaited until every transaction that may have
+taken it has ended (storage.change_outbox.Horizon): by the database's own account, never a
+clock, so a commit held up for minutes (a stalled path, a suspended machine) is still read when
+it lands."""
 
 from __future__ import annotations
 
@@ -74,11 +74,12 @@ class ChangeOutbox:
         self._state = state
         self._read_every_s = read_every_s
         self._newest_seen: int | None = None
-        # id -> the snapshot's next transaction id when it was first missed (None: SQLite)
+        # id -> a transaction id taken by the read that first missed it (None: SQLite): once
+        # every one below it has ended, the id's writer has too
         self._gaps: dict[int, int | None] = {}
         self._below_oldest_at_start: set[int] = set()  # pruned or never written: no news
         self._noted_at = float("-inf")
-        # (monotonic, newest id seen, the snapshot's next transaction id then)
+        # (monotonic, newest id seen, a transaction id taken by that read)
         self._known_since: deque[tuple[float, int, int | None]] = deque()
         self._failed = OccasionalLog(log, logging.WARNING, FAILURE_LOG_EVERY_S, clock.monotonic)
         self._reading: asyncio.Task[None] | None = None
@@ -97,17 +98,18 @@ class ChangeOutbox:
         after a copy was made must never be taken for the starting point (what was written
         before it, the fresh caches do not hold). An id missing below the newest may belong
         to a transaction still running (PostgreSQL takes ids at INSERT): awaited like any
-        other gap, unless no transaction at all is running."""
+        other gap (on SQLite, none can be)."""
         started = self._clock.monotonic()
         async with self._db.begin() as db:
             found = await change_outbox.standing(db, PRIME_SCAN)
-        ids, horizon = found.newest_ids, found.horizon
+            taken = await change_outbox.take_transaction_id(db)
+        ids = found.newest_ids
         newest = ids[0] if ids else 0
         self._newest_seen = newest
-        if horizon is not None and horizon.oldest_running < horizon.next_id:
+        if taken is not None:
             low = ids[-1] if len(ids) == PRIME_SCAN else 0
             missing = _missing_ids(low, newest, set(ids), MOST_AWAITED)
-            self._gaps = dict.fromkeys(missing, horizon.next_id)
+            self._gaps = dict.fromkeys(missing, taken)
             oldest = found.oldest if found.oldest is not None else newest + 1
             self._below_oldest_at_start = {row_id for row_id in missing if row_id < oldest}
         self._state.follow_outbox(started)
@@ -133,6 +135,11 @@ class ChangeOutbox:
         started = self._clock.monotonic()  # the snapshot read below is at least this fresh
         async with self._db.begin() as db:
             found = await change_outbox.unread(db, read_above, set(self._gaps))
+            new = [row_id for row_id, _ in found.rows if row_id > read_above]
+            missing = _missing_ids(read_above, max(new, default=read_above), set(new), 1)
+            taken = None
+            if missing or self._mark_due():  # after this read's snapshot: above its writers'
+                taken = await change_outbox.take_transaction_id(db)
             if (prunable := self._prunable(found.horizon)) is not None:
                 await change_outbox.prune_through(db, prunable)
         for row_id, payload in found.rows:
@@ -140,11 +147,10 @@ class ChangeOutbox:
             message = decoded(payload)
             if message is not None and message[0] != self._node:
                 self._on_change(message[1])
-        new = [row_id for row_id, _ in found.rows if row_id > read_above]
         gone = self._pruned_above(read_above, found.oldest)
-        gone |= self._note_gaps(read_above, new, found.horizon)
+        gone |= self._note_gaps(read_above, new, taken)
         gone |= self._settle_gaps(found.oldest, found.horizon)
-        self._note_known(found.horizon)
+        self._note_known(taken)
         self._state.outbox_read(started, rows_may_be_gone=gone)
 
     @staticmethod
@@ -155,13 +161,12 @@ class ChangeOutbox:
         generation, at a cost in reads only."""
         return oldest is not None and oldest > read_above + 1
 
-    def _note_gaps(self, read_above: int, new: list[int], horizon: Horizon | None) -> bool:
+    def _note_gaps(self, read_above: int, new: list[int], taken: int | None) -> bool:
         """Notes the ids missing among the new ones; True if too many to await."""
         newest = max(new, default=read_above)
         self._newest_seen = max(read_above, newest)
         missing = _missing_ids(read_above, newest, set(new), MOST_AWAITED + 1)
-        next_id = None if horizon is None else horizon.next_id
-        self._gaps.update(dict.fromkeys(missing, next_id))
+        self._gaps.update(dict.fromkeys(missing, taken))
         if len(self._gaps) <= MOST_AWAITED:
             return False
         for row_id in sorted(self._gaps)[: len(self._gaps) - MOST_AWAITED]:
@@ -178,8 +183,8 @@ class ChangeOutbox:
         writers take turns, so a missing id rolled back). True if one of them lies below the
         oldest row kept: it may have been written and pruned before this process read it."""
         gone = False
-        for row_id, next_id_then in list(self._gaps.items()):
-            if not _all_ended(horizon, next_id_then):
+        for row_id, taken in list(self._gaps.items()):
+            if not _all_ended(horizon, taken):
                 continue
             del self._gaps[row_id]
             quiet = row_id in self._below_oldest_at_start
@@ -204,23 +209,24 @@ class ChangeOutbox:
             prunable = self._known_since.popleft()[1]
         return prunable
 
-    def _note_known(self, horizon: Horizon | None) -> None:
+    def _mark_due(self) -> bool:
+        return self._clock.monotonic() - self._noted_at >= PRUNE_EVERY_S
+
+    def _note_known(self, taken: int | None) -> None:
         """Once per `PRUNE_EVERY_S`, what this process has read so far, and when."""
-        now = self._clock.monotonic()
-        if now - self._noted_at >= PRUNE_EVERY_S and self._newest_seen is not None:
-            self._noted_at = now
-            next_id = None if horizon is None else horizon.next_id
-            self._known_since.append((now, self._newest_seen, next_id))
+        if self._mark_due() and self._newest_seen is not None:
+            self._noted_at = self._clock.monotonic()
+            self._known_since.append((self._noted_at, self._newest_seen, taken))
 
     def waiting_for(self) -> set[int]:
         """The ids below the newest read that have not appeared yet."""
         return set(self._gaps)
 
 
-def _all_ended(horizon: Horizon | None, next_id_then: int | None) -> bool:
-    """Whether every transaction running when `next_id_then` was read has ended by `horizon`
-    (always, without one: SQLite's writers take turns)."""
-    return horizon is None or next_id_then is None or horizon.passed(next_id_then)
+def _all_ended(horizon: Horizon | None, taken: int | None) -> bool:
+    """Whether every transaction whose id is below `taken` has ended by `horizon` (always,
+    without them: SQLite's writers take turns)."""
+    return horizon is None or taken is None or horizon.passed(taken)
 
 
 def _missing_ids(low: int, newest: int, present: set[int], most: int) -> set[int]:
