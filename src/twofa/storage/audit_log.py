@@ -1,30 +1,63 @@
 """Writes to the audit log and the filtered reads of it that the console, the CLI and the CSV
-export make. Like every repository it never commits: the service owns the transaction."""
+export make. Like every repository it never commits: the service owns the transaction.
+
+A record is kept on the session and written by one INSERT as the transaction commits
+(`write_pending`, a before-commit listener on every session): nothing of the ORM's flush
+for a row nobody reads back in its own transaction, on the paths every sign-in takes. A
+transaction rolled back writes none of its records, as before."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Final, TypedDict
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from twofa.storage.tables import AuditRow
+from twofa.storage.tables import AuditRow, table_of
+
+_PENDING: Final = "twofa.audit_log.pending"
+_INSERT: Final = insert(table_of(AuditRow))
 
 
 class AuditLog:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
 
-    def add(self, row: AuditRow) -> None:
-        self._db.add(row)
+    def add(self, values: AuditValues) -> None:
+        """Written as the transaction commits (`write_pending`)."""
+        self._db.info.setdefault(_PENDING, []).append(values)
 
     async def recent(self, limit: int = 100, username: str | None = None) -> Sequence[AuditRow]:
         query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
         if username is not None:
             query = query.where(AuditRow.username == username)
         return (await self._db.scalars(query)).all()
+
+
+class AuditValues(TypedDict):
+    at: datetime
+    kind: str
+    outcome: str
+    username: str
+    client_ip: str
+    user_agent: str
+    detail: dict[str, Any]
+
+
+@event.listens_for(Session, "before_commit")
+def write_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        session.execute(_INSERT, pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twofa.clock import Clock
 from twofa.domain.client import NO_CLIENT, ClientInfo
-from twofa.storage.audit_log import AuditLog
-from twofa.storage.tables import AuditRow
+from twofa.storage.audit_log import AuditLog, AuditValues
 
 log = logging.getLogger("twofa.audit")
 # `sign_in_attack`: a username's sign-ins slowed by a distributed password attack.
@@ -29,7 +28,7 @@ def record(
     **detail: Any,
 ) -> None:
     AuditLog(db).add(
-        AuditRow(
+        AuditValues(
             at=clock.now(),
             kind=kind,
             outcome=outcome,
