@@ -3,33 +3,19 @@ order they were made; a transaction rolled back writes none of them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.support.databases import sqlite_database
 from twofa.clock import FrozenClock
 from twofa.domain.client import ClientInfo
 from twofa.services.state import audit
-from twofa.storage.database import create_engine, session_factory
 from twofa.storage.tables import AuditRow
 
 NOW = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
 CLOCK = FrozenClock(NOW)
-
-
-@pytest.fixture
-async def factory(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    async with sqlite_database(tmp_path) as url:
-        engine = create_engine(url)
-        try:
-            yield session_factory(engine)
-        finally:
-            await engine.dispose()
 
 
 async def kinds(factory: async_sessionmaker[AsyncSession]) -> list[tuple[str, str, str]]:

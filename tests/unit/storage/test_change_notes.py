@@ -4,7 +4,6 @@ and nothing from another gateway's sessions in the same process."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.support.databases import sqlite_database
 from twofa.storage.access_rules import AccessRules
 from twofa.storage.change_notes import Changes, announce_commits, before_each_commit
 from twofa.storage.database import create_engine, session_factory
@@ -21,16 +19,6 @@ from twofa.storage.repositories import ConsoleSettings
 from twofa.storage.sessions import Sessions
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def factory(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    async with sqlite_database(tmp_path) as url:
-        engine = create_engine(url)
-        try:
-            yield session_factory(engine)
-        finally:
-            await engine.dispose()
 
 
 def announced_by(factory: async_sessionmaker[AsyncSession]) -> list[Changes]:

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.support.databases import postgres_database, sqlite_database
+from tests.support.databases import postgres_database
 from twofa.clock import FrozenClock
 from twofa.services.state.change_feed import decoded, encoded
 from twofa.services.state.change_outbox import KEEP_FOR_S, ChangeOutbox
@@ -32,16 +32,6 @@ from twofa.storage.sessions import Sessions
 from twofa.storage.tables import ChangeOutboxRow
 
 NOW = datetime(2026, 12, 6, 20, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def factory(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    async with sqlite_database(tmp_path) as url:
-        engine = create_engine(url)
-        try:
-            yield session_factory(engine)
-        finally:
-            await engine.dispose()
 
 
 def outbox_of(
