@@ -77,7 +77,10 @@ class ChangeOutbox:
         # id -> a transaction id taken by the read that first missed it (None: SQLite): once
         # every one below it has ended, the id's writer has too
         self._gaps: dict[int, int | None] = {}
-        self._below_oldest_at_start: set[int] = set()  # pruned or never written: no news
+        # Taken for pruned (or never written): no news when given up. On an outbox never
+        # pruned yet one may be a change on its way, and so may an id below the newest
+        # PRIME_SCAN: two known limits (tests/integration/test_outbox_pruning_attacks.py).
+        self._below_oldest_at_start: set[int] = set()
         self._noted_at = float("-inf")
         # (monotonic, newest id seen, a transaction id taken by that read)
         self._known_since: deque[tuple[float, int, int | None]] = deque()
