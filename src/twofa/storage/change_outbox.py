@@ -77,7 +77,6 @@ def _sqlite_bound(element: _SnapshotBound, compiler: SQLCompiler, **_: Any) -> s
 
 
 _outbox = table_of(ChangeOutboxRow)
-_TAKE_TRANSACTION_ID: Final = select(func.pg_current_xact_id())
 _TRANSACTION_ID: Final = select(func.pg_current_xact_id().cast(Text).cast(BigInteger))
 _ADD: Final = insert(_outbox).values(created_at=database_time(), payload=bindparam("body"))
 _OLDEST: Final = select(func.min(_outbox.c.id)).scalar_subquery()
@@ -135,7 +134,7 @@ def add_in(session: Session, payload: str) -> None:
     by the transaction ids running then (`Horizon`), so this one's must be below them before
     the row's id exists (taken at its first write, it could come just after the id)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(_TAKE_TRANSACTION_ID)
+        session.execute(_TRANSACTION_ID)
     session.execute(_ADD, {"body": payload})
 
 
